@@ -1,0 +1,1 @@
+//! The VN certificate authority and EST-style (RFC 7030) enrollment.

@@ -1,0 +1,5 @@
+//! The IKEv2 protocol engine of iiptran.
+//!
+//! Sans-IO: nothing in this crate opens a socket or reads a clock. Datagrams and the
+//! current time are fed in; datagrams to send, deadlines and events come out.
+pub mod iana;

@@ -1,0 +1,1 @@
+//! The virtual network: configuration, the adjacency lifecycle and persistent state.
