@@ -3,3 +3,5 @@
 //! Sans-IO: nothing in this crate opens a socket or reads a clock. Datagrams and the
 //! current time are fed in; datagrams to send, deadlines and events come out.
 pub mod iana;
+pub mod secret;
+pub mod ts;
