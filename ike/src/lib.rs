@@ -2,7 +2,9 @@
 //!
 //! Sans-IO: nothing in this crate opens a socket or reads a clock. Datagrams and the
 //! current time are fed in; datagrams to send, deadlines and events come out.
+pub mod config;
 pub mod iana;
+pub mod sa;
 pub mod secret;
 pub mod ts;
 pub mod wire;

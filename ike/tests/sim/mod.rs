@@ -1,0 +1,416 @@
+//! A simulated network of engines and a simulated clock: datagrams can be dropped,
+//! duplicated, delayed and reordered by a seeded PRNG, so every run is reproducible.
+#![allow(dead_code)] // each test crate uses a different part
+
+use iiptran_ike::config::Config;
+use iiptran_ike::iana::{IdType, NotifyType};
+use iiptran_ike::sa::{ChildSa, Engine, Event, IkeSaId, LocalAuth, PeerAuth, PeerConfig, Policy};
+use iiptran_ike::secret::Secret;
+use iiptran_ike::ts::TrafficSelector;
+use iiptran_ike::wire::Identification;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// xorshift64*: tiny, seeded, good enough to schedule faults.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Faults {
+    pub loss: f64,
+    pub duplicate: f64,
+    /// Each datagram takes `latency` plus up to this much more, so they reorder.
+    pub jitter: Duration,
+}
+
+/// The node's decisions: the peers it knows and the one child SA shape it accepts (the
+/// IIPtran rule: exactly our configured selectors, nothing wider or narrower).
+pub struct TestPolicy {
+    pub peers: Vec<Arc<PeerConfig>>,
+    /// When set, every child SA is refused with TS_UNACCEPTABLE.
+    pub refuse_children: bool,
+}
+
+fn same(a: &[TrafficSelector], b: &[TrafficSelector]) -> bool {
+    a.iter().collect::<HashSet<_>>() == b.iter().collect::<HashSet<_>>()
+}
+
+impl Policy for TestPolicy {
+    fn peer(&self, remote_id: &Identification, _remote: SocketAddr) -> Option<Arc<PeerConfig>> {
+        self.peers
+            .iter()
+            .find(|p| &p.remote_id == remote_id)
+            .cloned()
+    }
+
+    fn narrow(
+        &self,
+        peer: &PeerConfig,
+        tsi: &[TrafficSelector],
+        tsr: &[TrafficSelector],
+    ) -> Result<(Vec<TrafficSelector>, Vec<TrafficSelector>), NotifyType> {
+        let covers = |offered: &[TrafficSelector], want: &[TrafficSelector]| {
+            want.iter().all(|w| {
+                offered.iter().any(|o| {
+                    o.ip_protocol == w.ip_protocol
+                        && o.start_addr <= w.start_addr
+                        && o.end_addr >= w.end_addr
+                        && o.start_port <= w.start_port
+                        && o.end_port >= w.end_port
+                })
+            })
+        };
+        if self.refuse_children || !covers(tsi, &peer.ts_remote) || !covers(tsr, &peer.ts_local) {
+            return Err(NotifyType::TS_UNACCEPTABLE);
+        }
+        Ok((peer.ts_remote.clone(), peer.ts_local.clone()))
+    }
+
+    fn accept_narrowed(
+        &self,
+        peer: &PeerConfig,
+        tsi: &[TrafficSelector],
+        tsr: &[TrafficSelector],
+    ) -> Result<(), NotifyType> {
+        if same(tsi, &peer.ts_local) && same(tsr, &peer.ts_remote) {
+            Ok(())
+        } else {
+            Err(NotifyType::TS_UNACCEPTABLE)
+        }
+    }
+}
+
+pub fn fqdn(name: &str) -> Identification {
+    Identification {
+        id_type: IdType::FQDN,
+        data: name.as_bytes().to_vec(),
+    }
+}
+
+/// IPIP between two endpoints.
+pub fn ipip(addr: IpAddr) -> Vec<TrafficSelector> {
+    vec![TrafficSelector {
+        ip_protocol: 4,
+        start_port: 0,
+        end_port: 0xffff,
+        start_addr: addr,
+        end_addr: addr,
+    }]
+}
+
+pub struct Node {
+    pub name: String,
+    pub ip: IpAddr,
+    pub engine: Engine<TestPolicy>,
+    pub events: Vec<Event>,
+}
+
+impl Node {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, 500)
+    }
+
+    pub fn id(&self) -> Identification {
+        fqdn(&self.name)
+    }
+
+    /// Child SAs that came up (first, by rekey) and were not deleted or retired since.
+    pub fn live_children(&self) -> Vec<ChildSa> {
+        let mut live: Vec<ChildSa> = Vec::new();
+        for e in &self.events {
+            match e {
+                Event::ChildSaUp(c) => live.push(c.clone()),
+                Event::ChildSaRekeyed { new, .. } => live.push(new.clone()),
+                Event::ChildSaDeleted { spis, .. } | Event::ChildSaRetired { spis, .. } => {
+                    live.retain(|c| c.spis != *spis)
+                }
+                _ => {}
+            }
+        }
+        live
+    }
+
+    /// Child SAs in use for outbound traffic: live and not replaced by a rekey.
+    pub fn active_children(&self) -> Vec<ChildSa> {
+        let mut live = self.live_children();
+        for e in &self.events {
+            if let Event::ChildSaRekeyed { old, .. } = e {
+                live.retain(|c| c.spis != *old);
+            }
+        }
+        live
+    }
+
+    pub fn ike_up(&self) -> Vec<IkeSaId> {
+        let mut up = Vec::new();
+        for e in &self.events {
+            match e {
+                Event::IkeSaUp { sa, .. } => up.push(*sa),
+                Event::IkeSaDown { sa, .. } => up.retain(|s| s != sa),
+                _ => {}
+            }
+        }
+        up
+    }
+
+    pub fn count(&self, f: impl Fn(&Event) -> bool) -> usize {
+        self.events.iter().filter(|e| f(e)).count()
+    }
+}
+
+/// Sees (from, to, payload) of every datagram; returning false drops it.
+pub type Filter = Box<dyn FnMut(SocketAddr, SocketAddr, &[u8]) -> bool>;
+
+struct InFlight {
+    at: Instant,
+    seq: u64,
+    from: SocketAddr,
+    to: SocketAddr,
+    payload: Vec<u8>,
+}
+
+pub struct Net {
+    pub start: Instant,
+    pub now: Instant,
+    pub nodes: Vec<Node>,
+    pub faults: Faults,
+    pub latency: Duration,
+    rng: Rng,
+    in_flight: Vec<InFlight>,
+    seq: u64,
+    pub sent: usize,
+    /// Sees every datagram before faults apply; returning false drops it.
+    pub filter: Option<Filter>,
+}
+
+impl Net {
+    pub fn new(seed: u64) -> Self {
+        let start = Instant::now();
+        Self {
+            start,
+            now: start,
+            nodes: Vec::new(),
+            faults: Faults::default(),
+            latency: Duration::from_millis(10),
+            rng: Rng::new(seed),
+            in_flight: Vec::new(),
+            seq: 0,
+            sent: 0,
+            filter: None,
+        }
+    }
+
+    pub fn add(&mut self, name: &str, ip: &str, config: Config) -> usize {
+        let engine = Engine::new(
+            config,
+            TestPolicy {
+                peers: Vec::new(),
+                refuse_children: false,
+            },
+            self.now,
+        )
+        .expect("engine");
+        self.nodes.push(Node {
+            name: name.into(),
+            ip: ip.parse().expect("address"),
+            engine,
+            events: Vec::new(),
+        });
+        self.nodes.len() - 1
+    }
+
+    /// The configuration with which node `a` talks to node `b` using `psk`.
+    pub fn psk_peer(&self, a: usize, b: usize, psk: &[u8]) -> PeerConfig {
+        let (na, nb) = (&self.nodes[a], &self.nodes[b]);
+        PeerConfig {
+            local_id: na.id(),
+            local_auth: LocalAuth::Psk(Secret::from_slice(psk)),
+            remote_id: nb.id(),
+            remote_auth: PeerAuth::Psk(Secret::from_slice(psk)),
+            ts_local: ipip(na.ip),
+            ts_remote: ipip(nb.ip),
+        }
+    }
+
+    /// Both nodes know each other with the same PSK.
+    pub fn pair_psk(&mut self, a: usize, b: usize) {
+        let ab = Arc::new(self.psk_peer(a, b, b"shared secret"));
+        let ba = Arc::new(self.psk_peer(b, a, b"shared secret"));
+        self.nodes[a].engine.policy_mut().peers.push(ab);
+        self.nodes[b].engine.policy_mut().peers.push(ba);
+    }
+
+    pub fn initiate(&mut self, a: usize, b: usize) -> IkeSaId {
+        let remote = self.nodes[b].addr();
+        let local = self.nodes[a].addr();
+        let peer = self.nodes[a]
+            .engine
+            .policy()
+            .peers
+            .iter()
+            .find(|p| p.remote_id == self.nodes[b].id())
+            .cloned()
+            .expect("peer configured");
+        let now = self.now;
+        self.nodes[a]
+            .engine
+            .initiate(now, local, remote, peer)
+            .expect("initiate")
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    fn collect(&mut self) {
+        for i in 0..self.nodes.len() {
+            while let Some(t) = self.nodes[i].engine.poll_transmit() {
+                self.sent += 1;
+                if let Some(f) = self.filter.as_mut()
+                    && !f(t.local, t.remote, &t.payload)
+                {
+                    continue;
+                }
+                if self.rng.chance(self.faults.loss) {
+                    continue;
+                }
+                let copies = if self.rng.chance(self.faults.duplicate) {
+                    2
+                } else {
+                    1
+                };
+                for _ in 0..copies {
+                    let jitter = self.faults.jitter.mul_f64(self.rng.unit());
+                    self.seq += 1;
+                    self.in_flight.push(InFlight {
+                        at: self.now + self.latency + jitter,
+                        seq: self.seq,
+                        from: t.local,
+                        to: t.remote,
+                        payload: t.payload.clone(),
+                    });
+                }
+            }
+            while let Some(e) = self.nodes[i].engine.poll_event() {
+                self.nodes[i].events.push(e);
+            }
+        }
+    }
+
+    /// Injects a datagram as if `from` had sent it to `to`.
+    pub fn inject(&mut self, from: SocketAddr, to: SocketAddr, payload: Vec<u8>) {
+        self.seq += 1;
+        self.in_flight.push(InFlight {
+            at: self.now,
+            seq: self.seq,
+            from,
+            to,
+            payload,
+        });
+    }
+
+    /// Advances to the next delivery or timer, up to `limit`. Returns false when nothing
+    /// is left to happen before it.
+    pub fn step(&mut self, limit: Instant) -> bool {
+        self.collect();
+        let next_delivery = self.in_flight.iter().map(|f| (f.at, f.seq)).min();
+        let next_timer = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.engine.poll_timeout())
+            .min();
+        let next = match (next_delivery.map(|d| d.0), next_timer) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(t) => t,
+                None => return false,
+            },
+        };
+        if next > limit {
+            self.now = limit;
+            return false;
+        }
+        self.now = self.now.max(next);
+        if let Some((at, seq)) = next_delivery
+            && at <= self.now
+        {
+            let i = self
+                .in_flight
+                .iter()
+                .position(|f| f.seq == seq)
+                .expect("in flight");
+            let f = self.in_flight.swap_remove(i);
+            if let Some(node) = self.nodes.iter_mut().find(|n| n.ip == f.to.ip()) {
+                node.engine.handle(self.now, f.to, f.from, &f.payload);
+            }
+        } else {
+            let now = self.now;
+            for n in &mut self.nodes {
+                if n.engine.poll_timeout().is_some_and(|t| t <= now) {
+                    n.engine.handle_timeout(now);
+                }
+            }
+        }
+        self.collect();
+        true
+    }
+
+    /// Runs until `done` holds or `within` simulated time has passed.
+    pub fn run_until(&mut self, within: Duration, done: impl Fn(&Net) -> bool) -> bool {
+        let limit = self.now + within;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if !self.step(limit) {
+                return done(self);
+            }
+        }
+    }
+
+    /// Runs for `d` of simulated time.
+    pub fn run_for(&mut self, d: Duration) {
+        let limit = self.now + d;
+        while self.step(limit) {}
+    }
+
+    /// Node `a` has exactly one active child SA and it pairs with exactly one of `b`'s:
+    /// same SPIs crosswise and the same keys crosswise.
+    pub fn paired(&self, a: usize, b: usize) -> bool {
+        let (ca, cb) = (
+            self.nodes[a].active_children(),
+            self.nodes[b].active_children(),
+        );
+        let [x] = ca.as_slice() else { return false };
+        let [y] = cb.as_slice() else { return false };
+        x.spis.inbound == y.spis.outbound
+            && x.spis.outbound == y.spis.inbound
+            && x.inbound == y.outbound
+            && x.outbound == y.inbound
+    }
+}
