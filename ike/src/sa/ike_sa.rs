@@ -124,6 +124,8 @@ struct Child {
     /// A child we created answering the peer's rekey of this one while our own rekey
     /// of it was outstanding (§2.8.1), with the lowest nonce of that exchange.
     collision: Option<(ChildSa, Vec<u8>)>,
+    /// Reported to the caller; a collision's redundant SA never is.
+    announced: bool,
 }
 
 pub(super) struct IkeSa {
@@ -802,6 +804,7 @@ impl IkeSa {
             state: ChildState::Installed,
             rekey_at: ctx.config.lifetimes.child_rekey.map(|d| ctx.now + d),
             collision: None,
+            announced: true,
         });
     }
 
@@ -1091,7 +1094,17 @@ impl IkeSa {
     }
 
     fn on_create_child_request(&mut self, ctx: &mut Ctx<'_>, payloads: &[Payload]) -> Vec<Payload> {
-        if self.phase == Phase::Rekeyed {
+        let is_ike = payloads.iter().any(|p| {
+            matches!(p, Payload::Sa(s) if s.first().is_some_and(|p| p.protocol == ProtocolId::IKE))
+        });
+        // RFC 7296 §2.25: no child SA exchanges while the IKE SA is rekeyed and no IKE SA
+        // rekey while a child SA exchange is under way.
+        let busy = match self.requests.outstanding.as_ref().map(|o| &o.exchange) {
+            Some(Pending::RekeyIke { .. }) => !is_ike,
+            Some(Pending::CreateChild { .. } | Pending::DeleteChildren(_)) => is_ike,
+            _ => false,
+        };
+        if self.phase == Phase::Rekeyed || busy {
             return vec![notify(NotifyType::TEMPORARY_FAILURE, Vec::new())];
         }
         let Some(ni) = payloads.iter().find_map(|p| match p {
@@ -1106,9 +1119,6 @@ impl IkeSa {
         let ke = payloads.iter().find_map(|p| match p {
             Payload::Ke(k) => Some(k),
             _ => None,
-        });
-        let is_ike = payloads.iter().any(|p| {
-            matches!(p, Payload::Sa(s) if s.first().is_some_and(|p| p.protocol == ProtocolId::IKE))
         });
         if is_ike {
             return self.answer_rekey_ike(ctx, payloads, ke, &ni, nr);
@@ -1191,10 +1201,22 @@ impl IkeSa {
 
     /// `new` takes over from `old`, which stays until its DELETE.
     fn replace_child(&mut self, ctx: &mut Ctx<'_>, old: ChildSpis, new: ChildSa) {
-        if let Some(c) = self.children.iter_mut().find(|c| c.sa.spis == old) {
-            c.state = ChildState::Rekeyed;
-            c.rekey_at = None;
-        }
+        let Some(c) = self
+            .children
+            .iter_mut()
+            .find(|c| c.sa.spis == old && c.state == ChildState::Installed)
+        else {
+            // The old SA went away meanwhile: the new one has nothing to replace.
+            let spis = new.spis;
+            self.add_child(ctx, new);
+            if let Some(c) = self.children.last_mut() {
+                c.state = ChildState::Rekeyed;
+                c.announced = false;
+            }
+            return self.queue(Task::DeleteChild(spis));
+        };
+        c.state = ChildState::Rekeyed;
+        c.rekey_at = None;
         ctx.events.push_back(Event::ChildSaRekeyed {
             old,
             new: new.clone(),
@@ -1263,6 +1285,7 @@ impl IkeSa {
                         self.add_child(ctx, child.clone());
                         if let Some(c) = self.children.last_mut() {
                             c.state = ChildState::Rekeyed;
+                            c.announced = false;
                         }
                         self.queue(Task::DeleteChild(child.spis));
                     }
@@ -1281,7 +1304,18 @@ impl IkeSa {
                 debug!(sa = ?self.id, notify = ?kind, "child SA refused");
                 match (rekey, collision) {
                     (Some(old), Some((theirs, _))) => self.replace_child(ctx, old, theirs),
-                    _ => ctx.events.push_back(Event::ChildSaFailed {
+                    (Some(old), None) => {
+                        // Try again later unless the peer rekeyed or deleted it meanwhile.
+                        let retry = ctx.now + ctx.config.retransmission.wait(2);
+                        if let Some(c) = self
+                            .children
+                            .iter_mut()
+                            .find(|c| c.sa.spis == old && c.state == ChildState::Installed)
+                        {
+                            c.rekey_at = Some(retry);
+                        }
+                    }
+                    (None, _) => ctx.events.push_back(Event::ChildSaFailed {
                         ike_sa: self.id,
                         notify: kind,
                     }),
@@ -1453,8 +1487,9 @@ impl IkeSa {
         };
         let Some(mut new) = new else {
             debug!(sa = ?self.id, "IKE SA rekey refused");
-            if let Some((theirs, _)) = collision {
-                self.hand_over(ctx, theirs);
+            match collision {
+                Some((theirs, _)) => self.hand_over(ctx, theirs),
+                None => self.rekey_at = Some(ctx.now + ctx.config.retransmission.wait(2)),
             }
             return;
         };
@@ -1499,8 +1534,10 @@ impl IkeSa {
             return;
         };
         let child = self.children.remove(at);
-        let redundant_or_old = child.state == ChildState::Rekeyed;
-        ctx.events.push_back(if redundant_or_old {
+        if !child.announced {
+            return;
+        }
+        ctx.events.push_back(if child.state == ChildState::Rekeyed {
             Event::ChildSaRetired {
                 ike_sa: self.id,
                 spis,
@@ -1530,13 +1567,22 @@ impl IkeSa {
             }
             let mut ours = Vec::new();
             for spi in &d.spis {
-                let Some(child) = self.children.iter().find(|c| c.sa.spis.outbound == *spi) else {
+                let Some(child) = self
+                    .children
+                    .iter_mut()
+                    .find(|c| c.sa.spis.outbound == *spi)
+                else {
                     continue;
                 };
                 let spis = child.sa.spis;
+                let state = child.state;
+                if let Some((theirs, _)) = child.collision.take() {
+                    // The peer's rekey won before it saw ours (§2.8.1): it deletes the old.
+                    self.replace_child(ctx, spis, theirs);
+                }
                 // A child we are deleting ourselves is answered without its SPI
                 // (RFC 7296 §1.4.1, simultaneous deletes).
-                if child.state != ChildState::Deleting {
+                if state != ChildState::Deleting {
                     ours.push(spis.inbound);
                 }
                 self.remove_child(ctx, spis);
@@ -1906,7 +1952,9 @@ impl IkeSa {
                 return self.down(ctx, DownReason::Timeout);
             }
             Phase::Established if self.successor_of.is_some() => {
-                if expired && self.requests.is_idle() && self.tasks.is_empty() {
+                // A rekey's redundant result that the peer never deleted, or our delete
+                // of it that went unanswered.
+                if expired {
                     self.phase = Phase::Dead;
                 }
                 return self.drive(ctx);

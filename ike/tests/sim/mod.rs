@@ -186,6 +186,10 @@ impl Node {
 /// Sees (from, to, payload) of every datagram; returning false drops it.
 pub type Filter = Box<dyn FnMut(SocketAddr, SocketAddr, &[u8]) -> bool>;
 
+/// A simulation taking more steps than this has an engine that keeps asking for a
+/// deadline it does not clear.
+const MAX_STEPS: u64 = 2_000_000;
+
 struct InFlight {
     at: Instant,
     seq: u64,
@@ -204,6 +208,7 @@ pub struct Net {
     in_flight: Vec<InFlight>,
     seq: u64,
     pub sent: usize,
+    steps: u64,
     /// Sees every datagram before faults apply; returning false drops it.
     pub filter: Option<Filter>,
 }
@@ -221,6 +226,7 @@ impl Net {
             in_flight: Vec::new(),
             seq: 0,
             sent: 0,
+            steps: 0,
             filter: None,
         }
     }
@@ -337,6 +343,12 @@ impl Net {
     /// Advances to the next delivery or timer, up to `limit`. Returns false when nothing
     /// is left to happen before it.
     pub fn step(&mut self, limit: Instant) -> bool {
+        self.steps += 1;
+        assert!(
+            self.steps < MAX_STEPS,
+            "simulation does not settle at {:?}",
+            self.elapsed()
+        );
         self.collect();
         let next_delivery = self.in_flight.iter().map(|f| (f.at, f.seq)).min();
         let next_timer = self
