@@ -428,3 +428,18 @@ fn reassembly_enforces_limits() {
         Ok(Progress::Incomplete)
     );
 }
+
+#[test]
+fn unknown_payload_may_not_claim_a_type_we_parse() {
+    for ty in [PayloadType::NONE, PayloadType::NONCE, PayloadType::SK] {
+        let mut out = Vec::new();
+        let unknown = Payload::Unknown(Unknown { ty, body: vec![1] });
+        assert!(
+            matches!(
+                emit_chain(&[unknown], &mut out),
+                Err(Error::Unencodable { ty: t, .. }) if t == ty
+            ),
+            "{ty}"
+        );
+    }
+}
