@@ -443,3 +443,23 @@ fn unknown_payload_may_not_claim_a_type_we_parse() {
         );
     }
 }
+
+#[test]
+fn associated_data_covers_payloads_before_sk() {
+    let message = Message {
+        header: auth_header(),
+        payloads: vec![
+            Payload::VendorId(b"iiptran".to_vec()),
+            Payload::Encrypted(Encrypted {
+                first: PayloadType::IDI,
+                body: vec![0xee; 24],
+            }),
+        ],
+    };
+    let bytes = message.emit().unwrap();
+    let protected = Datagram::parse(&bytes).unwrap().protected.unwrap();
+    let vendor_id_len = 4 + b"iiptran".len();
+    assert_eq!(protected.aad, &bytes[..HEADER_LEN + vendor_id_len + 4]);
+    assert_eq!(protected.body, &[0xee; 24][..]);
+    assert_eq!(protected.first, PayloadType::IDI);
+}
