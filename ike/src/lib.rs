@@ -5,3 +5,4 @@
 pub mod iana;
 pub mod secret;
 pub mod ts;
+pub mod wire;
