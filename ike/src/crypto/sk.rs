@@ -398,3 +398,320 @@ impl fmt::Debug for SkCipher {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every suite we implement, with keys of the right length.
+    fn suites() -> Vec<(&'static str, SkCipher)> {
+        let make = |encr, bits, integ| {
+            let (encr_len, integ_len) = SkCipher::key_lengths(encr, bits, integ).expect("suite");
+            SkCipher::new(
+                encr,
+                bits,
+                integ,
+                &vec![0x5a; encr_len],
+                &vec![0xa5; integ_len],
+            )
+            .expect("cipher")
+        };
+        vec![
+            (
+                "chacha20poly1305",
+                make(EncrId::CHACHA20_POLY1305, None, IntegId::NONE),
+            ),
+            (
+                "aes-gcm-128",
+                make(EncrId::AES_GCM_16, Some(128), IntegId::NONE),
+            ),
+            (
+                "aes-gcm-256",
+                make(EncrId::AES_GCM_16, Some(256), IntegId::NONE),
+            ),
+            (
+                "aes-cbc-128/sha256",
+                make(EncrId::AES_CBC, Some(128), IntegId::HMAC_SHA2_256_128),
+            ),
+            (
+                "aes-cbc-256/sha384",
+                make(EncrId::AES_CBC, Some(256), IntegId::HMAC_SHA2_384_192),
+            ),
+            (
+                "aes-cbc-256/sha512",
+                make(EncrId::AES_CBC, Some(256), IntegId::HMAC_SHA2_512_256),
+            ),
+        ]
+    }
+
+    #[test]
+    fn key_lengths_per_suite() {
+        let lengths = |encr, bits, integ| SkCipher::key_lengths(encr, bits, integ);
+        assert_eq!(
+            lengths(EncrId::CHACHA20_POLY1305, None, IntegId::NONE),
+            Ok((36, 0))
+        );
+        assert_eq!(
+            lengths(EncrId::AES_GCM_16, Some(128), IntegId::NONE),
+            Ok((20, 0))
+        );
+        assert_eq!(
+            lengths(EncrId::AES_GCM_16, Some(256), IntegId::NONE),
+            Ok((36, 0))
+        );
+        let cbc = |bits, integ| lengths(EncrId::AES_CBC, Some(bits), integ);
+        assert_eq!(cbc(128, IntegId::HMAC_SHA2_256_128), Ok((16, 32)));
+        assert_eq!(cbc(256, IntegId::HMAC_SHA2_384_192), Ok((32, 48)));
+        assert_eq!(cbc(256, IntegId::HMAC_SHA2_512_256), Ok((32, 64)));
+    }
+
+    #[test]
+    fn unsupported_combinations_are_refused() {
+        let refused = |encr, bits, integ| {
+            matches!(
+                SkCipher::key_lengths(encr, bits, integ),
+                Err(CryptoError::Unsupported(_))
+            )
+        };
+        assert!(refused(EncrId::AES_GCM_16, None, IntegId::NONE));
+        assert!(refused(EncrId::AES_GCM_16, Some(192), IntegId::NONE));
+        assert!(refused(
+            EncrId::AES_GCM_16,
+            Some(128),
+            IntegId::HMAC_SHA2_256_128
+        ));
+        assert!(refused(EncrId::CHACHA20_POLY1305, Some(256), IntegId::NONE));
+        assert!(refused(
+            EncrId::CHACHA20_POLY1305,
+            None,
+            IntegId::HMAC_SHA2_256_128
+        ));
+        assert!(refused(EncrId::AES_CBC, Some(128), IntegId::NONE));
+        assert!(refused(EncrId::AES_CBC, Some(128), IntegId::HMAC_SHA1_96));
+        assert!(refused(EncrId::AES_CBC, None, IntegId::HMAC_SHA2_256_128));
+        assert!(refused(EncrId::AES_GCM_8, Some(128), IntegId::NONE));
+    }
+
+    #[test]
+    fn wrong_key_lengths_are_refused() {
+        let new = |encr, bits, integ, encr_len: usize, integ_len: usize| {
+            SkCipher::new(encr, bits, integ, &vec![1; encr_len], &vec![2; integ_len]).err()
+        };
+        let key_length = |what, expected, got| {
+            Some(CryptoError::KeyLength {
+                what,
+                expected,
+                got,
+            })
+        };
+        let chacha = (EncrId::CHACHA20_POLY1305, None, IntegId::NONE);
+        assert_eq!(
+            new(chacha.0, chacha.1, chacha.2, 32, 0),
+            key_length("encryption", 36, 32)
+        );
+        assert_eq!(
+            new(chacha.0, chacha.1, chacha.2, 36, 16),
+            key_length("integrity", 0, 16)
+        );
+        let gcm = (EncrId::AES_GCM_16, Some(128), IntegId::NONE);
+        assert_eq!(
+            new(gcm.0, gcm.1, gcm.2, 36, 0),
+            key_length("encryption", 20, 36)
+        );
+        let cbc = (EncrId::AES_CBC, Some(256), IntegId::HMAC_SHA2_256_128);
+        assert_eq!(
+            new(cbc.0, cbc.1, cbc.2, 16, 32),
+            key_length("encryption", 32, 16)
+        );
+        assert_eq!(
+            new(cbc.0, cbc.1, cbc.2, 32, 20),
+            key_length("integrity", 32, 20)
+        );
+    }
+
+    #[test]
+    fn round_trip_every_suite_and_length() {
+        let aad = b"IKE header through the SK payload header";
+        for (name, mut cipher) in suites() {
+            for len in 0..70 {
+                let plaintext: Vec<u8> = (0..len).map(|i| i as u8).collect();
+                let body = cipher.seal(aad, &plaintext).expect(name);
+                assert_eq!(body.len(), cipher.sealed_len(len), "{name} {len}");
+                assert_eq!(
+                    cipher.open(aad, &body).expect(name),
+                    plaintext,
+                    "{name} {len}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let aad = b"header";
+        let plaintext = b"IDi AUTH SA TSi TSr";
+        for (name, mut cipher) in suites() {
+            let body = cipher.seal(aad, plaintext).expect(name);
+            // IV, ciphertext and ICV: every octet is covered
+            for i in 0..body.len() {
+                let mut bad = body.clone();
+                bad[i] ^= 0x80;
+                assert_eq!(
+                    cipher.open(aad, &bad),
+                    Err(CryptoError::Integrity),
+                    "{name} {i}"
+                );
+            }
+            assert_eq!(
+                cipher.open(b"headeR", &body),
+                Err(CryptoError::Integrity),
+                "{name}"
+            );
+            assert_eq!(
+                cipher.open(b"", &body),
+                Err(CryptoError::Integrity),
+                "{name}"
+            );
+            // a body cut short or extended no longer verifies, or does not parse
+            for bad in [&body[..body.len() - 1], &[body.as_slice(), &[0]].concat()] {
+                assert!(
+                    matches!(
+                        cipher.open(aad, bad),
+                        Err(CryptoError::Integrity | CryptoError::Malformed)
+                    ),
+                    "{name}"
+                );
+            }
+            assert_eq!(
+                cipher.open(aad, &body[..8]),
+                Err(CryptoError::Malformed),
+                "{name}"
+            );
+            assert_eq!(cipher.open(aad, &[]), Err(CryptoError::Malformed), "{name}");
+        }
+    }
+
+    #[test]
+    fn each_direction_needs_its_own_key() {
+        let (encr_len, _) =
+            SkCipher::key_lengths(EncrId::AES_GCM_16, Some(256), IntegId::NONE).expect("suite");
+        let mut ours = SkCipher::new(
+            EncrId::AES_GCM_16,
+            Some(256),
+            IntegId::NONE,
+            &vec![1; encr_len],
+            &[],
+        )
+        .expect("cipher");
+        let other = SkCipher::new(
+            EncrId::AES_GCM_16,
+            Some(256),
+            IntegId::NONE,
+            &vec![2; encr_len],
+            &[],
+        )
+        .expect("cipher");
+        let body = ours.seal(b"aad", b"secret").expect("seal");
+        assert_eq!(other.open(b"aad", &body), Err(CryptoError::Integrity));
+    }
+
+    #[test]
+    fn aead_ivs_count_up_and_stop_before_wrapping() {
+        let (_, mut cipher) = suites().remove(0);
+        let first = cipher.seal(b"", b"x").expect("seal");
+        let second = cipher.seal(b"", b"x").expect("seal");
+        assert_eq!(first[..AEAD_IV_LEN], 0u64.to_be_bytes());
+        assert_eq!(second[..AEAD_IV_LEN], 1u64.to_be_bytes());
+        assert_ne!(first, second);
+        cipher.next_iv = u64::MAX - 1;
+        let last = cipher.seal(b"", b"x").expect("last IV");
+        assert_eq!(last[..AEAD_IV_LEN], (u64::MAX - 1).to_be_bytes());
+        assert_eq!(cipher.seal(b"", b"x"), Err(CryptoError::IvExhausted));
+        assert_eq!(cipher.seal(b"", b"x"), Err(CryptoError::IvExhausted));
+    }
+
+    #[test]
+    fn cbc_ivs_are_random() {
+        let (_, mut cipher) = suites().remove(3);
+        let a = cipher.seal(b"", b"same").expect("seal");
+        let b = cipher.seal(b"", b"same").expect("seal");
+        assert_ne!(a[..AES_BLOCK_LEN], b[..AES_BLOCK_LEN]);
+    }
+
+    /// A CBC body whose decrypted last octet is `pad_len`, with a valid ICV.
+    fn cbc_body_with_pad_length(cipher: &SkCipher, aad: &[u8], pad_len: u8) -> Vec<u8> {
+        let Transform::AesCbc {
+            key,
+            integ,
+            integ_key,
+        } = &cipher.transform
+        else {
+            panic!("not a CBC cipher");
+        };
+        let iv = [3u8; AES_BLOCK_LEN];
+        let mut buf = [0u8; 2 * AES_BLOCK_LEN];
+        buf[2 * AES_BLOCK_LEN - 1] = pad_len;
+        cbc_encrypt(key.expose(), &iv, &mut buf).expect("encrypt");
+        let icv = integ.icv(integ_key.expose(), &[aad, &iv, &buf]);
+        [&iv[..], &buf, &icv].concat()
+    }
+
+    #[test]
+    fn bad_cbc_padding_is_rejected() {
+        let (_, cipher) = suites().remove(4);
+        // 32 decrypted octets: pad length 31 leaves an empty payload, 32 or more cannot fit
+        let ok = cbc_body_with_pad_length(&cipher, b"aad", 31);
+        assert_eq!(cipher.open(b"aad", &ok), Ok(Vec::new()));
+        let fits = cbc_body_with_pad_length(&cipher, b"aad", 3);
+        assert_eq!(cipher.open(b"aad", &fits).expect("open").len(), 28);
+        for pad_len in [32, 33, 255] {
+            let bad = cbc_body_with_pad_length(&cipher, b"aad", pad_len);
+            assert_eq!(
+                cipher.open(b"aad", &bad),
+                Err(CryptoError::Padding),
+                "{pad_len}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_aead_padding_is_rejected() {
+        let (_, cipher) = suites().remove(1);
+        let Transform::Aes128Gcm(aead, salt) = &cipher.transform else {
+            panic!("not AES-GCM");
+        };
+        let iv = [0u8; AEAD_IV_LEN];
+        for (decrypted, expected) in [
+            (vec![1u8, 2, 0], Ok(vec![1, 2])),
+            (vec![1u8, 2, 2], Ok(Vec::new())),
+            (vec![1u8, 2, 3], Err(CryptoError::Padding)),
+            (vec![200u8], Err(CryptoError::Padding)),
+        ] {
+            let mut buf = Zeroizing::new(decrypted);
+            aead_seal(aead, salt, &iv, b"aad", &mut buf).expect("seal");
+            let body = [&iv[..], &buf].concat();
+            assert_eq!(cipher.open(b"aad", &body), expected);
+        }
+    }
+
+    #[test]
+    fn cbc_body_must_be_whole_blocks() {
+        let (_, cipher) = suites().remove(3);
+        let good = cbc_body_with_pad_length(&cipher, b"", 0);
+        let icv_len = cipher.icv_len();
+        let (head, icv) = good.split_at(good.len() - icv_len);
+        let uneven = [&head[..head.len() - 1], icv].concat();
+        assert_eq!(cipher.open(b"", &uneven), Err(CryptoError::Malformed));
+    }
+
+    #[test]
+    fn debug_shows_no_key() {
+        for (name, cipher) in suites() {
+            let printed = format!("{cipher:?}");
+            // the keys are 0x5a and 0xa5 octets: neither hex nor decimal forms may appear
+            for key in ["5a5a", "a5a5", "90, 90", "165, 165"] {
+                assert!(!printed.contains(key), "{name}: {printed}");
+            }
+        }
+    }
+}
