@@ -22,23 +22,14 @@ fn key_exchange(c: &mut Criterion) {
 
 fn key_derivation(c: &mut Criterion) {
     let prf = Prf::HmacSha256;
-    let (encr_len, integ_len) =
+    let lengths =
         SkCipher::key_lengths(EncrId::CHACHA20_POLY1305, None, IntegId::NONE).expect("suite");
     let (ni, nr, shared) = ([1u8; 32], [2u8; 32], [3u8; 32]);
     c.bench_function("kdf/ike sa keys sha256 chacha20poly1305", |b| {
         b.iter(|| {
             let skeyseed = IkeSaKeys::skeyseed(prf, &ni, &nr, black_box(&shared));
-            IkeSaKeys::derive(
-                prf,
-                skeyseed.expose(),
-                &ni,
-                &nr,
-                &[4; 8],
-                &[5; 8],
-                encr_len,
-                integ_len,
-            )
-            .expect("derive")
+            IkeSaKeys::derive(prf, skeyseed.expose(), &ni, &nr, &[4; 8], &[5; 8], lengths)
+                .expect("derive")
         })
     });
 }

@@ -40,9 +40,8 @@ impl IkeSaKeys {
 
     /// {SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr} =
     /// prf+(SKEYSEED, Ni | Nr | SPIi | SPIr), with `prf` the new SA's PRF.
-    /// `encr_key_len` includes any salt; both lengths come from
-    /// [`SkCipher::key_lengths`](super::SkCipher::key_lengths).
-    #[allow(clippy::too_many_arguments)]
+    /// `key_lengths` is (encryption key including any salt, integrity key), as returned by
+    /// [`SkCipher::key_lengths`](super::SkCipher::key_lengths) for the new SA's suite.
     pub fn derive(
         prf: Prf,
         skeyseed: &[u8],
@@ -50,9 +49,9 @@ impl IkeSaKeys {
         nr: &[u8],
         spi_i: &[u8; 8],
         spi_r: &[u8; 8],
-        encr_key_len: usize,
-        integ_key_len: usize,
+        key_lengths: (usize, usize),
     ) -> Result<Self, CryptoError> {
+        let (encr_key_len, integ_key_len) = key_lengths;
         let prf_len = prf.output_len();
         let total = 3 * prf_len + 2 * integ_key_len + 2 * encr_key_len;
         let block = prf.plus_parts(skeyseed, &[ni, nr, spi_i, spi_r], total)?;

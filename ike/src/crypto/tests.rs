@@ -205,8 +205,7 @@ fn ikev2_kdf_known_answers() {
             &nr,
             &spi_i,
             &spi_r,
-            encr_len,
-            integ_len,
+            (encr_len, integ_len),
         )
         .expect("derive");
         let joined: Vec<u8> = [
@@ -333,8 +332,7 @@ fn keys_never_print() {
         b"nr",
         &[1; 8],
         &[2; 8],
-        36,
-        0,
+        (36, 0),
     )
     .expect("derive");
     let printed = format!("{keys:?}");
