@@ -86,10 +86,10 @@ impl DhPrivate {
     pub(crate) fn from_private_bytes(group: DhGroup, bytes: &[u8]) -> Result<Self, CryptoError> {
         let key = match group {
             DhGroup::Curve25519 => {
-                let mut scalar = Zeroizing::new([0u8; X25519_LEN]);
                 if bytes.len() != X25519_LEN {
                     return Err(key_length("X25519 private", X25519_LEN, bytes.len()));
                 }
+                let mut scalar = Zeroizing::new([0u8; X25519_LEN]);
                 scalar.copy_from_slice(bytes);
                 PrivateKey::X25519(StaticSecret::from(*scalar))
             }

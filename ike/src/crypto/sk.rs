@@ -86,6 +86,14 @@ impl Encr {
         }
     }
 
+    /// The AEAD salt at the end of the encryption key (RFC 5282 §7.1, RFC 7634 §2).
+    fn salt_len(self) -> usize {
+        match self {
+            Self::AesCbc { .. } => 0,
+            _ => SALT_LEN,
+        }
+    }
+
     /// (encryption key including salt, integrity key) lengths.
     fn key_lengths(self) -> (usize, usize) {
         match self {
@@ -120,7 +128,7 @@ impl SkCipher {
         let (encr_len, integ_len) = resolved.key_lengths();
         check_len("encryption", encr_len, encr_key.len())?;
         check_len("integrity", integ_len, integ_key.len())?;
-        let (key, salt) = encr_key.split_at(encr_len - resolved_salt_len(resolved));
+        let (key, salt) = encr_key.split_at(encr_len - resolved.salt_len());
         let salt = || {
             let mut s = Zeroizing::new([0u8; SALT_LEN]);
             s.copy_from_slice(salt);
@@ -269,13 +277,6 @@ impl SkCipher {
             }
         }
         unpad(&buf)
-    }
-}
-
-fn resolved_salt_len(encr: Encr) -> usize {
-    match encr {
-        Encr::AesCbc { .. } => 0,
-        _ => SALT_LEN,
     }
 }
 
@@ -494,39 +495,26 @@ mod tests {
 
     #[test]
     fn wrong_key_lengths_are_refused() {
-        let new = |encr, bits, integ, encr_len: usize, integ_len: usize| {
-            SkCipher::new(encr, bits, integ, &vec![1; encr_len], &vec![2; integ_len]).err()
-        };
-        let key_length = |what, expected, got| {
-            Some(CryptoError::KeyLength {
+        let chacha = (EncrId::CHACHA20_POLY1305, None, IntegId::NONE);
+        let gcm = (EncrId::AES_GCM_16, Some(128), IntegId::NONE);
+        let cbc = (EncrId::AES_CBC, Some(256), IntegId::HMAC_SHA2_256_128);
+        // (suite, given encryption and integrity key lengths, what, expected, got)
+        let cases = [
+            (chacha, (32, 0), "encryption", 36, 32),
+            (chacha, (36, 16), "integrity", 0, 16),
+            (gcm, (36, 0), "encryption", 20, 36),
+            (cbc, (16, 32), "encryption", 32, 16),
+            (cbc, (32, 20), "integrity", 32, 20),
+        ];
+        for ((encr, bits, integ), (encr_len, integ_len), what, expected, got) in cases {
+            let result = SkCipher::new(encr, bits, integ, &vec![1; encr_len], &vec![2; integ_len]);
+            let expected = CryptoError::KeyLength {
                 what,
                 expected,
                 got,
-            })
-        };
-        let chacha = (EncrId::CHACHA20_POLY1305, None, IntegId::NONE);
-        assert_eq!(
-            new(chacha.0, chacha.1, chacha.2, 32, 0),
-            key_length("encryption", 36, 32)
-        );
-        assert_eq!(
-            new(chacha.0, chacha.1, chacha.2, 36, 16),
-            key_length("integrity", 0, 16)
-        );
-        let gcm = (EncrId::AES_GCM_16, Some(128), IntegId::NONE);
-        assert_eq!(
-            new(gcm.0, gcm.1, gcm.2, 36, 0),
-            key_length("encryption", 20, 36)
-        );
-        let cbc = (EncrId::AES_CBC, Some(256), IntegId::HMAC_SHA2_256_128);
-        assert_eq!(
-            new(cbc.0, cbc.1, cbc.2, 16, 32),
-            key_length("encryption", 32, 16)
-        );
-        assert_eq!(
-            new(cbc.0, cbc.1, cbc.2, 32, 20),
-            key_length("integrity", 32, 20)
-        );
+            };
+            assert_eq!(result.err(), Some(expected));
+        }
     }
 
     #[test]

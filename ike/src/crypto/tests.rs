@@ -59,6 +59,13 @@ fn vectors(file: &str) -> Vec<Case> {
     cases
 }
 
+fn named(file: &str, name: &str) -> Case {
+    vectors(file)
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("{file}: no [{name}]"))
+}
+
 #[test]
 fn rfc4231_hmac_sha2_through_prf_and_integ() {
     let cases = vectors("rfc4231_hmac_sha2.txt");
@@ -92,10 +99,7 @@ fn rfc4231_hmac_sha2_through_prf_and_integ() {
 
 #[test]
 fn rfc7634_appendix_a_esp_aead() {
-    let case = vectors("rfc7634_chacha20poly1305.txt")
-        .into_iter()
-        .find(|c| c.name == "appendix A esp")
-        .expect("appendix A");
+    let case = named("rfc7634_chacha20poly1305.txt", "appendix A esp");
     let aead = ChaCha20Poly1305::new_from_slice(&case.hex("key")).expect("32-octet key");
     let nonce = [case.hex("salt"), case.hex("iv")].concat();
     let nonce = chacha20poly1305::Nonce::try_from(nonce.as_slice()).expect("12-octet nonce");
@@ -109,10 +113,7 @@ fn rfc7634_appendix_a_esp_aead() {
 
 #[test]
 fn rfc7634_appendix_b_ikev2_sk_payload() {
-    let case = vectors("rfc7634_chacha20poly1305.txt")
-        .into_iter()
-        .find(|c| c.name == "appendix B ikev2")
-        .expect("appendix B");
+    let case = named("rfc7634_chacha20poly1305.txt", "appendix B ikev2");
     let keymat = [case.hex("key"), case.hex("salt")].concat();
     let (encr_len, integ_len) =
         SkCipher::key_lengths(EncrId::CHACHA20_POLY1305, None, IntegId::NONE).expect("suite");
