@@ -340,3 +340,48 @@ fn keys_never_print() {
     assert!(printed.contains("redacted"));
     assert!(!printed.contains(&hex::encode(&keys.sk_d.expose()[..4])));
 }
+
+/// Wycheproof's edge cases through the SK payload transform: the 12-octet nonce is
+/// salt | IV, the decrypted data must carry a valid pad length octet.
+#[test]
+fn wycheproof_chacha20_poly1305_through_sk_payload() {
+    let (mut valid, mut invalid, mut unpadded) = (0, 0, 0);
+    for case in vectors("wycheproof_chacha20_poly1305.txt") {
+        let nonce = case.hex("nonce");
+        let (salt, iv) = nonce.split_at(4);
+        let keymat = [case.hex("key").as_slice(), salt].concat();
+        let cipher = SkCipher::new(EncrId::CHACHA20_POLY1305, None, IntegId::NONE, &keymat, &[])
+            .expect(&case.name);
+        let (aad, ciphertext) = (case.hex("aad"), case.hex("ciphertext"));
+        let body = [iv, &ciphertext].concat();
+        let opened = cipher.open(&aad, &body);
+        // no ciphertext octet at all: not even a pad length
+        let empty = ciphertext.len() == 16;
+        if case.text("result") == "invalid" {
+            invalid += 1;
+            let expected = if empty {
+                CryptoError::Malformed
+            } else {
+                CryptoError::Integrity
+            };
+            assert_eq!(opened, Err(expected), "{}", case.name);
+            continue;
+        }
+        valid += 1;
+        let plaintext = case.hex("plaintext");
+        let Some((&pad_len, padded)) = plaintext.split_last() else {
+            assert_eq!(opened, Err(CryptoError::Malformed), "{}", case.name);
+            continue;
+        };
+        match padded.len().checked_sub(usize::from(pad_len)) {
+            Some(len) => {
+                unpadded += 1;
+                assert_eq!(opened.as_deref(), Ok(&padded[..len]), "{}", case.name);
+            }
+            None => assert_eq!(opened, Err(CryptoError::Padding), "{}", case.name),
+        }
+    }
+    assert_eq!((valid, invalid), (233, 60));
+    // both outcomes of the pad length check are exercised
+    assert!(unpadded > 0 && unpadded < valid, "{unpadded} of {valid}");
+}
