@@ -385,3 +385,32 @@ fn wycheproof_chacha20_poly1305_through_sk_payload() {
     // both outcomes of the pad length check are exercised
     assert!(unpadded > 0 && unpadded < valid, "{unpadded} of {valid}");
 }
+
+/// Twist points give the RFC 7748 result; an all-zero result is refused.
+#[test]
+fn wycheproof_x25519_edge_cases() {
+    let (mut computed, mut refused) = (0, 0);
+    for case in vectors("wycheproof_x25519.txt") {
+        let private = DhPrivate::from_private_bytes(DhGroup::Curve25519, &case.hex("private"))
+            .expect(&case.name);
+        let result = private.shared_secret(&case.hex("public"));
+        if case.text("flags").contains("ZeroSharedSecret") {
+            refused += 1;
+            assert_eq!(
+                result,
+                Err(CryptoError::InvalidPublicValue),
+                "{}",
+                case.name
+            );
+        } else {
+            computed += 1;
+            assert_eq!(
+                result.expect(&case.name).expose(),
+                case.hex("shared"),
+                "{}",
+                case.name
+            );
+        }
+    }
+    assert_eq!((computed, refused), (12, 2));
+}
