@@ -298,7 +298,7 @@ fn dn_equal(a: &X509Name<'_>, b: &X509Name<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+    use rcgen::{CertificateParams, DnType, IsCa, KeyPair, SanType};
 
     #[test]
     fn wire_round_trip() {
@@ -412,6 +412,8 @@ mod tests {
     fn cert(sans: Vec<SanType>, cn: &str) -> Vec<u8> {
         let mut params = CertificateParams::default();
         params.subject_alt_names = sans;
+        // rcgen writes a subjectKeyIdentifier along with basicConstraints.
+        params.is_ca = IsCa::ExplicitNoCa;
         params.distinguished_name.push(DnType::CommonName, cn);
         params
             .distinguished_name
@@ -451,6 +453,20 @@ mod tests {
             let id: Identity = text.parse().unwrap();
             assert_eq!(cert_matches_identity(&der, &id), expected, "{text}");
         }
+        let ski = x509_parser::parse_x509_certificate(&der)
+            .unwrap()
+            .1
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+                _ => None,
+            })
+            .expect("rcgen writes a subjectKeyIdentifier");
+        assert!(cert_matches_identity(&der, &Identity::KeyId(ski.clone())));
+        let mut other = ski;
+        other[0] ^= 1;
+        assert!(!cert_matches_identity(&der, &Identity::KeyId(other)));
         // The FQDN in the CN is not a dNSName.
         let no_san = cert(vec![], "a.vn.example");
         assert!(!cert_matches_identity(

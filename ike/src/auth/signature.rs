@@ -82,6 +82,13 @@ impl SigningKey {
         }
     }
 
+    /// Whether `cert_der` carries this key's public key: a configuration check before
+    /// the certificate is sent as ours.
+    pub fn matches_certificate(&self, cert_der: &[u8]) -> bool {
+        const PROBE: &[u8] = b"iiptran key and certificate check";
+        verify(cert_der, self.method(), &self.sign(PROBE), PROBE).is_ok()
+    }
+
     /// Signs `octets`, returning the RFC 7427 AUTH data: the AlgorithmIdentifier's length,
     /// the AlgorithmIdentifier, the signature.
     pub fn sign(&self, octets: &[u8]) -> Vec<u8> {

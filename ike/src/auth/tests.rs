@@ -485,10 +485,12 @@ fn signatures_verify_against_the_certificate_key() {
             verify(&cert, key.method(), &tampered, &octets),
             Err(AuthError::Mismatch)
         ));
+        assert!(key.matches_certificate(&cert));
         let stranger = ca.issue(&p256_key(), |_| {});
         assert!(verify(&stranger, key.method(), &auth, &octets).is_err());
         let stranger_ed = ca.issue(&ed25519_key(), |_| {});
         assert!(verify(&stranger_ed, key.method(), &auth, &octets).is_err());
+        assert!(!key.matches_certificate(&stranger) && !key.matches_certificate(&stranger_ed));
     }
 }
 
