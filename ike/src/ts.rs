@@ -119,6 +119,18 @@ impl IiptranSelectors {
         })
     }
 
+    pub fn local(&self) -> IpAddr {
+        self.local
+    }
+
+    pub fn remote(&self) -> IpAddr {
+        self.remote
+    }
+
+    pub fn protocols(&self) -> &[IpProtocol] {
+        &self.protocols
+    }
+
     fn exact_for(&self, addr: IpAddr) -> Vec<TrafficSelector> {
         self.protocols
             .iter()
@@ -283,8 +295,11 @@ mod tests {
             IiptranSelectors::new(ip(L4), ip(R4), &[IpProtocol::ANY]),
             Err(TsError::NoProtocols)
         );
-        let dup = IiptranSelectors::new(ip(L4), ip(R4), &[IpProtocol::IPIP, IpProtocol::IPIP]);
-        assert_eq!(dup.unwrap().proposal(true).0.len(), 1);
+        let dup =
+            IiptranSelectors::new(ip(L4), ip(R4), &[IpProtocol::IPIP, IpProtocol::IPIP]).unwrap();
+        assert_eq!(dup.protocols(), [IpProtocol::IPIP]);
+        assert_eq!((dup.local(), dup.remote()), (ip(L4), ip(R4)));
+        assert_eq!(dup.proposal(true).0.len(), 1);
     }
 
     #[test]
