@@ -2,8 +2,11 @@
 //!
 //! Sans-IO: nothing in this crate opens a socket or reads a clock. Datagrams and the
 //! current time are fed in; datagrams to send, deadlines and events come out.
+
+pub mod auth;
 pub mod crypto;
 pub mod iana;
+pub mod identity;
 pub mod secret;
 pub mod ts;
 pub mod wire;
