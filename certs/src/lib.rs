@@ -1,1 +1,37 @@
 //! The VN certificate authority and EST-style (RFC 7030) enrollment.
+//!
+//! A VN has one CA ([`Ca`]). A node makes its key pair and a CSR locally and proves it may
+//! join with a single-use [`JoinToken`] bound to its identity and tunnel endpoint; the
+//! enrollment service ([`est::Server`]) answers with a certificate that takes identity and
+//! endpoint from the token. Renewal ([`est::reenroll`]) authenticates with the node's current
+//! certificate over mutual TLS. The CA's database sits behind [`CaStore`], whose methods are
+//! each one atomic operation.
+
+mod ca;
+pub mod duration;
+pub mod est;
+mod files;
+mod identity;
+mod pem;
+pub mod pkcs7;
+pub mod store;
+#[cfg(test)]
+mod testutil;
+mod token;
+
+pub use ca::{Algorithm, Ca, CaError, IssueError, fingerprint};
+pub use files::write_atomic;
+pub use identity::{IdentityError, NodeId};
+pub use pem::to_pem;
+pub use store::{CaStore, IssuedRecord, MemStore, StoreError};
+pub use token::{JoinToken, TokenError, TokenHash, TokenRecord};
+
+/// Seconds since the Unix epoch: the time unit of the CA database.
+pub type UnixSecs = u64;
+
+/// The current time in [`UnixSecs`].
+pub fn unix_now() -> UnixSecs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
