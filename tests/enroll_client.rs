@@ -7,19 +7,46 @@ use std::os::unix::fs::PermissionsExt;
 
 use enroll_common::*;
 
-fn enroll(server: &EnrollServer, token: &str, pin: &str, identity: &str, dir: &std::path::Path, algorithm: &str) -> std::process::Output {
+fn enroll(
+    server: &EnrollServer,
+    token: &str,
+    pin: &str,
+    identity: &str,
+    dir: &std::path::Path,
+    algorithm: &str,
+) -> std::process::Output {
     let url = server.url("");
     run(
         IIPTRAND,
         &[
-            "enroll", "--server", &url, "--token", token, "--ca-fingerprint", pin, "--identity", identity,
-            "--dir", path_str(dir), "--algorithm", algorithm,
+            "enroll",
+            "--server",
+            &url,
+            "--token",
+            token,
+            "--ca-fingerprint",
+            pin,
+            "--identity",
+            identity,
+            "--dir",
+            path_str(dir),
+            "--algorithm",
+            algorithm,
         ],
     )
 }
 
 fn reenroll(server: &EnrollServer, dir: &std::path::Path) -> std::process::Output {
-    run(IIPTRAND, &["reenroll", "--server", &server.url(""), "--dir", path_str(dir)])
+    run(
+        IIPTRAND,
+        &[
+            "reenroll",
+            "--server",
+            &server.url(""),
+            "--dir",
+            path_str(dir),
+        ],
+    )
 }
 
 #[test]
@@ -33,57 +60,119 @@ fn client_enrolls_renews_and_is_refused_once_revoked() {
 
     // A wrong pin stops the client before it sends the token, so the token stays usable.
     let wrong_pin = "00".repeat(32);
-    let out = enroll(&server, &token, &wrong_pin, "c.vn.example", &node, "ed25519");
+    let out = enroll(
+        &server,
+        &token,
+        &wrong_pin,
+        "c.vn.example",
+        &node,
+        "ed25519",
+    );
     assert!(!out.status.success());
     assert!(!node.join("cert.pem").exists());
 
-    let out = enroll(&server, &token, &ca.fingerprint, "c.vn.example", &node, "ed25519");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key_mode = std::fs::metadata(node.join("key.pem")).unwrap().permissions().mode();
+    let out = enroll(
+        &server,
+        &token,
+        &ca.fingerprint,
+        "c.vn.example",
+        &node,
+        "ed25519",
+    );
+    assert_success(&out);
+    let key_mode = std::fs::metadata(node.join("key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(key_mode & 0o777, 0o600);
     let cert = node.join("cert.pem");
     let chain = node.join("ca.pem");
-    assert_eq!(std::fs::read(&chain).unwrap(), std::fs::read(ca.ca_pem()).unwrap());
-    let verified = ok("openssl", &["verify", "-CAfile", path_str(&chain), path_str(&cert)]);
-    assert!(verified.trim().ends_with(": OK"), "{verified}");
-    let text = ok("openssl", &["x509", "-in", path_str(&cert), "-noout", "-text"]);
-    assert!(text.contains("DNS:c.vn.example, IP Address:192.0.2.3"), "{text}");
-    let key_text = ok("openssl", &["pkey", "-in", path_str(&node.join("key.pem")), "-noout", "-text"]);
-    assert!(key_text.contains("ED25519"), "{key_text}");
+    assert_eq!(
+        std::fs::read(&chain).unwrap(),
+        std::fs::read(ca.ca_pem()).unwrap()
+    );
+    assert_verifies(&chain, &cert);
+    let text = cert_text(&cert);
+    assert!(
+        text.contains("DNS:c.vn.example, IP Address:192.0.2.3"),
+        "{text}"
+    );
+    let key = key_text(&node.join("key.pem"));
+    assert!(key.contains("ED25519"), "{key}");
     let first_serial = serial_of(&cert);
     let first_key = std::fs::read(node.join("key.pem")).unwrap();
 
     let out = reenroll(&server, &node);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_success(&out);
     let renewed_serial = serial_of(&cert);
     assert_ne!(renewed_serial, first_serial);
-    assert_eq!(std::fs::read(node.join("key.pem")).unwrap(), first_key, "renewal keeps the key");
-    let text = ok("openssl", &["x509", "-in", path_str(&cert), "-noout", "-text"]);
-    assert!(text.contains("DNS:c.vn.example, IP Address:192.0.2.3"), "{text}");
+    assert_eq!(
+        std::fs::read(node.join("key.pem")).unwrap(),
+        first_key,
+        "renewal keeps the key"
+    );
+    let text = cert_text(&cert);
+    assert!(
+        text.contains("DNS:c.vn.example, IP Address:192.0.2.3"),
+        "{text}"
+    );
 
     // P-256 keys work as well.
     let other = state.path("d");
-    let out = enroll(&server, &p256_token, &ca.fingerprint, "d.vn.example", &other, "p256");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key_text = ok("openssl", &["pkey", "-in", path_str(&other.join("key.pem")), "-noout", "-text"]);
-    assert!(key_text.contains("P-256"), "{key_text}");
+    let out = enroll(
+        &server,
+        &p256_token,
+        &ca.fingerprint,
+        "d.vn.example",
+        &other,
+        "p256",
+    );
+    assert_success(&out);
+    let key = key_text(&other.join("key.pem"));
+    assert!(key.contains("P-256"), "{key}");
 
     // Revocation: the database is the CA's, so the server is stopped while it is changed.
     server.stop();
     ca.ctl(&["revoke", &renewed_serial]);
     let crl = ca.dir.path("crl.pem");
     ca.ctl(&["crl", "--out", path_str(&crl)]);
-    let crl_text = ok("openssl", &["crl", "-in", path_str(&crl), "-CAfile", path_str(&ca.ca_pem()), "-noout", "-text"]);
-    assert!(crl_text.to_ascii_lowercase().contains(&renewed_serial), "{crl_text}");
+    let crl_text = ok(
+        "openssl",
+        &[
+            "crl",
+            "-in",
+            path_str(&crl),
+            "-CAfile",
+            path_str(&ca.ca_pem()),
+            "-noout",
+            "-text",
+        ],
+    );
+    assert!(
+        crl_text.to_ascii_lowercase().contains(&renewed_serial),
+        "{crl_text}"
+    );
     let list = ca.ctl(&["list"]);
-    assert!(list.lines().any(|l| l.starts_with(&renewed_serial) && l.ends_with("revoked")), "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&renewed_serial) && l.ends_with("revoked")),
+        "{list}"
+    );
 
     let server = ca.serve(&[]);
     let out = reenroll(&server, &node);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("403"), "{stderr}");
-    assert_eq!(serial_of(&cert), renewed_serial, "a refused renewal leaves the state alone");
+    assert_eq!(
+        serial_of(&cert),
+        renewed_serial,
+        "a refused renewal leaves the state alone"
+    );
     let out = reenroll(&server, &other);
-    assert!(out.status.success(), "an unrevoked node still renews: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "an unrevoked node still renews: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -13,13 +13,36 @@ fn openssl_and_curl_enroll() {
     let server = ca.serve(&[]);
     let scratch = TempDir::new("curl");
     let ca_pem = ca.ca_pem();
+    let ca_key = key_text(&ca.ca_dir().join("ca.key"));
+    assert!(ca_key.contains("ED25519"), "{ca_key}");
 
-    let (status, cacerts) = curl(&ca_pem, &server.url("/.well-known/est/cacerts"), &[], &scratch);
+    let (status, cacerts) = curl(
+        &ca_pem,
+        &server.url("/.well-known/est/cacerts"),
+        &[],
+        &scratch,
+    );
     assert_eq!(status, 200);
     let chain = pkcs7_to_pem(&cacerts, &scratch, "cacerts");
-    let fingerprint = ok("openssl", &["x509", "-in", path_str(&chain), "-noout", "-fingerprint", "-sha256"]);
+    let fingerprint = ok(
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            path_str(&chain),
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+        ],
+    );
     assert_eq!(
-        fingerprint.trim().rsplit('=').next().unwrap().replace(':', "").to_ascii_lowercase(),
+        fingerprint
+            .trim()
+            .rsplit('=')
+            .next()
+            .unwrap()
+            .replace(':', "")
+            .to_ascii_lowercase(),
         ca.fingerprint
     );
 
@@ -28,14 +51,23 @@ fn openssl_and_curl_enroll() {
     let data = format!("@{}", path_str(&csr));
     let auth = format!("Authorization: Bearer {bearer}");
     let enroll = server.url("/.well-known/est/simpleenroll");
-    let args = ["-H", "Content-Type: application/pkcs10", "-H", &auth, "--data-binary", &data];
+    let args = [
+        "-H",
+        "Content-Type: application/pkcs10",
+        "-H",
+        &auth,
+        "--data-binary",
+        &data,
+    ];
     let (status, answer) = curl(&ca_pem, &enroll, &args, &scratch);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
     let cert = pkcs7_to_pem(&answer, &scratch, "b-cert");
-    let verified = ok("openssl", &["verify", "-CAfile", path_str(&ca_pem), path_str(&cert)]);
-    assert!(verified.trim().ends_with(": OK"), "{verified}");
-    let text = ok("openssl", &["x509", "-in", path_str(&cert), "-noout", "-text"]);
-    assert!(text.contains("DNS:b.vn.example, IP Address:192.0.2.2"), "{text}");
+    assert_verifies(&ca_pem, &cert);
+    let text = cert_text(&cert);
+    assert!(
+        text.contains("DNS:b.vn.example, IP Address:192.0.2.2"),
+        "{text}"
+    );
     assert!(text.contains("TLS Web Client Authentication"), "{text}");
     assert!(text.contains("ipsec Internet Key Exchange"), "{text}");
     assert!(text.contains("ED25519"), "{text}");
@@ -47,23 +79,50 @@ fn openssl_and_curl_enroll() {
     let csr = openssl_csr(&scratch, "c", "p256", "192.0.2.3");
     let data = format!("@{}", path_str(&csr));
     let user = format!("node:{basic}");
-    let args = ["-H", "Content-Type: application/pkcs10", "-u", &user, "--data-binary", &data];
+    let args = [
+        "-H",
+        "Content-Type: application/pkcs10",
+        "-u",
+        &user,
+        "--data-binary",
+        &data,
+    ];
     let (status, answer) = curl(&ca_pem, &enroll, &args, &scratch);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
     let cert = pkcs7_to_pem(&answer, &scratch, "c-cert");
-    assert!(ok("openssl", &["verify", "-CAfile", path_str(&ca_pem), path_str(&cert)]).trim().ends_with(": OK"));
-    let text = ok("openssl", &["x509", "-in", path_str(&cert), "-noout", "-text"]);
-    assert!(text.contains("X509v3 Subject Alternative Name: \n                IP Address:192.0.2.3\n"), "{text}");
+    assert_verifies(&ca_pem, &cert);
+    let text = cert_text(&cert);
+    assert!(
+        text.contains("X509v3 Subject Alternative Name: \n                IP Address:192.0.2.3\n"),
+        "{text}"
+    );
 
     // The CRL the server serves is signed by the CA and parses with openssl.
     let (status, crl) = curl(&ca_pem, &server.url("/.well-known/est/crl"), &[], &scratch);
     assert_eq!(status, 200);
     let crl_path = scratch.path("crl.der");
     std::fs::write(&crl_path, crl).unwrap();
-    let crl_text = ok("openssl", &["crl", "-inform", "DER", "-in", path_str(&crl_path), "-CAfile", path_str(&ca_pem), "-noout", "-text"]);
+    let crl_text = ok(
+        "openssl",
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-in",
+            path_str(&crl_path),
+            "-CAfile",
+            path_str(&ca_pem),
+            "-noout",
+            "-text",
+        ],
+    );
     assert!(crl_text.contains("No Revoked Certificates"), "{crl_text}");
 
     server.stop();
     let list = ca.ctl(&["list"]);
-    assert_eq!(list.lines().filter(|l| l.ends_with("valid")).count(), 3, "server + two nodes:\n{list}");
+    assert_eq!(
+        list.lines().filter(|l| l.ends_with("valid")).count(),
+        3,
+        "server + two nodes:\n{list}"
+    );
 }

@@ -15,16 +15,18 @@ use rcgen::{
     SerialNumber,
 };
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, CertificateSigningRequestDer};
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, CertificateSigningRequestDer,
+};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+use crate::UnixSecs;
 use crate::files::write_atomic;
 use crate::identity::NodeId;
 use crate::store::{CaStore, IssuedRecord, StoreError};
 use crate::token::{JoinToken, TokenError, TokenRecord};
-use crate::UnixSecs;
 
 const KEY_FILE: &str = "ca.key";
 const CERT_FILE: &str = "ca.pem";
@@ -60,7 +62,9 @@ impl FromStr for Algorithm {
         match s.to_ascii_lowercase().as_str() {
             "ed25519" => Ok(Self::Ed25519),
             "p256" | "p-256" | "ecdsa-p256" => Ok(Self::P256),
-            _ => Err(format!("unknown key algorithm {s:?}: expected ed25519 or p256")),
+            _ => Err(format!(
+                "unknown key algorithm {s:?}: expected ed25519 or p256"
+            )),
         }
     }
 }
@@ -74,7 +78,10 @@ pub fn fingerprint(cert_der: &[u8]) -> [u8; 32] {
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("a CA already exists in {0}")]
     Exists(String),
     #[error("certificate: {0}")]
@@ -133,7 +140,9 @@ pub struct Ca {
 
 impl fmt::Debug for Ca {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ca").field("fingerprint", &hex::encode(self.fingerprint())).finish()
+        f.debug_struct("Ca")
+            .field("fingerprint", &hex::encode(self.fingerprint()))
+            .finish()
     }
 }
 
@@ -166,11 +175,15 @@ impl Ca {
         params.not_before = at(now.saturating_sub(300))?;
         params.not_after = at(now.saturating_add(validity.as_secs()))?;
         let cert = params.self_signed(&key)?;
-        let key_pem = Zeroizing::new(key.serialize_pem());
+        let key_pem = crate::key_pem(&key);
         write_atomic(&key_path, key_pem.as_bytes(), 0o600).map_err(io_err(&key_path))?;
         let cert_path = dir.join(CERT_FILE);
         write_atomic(&cert_path, cert.pem().as_bytes(), 0o644).map_err(io_err(&cert_path))?;
-        Ok(Self { issuer: Issuer::new(params, key), cert: cert.der().clone(), store })
+        Ok(Self {
+            issuer: Issuer::new(params, key),
+            cert: cert.der().clone(),
+            store,
+        })
     }
 
     /// Where the CA database lives inside a CA directory.
@@ -181,16 +194,23 @@ impl Ca {
     /// Loads the CA that [`init`](Self::init) made in `dir`.
     pub fn open(dir: &Path, store: Arc<dyn CaStore>) -> Result<Self, CaError> {
         let key_path = dir.join(KEY_FILE);
-        let key_pem = Zeroizing::new(std::fs::read_to_string(&key_path).map_err(io_err(&key_path))?);
+        let key_pem =
+            Zeroizing::new(std::fs::read_to_string(&key_path).map_err(io_err(&key_path))?);
         let key = KeyPair::from_pem(&key_pem)?;
         let cert_path = dir.join(CERT_FILE);
         let cert = CertificateDer::from_pem_file(&cert_path)
             .map_err(|e| CaError::Invalid(format!("{}: {e}", cert_path.display())))?;
         let issuer = Issuer::from_ca_cert_der(&cert, key)?;
         if !spki_matches(&cert, issuer.key())? {
-            return Err(CaError::Invalid(format!("{KEY_FILE} does not belong to {CERT_FILE}")));
+            return Err(CaError::Invalid(format!(
+                "{KEY_FILE} does not belong to {CERT_FILE}"
+            )));
         }
-        Ok(Self { issuer, cert, store })
+        Ok(Self {
+            issuer,
+            cert,
+            store,
+        })
     }
 
     /// The CA certificate.
@@ -243,7 +263,8 @@ impl Ca {
         record.check(&hash, now)?;
         let identity = parse_identity(&record.identity)?;
         let csr = parse_csr(csr_der, &identity)?;
-        let (cert, issued) = self.issue_node(&csr, &identity, record.endpoint, None, lifetime, now)?;
+        let (cert, issued) =
+            self.issue_node(&csr, &identity, record.endpoint, None, lifetime, now)?;
         self.store.redeem_token_and_record(&hash, now, &issued)?;
         Ok(cert)
     }
@@ -288,14 +309,13 @@ impl Ca {
             .first()
             .ok_or_else(|| CaError::Invalid("the server needs at least one name".into()))?;
         let key = Algorithm::Ed25519.generate()?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, first.to_string());
+        let invalid = |e: crate::IdentityError| CaError::Invalid(e.to_string());
+        let mut params = first.cert_params().map_err(invalid)?;
         params.subject_alt_names = names
             .iter()
             .map(NodeId::san)
             .collect::<Result<_, _>>()
-            .map_err(|e| CaError::Invalid(e.to_string()))?;
+            .map_err(invalid)?;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let (serial, issued) = self.fill_common(&mut params, first, None, None, lifetime, now)?;
         let cert = params.signed_by(&key, &self.issuer)?;
@@ -344,11 +364,9 @@ impl Ca {
         lifetime: Duration,
         now: UnixSecs,
     ) -> Result<(CertificateDer<'static>, IssuedRecord), IssueError> {
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, identity.to_string());
-        params.subject_alt_names =
-            vec![identity.san().map_err(|e| IssueError::Internal(e.to_string()))?];
+        let mut params = identity
+            .cert_params()
+            .map_err(|e| IssueError::Internal(e.to_string()))?;
         if *identity != NodeId::Ip(endpoint) {
             params.subject_alt_names.push(SanType::IpAddress(endpoint));
         }
@@ -361,7 +379,11 @@ impl Ca {
             .fill_common(&mut params, identity, Some(endpoint), renews, lifetime, now)
             .map_err(|e| IssueError::Internal(e.to_string()))?;
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
-        tracing::info!(serial = issued.serial, identity = issued.identity, "issued certificate");
+        tracing::info!(
+            serial = issued.serial,
+            identity = issued.identity,
+            "issued certificate"
+        );
         Ok((cert.der().clone(), issued))
     }
 
@@ -396,12 +418,15 @@ impl Ca {
     }
 
     /// Checks that `cert` is signed by this CA and valid at `now`; returns its serial.
-    fn check_own_cert(&self, cert: &CertificateDer<'_>, now: UnixSecs) -> Result<String, IssueError> {
+    fn check_own_cert(
+        &self,
+        cert: &CertificateDer<'_>,
+        now: UnixSecs,
+    ) -> Result<String, IssueError> {
         let bad = |what: &str| IssueError::BadClientCert(what.to_owned());
         let (_, ca) = x509_parser::parse_x509_certificate(&self.cert)
             .map_err(|e| IssueError::Internal(e.to_string()))?;
-        let (_, x509) =
-            x509_parser::parse_x509_certificate(cert).map_err(|_| bad("unparsable"))?;
+        let (_, x509) = x509_parser::parse_x509_certificate(cert).map_err(|_| bad("unparsable"))?;
         x509.verify_signature(Some(ca.public_key()))
             .map_err(|_| bad("not signed by this CA"))?;
         let now = i64::try_from(now).unwrap_or(i64::MAX);
@@ -414,7 +439,8 @@ impl Ca {
 }
 
 fn parse_identity(text: &str) -> Result<NodeId, IssueError> {
-    text.parse().map_err(|e: crate::IdentityError| IssueError::Internal(e.to_string()))
+    text.parse()
+        .map_err(|e: crate::IdentityError| IssueError::Internal(e.to_string()))
 }
 
 fn parse_csr(der: &[u8], identity: &NodeId) -> Result<CertificateSigningRequestParams, IssueError> {
@@ -449,7 +475,10 @@ fn at(secs: UnixSecs) -> Result<OffsetDateTime, CaError> {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
-    move |source| CaError::Io { path: path.display().to_string(), source }
+    move |source| CaError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 #[cfg(test)]
@@ -470,7 +499,8 @@ mod tests {
 
     fn csr(names: &[&str], key: &KeyPair) -> Vec<u8> {
         let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, names[0]);
         params.serialize_request(key).unwrap().der().to_vec()
@@ -478,7 +508,14 @@ mod tests {
 
     fn token(ca: &Ca, identity: &str) -> String {
         let id: NodeId = identity.parse().unwrap();
-        let token = ca.create_token(&id, "192.0.2.2".parse().unwrap(), 3600 * Duration::from_secs(1), NOW).unwrap();
+        let token = ca
+            .create_token(
+                &id,
+                "192.0.2.2".parse().unwrap(),
+                3600 * Duration::from_secs(1),
+                NOW,
+            )
+            .unwrap();
         token.reveal().to_string()
     }
 
@@ -502,11 +539,21 @@ mod tests {
     fn init_writes_private_key_and_reopens() {
         use std::os::unix::fs::PermissionsExt;
         let (dir, ca) = new_ca(Algorithm::P256);
-        let mode = std::fs::metadata(dir.0.join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.0.join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let again = Ca::open(&dir.0, Arc::new(MemStore::default())).unwrap();
         assert_eq!(again.fingerprint(), ca.fingerprint());
-        let exists = Ca::init(&dir.0, "x", Algorithm::Ed25519, DAY, NOW, Arc::new(MemStore::default()));
+        let exists = Ca::init(
+            &dir.0,
+            "x",
+            Algorithm::Ed25519,
+            DAY,
+            NOW,
+            Arc::new(MemStore::default()),
+        );
         assert!(matches!(exists, Err(CaError::Exists(_))));
         let (_, x509) = parse_x509_certificate(ca.cert()).unwrap();
         assert!(x509.is_ca());
@@ -515,17 +562,26 @@ mod tests {
 
     #[test]
     fn issued_cert_takes_identity_and_endpoint_from_token() {
-        for (ca_alg, node_alg) in [(Algorithm::Ed25519, Algorithm::Ed25519), (Algorithm::P256, Algorithm::Ed25519), (Algorithm::Ed25519, Algorithm::P256)] {
+        for (ca_alg, node_alg) in [
+            (Algorithm::Ed25519, Algorithm::Ed25519),
+            (Algorithm::P256, Algorithm::Ed25519),
+            (Algorithm::Ed25519, Algorithm::P256),
+        ] {
             let (_dir, ca) = new_ca(ca_alg);
             let key = node_alg.generate().unwrap();
             // The CSR asks for an extra name; only the token's identity may appear.
             let request = csr(&["b.vn.example", "evil.example", "203.0.113.9"], &key);
-            let der = ca.enroll(&token(&ca, "b.vn.example"), &request, 30 * DAY, NOW).unwrap();
+            let der = ca
+                .enroll(&token(&ca, "b.vn.example"), &request, 30 * DAY, NOW)
+                .unwrap();
             let (_, cert) = parse_x509_certificate(&der).unwrap();
             let (_, ca_cert) = parse_x509_certificate(ca.cert()).unwrap();
             cert.verify_signature(Some(ca_cert.public_key())).unwrap();
             assert_eq!(sans(&cert), ["dns:b.vn.example", "ip:192.0.2.2"]);
-            assert_eq!(cert.public_key().raw, key.subject_public_key_info().as_slice());
+            assert_eq!(
+                cert.public_key().raw,
+                key.subject_public_key_info().as_slice()
+            );
             let eku = cert.extended_key_usage().unwrap().unwrap().value;
             assert!(eku.client_auth && !eku.server_auth);
             assert_eq!(eku.other.len(), 1);
@@ -546,13 +602,25 @@ mod tests {
         let key = Algorithm::Ed25519.generate().unwrap();
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, "ops@vn.example");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "ops@vn.example");
         let request = params.serialize_request(&key).unwrap().der().to_vec();
-        let der = ca.enroll(&token(&ca, "ops@vn.example"), &request, DAY, NOW).unwrap();
-        assert_eq!(sans(&parse_x509_certificate(&der).unwrap().1), ["email:ops@vn.example", "ip:192.0.2.2"]);
+        let der = ca
+            .enroll(&token(&ca, "ops@vn.example"), &request, DAY, NOW)
+            .unwrap();
+        assert_eq!(
+            sans(&parse_x509_certificate(&der).unwrap().1),
+            ["email:ops@vn.example", "ip:192.0.2.2"]
+        );
         let request = csr(&["192.0.2.2"], &key);
-        let der = ca.enroll(&token(&ca, "192.0.2.2"), &request, DAY, NOW).unwrap();
-        assert_eq!(sans(&parse_x509_certificate(&der).unwrap().1), ["ip:192.0.2.2"]);
+        let der = ca
+            .enroll(&token(&ca, "192.0.2.2"), &request, DAY, NOW)
+            .unwrap();
+        assert_eq!(
+            sans(&parse_x509_certificate(&der).unwrap().1),
+            ["ip:192.0.2.2"]
+        );
     }
 
     #[test]
@@ -562,7 +630,9 @@ mod tests {
         let good = csr(&["b.vn.example"], &key);
         let t = token(&ca, "b.vn.example");
 
-        let wrong = ca.enroll(&t, &csr(&["c.vn.example"], &key), DAY, NOW).unwrap_err();
+        let wrong = ca
+            .enroll(&t, &csr(&["c.vn.example"], &key), DAY, NOW)
+            .unwrap_err();
         assert!(matches!(wrong, IssueError::IdentityMismatch(ref id) if id == "b.vn.example"));
         let expired = ca.enroll(&t, &good, DAY, NOW + 3600).unwrap_err();
         assert!(matches!(expired, IssueError::Token(TokenError::Expired)));
@@ -573,20 +643,39 @@ mod tests {
         assert_eq!(ca.store().list().unwrap().len(), 1);
 
         let unknown = JoinToken::generate().unwrap().reveal();
-        assert!(matches!(ca.enroll(&unknown, &good, DAY, NOW), Err(IssueError::Token(TokenError::Unknown))));
-        assert!(matches!(ca.enroll("not-a-token", &good, DAY, NOW), Err(IssueError::Token(TokenError::Malformed))));
+        assert!(matches!(
+            ca.enroll(&unknown, &good, DAY, NOW),
+            Err(IssueError::Token(TokenError::Unknown))
+        ));
+        assert!(matches!(
+            ca.enroll("not-a-token", &good, DAY, NOW),
+            Err(IssueError::Token(TokenError::Malformed))
+        ));
     }
 
     #[test]
     fn malformed_and_forged_csrs() {
         let (_dir, ca) = new_ca(Algorithm::Ed25519);
         let t = token(&ca, "b.vn.example");
-        assert!(matches!(ca.enroll(&t, b"\x30\x03garbage", DAY, NOW), Err(IssueError::BadCsr(_))));
+        assert!(matches!(
+            ca.enroll(&t, b"\x30\x03garbage", DAY, NOW),
+            Err(IssueError::BadCsr(_))
+        ));
         let mut forged = csr(&["b.vn.example"], &Algorithm::Ed25519.generate().unwrap());
         let last = forged.len() - 1;
         forged[last] ^= 0x55; // inside the signature
-        assert!(matches!(ca.enroll(&t, &forged, DAY, NOW), Err(IssueError::BadCsr(_))));
-        assert_eq!(ca.store().token(&JoinToken::parse(&t).unwrap().hash()).unwrap().unwrap().used, None);
+        assert!(matches!(
+            ca.enroll(&t, &forged, DAY, NOW),
+            Err(IssueError::BadCsr(_))
+        ));
+        assert_eq!(
+            ca.store()
+                .token(&JoinToken::parse(&t).unwrap().hash())
+                .unwrap()
+                .unwrap()
+                .used,
+            None
+        );
     }
 
     #[test]
@@ -594,23 +683,43 @@ mod tests {
         let (_dir, ca) = new_ca(Algorithm::Ed25519);
         let key = Algorithm::Ed25519.generate().unwrap();
         let request = csr(&["b.vn.example"], &key);
-        let first = ca.enroll(&token(&ca, "b.vn.example"), &request, DAY, NOW).unwrap();
+        let first = ca
+            .enroll(&token(&ca, "b.vn.example"), &request, DAY, NOW)
+            .unwrap();
         let second = ca.reenroll(&first, &request, DAY, NOW + 100).unwrap();
         let (_, cert) = parse_x509_certificate(&second).unwrap();
         assert_eq!(sans(&cert), ["dns:b.vn.example", "ip:192.0.2.2"]);
         let old_serial = hex::encode(parse_x509_certificate(&first).unwrap().1.raw_serial());
-        let record = ca.store().issued(&hex::encode(cert.raw_serial())).unwrap().unwrap();
+        let record = ca
+            .store()
+            .issued(&hex::encode(cert.raw_serial()))
+            .unwrap()
+            .unwrap();
         assert_eq!(record.renews.as_deref(), Some(old_serial.as_str()));
 
         let other_identity = csr(&["c.vn.example"], &key);
-        assert!(matches!(ca.reenroll(&second, &other_identity, DAY, NOW), Err(IssueError::IdentityMismatch(_))));
-        assert!(matches!(ca.reenroll(&first, &request, DAY, NOW + 86_400), Err(IssueError::BadClientCert(_))));
+        assert!(matches!(
+            ca.reenroll(&second, &other_identity, DAY, NOW),
+            Err(IssueError::IdentityMismatch(_))
+        ));
+        assert!(matches!(
+            ca.reenroll(&first, &request, DAY, NOW + 86_400),
+            Err(IssueError::BadClientCert(_))
+        ));
         ca.revoke(&old_serial, NOW + 200).unwrap();
-        assert!(matches!(ca.reenroll(&first, &request, DAY, NOW + 300), Err(IssueError::Revoked(_))));
+        assert!(matches!(
+            ca.reenroll(&first, &request, DAY, NOW + 300),
+            Err(IssueError::Revoked(_))
+        ));
 
         let (_other_dir, stranger) = new_ca(Algorithm::Ed25519);
-        let foreign = stranger.enroll(&token(&stranger, "b.vn.example"), &request, DAY, NOW).unwrap();
-        assert!(matches!(ca.reenroll(&foreign, &request, DAY, NOW), Err(IssueError::BadClientCert(_))));
+        let foreign = stranger
+            .enroll(&token(&stranger, "b.vn.example"), &request, DAY, NOW)
+            .unwrap();
+        assert!(matches!(
+            ca.reenroll(&foreign, &request, DAY, NOW),
+            Err(IssueError::BadClientCert(_))
+        ));
     }
 
     #[test]
@@ -618,9 +727,17 @@ mod tests {
         let (_dir, ca) = new_ca(Algorithm::P256);
         let key = Algorithm::Ed25519.generate().unwrap();
         let request = csr(&["b.vn.example"], &key);
-        let kept = ca.enroll(&token(&ca, "b.vn.example"), &request, DAY, NOW).unwrap();
-        let gone = ca.enroll(&token(&ca, "b.vn.example"), &request, DAY, NOW).unwrap();
-        let gone_serial = parse_x509_certificate(&gone).unwrap().1.raw_serial().to_vec();
+        let kept = ca
+            .enroll(&token(&ca, "b.vn.example"), &request, DAY, NOW)
+            .unwrap();
+        let gone = ca
+            .enroll(&token(&ca, "b.vn.example"), &request, DAY, NOW)
+            .unwrap();
+        let gone_serial = parse_x509_certificate(&gone)
+            .unwrap()
+            .1
+            .raw_serial()
+            .to_vec();
         ca.revoke(&hex::encode(&gone_serial), NOW + 10).unwrap();
 
         let der = ca.crl(NOW + 20).unwrap();
@@ -632,7 +749,10 @@ mod tests {
         assert_eq!(revoked.len(), 1);
         assert_eq!(revoked[0].raw_serial(), gone_serial.as_slice());
         assert_eq!(revoked[0].revocation_date.timestamp() as u64, NOW + 10);
-        assert_ne!(parse_x509_certificate(&kept).unwrap().1.raw_serial(), gone_serial.as_slice());
+        assert_ne!(
+            parse_x509_certificate(&kept).unwrap().1.raw_serial(),
+            gone_serial.as_slice()
+        );
         // Once the revoked certificate has expired it drops out of the CRL.
         let later = ca.crl(NOW + 2 * 86_400).unwrap();
         let (_, later) = parse_x509_crl(&later).unwrap();

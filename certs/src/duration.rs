@@ -11,7 +11,9 @@ pub struct DurationError(String);
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let err = || DurationError(text.to_owned());
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().map_err(|_| err())?;
     let scale = match unit {
@@ -21,7 +23,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         "d" => 86_400,
         _ => return Err(err()),
     };
-    number.checked_mul(scale).map(Duration::from_secs).ok_or_else(err)
+    number
+        .checked_mul(scale)
+        .map(Duration::from_secs)
+        .ok_or_else(err)
 }
 
 #[cfg(test)]
@@ -33,7 +38,10 @@ mod tests {
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86_400));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
     }
 
     #[test]

@@ -33,7 +33,9 @@ impl FromStr for NodeId {
         match text.split_once('@') {
             Some((user, domain)) => {
                 let user_ok = !user.is_empty()
-                    && user.bytes().all(|b| b.is_ascii_graphic() && !b"@<>()[]\\,;:\"".contains(&b));
+                    && user
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && !b"@<>()[]\\,;:\"".contains(&b));
                 if user_ok && valid_fqdn(domain) {
                     Ok(Self::Email(text.to_ascii_lowercase()))
                 } else {
@@ -54,7 +56,9 @@ fn valid_fqdn(name: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -78,6 +82,17 @@ impl NodeId {
             Self::Email(name) => SanType::Rfc822Name(ia5(name)?),
             Self::Ip(ip) => SanType::IpAddress(*ip),
         })
+    }
+
+    /// Certificate (or CSR) parameters naming this identity: subject CN and the SAN.
+    pub fn cert_params(&self) -> Result<rcgen::CertificateParams, IdentityError> {
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, self.to_string());
+        params.subject_alt_names = vec![self.san()?];
+        Ok(params)
     }
 
     /// Whether a CSR's subject CN or one of its SANs names this identity.
@@ -119,18 +134,36 @@ mod tests {
 
     #[test]
     fn kinds() {
-        assert_eq!("B.vn.Example".parse::<NodeId>().unwrap(), NodeId::Fqdn("b.vn.example".into()));
+        assert_eq!(
+            "B.vn.Example".parse::<NodeId>().unwrap(),
+            NodeId::Fqdn("b.vn.example".into())
+        );
         assert_eq!(
             "ops@vn.example".parse::<NodeId>().unwrap(),
             NodeId::Email("ops@vn.example".into())
         );
-        assert_eq!("192.0.2.7".parse::<NodeId>().unwrap(), NodeId::Ip("192.0.2.7".parse().unwrap()));
-        assert_eq!("2001:db8::1".parse::<NodeId>().unwrap().to_string(), "2001:db8::1");
+        assert_eq!(
+            "192.0.2.7".parse::<NodeId>().unwrap(),
+            NodeId::Ip("192.0.2.7".parse().unwrap())
+        );
+        assert_eq!(
+            "2001:db8::1".parse::<NodeId>().unwrap().to_string(),
+            "2001:db8::1"
+        );
     }
 
     #[test]
     fn rejects_bad_names() {
-        for bad in ["", "a..b", "-a.example", "a b", "@x.example", "u@", "é.example", "a@b@c"] {
+        for bad in [
+            "",
+            "a..b",
+            "-a.example",
+            "a b",
+            "@x.example",
+            "u@",
+            "é.example",
+            "a@b@c",
+        ] {
             assert!(bad.parse::<NodeId>().is_err(), "{bad:?}");
         }
     }
@@ -140,7 +173,9 @@ mod tests {
         let id: NodeId = "b.vn.example".parse().unwrap();
         let mut by_cn = rcgen::CertificateParams::default();
         by_cn.distinguished_name = rcgen::DistinguishedName::new();
-        by_cn.distinguished_name.push(DnType::CommonName, "b.vn.example");
+        by_cn
+            .distinguished_name
+            .push(DnType::CommonName, "b.vn.example");
         assert!(id.requested_by(&by_cn));
         let mut by_san = rcgen::CertificateParams::new(vec!["B.VN.EXAMPLE".to_owned()]).unwrap();
         by_san.distinguished_name = rcgen::DistinguishedName::new();

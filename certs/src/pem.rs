@@ -16,13 +16,20 @@ pub(crate) fn base64_lines(der: &[u8]) -> String {
 
 /// Decodes base64 that may be broken into lines.
 pub(crate) fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
-    let compact: Vec<u8> = text.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    let compact: Vec<u8> = text
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
     STANDARD.decode(compact).ok()
 }
 
 /// PEM with the given label (`CERTIFICATE`, `X509 CRL`, ...).
 pub fn to_pem(label: &str, der: &[u8]) -> String {
-    format!("-----BEGIN {label}-----\n{}-----END {label}-----\n", base64_lines(der))
+    format!(
+        "-----BEGIN {label}-----\n{}-----END {label}-----\n",
+        base64_lines(der)
+    )
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ pub struct Pkcs7Error(String);
 pub fn encode_certs_only(certs: &[CertificateDer<'_>]) -> Vec<u8> {
     yasna::construct_der(|w| {
         w.write_sequence(|w| {
-            w.next().write_oid(&ObjectIdentifier::from_slice(SIGNED_DATA));
+            w.next()
+                .write_oid(&ObjectIdentifier::from_slice(SIGNED_DATA));
             w.next().write_tagged(Tag::context(0), |w| {
                 w.write_sequence(|w| {
                     w.next().write_u8(1);
@@ -55,7 +56,9 @@ pub fn decode_certs_only(der: &[u8]) -> Result<Vec<CertificateDer<'static>>, Pkc
                     r.next().read_set_of(|r| r.read_der().map(drop))?;
                     r.next().read_sequence(|r| {
                         r.next().read_oid()?;
-                        r.read_optional(|r| r.read_tagged(Tag::context(0), |r| r.read_der().map(drop)))?;
+                        r.read_optional(|r| {
+                            r.read_tagged(Tag::context(0), |r| r.read_der().map(drop))
+                        })?;
                         Ok(())
                     })?;
                     let certs = r
@@ -71,7 +74,9 @@ pub fn decode_certs_only(der: &[u8]) -> Result<Vec<CertificateDer<'static>>, Pkc
                         })?
                         .unwrap_or_default();
                     r.read_optional(|r| {
-                        r.read_tagged_implicit(Tag::context(1), |r| r.read_set_of(|r| r.read_der().map(drop)))
+                        r.read_tagged_implicit(Tag::context(1), |r| {
+                            r.read_set_of(|r| r.read_der().map(drop))
+                        })
                     })?;
                     r.next().read_set_of(|r| r.read_der().map(drop))?;
                     Ok(certs)
@@ -99,7 +104,8 @@ mod tests {
         let der = yasna::construct_der(|w| {
             w.write_sequence(|w| {
                 w.next().write_oid(&ObjectIdentifier::from_slice(DATA));
-                w.next().write_tagged(Tag::context(0), |w| w.write_bytes(b"x"));
+                w.next()
+                    .write_tagged(Tag::context(0), |w| w.write_bytes(b"x"));
             })
         });
         assert!(decode_certs_only(&der).is_err());

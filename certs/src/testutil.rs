@@ -28,7 +28,14 @@ impl Drop for TempDir {
 pub fn new_ca(algorithm: Algorithm, now: UnixSecs) -> (TempDir, Ca) {
     let dir = TempDir::new();
     let validity = Duration::from_secs(3650 * 86_400);
-    let ca = Ca::init(&dir.0, "vn.example", algorithm, validity, now, Arc::new(MemStore::default()))
-        .expect("CA init");
+    let ca = Ca::init(
+        &dir.0,
+        "vn.example",
+        algorithm,
+        validity,
+        now,
+        Arc::new(MemStore::default()),
+    )
+    .expect("CA init");
     (dir, ca)
 }

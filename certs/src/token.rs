@@ -32,8 +32,15 @@ impl JoinToken {
 
     /// Parses the base64url form; anything else is not a token.
     pub fn parse(text: &str) -> Result<Self, TokenError> {
-        let decoded = Zeroizing::new(URL_SAFE_NO_PAD.decode(text.trim()).map_err(|_| TokenError::Malformed)?);
-        let bytes: [u8; TOKEN_LEN] = decoded.as_slice().try_into().map_err(|_| TokenError::Malformed)?;
+        let decoded = Zeroizing::new(
+            URL_SAFE_NO_PAD
+                .decode(text.trim())
+                .map_err(|_| TokenError::Malformed)?,
+        );
+        let bytes: [u8; TOKEN_LEN] = decoded
+            .as_slice()
+            .try_into()
+            .map_err(|_| TokenError::Malformed)?;
         Ok(Self(Zeroizing::new(bytes)))
     }
 
@@ -163,8 +170,14 @@ mod tests {
 
     #[test]
     fn malformed() {
-        assert_eq!(JoinToken::parse("short").unwrap_err(), TokenError::Malformed);
-        assert_eq!(JoinToken::parse(&"A".repeat(44)).unwrap_err(), TokenError::Malformed);
+        assert_eq!(
+            JoinToken::parse("short").unwrap_err(),
+            TokenError::Malformed
+        );
+        assert_eq!(
+            JoinToken::parse(&"A".repeat(44)).unwrap_err(),
+            TokenError::Malformed
+        );
         assert_eq!(JoinToken::parse("!!!!").unwrap_err(), TokenError::Malformed);
     }
 

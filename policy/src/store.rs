@@ -31,8 +31,10 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database at `path`. Only one process may hold it.
     pub fn open(path: &Path) -> Result<Self, OpenError> {
-        let db = sled::open(path)
-            .map_err(|source| OpenError { path: path.display().to_string(), source })?;
+        let db = sled::open(path).map_err(|source| OpenError {
+            path: path.display().to_string(),
+            source,
+        })?;
         Ok(Self { db })
     }
 
@@ -87,7 +89,11 @@ impl CaStore for CaDb {
     }
 
     fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
-        self.tokens.get(hash.lookup_key()).map_err(backend)?.map(|v| decode(&v)).transpose()
+        self.tokens
+            .get(hash.lookup_key())
+            .map_err(backend)?
+            .map(|v| decode(&v))
+            .transpose()
     }
 
     fn redeem_token_and_record(
@@ -98,7 +104,11 @@ impl CaStore for CaDb {
     ) -> Result<(), StoreError> {
         let key = hash.lookup_key();
         self.transact(|tokens, issued| {
-            let token = tokens.get(key)?.map(|v| decode(&v)).transpose().or_else(abort)?;
+            let token = tokens
+                .get(key)?
+                .map(|v| decode(&v))
+                .transpose()
+                .or_else(abort)?;
             let taken = issued.get(record.serial.as_bytes())?.is_some();
             let token = rules::redeem(token, hash, now, record, taken).or_else(abort)?;
             tokens.insert(key.as_slice(), encode(&token)?)?;
@@ -120,7 +130,11 @@ impl CaStore for CaDb {
     fn record_reissue(&self, record: &IssuedRecord) -> Result<(), StoreError> {
         self.transact(|_, issued| {
             let old = match &record.renews {
-                Some(serial) => issued.get(serial.as_bytes())?.map(|v| decode(&v)).transpose().or_else(abort)?,
+                Some(serial) => issued
+                    .get(serial.as_bytes())?
+                    .map(|v| decode(&v))
+                    .transpose()
+                    .or_else(abort)?,
                 None => None,
             };
             let taken = issued.get(record.serial.as_bytes())?.is_some();
@@ -132,7 +146,11 @@ impl CaStore for CaDb {
 
     fn revoke(&self, serial: &str, now: UnixSecs) -> Result<IssuedRecord, StoreError> {
         self.transact(|_, issued| {
-            let rec = issued.get(serial.as_bytes())?.map(|v| decode(&v)).transpose().or_else(abort)?;
+            let rec = issued
+                .get(serial.as_bytes())?
+                .map(|v| decode(&v))
+                .transpose()
+                .or_else(abort)?;
             let rec = rules::revoke(rec, serial, now).or_else(abort)?;
             issued.insert(serial.as_bytes(), encode(&rec)?)?;
             Ok(rec)
@@ -140,7 +158,11 @@ impl CaStore for CaDb {
     }
 
     fn issued(&self, serial: &str) -> Result<Option<IssuedRecord>, StoreError> {
-        self.issued.get(serial.as_bytes()).map_err(backend)?.map(|v| decode(&v)).transpose()
+        self.issued
+            .get(serial.as_bytes())
+            .map_err(backend)?
+            .map(|v| decode(&v))
+            .transpose()
     }
 
     fn list(&self) -> Result<Vec<IssuedRecord>, StoreError> {
@@ -216,7 +238,10 @@ mod tests {
             revoked_at: None,
         };
         store.ca().unwrap().record_issued(&record).unwrap();
-        assert!(Store::open(&dir.0).is_err(), "a second holder must be refused");
+        assert!(
+            Store::open(&dir.0).is_err(),
+            "a second holder must be refused"
+        );
         drop(store);
         let reopened = Store::open(&dir.0).unwrap().ca().unwrap();
         assert_eq!(reopened.issued("4a").unwrap(), Some(record));

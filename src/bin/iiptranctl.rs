@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use iiptran_certs::duration::parse_duration;
-use iiptran_certs::{Algorithm, Ca, CaStore, NodeId, unix_now};
+use iiptran_certs::{Algorithm, Ca, NodeId, unix_now};
 use iiptran_policy::store::Store;
 
 /// Inspect and control a running iiptrand over its control socket.
@@ -86,27 +86,52 @@ fn main() -> anyhow::Result<()> {
 
 fn ca(command: CaCommand) -> anyhow::Result<()> {
     match command {
-        CaCommand::Init { name, dir, algorithm, validity } => {
+        CaCommand::Init {
+            name,
+            dir,
+            algorithm,
+            validity,
+        } => {
             let store = Store::open(&Ca::db_path(&dir))?;
-            let ca = Ca::init(&dir, &name, algorithm, validity, unix_now(), Arc::new(store.ca()?))?;
+            let ca = Ca::init(
+                &dir,
+                &name,
+                algorithm,
+                validity,
+                unix_now(),
+                Arc::new(store.ca()?),
+            )?;
             println!("CA {name:?} created in {}", dir.display());
             println!("fingerprint {}", hex::encode(ca.fingerprint()));
         }
-        CaCommand::Token { dir, identity, endpoint, ttl } => {
+        CaCommand::Token {
+            dir,
+            identity,
+            endpoint,
+            ttl,
+        } => {
             let token = open(&dir)?.create_token(&identity, endpoint, ttl, unix_now())?;
             println!("{}", token.reveal().as_str());
         }
         CaCommand::List { dir } => {
             let now = unix_now();
-            println!("{:<32}  {:<28}  {:<15}  {:>10}  STATUS", "SERIAL", "IDENTITY", "ENDPOINT", "EXPIRES");
+            println!(
+                "{:<32}  {:<28}  {:<15}  {:>10}  STATUS",
+                "SERIAL", "IDENTITY", "ENDPOINT", "EXPIRES"
+            );
             for rec in open(&dir)?.store().list()? {
-                let endpoint = rec.endpoint.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+                let endpoint = rec
+                    .endpoint
+                    .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
                 let status = match rec.revoked_at {
                     Some(_) => "revoked",
                     None if rec.not_after <= now => "expired",
                     None => "valid",
                 };
-                println!("{:<32}  {:<28}  {:<15}  {:>10}  {status}", rec.serial, rec.identity, endpoint, rec.not_after);
+                println!(
+                    "{:<32}  {:<28}  {:<15}  {:>10}  {status}",
+                    rec.serial, rec.identity, endpoint, rec.not_after
+                );
             }
         }
         CaCommand::Revoke { dir, serial } => {

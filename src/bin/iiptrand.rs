@@ -88,7 +88,13 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::EnrollServer { ca_dir, listen, mut names, cert_lifetime, read_timeout } => {
+        Command::EnrollServer {
+            ca_dir,
+            listen,
+            mut names,
+            cert_lifetime,
+            read_timeout,
+        } => {
             if names.is_empty() {
                 if listen.ip().is_unspecified() {
                     bail!("listening on {listen}: give the server's --name(s)");
@@ -103,12 +109,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 body_timeout: read_timeout,
                 ..Limits::default()
             };
-            let config = ServerConfig { listen, names, cert_lifetime, limits };
+            let config = ServerConfig {
+                listen,
+                names,
+                cert_lifetime,
+                limits,
+            };
             let server = Server::bind(Arc::new(ca), config).await?;
             println!("listening on {}", server.local_addr()?);
             server.run(shutdown_signal()).await?;
         }
-        Command::Enroll { server, token, ca_fingerprint, identity, dir, algorithm } => {
+        Command::Enroll {
+            server,
+            token,
+            ca_fingerprint,
+            identity,
+            dir,
+            algorithm,
+        } => {
             let pin: [u8; 32] = hex::decode(ca_fingerprint.replace(':', ""))
                 .ok()
                 .and_then(|bytes| bytes.try_into().ok())

@@ -44,6 +44,15 @@ pub fn run(program: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("running {program}: {e} (is it installed?)"))
 }
 
+/// Asserts that a finished command succeeded, showing its stderr otherwise.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs a command that must succeed and returns its stdout.
 pub fn ok(program: &str, args: &[&str]) -> String {
     let out = run(program, args);
@@ -66,8 +75,13 @@ impl TestCa {
     pub fn new() -> Self {
         let dir = TempDir::new("ca");
         let ca = dir.path("ca");
-        ok(IIPTRANCTL, &["ca", "init", "--name", "vn.example", "--dir", path_str(&ca)]);
-        let fingerprint = ok(IIPTRANCTL, &["ca", "fingerprint", "--dir", path_str(&ca)]).trim().to_owned();
+        ok(
+            IIPTRANCTL,
+            &["ca", "init", "--name", "vn.example", "--dir", path_str(&ca)],
+        );
+        let fingerprint = ok(IIPTRANCTL, &["ca", "fingerprint", "--dir", path_str(&ca)])
+            .trim()
+            .to_owned();
         assert_eq!(fingerprint.len(), 64);
         Self { dir, fingerprint }
     }
@@ -82,7 +96,18 @@ impl TestCa {
 
     pub fn token(&self, identity: &str, endpoint: &str, ttl: &str) -> String {
         let dir = self.ca_dir();
-        let args = ["ca", "token", "--dir", path_str(&dir), "--identity", identity, "--endpoint", endpoint, "--ttl", ttl];
+        let args = [
+            "ca",
+            "token",
+            "--dir",
+            path_str(&dir),
+            "--identity",
+            identity,
+            "--endpoint",
+            endpoint,
+            "--ttl",
+            ttl,
+        ];
         ok(IIPTRANCTL, &args).trim().to_owned()
     }
 
@@ -96,7 +121,13 @@ impl TestCa {
     /// Starts `iiptrand enroll-server` on a free loopback port.
     pub fn serve(&self, extra: &[&str]) -> EnrollServer {
         let dir = self.ca_dir();
-        let mut args = vec!["enroll-server", "--ca-dir", path_str(&dir), "--listen", "127.0.0.1:0"];
+        let mut args = vec![
+            "enroll-server",
+            "--ca-dir",
+            path_str(&dir),
+            "--listen",
+            "127.0.0.1:0",
+        ];
         args.extend_from_slice(extra);
         let mut child = Command::new(IIPTRAND)
             .args(&args)
@@ -105,7 +136,10 @@ impl TestCa {
             .spawn()
             .expect("spawn iiptrand");
         let stdout = child.stdout.take().unwrap();
-        let mut server = EnrollServer { child, addr: String::new() };
+        let mut server = EnrollServer {
+            child,
+            addr: String::new(),
+        };
         // The server prints its bound address once it accepts connections.
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -113,7 +147,9 @@ impl TestCa {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("server did not start in time");
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server did not start in time");
         server.addr = line
             .trim()
             .strip_prefix("listening on ")
@@ -159,11 +195,24 @@ impl Drop for EnrollServer {
 pub fn curl(ca_pem: &Path, url: &str, extra: &[&str], scratch: &TempDir) -> (u16, Vec<u8>) {
     static N: AtomicUsize = AtomicUsize::new(0);
     let body = scratch.path(&format!("curl-body-{}", N.fetch_add(1, Ordering::Relaxed)));
-    let mut args = vec!["-sS", "--max-time", "30", "--cacert", path_str(ca_pem), "-o", path_str(&body), "-w", "%{http_code}"];
+    let mut args = vec![
+        "-sS",
+        "--max-time",
+        "30",
+        "--cacert",
+        path_str(ca_pem),
+        "-o",
+        path_str(&body),
+        "-w",
+        "%{http_code}",
+    ];
     args.extend_from_slice(extra);
     args.push(url);
     let status = ok("curl", &args);
-    (status.trim().parse().unwrap(), std::fs::read(&body).unwrap_or_default())
+    (
+        status.trim().parse().unwrap(),
+        std::fs::read(&body).unwrap_or_default(),
+    )
 }
 
 /// Makes a private key and a DER CSR with openssl; `algorithm` is ed25519 or p256.
@@ -171,11 +220,39 @@ pub fn openssl_csr(scratch: &TempDir, name: &str, algorithm: &str, subject_cn: &
     let key = scratch.path(&format!("{name}.key"));
     let csr = scratch.path(&format!("{name}.csr"));
     match algorithm {
-        "ed25519" => ok("openssl", &["genpkey", "-algorithm", "ed25519", "-out", path_str(&key)]),
-        _ => ok("openssl", &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path_str(&key)]),
+        "ed25519" => ok(
+            "openssl",
+            &["genpkey", "-algorithm", "ed25519", "-out", path_str(&key)],
+        ),
+        _ => ok(
+            "openssl",
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                path_str(&key),
+            ],
+        ),
     };
     let subject = format!("/CN={subject_cn}");
-    ok("openssl", &["req", "-new", "-key", path_str(&key), "-subj", &subject, "-outform", "DER", "-out", path_str(&csr)]);
+    ok(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-key",
+            path_str(&key),
+            "-subj",
+            &subject,
+            "-outform",
+            "DER",
+            "-out",
+            path_str(&csr),
+        ],
+    );
     let b64 = scratch.path(&format!("{name}.csr.b64"));
     std::fs::write(&b64, ok("openssl", &["base64", "-in", path_str(&csr)])).unwrap();
     b64
@@ -184,17 +261,65 @@ pub fn openssl_csr(scratch: &TempDir, name: &str, algorithm: &str, subject_cn: &
 /// Decodes an EST base64 PKCS#7 answer and prints its certificates as PEM with openssl.
 pub fn pkcs7_to_pem(answer: &[u8], scratch: &TempDir, name: &str) -> PathBuf {
     use base64::Engine;
-    let text: Vec<u8> = answer.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
-    let der = base64::engine::general_purpose::STANDARD.decode(text).expect("base64 answer");
+    let text: Vec<u8> = answer
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64 answer");
     let p7 = scratch.path(&format!("{name}.p7"));
     std::fs::write(&p7, der).unwrap();
     let pem = scratch.path(&format!("{name}.pem"));
-    ok("openssl", &["pkcs7", "-inform", "DER", "-in", path_str(&p7), "-print_certs", "-out", path_str(&pem)]);
+    ok(
+        "openssl",
+        &[
+            "pkcs7",
+            "-inform",
+            "DER",
+            "-in",
+            path_str(&p7),
+            "-print_certs",
+            "-out",
+            path_str(&pem),
+        ],
+    );
     pem
 }
 
 /// The serial of a PEM certificate, lowercase hex as `iiptranctl ca list` shows it.
 pub fn serial_of(cert_pem: &Path) -> String {
-    let out = ok("openssl", &["x509", "-in", path_str(cert_pem), "-noout", "-serial"]);
-    out.trim().trim_start_matches("serial=").to_ascii_lowercase()
+    let out = ok(
+        "openssl",
+        &["x509", "-in", path_str(cert_pem), "-noout", "-serial"],
+    );
+    out.trim()
+        .trim_start_matches("serial=")
+        .to_ascii_lowercase()
+}
+
+/// `openssl x509 -text` of a PEM certificate.
+pub fn cert_text(cert_pem: &Path) -> String {
+    ok(
+        "openssl",
+        &["x509", "-in", path_str(cert_pem), "-noout", "-text"],
+    )
+}
+
+/// Asserts that `openssl verify` accepts the certificate under the CA file.
+pub fn assert_verifies(ca_pem: &Path, cert_pem: &Path) {
+    let out = ok(
+        "openssl",
+        &["verify", "-CAfile", path_str(ca_pem), path_str(cert_pem)],
+    );
+    assert!(out.trim().ends_with(": OK"), "{out}");
+}
+
+/// `openssl pkey -text` of a PEM private key.
+pub fn key_text(key_pem: &Path) -> String {
+    ok(
+        "openssl",
+        &["pkey", "-in", path_str(key_pem), "-noout", "-text"],
+    )
 }

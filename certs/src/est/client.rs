@@ -11,7 +11,7 @@ use hyper::body::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData};
+use rcgen::{KeyPair, PublicKeyData};
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -54,7 +54,10 @@ pub enum ClientError {
     #[error("certificate: {0}")]
     Cert(#[from] rcgen::Error),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// A node's key, its certificate and the CA chain: the contents of its state directory.
@@ -87,7 +90,11 @@ impl Credentials {
         };
         write(KEY_FILE, self.key_pem.as_bytes(), 0o600)?;
         write(CA_FILE, pem_certs(&self.ca_chain).as_bytes(), 0o644)?;
-        write(CERT_FILE, pem_certs(std::slice::from_ref(&self.cert)).as_bytes(), 0o644)
+        write(
+            CERT_FILE,
+            pem_certs(std::slice::from_ref(&self.cert)).as_bytes(),
+            0o644,
+        )
     }
 
     /// Reads what [`save`](Self::save) wrote.
@@ -109,7 +116,11 @@ impl Credentials {
             .into_iter()
             .next()
             .ok_or_else(|| ClientError::BadResponse(format!("{CERT_FILE} holds no certificate")))?;
-        Ok(Self { key_pem, cert, ca_chain: certs(CA_FILE)? })
+        Ok(Self {
+            key_pem,
+            cert,
+            ca_chain: certs(CA_FILE)?,
+        })
     }
 }
 
@@ -120,11 +131,17 @@ pub async fn fetch_cacerts(
 ) -> Result<Vec<CertificateDer<'static>>, ClientError> {
     let config = tls_builder()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCa::new(*ca_fingerprint, super::provider())))
+        .with_custom_certificate_verifier(Arc::new(PinnedCa::new(
+            *ca_fingerprint,
+            super::provider(),
+        )))
         .with_no_client_auth();
     let body = request(server, Arc::new(config), Method::GET, CACERTS, None).await?;
     let certs = decode_pkcs7(&body)?;
-    if !certs.iter().any(|cert| fingerprint(cert) == *ca_fingerprint) {
+    if !certs
+        .iter()
+        .any(|cert| fingerprint(cert) == *ca_fingerprint)
+    {
         return Err(ClientError::PinMismatch);
     }
     Ok(certs)
@@ -144,9 +161,20 @@ pub async fn enroll(
     let csr = csr_for(identity, &key)?;
     let config = trusting(&ca_chain)?.with_no_client_auth();
     let auth = Zeroizing::new(format!("Bearer {token}"));
-    let body = request(server, Arc::new(config), Method::POST, SIMPLEENROLL, Some((csr, auth.as_str()))).await?;
+    let body = request(
+        server,
+        Arc::new(config),
+        Method::POST,
+        SIMPLEENROLL,
+        Some((csr, auth.as_str())),
+    )
+    .await?;
     let cert = issued_cert(&body, &key)?;
-    Ok(Credentials { key_pem: Zeroizing::new(key.serialize_pem()), cert, ca_chain })
+    Ok(Credentials {
+        key_pem: crate::key_pem(&key),
+        cert,
+        ca_chain,
+    })
 }
 
 /// Renews `current` over mutual TLS with its own key and certificate. The new certificate
@@ -159,9 +187,20 @@ pub async fn reenroll(server: &str, current: &Credentials) -> Result<Credentials
     let config = trusting(&current.ca_chain)?
         .with_client_auth_cert(vec![current.cert.clone()], client_key)
         .map_err(|e| ClientError::Tls(e.to_string()))?;
-    let body = request(server, Arc::new(config), Method::POST, SIMPLEREENROLL, Some((csr, ""))).await?;
+    let body = request(
+        server,
+        Arc::new(config),
+        Method::POST,
+        SIMPLEREENROLL,
+        Some((csr, "")),
+    )
+    .await?;
     let cert = issued_cert(&body, &key)?;
-    Ok(Credentials { key_pem: current.key_pem.clone(), cert, ca_chain: current.ca_chain.clone() })
+    Ok(Credentials {
+        key_pem: current.key_pem.clone(),
+        cert,
+        ca_chain: current.ca_chain.clone(),
+    })
 }
 
 /// Whether `cert` should be renewed at `now`: from two thirds of its lifetime on.
@@ -179,10 +218,9 @@ pub fn renew_due(cert: &CertificateDer<'_>, now: SystemTime) -> Result<bool, Cli
 }
 
 pub(crate) fn csr_for(identity: &NodeId, key: &KeyPair) -> Result<Vec<u8>, ClientError> {
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, identity.to_string());
-    params.subject_alt_names = vec![identity.san().map_err(|e| ClientError::BadResponse(e.to_string()))?];
+    let params = identity
+        .cert_params()
+        .map_err(|e| ClientError::BadResponse(e.to_string()))?;
     Ok(params.serialize_request(key)?.der().to_vec())
 }
 
@@ -207,17 +245,21 @@ fn issued_cert(body: &[u8], key: &KeyPair) -> Result<CertificateDer<'static>, Cl
     let (_, x509) = x509_parser::parse_x509_certificate(&cert)
         .map_err(|e| ClientError::BadResponse(e.to_string()))?;
     if x509.public_key().raw != key.subject_public_key_info().as_slice() {
-        return Err(ClientError::BadResponse("the certificate is not for our key".into()));
+        return Err(ClientError::BadResponse(
+            "the certificate is not for our key".into(),
+        ));
     }
     Ok(cert)
 }
 
 fn decode_pkcs7(body: &[u8]) -> Result<Vec<CertificateDer<'static>>, ClientError> {
-    let der = crate::pem::base64_decode(body).ok_or_else(|| ClientError::BadResponse("not base64".into()))?;
+    let der = crate::pem::base64_decode(body)
+        .ok_or_else(|| ClientError::BadResponse("not base64".into()))?;
     pkcs7::decode_certs_only(&der).map_err(|e| ClientError::BadResponse(e.to_string()))
 }
 
-fn tls_builder() -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, ClientError> {
+fn tls_builder()
+-> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, ClientError> {
     rustls::ClientConfig::builder_with_provider(super::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| ClientError::Tls(e.to_string()))
@@ -225,10 +267,13 @@ fn tls_builder() -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::W
 
 fn trusting(
     ca_chain: &[CertificateDer<'static>],
-) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, ClientError> {
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, ClientError>
+{
     let mut roots = RootCertStore::empty();
     for cert in ca_chain {
-        roots.add(cert.clone()).map_err(|e| ClientError::Tls(e.to_string()))?;
+        roots
+            .add(cert.clone())
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
     }
     Ok(tls_builder()?.with_root_certificates(roots))
 }
@@ -259,7 +304,11 @@ async fn request_inner(
         return Err(url_err());
     }
     let authority = uri.authority().ok_or_else(url_err)?.clone();
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let port = authority.port_u16().unwrap_or(443);
     let name = ServerName::try_from(host.clone()).map_err(|_| url_err())?;
     let tcp = TcpStream::connect((host.as_str(), port))
@@ -288,7 +337,9 @@ async fn request_inner(
         }
         None => Full::new(Bytes::new()),
     };
-    let req = builder.body(body).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    let req = builder
+        .body(body)
+        .map_err(|e| ClientError::BadResponse(e.to_string()))?;
     let response = sender.send_request(req).await?;
     let status = response.status();
     let body = Limited::new(response.into_body(), MAX_RESPONSE)
@@ -305,9 +356,15 @@ async fn request_inner(
 }
 
 fn pem_certs(certs: &[CertificateDer<'_>]) -> String {
-    certs.iter().map(|cert| crate::to_pem("CERTIFICATE", cert)).collect()
+    certs
+        .iter()
+        .map(|cert| crate::to_pem("CERTIFICATE", cert))
+        .collect()
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError + '_ {
-    move |source| ClientError::Io { path: path.display().to_string(), source }
+    move |source| ClientError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }

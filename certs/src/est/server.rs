@@ -65,7 +65,10 @@ pub struct ServerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("accept: {0}")]
     Accept(std::io::Error),
     #[error("server certificate: {0}")]
@@ -94,7 +97,9 @@ impl Server {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let provider = super::provider();
         let mut roots = RootCertStore::empty();
-        roots.add(ca.cert().clone()).map_err(|e| ServerError::Tls(e.to_string()))?;
+        roots
+            .add(ca.cert().clone())
+            .map_err(|e| ServerError::Tls(e.to_string()))?;
         let client_verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .allow_unauthenticated()
@@ -107,13 +112,21 @@ impl Server {
             .with_single_cert(vec![cert, ca.cert().clone()], key)
             .map_err(|e| ServerError::Tls(e.to_string()))?;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         Ok(Self {
             listener,
             acceptor: TlsAcceptor::from(Arc::new(tls)),
-            state: Arc::new(State { ca, cert_lifetime: config.cert_lifetime, limits: config.limits }),
+            state: Arc::new(State {
+                ca,
+                cert_lifetime: config.cert_lifetime,
+                limits: config.limits,
+            }),
         })
     }
 
@@ -145,8 +158,14 @@ impl Server {
     }
 }
 
-async fn serve_connection(acceptor: TlsAcceptor, state: Arc<State>, tcp: TcpStream, peer: SocketAddr) {
-    let tls = match tokio::time::timeout(state.limits.handshake_timeout, acceptor.accept(tcp)).await {
+async fn serve_connection(
+    acceptor: TlsAcceptor,
+    state: Arc<State>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    let tls = match tokio::time::timeout(state.limits.handshake_timeout, acceptor.accept(tcp)).await
+    {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::info!(%peer, error = %e, "TLS handshake failed");
@@ -169,7 +188,9 @@ async fn serve_connection(acceptor: TlsAcceptor, state: Arc<State>, tcp: TcpStre
     let service = hyper::service::service_fn(move |req| {
         let state = state.clone();
         let client_cert = client_cert.clone();
-        async move { Ok::<_, Infallible>(handle(&state, peer, client_cert.as_ref().as_ref(), req).await) }
+        async move {
+            Ok::<_, Infallible>(handle(&state, peer, client_cert.as_ref().as_ref(), req).await)
+        }
     });
     let result = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -193,11 +214,20 @@ struct Reply {
 
 impl Reply {
     fn ok(content_type: &'static str, body: impl Into<Bytes>) -> Self {
-        Self { status: StatusCode::OK, content_type, body: body.into(), headers: Vec::new(), reason: None }
+        Self {
+            status: StatusCode::OK,
+            content_type,
+            body: body.into(),
+            headers: Vec::new(),
+            reason: None,
+        }
     }
 
     fn pkcs7(certs: &[CertificateDer<'_>]) -> Self {
-        let mut reply = Self::ok(PKCS7_MIME, crate::pem::base64_lines(&pkcs7::encode_certs_only(certs)));
+        let mut reply = Self::ok(
+            PKCS7_MIME,
+            crate::pem::base64_lines(&pkcs7::encode_certs_only(certs)),
+        );
         reply.headers.push((
             header::HeaderName::from_static("content-transfer-encoding"),
             HeaderValue::from_static("base64"),
@@ -243,14 +273,21 @@ async fn handle(
     let mut response = Response::new(Full::new(reply.body));
     *response.status_mut() = reply.status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(reply.content_type),
+    );
     for (name, value) in reply.headers {
         headers.insert(name, value);
     }
     response
 }
 
-async fn route(state: &State, client_cert: Option<&CertificateDer<'static>>, req: Request<Incoming>) -> Reply {
+async fn route(
+    state: &State,
+    client_cert: Option<&CertificateDer<'static>>,
+    req: Request<Incoming>,
+) -> Reply {
     let path = req.uri().path();
     let allowed = match path {
         CACERTS | CRL => Method::GET,
@@ -258,15 +295,27 @@ async fn route(state: &State, client_cert: Option<&CertificateDer<'static>>, req
         _ => return Reply::error(StatusCode::NOT_FOUND, format!("no such resource {path}")),
     };
     if req.method() != allowed {
-        let allow = if allowed == Method::GET { "GET" } else { "POST" };
-        return Reply::error(StatusCode::METHOD_NOT_ALLOWED, format!("{path} accepts only {allow}"))
-            .with_header(header::ALLOW, allow);
+        let allow = if allowed == Method::GET {
+            "GET"
+        } else {
+            "POST"
+        };
+        return Reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{path} accepts only {allow}"),
+        )
+        .with_header(header::ALLOW, allow);
     }
     match path {
         CACERTS => Reply::pkcs7(std::slice::from_ref(state.ca.cert())),
         CRL => {
             let ca = state.ca.clone();
-            match blocking(move || ca.crl(unix_now()).map_err(|e| IssueError::Internal(e.to_string()))).await {
+            match blocking(move || {
+                ca.crl(unix_now())
+                    .map_err(|e| IssueError::Internal(e.to_string()))
+            })
+            .await
+            {
                 Ok(crl) => Reply::ok("application/pkix-crl", crl.to_vec()),
                 Err(e) => issue_error(e),
             }
@@ -278,8 +327,11 @@ async fn route(state: &State, client_cert: Option<&CertificateDer<'static>>, req
 
 async fn enroll(state: &State, req: Request<Incoming>) -> Reply {
     let Some(token) = bearer_or_basic(req.headers()) else {
-        return Reply::error(StatusCode::UNAUTHORIZED, "simpleenroll needs a join token (Authorization: Bearer or Basic)")
-            .with_header(header::WWW_AUTHENTICATE, "Bearer, Basic realm=\"est\"");
+        return Reply::error(
+            StatusCode::UNAUTHORIZED,
+            "simpleenroll needs a join token (Authorization: Bearer or Basic)",
+        )
+        .with_header(header::WWW_AUTHENTICATE, "Bearer, Basic realm=\"est\"");
     };
     let csr = match read_csr(state, req).await {
         Ok(csr) => csr,
@@ -293,9 +345,16 @@ async fn enroll(state: &State, req: Request<Incoming>) -> Reply {
     }
 }
 
-async fn reenroll(state: &State, client_cert: Option<&CertificateDer<'static>>, req: Request<Incoming>) -> Reply {
+async fn reenroll(
+    state: &State,
+    client_cert: Option<&CertificateDer<'static>>,
+    req: Request<Incoming>,
+) -> Reply {
     let Some(current) = client_cert.cloned() else {
-        return Reply::error(StatusCode::UNAUTHORIZED, "simplereenroll needs the current certificate as TLS client certificate");
+        return Reply::error(
+            StatusCode::UNAUTHORIZED,
+            "simplereenroll needs the current certificate as TLS client certificate",
+        );
     };
     let csr = match read_csr(state, req).await {
         Ok(csr) => csr,
@@ -335,9 +394,19 @@ async fn read_csr(state: &State, req: Request<Incoming>) -> Result<Vec<u8>, Repl
     }
     let body = Limited::new(req.into_body(), max);
     let bytes = match tokio::time::timeout(state.limits.body_timeout, body.collect()).await {
-        Err(_) => return Err(Reply::error(StatusCode::REQUEST_TIMEOUT, "request body not received in time")),
+        Err(_) => {
+            return Err(Reply::error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            ));
+        }
         Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(too_large(max)),
-        Ok(Err(e)) => return Err(Reply::error(StatusCode::BAD_REQUEST, format!("reading the body: {e}"))),
+        Ok(Err(e)) => {
+            return Err(Reply::error(
+                StatusCode::BAD_REQUEST,
+                format!("reading the body: {e}"),
+            ));
+        }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
     crate::pem::base64_decode(&bytes)
@@ -345,7 +414,10 @@ async fn read_csr(state: &State, req: Request<Incoming>) -> Result<Vec<u8>, Repl
 }
 
 fn too_large(max: usize) -> Reply {
-    Reply::error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {max} bytes"))
+    Reply::error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body larger than {max} bytes"),
+    )
 }
 
 /// The join token from `Authorization: Bearer T` or `Basic base64(user:T)`.
@@ -366,9 +438,9 @@ fn bearer_or_basic(headers: &HeaderMap) -> Option<Zeroizing<String>> {
 
 fn issue_error(e: IssueError) -> Reply {
     let status = match &e {
-        IssueError::Token(TokenError::Mismatch) | IssueError::IdentityMismatch(_) | IssueError::Revoked(_) => {
-            StatusCode::FORBIDDEN
-        }
+        IssueError::Token(TokenError::Mismatch)
+        | IssueError::IdentityMismatch(_)
+        | IssueError::Revoked(_) => StatusCode::FORBIDDEN,
         IssueError::Token(_) | IssueError::BadClientCert(_) => StatusCode::UNAUTHORIZED,
         IssueError::BadCsr(_) => StatusCode::BAD_REQUEST,
         IssueError::Internal(detail) => {

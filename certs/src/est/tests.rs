@@ -14,7 +14,12 @@ use crate::{Algorithm, Ca, NodeId, unix_now};
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn serial(cert: &[u8]) -> String {
-    hex::encode(x509_parser::parse_x509_certificate(cert).unwrap().1.raw_serial())
+    hex::encode(
+        x509_parser::parse_x509_certificate(cert)
+            .unwrap()
+            .1
+            .raw_serial(),
+    )
 }
 
 /// A running server, stopped when dropped.
@@ -45,7 +50,10 @@ async fn serve(ca: Arc<Ca>) -> Running {
     tokio::spawn(server.run(async {
         let _ = stopped.await;
     }));
-    Running { url, stop: Some(stop) }
+    Running {
+        url,
+        stop: Some(stop),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,24 +62,57 @@ async fn enroll_renew_and_revoke_over_https() {
     let ca = Arc::new(ca);
     let id: NodeId = "b.vn.example".parse().unwrap();
     let endpoint: IpAddr = "192.0.2.2".parse().unwrap();
-    let token = ca.create_token(&id, endpoint, Duration::from_secs(600), unix_now()).unwrap();
+    let token = ca
+        .create_token(&id, endpoint, Duration::from_secs(600), unix_now())
+        .unwrap();
     let running = serve(ca.clone()).await;
 
     let wrong_pin = [0x5a; 32];
-    let refused = enroll(&running.url, &token.reveal(), &wrong_pin, &id, Algorithm::Ed25519).await;
+    let refused = enroll(
+        &running.url,
+        &token.reveal(),
+        &wrong_pin,
+        &id,
+        Algorithm::Ed25519,
+    )
+    .await;
     assert!(matches!(refused, Err(ClientError::Tls(_))), "{refused:?}");
-    let cacerts = fetch_cacerts(&running.url, &ca.fingerprint()).await.unwrap();
-    assert_eq!(cacerts, vec![ca.cert().clone()]);
-
-    let enrolled = enroll(&running.url, &token.reveal(), &ca.fingerprint(), &id, Algorithm::P256)
+    let cacerts = fetch_cacerts(&running.url, &ca.fingerprint())
         .await
         .unwrap();
+    assert_eq!(cacerts, vec![ca.cert().clone()]);
+
+    let enrolled = enroll(
+        &running.url,
+        &token.reveal(),
+        &ca.fingerprint(),
+        &id,
+        Algorithm::P256,
+    )
+    .await
+    .unwrap();
     assert_eq!(enrolled.ca_chain, vec![ca.cert().clone()]);
     let record = ca.store().issued(&serial(&enrolled.cert)).unwrap().unwrap();
-    assert_eq!((record.identity.as_str(), record.endpoint), ("b.vn.example", Some(endpoint)));
-    let again = enroll(&running.url, &token.reveal(), &ca.fingerprint(), &id, Algorithm::Ed25519).await;
+    assert_eq!(
+        (record.identity.as_str(), record.endpoint),
+        ("b.vn.example", Some(endpoint))
+    );
+    let again = enroll(
+        &running.url,
+        &token.reveal(),
+        &ca.fingerprint(),
+        &id,
+        Algorithm::Ed25519,
+    )
+    .await;
     assert!(
-        matches!(again, Err(ClientError::Refused { status: StatusCode::UNAUTHORIZED, .. })),
+        matches!(
+            again,
+            Err(ClientError::Refused {
+                status: StatusCode::UNAUTHORIZED,
+                ..
+            })
+        ),
         "{again:?}"
     );
 
@@ -88,7 +129,13 @@ async fn enroll_renew_and_revoke_over_https() {
     ca.revoke(&serial(&renewed.cert), unix_now()).unwrap();
     let revoked = reenroll(&running.url, &renewed).await;
     assert!(
-        matches!(revoked, Err(ClientError::Refused { status: StatusCode::FORBIDDEN, .. })),
+        matches!(
+            revoked,
+            Err(ClientError::Refused {
+                status: StatusCode::FORBIDDEN,
+                ..
+            })
+        ),
         "{revoked:?}"
     );
 }
@@ -99,9 +146,16 @@ fn renewal_falls_due_at_two_thirds_of_the_lifetime() {
     let (_dir, ca) = new_ca(Algorithm::Ed25519, NOW);
     let id: NodeId = "b.vn.example".parse().unwrap();
     let key = Algorithm::Ed25519.generate().unwrap();
-    let token = ca.create_token(&id, LOOPBACK, Duration::from_secs(60), NOW).unwrap();
+    let token = ca
+        .create_token(&id, LOOPBACK, Duration::from_secs(60), NOW)
+        .unwrap();
     let cert = ca
-        .enroll(&token.reveal(), &csr_for(&id, &key).unwrap(), Duration::from_secs(300), NOW)
+        .enroll(
+            &token.reveal(),
+            &csr_for(&id, &key).unwrap(),
+            Duration::from_secs(300),
+            NOW,
+        )
         .unwrap();
     let (_, x509) = x509_parser::parse_x509_certificate(&cert).unwrap();
     let not_before = x509.validity().not_before.timestamp() as u64;

@@ -47,12 +47,20 @@ pub fn check_all(fresh: &dyn Fn() -> Box<dyn CaStore>) {
 fn tokens_are_single_use(store: &dyn CaStore) {
     let (token, record) = token("b.vn.example", NOW + 60);
     store.put_token(&record).unwrap();
-    assert!(matches!(store.put_token(&record), Err(StoreError::DuplicateToken)));
+    assert!(matches!(
+        store.put_token(&record),
+        Err(StoreError::DuplicateToken)
+    ));
     assert_eq!(store.token(&token.hash()).unwrap(), Some(record));
-    store.redeem_token_and_record(&token.hash(), NOW, &issued("0a", "b.vn.example")).unwrap();
+    store
+        .redeem_token_and_record(&token.hash(), NOW, &issued("0a", "b.vn.example"))
+        .unwrap();
     let used = store.token(&token.hash()).unwrap().unwrap();
     assert_eq!(used.used, Some((NOW, "0a".to_owned())));
-    assert_eq!(store.issued("0a").unwrap(), Some(issued("0a", "b.vn.example")));
+    assert_eq!(
+        store.issued("0a").unwrap(),
+        Some(issued("0a", "b.vn.example"))
+    );
     let again = store.redeem_token_and_record(&token.hash(), NOW, &issued("0b", "b.vn.example"));
     assert!(matches!(again, Err(StoreError::Token(TokenError::Used))));
     assert_eq!(store.issued("0b").unwrap(), None);
@@ -66,7 +74,9 @@ fn refusals_change_nothing(store: &dyn CaStore) {
         (NOW + 60, issued("02", "b.vn.example"), TokenError::Expired),
     ];
     for (now, rec, expected) in cases {
-        let err = store.redeem_token_and_record(&token.hash(), now, &rec).unwrap_err();
+        let err = store
+            .redeem_token_and_record(&token.hash(), now, &rec)
+            .unwrap_err();
         assert!(matches!(err, StoreError::Token(e) if e == expected));
         assert_eq!(store.issued(&rec.serial).unwrap(), None);
     }
@@ -82,7 +92,9 @@ fn refusals_change_nothing(store: &dyn CaStore) {
         Err(StoreError::Token(TokenError::Unknown))
     ));
     // A serial collision aborts the whole redemption: the token stays usable.
-    store.record_issued(&issued("05", "server.vn.example")).unwrap();
+    store
+        .record_issued(&issued("05", "server.vn.example"))
+        .unwrap();
     assert!(matches!(
         store.redeem_token_and_record(&token.hash(), NOW, &issued("05", "b.vn.example")),
         Err(StoreError::DuplicateSerial(_))
@@ -98,20 +110,43 @@ fn reissue_and_revoke(store: &dyn CaStore) {
     store.record_reissue(&renewal).unwrap();
     let mut orphan = issued("12", "b.vn.example");
     orphan.renews = Some("99".into());
-    assert!(matches!(store.record_reissue(&orphan), Err(StoreError::UnknownSerial(_))));
+    assert!(matches!(
+        store.record_reissue(&orphan),
+        Err(StoreError::UnknownSerial(_))
+    ));
 
     assert!(!store.is_revoked("11").unwrap());
-    assert!(store.is_revoked("99").unwrap(), "unknown serials count as revoked");
-    assert_eq!(store.revoke("11", NOW + 5).unwrap().revoked_at, Some(NOW + 5));
-    assert_eq!(store.revoke("11", NOW + 9).unwrap().revoked_at, Some(NOW + 5));
+    assert!(
+        store.is_revoked("99").unwrap(),
+        "unknown serials count as revoked"
+    );
+    assert_eq!(
+        store.revoke("11", NOW + 5).unwrap().revoked_at,
+        Some(NOW + 5)
+    );
+    assert_eq!(
+        store.revoke("11", NOW + 9).unwrap().revoked_at,
+        Some(NOW + 5)
+    );
     assert!(store.is_revoked("11").unwrap());
-    assert!(matches!(store.revoke("99", NOW), Err(StoreError::UnknownSerial(_))));
+    assert!(matches!(
+        store.revoke("99", NOW),
+        Err(StoreError::UnknownSerial(_))
+    ));
 
     let mut from_revoked = issued("13", "b.vn.example");
     from_revoked.renews = Some("11".into());
-    assert!(matches!(store.record_reissue(&from_revoked), Err(StoreError::Revoked(_))));
+    assert!(matches!(
+        store.record_reissue(&from_revoked),
+        Err(StoreError::Revoked(_))
+    ));
     assert_eq!(store.issued("13").unwrap(), None);
-    let serials: Vec<_> = store.list().unwrap().into_iter().map(|r| r.serial).collect();
+    let serials: Vec<_> = store
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.serial)
+        .collect();
     assert_eq!(serials, ["10", "11"]);
 }
 
@@ -128,7 +163,11 @@ fn concurrent_redeems_spend_once(store: &dyn CaStore) {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("redeem thread")).filter(|&ok| ok).count()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("redeem thread"))
+            .filter(|&ok| ok)
+            .count()
     });
     assert_eq!(successes, 1);
     assert_eq!(store.list().unwrap().len(), 1);

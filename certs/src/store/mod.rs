@@ -8,8 +8,8 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::token::{TokenError, TokenHash, TokenRecord};
 use crate::UnixSecs;
+use crate::token::{TokenError, TokenHash, TokenRecord};
 
 /// A certificate the CA issued.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +78,9 @@ pub trait CaStore: Send + Sync {
 
     /// Whether the certificate is revoked; unknown serials count as revoked.
     fn is_revoked(&self, serial: &str) -> Result<bool, StoreError> {
-        Ok(self.issued(serial)?.is_none_or(|rec| rec.revoked_at.is_some()))
+        Ok(self
+            .issued(serial)?
+            .is_none_or(|rec| rec.revoked_at.is_some()))
     }
 }
 
@@ -144,7 +146,9 @@ struct MemState {
 
 impl MemStore {
     fn state(&self) -> Result<std::sync::MutexGuard<'_, MemState>, StoreError> {
-        self.0.lock().map_err(|_| StoreError::Backend("lock poisoned".into()))
+        self.0
+            .lock()
+            .map_err(|_| StoreError::Backend("lock poisoned".into()))
     }
 }
 
@@ -189,7 +193,10 @@ impl CaStore for MemStore {
 
     fn record_reissue(&self, issued: &IssuedRecord) -> Result<(), StoreError> {
         let mut state = self.state()?;
-        let old = issued.renews.as_ref().and_then(|s| state.issued.get(s).cloned());
+        let old = issued
+            .renews
+            .as_ref()
+            .and_then(|s| state.issued.get(s).cloned());
         rules::reissue(old, issued, state.issued.contains_key(&issued.serial))?;
         state.issued.insert(issued.serial.clone(), issued.clone());
         Ok(())
