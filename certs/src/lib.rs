@@ -6,6 +6,12 @@
 //! endpoint from the token. Renewal ([`est::reenroll`]) authenticates with the node's current
 //! certificate over mutual TLS. The CA's database sits behind [`CaStore`], whose methods are
 //! each one atomic operation.
+//!
+//! On disk, a CA directory holds `ca.key` (PKCS#8, mode 0600), `ca.pem` and the database
+//! under `db/` ([`Ca::db_path`]); a node's state directory holds `key.pem` (0600),
+//! `cert.pem` and `ca.pem` ([`est::Credentials`]). Issued certificates carry the identity
+//! (dNSName, rfc822Name or iPAddress SAN, and the subject CN) and the tunnel endpoint
+//! (iPAddress SAN), with extended key usages id-kp-ipsecIKE and clientAuth.
 
 mod ca;
 pub mod duration;

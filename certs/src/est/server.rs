@@ -30,6 +30,8 @@ const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
 pub struct Limits {
     /// Largest request body accepted (413 beyond).
     pub max_body: usize,
+    /// Connections served at once; further ones are closed at once until one ends.
+    pub max_connections: usize,
     /// Time allowed for the TLS handshake.
     pub handshake_timeout: Duration,
     /// Time allowed to send a request's headers; the connection is closed after it.
@@ -42,6 +44,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body: 64 * 1024,
+            max_connections: 256,
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
@@ -138,6 +141,9 @@ impl Server {
     /// Serves connections until `shutdown` completes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         tokio::pin!(shutdown);
+        let connections = Arc::new(tokio::sync::Semaphore::new(
+            self.state.limits.max_connections,
+        ));
         loop {
             let (tcp, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
@@ -151,9 +157,16 @@ impl Server {
                 },
                 () = &mut shutdown => return Ok(()),
             };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "too many connections; closing this one");
+                continue;
+            };
             let acceptor = self.acceptor.clone();
             let state = self.state.clone();
-            tokio::spawn(async move { serve_connection(acceptor, state, tcp, peer).await });
+            tokio::spawn(async move {
+                serve_connection(acceptor, state, tcp, peer).await;
+                drop(permit);
+            });
         }
     }
 }

@@ -36,12 +36,12 @@ impl Drop for Running {
     }
 }
 
-async fn serve(ca: Arc<Ca>) -> Running {
+async fn serve(ca: Arc<Ca>, cert_lifetime: Duration) -> Running {
     install_crypto_provider();
     let config = ServerConfig {
         listen: SocketAddr::new(LOOPBACK, 0),
         names: vec![NodeId::Ip(LOOPBACK)],
-        cert_lifetime: Duration::from_secs(3600),
+        cert_lifetime,
         limits: Limits::default(),
     };
     let server = Server::bind(ca, config).await.unwrap();
@@ -65,7 +65,7 @@ async fn enroll_renew_and_revoke_over_https() {
     let token = ca
         .create_token(&id, endpoint, Duration::from_secs(600), unix_now())
         .unwrap();
-    let running = serve(ca.clone()).await;
+    let running = serve(ca.clone(), Duration::from_secs(3600)).await;
 
     let wrong_pin = [0x5a; 32];
     let refused = enroll(
@@ -137,6 +137,47 @@ async fn enroll_renew_and_revoke_over_https() {
             })
         ),
         "{revoked:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificate_cannot_renew() {
+    let (_dir, ca) = new_ca(Algorithm::Ed25519, unix_now());
+    let ca = Arc::new(ca);
+    let id: NodeId = "b.vn.example".parse().unwrap();
+    let token = ca
+        .create_token(&id, LOOPBACK, Duration::from_secs(600), unix_now())
+        .unwrap();
+    let running = serve(ca.clone(), Duration::from_secs(2)).await;
+    let enrolled = enroll(
+        &running.url,
+        &token.reveal(),
+        &ca.fingerprint(),
+        &id,
+        Algorithm::Ed25519,
+    )
+    .await
+    .unwrap();
+    let (_, x509) = x509_parser::parse_x509_certificate(&enrolled.cert).unwrap();
+    let not_after = x509.validity().not_after.timestamp() as u64;
+    // Wait (bounded) until the certificate's last second has passed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while unix_now() <= not_after {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "clock did not advance"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = reenroll(&running.url, &enrolled).await;
+    assert!(
+        matches!(refused, Err(ClientError::Tls(_) | ClientError::Http(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        ca.store().list().unwrap().len(),
+        2,
+        "server and the one node certificate"
     );
 }
 
