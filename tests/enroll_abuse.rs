@@ -223,7 +223,6 @@ fn bad_input_gets_clear_statuses() {
     assert_eq!(post(&good, pkcs10, &csr_b).0, 401, "reused token");
     assert_eq!(post(&misbound, pkcs10, &csr_b).0, 200);
 
-    server.stop();
     let list = ca.ctl(&["list"]);
     let issued: Vec<&str> = list.lines().skip(1).collect();
     assert_eq!(issued.len(), 3, "server certificate and two nodes:\n{list}");

@@ -118,7 +118,6 @@ fn openssl_and_curl_enroll() {
     );
     assert!(crl_text.contains("No Revoked Certificates"), "{crl_text}");
 
-    server.stop();
     let list = ca.ctl(&["list"]);
     assert_eq!(
         list.lines().filter(|l| l.ends_with("valid")).count(),

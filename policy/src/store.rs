@@ -4,8 +4,15 @@
 //! One [`Store`] is opened per state directory; each part of the daemon gets a typed area
 //! of it ([`Store::ca`] for the CA database), backed by its own trees named `<area>/<what>`.
 //! Values are JSON, so records stay readable and can gain fields.
+//!
+//! sled lets one process hold a database at a time. A process that keeps it open for long
+//! (the daemon) owns it; short-lived users wait their turn ([`Store::open`] retries for a
+//! while), and [`SharedCaDb`] opens it only for the length of each operation, so a
+//! standalone enrollment server and `iiptranctl ca` commands can take turns.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use iiptran_certs::store::rules;
 use iiptran_certs::{CaStore, IssuedRecord, StoreError, TokenHash, TokenRecord, UnixSecs};
@@ -28,14 +35,37 @@ pub struct Store {
     db: sled::Db,
 }
 
+/// How long an open waits for another process to release the database.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+const LOCK_RETRY: Duration = Duration::from_millis(20);
+
 impl Store {
-    /// Opens (creating if needed) the database at `path`. Only one process may hold it.
+    /// Opens (creating if needed) the database at `path`, waiting up to 10 s while another
+    /// process holds it.
     pub fn open(path: &Path) -> Result<Self, OpenError> {
-        let db = sled::open(path).map_err(|source| OpenError {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Ok(Self { db })
+        Self::open_within(path, LOCK_WAIT)
+    }
+
+    fn open_within(path: &Path, wait: Duration) -> Result<Self, OpenError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match sled::open(path) {
+                Ok(db) => return Ok(Self { db }),
+                // sled reports a held lock only through this message.
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err(source) => {
+                    return Err(OpenError {
+                        path: path.display().to_string(),
+                        source,
+                    });
+                }
+            }
+        }
     }
 
     /// The CA database: join tokens, issued certificates and revocations.
@@ -55,6 +85,71 @@ pub struct CaDb {
     db: sled::Db,
     tokens: sled::Tree,
     issued: sled::Tree,
+}
+
+/// The CA area of the database at a path, opened for each operation and closed after it.
+/// Operations of one `SharedCaDb` run one at a time; other processes get the database
+/// between them.
+pub struct SharedCaDb {
+    path: PathBuf,
+    turn: Mutex<()>,
+}
+
+impl SharedCaDb {
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            turn: Mutex::new(()),
+        }
+    }
+
+    fn with<T>(&self, op: impl FnOnce(&CaDb) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let _turn = self
+            .turn
+            .lock()
+            .map_err(|_| StoreError::Backend("lock poisoned".into()))?;
+        let store = Store::open(&self.path).map_err(|e| StoreError::Backend(e.to_string()))?;
+        op(&store.ca()?)
+    }
+}
+
+impl CaStore for SharedCaDb {
+    fn put_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.with(|db| db.put_token(token))
+    }
+
+    fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        self.with(|db| db.token(hash))
+    }
+
+    fn redeem_token_and_record(
+        &self,
+        hash: &TokenHash,
+        now: UnixSecs,
+        issued: &IssuedRecord,
+    ) -> Result<(), StoreError> {
+        self.with(|db| db.redeem_token_and_record(hash, now, issued))
+    }
+
+    fn record_issued(&self, issued: &IssuedRecord) -> Result<(), StoreError> {
+        self.with(|db| db.record_issued(issued))
+    }
+
+    fn record_reissue(&self, issued: &IssuedRecord) -> Result<(), StoreError> {
+        self.with(|db| db.record_reissue(issued))
+    }
+
+    fn revoke(&self, serial: &str, now: UnixSecs) -> Result<IssuedRecord, StoreError> {
+        self.with(|db| db.revoke(serial, now))
+    }
+
+    fn issued(&self, serial: &str) -> Result<Option<IssuedRecord>, StoreError> {
+        self.with(|db| db.issued(serial))
+    }
+
+    fn list(&self) -> Result<Vec<IssuedRecord>, StoreError> {
+        self.with(|db| db.list())
+    }
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -225,23 +320,53 @@ mod tests {
     }
 
     #[test]
-    fn records_survive_reopen_and_lock_is_exclusive() {
-        let dir = TempDb::new();
-        let store = Store::open(&dir.0).unwrap();
-        let record = IssuedRecord {
-            serial: "4a".into(),
-            identity: "b.vn.example".into(),
+    fn shared_ca_db_conforms() {
+        let dirs = std::sync::Mutex::new(Vec::new());
+        iiptran_certs::store::conformance::check_all(&|| {
+            let dir = TempDb::new();
+            let ca = SharedCaDb::new(&dir.0);
+            dirs.lock().unwrap().push(dir);
+            Box::new(ca)
+        });
+    }
+
+    fn server_record(serial: &str) -> IssuedRecord {
+        IssuedRecord {
+            serial: serial.into(),
+            identity: "est.vn.example".into(),
             endpoint: None,
             not_before: 1,
             not_after: 2,
             renews: None,
             revoked_at: None,
-        };
+        }
+    }
+
+    #[test]
+    fn shared_ca_db_takes_turns_with_a_holder() {
+        let dir = TempDb::new();
+        let shared = SharedCaDb::new(&dir.0);
+        let record = server_record("5b");
+        shared.record_issued(&record).unwrap();
+        let holder = Store::open(&dir.0).unwrap();
+        let released = std::thread::scope(|s| {
+            let waiter = s.spawn(|| shared.issued("5b"));
+            // Let the waiter run into the held lock before it is released.
+            std::thread::sleep(Duration::from_millis(200));
+            drop(holder);
+            waiter.join().unwrap()
+        });
+        assert_eq!(released.unwrap(), Some(record));
+    }
+
+    #[test]
+    fn records_survive_reopen_and_lock_is_exclusive() {
+        let dir = TempDb::new();
+        let store = Store::open(&dir.0).unwrap();
+        let record = server_record("4a");
         store.ca().unwrap().record_issued(&record).unwrap();
-        assert!(
-            Store::open(&dir.0).is_err(),
-            "a second holder must be refused"
-        );
+        let second = Store::open_within(&dir.0, Duration::from_millis(100));
+        assert!(second.is_err(), "a second holder must be refused");
         drop(store);
         let reopened = Store::open(&dir.0).unwrap().ca().unwrap();
         assert_eq!(reopened.issued("4a").unwrap(), Some(record));

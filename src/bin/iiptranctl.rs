@@ -21,8 +21,7 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Manage the VN certificate authority. These commands open the CA database directly,
-    /// so run them while no enroll-server holds it.
+    /// Manage the VN certificate authority (works beside a running `iiptrand enroll-server`).
     #[command(subcommand)]
     Ca(CaCommand),
 }

@@ -10,7 +10,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use iiptran_certs::duration::parse_duration;
 use iiptran_certs::est::{self, Credentials, Limits, Server, ServerConfig};
 use iiptran_certs::{Algorithm, Ca, NodeId};
-use iiptran_policy::store::Store;
+use iiptran_policy::store::SharedCaDb;
 
 /// IKEv2 key-management daemon for RFC 3884 (IIPtran) secure virtual networks.
 #[derive(Parser)]
@@ -101,8 +101,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
                 names.push(NodeId::Ip(listen.ip()));
             }
-            let store = Store::open(&Ca::db_path(&ca_dir))?;
-            let ca = Ca::open(&ca_dir, Arc::new(store.ca()?))?;
+            // Opened per operation, so `iiptranctl ca` can work on the database meanwhile.
+            let store = SharedCaDb::new(&Ca::db_path(&ca_dir));
+            let ca = Ca::open(&ca_dir, Arc::new(store))?;
             let limits = Limits {
                 handshake_timeout: read_timeout,
                 header_timeout: read_timeout,

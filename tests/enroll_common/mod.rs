@@ -173,21 +173,12 @@ impl EnrollServer {
     pub fn url(&self, path: &str) -> String {
         format!("https://{}{path}", self.addr)
     }
-
-    /// Stops the server (so the CA database can be opened by `iiptranctl`).
-    pub fn stop(mut self) {
-        self.kill();
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Drop for EnrollServer {
     fn drop(&mut self) {
-        self.kill();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
