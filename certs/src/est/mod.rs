@@ -12,6 +12,7 @@
 mod client;
 mod pin;
 mod server;
+mod server_cert;
 
 pub use client::{ClientError, Credentials, enroll, fetch_cacerts, reenroll, renew_due};
 pub use server::{Limits, Server, ServerConfig, ServerError};

@@ -13,16 +13,17 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
+use super::server_cert::ServerCert;
 use super::{CACERTS, CRL, PKCS7_MIME, PKCS10, SIMPLEENROLL, SIMPLEREENROLL};
 use crate::token::TokenError;
 use crate::{Ca, CaError, IssueError, NodeId, pkcs7, unix_now};
 
-/// How long the server's own TLS certificate is valid; the server re-issues it on start.
+/// How long the server's own TLS certificate is valid (it is re-issued at two thirds).
 const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(90 * 86_400);
 
 /// Bounds on what one client may cost the server.
@@ -96,9 +97,13 @@ struct State {
 impl Server {
     /// Issues the server's TLS certificate from `ca` and binds the listening socket.
     pub async fn bind(ca: Arc<Ca>, config: ServerConfig) -> Result<Self, ServerError> {
-        let (cert, key) = ca.issue_server(&config.names, SERVER_CERT_LIFETIME, unix_now())?;
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let provider = super::provider();
+        let server_cert = ServerCert::new(
+            ca.clone(),
+            config.names,
+            SERVER_CERT_LIFETIME,
+            provider.clone(),
+        )?;
         let mut roots = RootCertStore::empty();
         roots
             .add(ca.cert().clone())
@@ -112,8 +117,7 @@ impl Server {
             .with_safe_default_protocol_versions()
             .map_err(|e| ServerError::Tls(e.to_string()))?
             .with_client_cert_verifier(client_verifier)
-            .with_single_cert(vec![cert, ca.cert().clone()], key)
-            .map_err(|e| ServerError::Tls(e.to_string()))?;
+            .with_cert_resolver(Arc::new(server_cert));
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let listener =
             TcpListener::bind(config.listen)
