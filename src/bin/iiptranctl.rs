@@ -115,21 +115,25 @@ fn ca(command: CaCommand) -> anyhow::Result<()> {
         CaCommand::List { dir } => {
             let now = unix_now();
             println!(
-                "{:<32}  {:<28}  {:<15}  {:>10}  STATUS",
+                "{:<32}  {:<28}  {:<15}  {:<10}  STATUS",
                 "SERIAL", "IDENTITY", "ENDPOINT", "EXPIRES"
             );
             for rec in open(&dir)?.store().list()? {
                 let endpoint = rec
                     .endpoint
                     .map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+                let expires = match rec.not_after.checked_sub(now) {
+                    Some(left) if left > 0 => format!("in {}", span(left)),
+                    _ => format!("{} ago", span(now - rec.not_after)),
+                };
                 let status = match rec.revoked_at {
                     Some(_) => "revoked",
                     None if rec.not_after <= now => "expired",
                     None => "valid",
                 };
                 println!(
-                    "{:<32}  {:<28}  {:<15}  {:>10}  {status}",
-                    rec.serial, rec.identity, endpoint, rec.not_after
+                    "{:<32}  {:<28}  {:<15}  {:<10}  {status}",
+                    rec.serial, rec.identity, endpoint, expires
                 );
             }
         }
@@ -149,6 +153,16 @@ fn ca(command: CaCommand) -> anyhow::Result<()> {
         CaCommand::Fingerprint { dir } => println!("{}", hex::encode(open(&dir)?.fingerprint())),
     }
     Ok(())
+}
+
+/// A number of seconds in its largest whole unit, e.g. `29d`, `5h`, `40s`.
+fn span(secs: u64) -> String {
+    match secs {
+        86_400.. => format!("{}d", secs / 86_400),
+        3600.. => format!("{}h", secs / 3600),
+        60.. => format!("{}m", secs / 60),
+        _ => format!("{secs}s"),
+    }
 }
 
 fn open(dir: &Path) -> anyhow::Result<Ca> {

@@ -47,13 +47,16 @@ enum Command {
         /// The enrollment service, e.g. https://192.0.2.1:8443
         #[arg(long)]
         server: String,
+        /// The single-use join token from `iiptranctl ca token`.
         #[arg(long)]
         token: String,
         /// SHA-256 of the CA certificate (hex, as `iiptranctl ca fingerprint` prints it).
         #[arg(long)]
         ca_fingerprint: String,
+        /// This node's identity (FQDN, user@domain or IP address); the token must be for it.
         #[arg(long)]
         identity: NodeId,
+        /// State directory for key.pem (mode 0600), cert.pem and ca.pem.
         #[arg(long)]
         dir: PathBuf,
         /// ed25519 or p256.
@@ -64,6 +67,7 @@ enum Command {
     Reenroll {
         #[arg(long)]
         server: String,
+        /// State directory written by `enroll`.
         #[arg(long)]
         dir: PathBuf,
     },
