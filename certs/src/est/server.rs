@@ -152,10 +152,11 @@ impl Server {
             let (tcp, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok(pair) => pair,
-                    // Per-connection failures (e.g. reset before accept) must not stop the
-                    // service; only log them.
+                    // Per-connection failures (a reset before accept, out of descriptors)
+                    // must not stop the service; pause briefly so they cannot spin it.
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 },
