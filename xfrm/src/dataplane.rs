@@ -52,7 +52,12 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// its lifetimes and encapsulation, as the kernel does.
 pub trait Dataplane: Send + Sync {
     /// Reserves an unused inbound SPI for an SA from `src` to `dst`.
-    fn allocate_spi(&self, src: IpAddr, dst: IpAddr, reqid: u32) -> impl Future<Output = Result<u32>> + Send;
+    fn allocate_spi(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        reqid: u32,
+    ) -> impl Future<Output = Result<u32>> + Send;
     fn install_sa(&self, sa: &SaSpec) -> impl Future<Output = Result<()>> + Send;
     fn update_sa(&self, sa: &SaSpec) -> impl Future<Output = Result<()>> + Send;
     fn delete_sa(&self, id: SaId) -> impl Future<Output = Result<()>> + Send;

@@ -54,7 +54,10 @@ impl EspHeader {
                 .map(u32::from_be_bytes)
                 .ok_or(EspError::Truncated)
         };
-        Ok(Self { spi: word(0)?, seq: word(4)? })
+        Ok(Self {
+            spi: word(0)?,
+            seq: word(4)?,
+        })
     }
 }
 
@@ -86,14 +89,18 @@ impl EspCipher {
             AeadAlg::ChaCha20Poly1305 => Aead::ChaCha(Box::new(
                 ChaCha20Poly1305::new_from_slice(key.key()).expect("32-byte key"),
             )),
-            AeadAlg::AesGcm128 => {
-                Aead::Gcm128(Box::new(Aes128Gcm::new_from_slice(key.key()).expect("16-byte key")))
-            }
-            AeadAlg::AesGcm256 => {
-                Aead::Gcm256(Box::new(Aes256Gcm::new_from_slice(key.key()).expect("32-byte key")))
-            }
+            AeadAlg::AesGcm128 => Aead::Gcm128(Box::new(
+                Aes128Gcm::new_from_slice(key.key()).expect("16-byte key"),
+            )),
+            AeadAlg::AesGcm256 => Aead::Gcm256(Box::new(
+                Aes256Gcm::new_from_slice(key.key()).expect("32-byte key"),
+            )),
         };
-        Self { aead, salt: Zeroizing::new(*key.salt()), esn }
+        Self {
+            aead,
+            salt: Zeroizing::new(*key.salt()),
+            esn,
+        }
     }
 
     fn nonce(&self, iv: &[u8; IV_LEN]) -> Array<u8, chacha20poly1305::consts::U12> {
@@ -159,7 +166,9 @@ impl EspCipher {
     /// replay window inferred (its high half is used only with ESN).
     pub fn open(&self, packet: &mut [u8], seq: u64) -> Result<Opened, EspError> {
         let hdr = EspHeader::parse(packet)?;
-        let iv: [u8; IV_LEN] = packet[8..HEADER_LEN].try_into().map_err(|_| EspError::Truncated)?;
+        let iv: [u8; IV_LEN] = packet[8..HEADER_LEN]
+            .try_into()
+            .map_err(|_| EspError::Truncated)?;
         let ct_end = packet.len() - ICV_LEN;
         let mut aad = [0u8; 12];
         let aad_len = self.aad(hdr.spi, seq, &mut aad);
@@ -173,9 +182,17 @@ impl EspCipher {
             Aead::Gcm256(c) => c.decrypt_inout_detached(&nonce, &aad[..aad_len], body.into(), &tag),
         }
         .map_err(|_| EspError::Auth)?;
-        let [.., pad, next_header] = *body else { return Err(EspError::Truncated) };
-        let payload_len = body.len().checked_sub(usize::from(pad) + 2).ok_or(EspError::BadTrailer)?;
-        Ok(Opened { payload: HEADER_LEN..HEADER_LEN + payload_len, next_header })
+        let [.., pad, next_header] = *body else {
+            return Err(EspError::Truncated);
+        };
+        let payload_len = body
+            .len()
+            .checked_sub(usize::from(pad) + 2)
+            .ok_or(EspError::BadTrailer)?;
+        Ok(Opened {
+            payload: HEADER_LEN..HEADER_LEN + payload_len,
+            next_header,
+        })
     }
 }
 
@@ -202,18 +219,40 @@ mod tests {
             // Decode: the published packet opens to the published plaintext.
             let mut pkt = v.packet.clone();
             let hdr = EspHeader::parse(&pkt).unwrap();
-            assert_eq!((hdr.spi, u64::from(hdr.seq)), (v.spi, v.seq & 0xffff_ffff), "{}", v.name);
+            assert_eq!(
+                (hdr.spi, u64::from(hdr.seq)),
+                (v.spi, v.seq & 0xffff_ffff),
+                "{}",
+                v.name
+            );
             let opened = c.open(&mut pkt, v.seq).unwrap();
             let trailer_len = v.plaintext.len() - opened.payload.len();
-            assert_eq!(&pkt[opened.payload.clone()], &v.plaintext[..v.plaintext.len() - trailer_len]);
-            assert_eq!(opened.next_header, *v.plaintext.last().unwrap(), "{}", v.name);
+            assert_eq!(
+                &pkt[opened.payload.clone()],
+                &v.plaintext[..v.plaintext.len() - trailer_len]
+            );
+            assert_eq!(
+                opened.next_header,
+                *v.plaintext.last().unwrap(),
+                "{}",
+                v.name
+            );
             // Encode: sealing the payload with the same SPI, sequence number and IV gives
             // the published packet byte for byte.
             let payload = &v.plaintext[..opened.payload.len()];
             let mut buf = vec![0u8; HEADER_LEN + payload.len() + MAX_TRAILER_LEN];
             buf[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
             let iv: [u8; 8] = v.packet[8..16].try_into().unwrap();
-            let n = c.seal(v.spi, v.seq, iv, opened.next_header, &mut buf, payload.len()).unwrap();
+            let n = c
+                .seal(
+                    v.spi,
+                    v.seq,
+                    iv,
+                    opened.next_header,
+                    &mut buf,
+                    payload.len(),
+                )
+                .unwrap();
             assert_eq!(hex::encode(&buf[..n]), hex::encode(&v.packet), "{}", v.name);
         }
         vectors.len()
@@ -236,14 +275,25 @@ mod tests {
         for i in 0..v.packet.len() {
             let mut pkt = v.packet.clone();
             pkt[i] ^= 0x01;
-            let seq = if i < 8 { u64::from(EspHeader::parse(&pkt).unwrap().seq) } else { v.seq };
-            assert_eq!(c.open(&mut pkt, seq), Err(EspError::Auth), "flipped octet {i}");
+            let seq = if i < 8 {
+                u64::from(EspHeader::parse(&pkt).unwrap().seq)
+            } else {
+                v.seq
+            };
+            assert_eq!(
+                c.open(&mut pkt, seq),
+                Err(EspError::Auth),
+                "flipped octet {i}"
+            );
         }
         // Without ESN the high half of the sequence number is not authenticated; with ESN
         // it is, so a wrong guess of it fails.
         let plain = c.open(&mut v.packet.clone(), v.seq).unwrap();
         assert_eq!(c.open(&mut v.packet.clone(), v.seq | 1 << 32), Ok(plain));
-        let esn = EspCipher { esn: true, ..cipher(v) };
+        let esn = EspCipher {
+            esn: true,
+            ..cipher(v)
+        };
         assert_eq!(esn.open(&mut v.packet.clone(), v.seq), Err(EspError::Auth));
     }
 
@@ -253,14 +303,21 @@ mod tests {
         let c = cipher(v);
         for len in 0..HEADER_LEN + 2 + ICV_LEN {
             let mut pkt = v.packet[..len.min(v.packet.len())].to_vec();
-            assert_eq!(c.open(&mut pkt, v.seq), Err(EspError::Truncated), "length {len}");
+            assert_eq!(
+                c.open(&mut pkt, v.seq),
+                Err(EspError::Truncated),
+                "length {len}"
+            );
         }
         // A packet that authenticates but whose pad length points before the payload.
         let mut raw = [0u8; HEADER_LEN + 2 + ICV_LEN];
         raw[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(&[0xff, 4]);
         let sealed = seal_exact(&c, &mut raw);
         assert_eq!(c.open(&mut raw[..sealed], 1), Err(EspError::BadTrailer));
-        assert_eq!(c.seal(1, 1, [0; 8], 4, &mut [0u8; 20], 4), Err(EspError::NoRoom));
+        assert_eq!(
+            c.seal(1, 1, [0; 8], 4, &mut [0u8; 20], 4),
+            Err(EspError::NoRoom)
+        );
     }
 
     /// Encrypts `buf[HEADER_LEN..len-ICV]` verbatim as the whole ciphertext (no trailer is
@@ -274,8 +331,12 @@ mod tests {
         let nonce = c.nonce(&iv);
         let ct_end = buf.len() - ICV_LEN;
         let (head, icv) = buf.split_at_mut(ct_end);
-        let Aead::ChaCha(a) = &c.aead else { panic!("the forging helper uses ChaCha20-Poly1305") };
-        let tag = a.encrypt_inout_detached(&nonce, &aad[..aad_len], (&mut head[HEADER_LEN..]).into()).unwrap();
+        let Aead::ChaCha(a) = &c.aead else {
+            panic!("the forging helper uses ChaCha20-Poly1305")
+        };
+        let tag = a
+            .encrypt_inout_detached(&nonce, &aad[..aad_len], (&mut head[HEADER_LEN..]).into())
+            .unwrap();
         icv.copy_from_slice(&tag);
         buf.len()
     }

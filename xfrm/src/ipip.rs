@@ -25,9 +25,15 @@ impl Inner {
         match packet.first()? >> 4 {
             4 if packet.len() >= 20 => {
                 let flags = u16::from_be_bytes([packet[6], packet[7]]);
-                Some(Self { proto: IPPROTO_IPIP, df: flags & DF != 0 })
+                Some(Self {
+                    proto: IPPROTO_IPIP,
+                    df: flags & DF != 0,
+                })
             }
-            6 if packet.len() >= 40 => Some(Self { proto: IPPROTO_IPV6, df: true }),
+            6 if packet.len() >= 40 => Some(Self {
+                proto: IPPROTO_IPV6,
+                df: true,
+            }),
             _ => None,
         }
     }
@@ -79,7 +85,10 @@ pub fn outer_header(
 /// The Internet checksum (RFC 1071) of `data`.
 pub fn checksum(data: &[u8]) -> u16 {
     let mut chunks = data.chunks_exact(2);
-    let mut sum: u32 = chunks.by_ref().map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    let mut sum: u32 = chunks
+        .by_ref()
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
     if let [last] = chunks.remainder() {
         sum += u32::from(*last) << 8;
     }
@@ -142,12 +151,21 @@ mod tests {
     fn classify_by_version_and_drop_garbage() {
         let mut v6 = vec![0u8; 40];
         v6[0] = 0x60;
-        assert_eq!(Inner::classify(&v6), Some(Inner { proto: 41, df: true }));
+        assert_eq!(
+            Inner::classify(&v6),
+            Some(Inner {
+                proto: 41,
+                df: true
+            })
+        );
         assert_eq!(Inner::classify(&v6[..39]), None);
         assert_eq!(Inner::classify(&[]), None);
         assert_eq!(Inner::classify(&[0x45; 19]), None);
         assert_eq!(Inner::classify(&[0x55; 40]), None);
         let (s, d) = Inner::addresses(&ipv4_inner(true)).unwrap();
-        assert_eq!((s.to_string(), d.to_string()), ("10.99.0.1".into(), "10.99.0.2".into()));
+        assert_eq!(
+            (s.to_string(), d.to_string()),
+            ("10.99.0.1".into(), "10.99.0.2".into())
+        );
     }
 }

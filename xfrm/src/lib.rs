@@ -13,6 +13,7 @@ pub mod netns;
 pub mod replay;
 #[cfg(test)]
 mod testvectors;
+pub mod userspace;
 
 pub use dataplane::{Dataplane, Error, Result};
 pub use model::*;

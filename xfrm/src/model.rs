@@ -55,7 +55,7 @@ impl IpPrefix {
         self.addr
     }
 
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         self.len
     }
 
@@ -72,7 +72,9 @@ impl IpPrefix {
                 u32::from(p) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(p), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
                 u128::from(p) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -176,7 +178,11 @@ impl KeyMaterial {
         let (key, salt) = keymat.split_at(alg.key_len());
         let mut s = Zeroizing::new([0u8; SALT_LEN]);
         s.copy_from_slice(salt);
-        Ok(Self { alg, key: Zeroizing::new(key.to_vec()), salt: s })
+        Ok(Self {
+            alg,
+            key: Zeroizing::new(key.to_vec()),
+            salt: s,
+        })
     }
 
     pub fn alg(&self) -> AeadAlg {
@@ -194,7 +200,9 @@ impl KeyMaterial {
 
 impl fmt::Debug for KeyMaterial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyMaterial").field("alg", &self.alg).finish_non_exhaustive()
+        f.debug_struct("KeyMaterial")
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -225,7 +233,10 @@ pub struct Replay {
 
 impl Default for Replay {
     fn default() -> Self {
-        Self { window: DEFAULT_REPLAY_WINDOW, esn: false }
+        Self {
+            window: DEFAULT_REPLAY_WINDOW,
+            esn: false,
+        }
     }
 }
 
@@ -271,7 +282,11 @@ pub struct SaSpec {
 
 impl SaSpec {
     pub fn id(&self) -> SaId {
-        SaId { src: self.src, dst: self.dst, spi: self.spi }
+        SaId {
+            src: self.src,
+            dst: self.dst,
+            spi: self.spi,
+        }
     }
 
     /// Rejects what no backend may install: a zero SPI, a foreign reqid, or a selector
@@ -281,16 +296,23 @@ impl SaSpec {
             return Err(Error::Invalid("SPI 0 is reserved".into()));
         }
         if !OWNED_REQIDS.contains(&self.reqid) {
-            return Err(Error::Invalid(format!("reqid {:#x} is outside the owned range", self.reqid)));
+            return Err(Error::Invalid(format!(
+                "reqid {:#x} is outside the owned range",
+                self.reqid
+            )));
         }
-        if self.selector.src != IpPrefix::host(self.src) || self.selector.dst != IpPrefix::host(self.dst) {
+        if self.selector.src != IpPrefix::host(self.src)
+            || self.selector.dst != IpPrefix::host(self.dst)
+        {
             return Err(Error::Invalid(format!(
                 "selector {} -> {} does not name the SA's endpoints {} -> {}",
                 self.selector.src, self.selector.dst, self.src, self.dst
             )));
         }
         if !matches!(self.selector.proto, Some(IPPROTO_IPIP | IPPROTO_IPV6)) {
-            return Err(Error::Invalid("an IIPtran SA selects protocol 4 or 41".into()));
+            return Err(Error::Invalid(
+                "an IIPtran SA selects protocol 4 or 41".into(),
+            ));
         }
         Ok(())
     }
@@ -326,7 +348,11 @@ pub struct PolicySpec {
 
 impl PolicySpec {
     pub fn id(&self) -> PolicyId {
-        PolicyId { direction: self.direction, selector: self.selector, mark: self.mark }
+        PolicyId {
+            direction: self.direction,
+            selector: self.selector,
+            mark: self.mark,
+        }
     }
 
     /// Whether the policy carries the daemon's ownership tags.
@@ -360,10 +386,16 @@ impl LinkSpec {
     pub fn validate(&self) -> Result<(), Error> {
         // IFNAMSIZ is 16 including the terminating NUL.
         if self.name.is_empty() || self.name.len() > 15 || self.name.contains(['/', ' ']) {
-            return Err(Error::Invalid(format!("bad interface name {:?}", self.name)));
+            return Err(Error::Invalid(format!(
+                "bad interface name {:?}",
+                self.name
+            )));
         }
         if self.mtu < 68 {
-            return Err(Error::Invalid(format!("MTU {} below the IPv4 minimum", self.mtu)));
+            return Err(Error::Invalid(format!(
+                "MTU {} below the IPv4 minimum",
+                self.mtu
+            )));
         }
         Ok(())
     }
@@ -389,7 +421,11 @@ pub enum DataplaneEvent {
     /// A hard limit was reached: the SA is gone.
     HardExpire { sa: SaId, reqid: u32 },
     /// Outbound traffic matched a policy with no SA: negotiate one.
-    Acquire { src: IpAddr, dst: IpAddr, reqid: u32 },
+    Acquire {
+        src: IpAddr,
+        dst: IpAddr,
+        reqid: u32,
+    },
     /// A virtual link went down (deleted or set down outside the daemon's control).
     LinkDown { name: String },
 }
@@ -408,7 +444,11 @@ mod tests {
         assert!(p.contains(v4("10.1.2.255")));
         assert!(!p.contains(v4("10.1.3.0")));
         assert!(!p.contains(v4("::1")));
-        assert!(IpPrefix::new(v4("0.0.0.0"), 0).unwrap().contains(v4("203.0.113.9")));
+        assert!(
+            IpPrefix::new(v4("0.0.0.0"), 0)
+                .unwrap()
+                .contains(v4("203.0.113.9"))
+        );
         assert!(IpPrefix::new(v4("10.0.0.0"), 33).is_err());
         let p6 = IpPrefix::new(v4("2001:db8::"), 32).unwrap();
         assert!(p6.contains(v4("2001:db8:ffff::1")));
@@ -422,7 +462,10 @@ mod tests {
         assert!(!s.matches(v4("192.0.2.2"), v4("192.0.2.1"), 4, None));
         assert!(!s.matches(v4("192.0.2.1"), v4("192.0.2.2"), 41, None));
         assert!(!s.matches(v4("192.0.2.1"), v4("192.0.2.3"), 4, None));
-        let ported = Selector { dst_port: Some(4500), ..s };
+        let ported = Selector {
+            dst_port: Some(4500),
+            ..s
+        };
         assert!(ported.matches(v4("192.0.2.1"), v4("192.0.2.2"), 4, Some((1, 4500))));
         assert!(!ported.matches(v4("192.0.2.1"), v4("192.0.2.2"), 4, Some((1, 500))));
         assert!(!ported.matches(v4("192.0.2.1"), v4("192.0.2.2"), 4, None));
@@ -456,11 +499,45 @@ mod tests {
             mark: None,
         };
         sa.validate().unwrap();
-        assert!(SaSpec { spi: 0, ..sa.clone() }.validate().is_err());
-        assert!(SaSpec { reqid: 1, ..sa.clone() }.validate().is_err());
-        let wide = Selector { dst: IpPrefix::new(b, 24).unwrap(), ..sa.selector };
-        assert!(SaSpec { selector: wide, ..sa.clone() }.validate().is_err());
-        let any_proto = Selector { proto: None, ..sa.selector };
-        assert!(SaSpec { selector: any_proto, ..sa }.validate().is_err());
+        assert!(
+            SaSpec {
+                spi: 0,
+                ..sa.clone()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            SaSpec {
+                reqid: 1,
+                ..sa.clone()
+            }
+            .validate()
+            .is_err()
+        );
+        let wide = Selector {
+            dst: IpPrefix::new(b, 24).unwrap(),
+            ..sa.selector
+        };
+        assert!(
+            SaSpec {
+                selector: wide,
+                ..sa.clone()
+            }
+            .validate()
+            .is_err()
+        );
+        let any_proto = Selector {
+            proto: None,
+            ..sa.selector
+        };
+        assert!(
+            SaSpec {
+                selector: any_proto,
+                ..sa
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

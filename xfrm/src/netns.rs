@@ -18,11 +18,15 @@ where
     T: Send + 'static,
 {
     let ns = File::open(ns_path)?;
-    std::thread::Builder::new().name("netns".into()).spawn(move || {
-        enter(&ns)?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Ok(rt.block_on(f()))
-    })
+    std::thread::Builder::new()
+        .name("netns".into())
+        .spawn(move || {
+            enter(&ns)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(rt.block_on(f()))
+        })
 }
 
 /// Moves the calling thread into the network namespace `ns`.

@@ -27,7 +27,11 @@ impl ReplayWindow {
     /// A window of at least `size` packets (rounded up to a multiple of 64, minimum 64).
     pub fn new(size: u32, esn: bool) -> Self {
         let words = (size.max(64) as usize).div_ceil(64);
-        Self { top: 0, bits: vec![0; words].into_boxed_slice(), esn }
+        Self {
+            top: 0,
+            bits: vec![0; words].into_boxed_slice(),
+            esn,
+        }
     }
 
     /// Window size in packets.
@@ -43,7 +47,11 @@ impl ReplayWindow {
     /// Infers the full sequence number of a received low half and checks it against the
     /// window. The result is what the ICV must be computed over.
     pub fn check(&self, seq_lo: u32) -> Result<u64, ReplayError> {
-        let seq = if self.esn { self.infer(seq_lo).ok_or(ReplayError::TooOld)? } else { u64::from(seq_lo) };
+        let seq = if self.esn {
+            self.infer(seq_lo).ok_or(ReplayError::TooOld)?
+        } else {
+            u64::from(seq_lo)
+        };
         if seq == 0 {
             return Err(ReplayError::Zero);
         }
@@ -53,7 +61,11 @@ impl ReplayWindow {
         if self.top - seq >= self.size() {
             return Err(ReplayError::TooOld);
         }
-        if self.bit(seq) { Err(ReplayError::Duplicate) } else { Ok(seq) }
+        if self.bit(seq) {
+            Err(ReplayError::Duplicate)
+        } else {
+            Ok(seq)
+        }
     }
 
     /// Records an authenticated sequence number; re-checks it, since another packet may
@@ -89,7 +101,11 @@ impl ReplayWindow {
         let bottom = tl.wrapping_sub(w - 1);
         let hi = if tl >= w - 1 {
             // Case A: the window lies within one subspace.
-            if seq_lo >= bottom { Some(th) } else { th.checked_add(1) }
+            if seq_lo >= bottom {
+                Some(th)
+            } else {
+                th.checked_add(1)
+            }
         } else if seq_lo >= bottom {
             // Case B: the window straddles a subspace boundary; a number at its bottom
             // end belongs to the previous subspace.
@@ -198,7 +214,10 @@ mod tests {
         assert_eq!(w.check(5), Ok((1 << 32) | 5));
         // Below the straddling window, a low half is read as ahead in the current
         // subspace (Appendix A2.2); authentication then decides.
-        assert_eq!(w.check(u32::MAX - 2000), Ok((1 << 32) | u64::from(u32::MAX - 2000)));
+        assert_eq!(
+            w.check(u32::MAX - 2000),
+            Ok((1 << 32) | u64::from(u32::MAX - 2000))
+        );
         // Without ESN, the same low number is just an old 32-bit number.
         let mut plain = ReplayWindow::new(1024, false);
         recv(&mut plain, u32::MAX - 10).unwrap();

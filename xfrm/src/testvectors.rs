@@ -21,9 +21,16 @@ pub fn load(file: &str) -> Vec<EspVector> {
     let mut out = Vec::new();
     for block in text.split("\n\n") {
         let mut fields: Vec<(String, String)> = Vec::new();
-        for line in block.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        for line in block
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
             if line.starts_with(char::is_whitespace) {
-                fields.last_mut().expect("continuation without a field").1.push_str(line.trim());
+                fields
+                    .last_mut()
+                    .expect("continuation without a field")
+                    .1
+                    .push_str(line.trim());
             } else {
                 let (k, v) = line.split_once(':').expect("field: value");
                 fields.push((k.to_string(), v.trim().to_string()));
@@ -32,8 +39,15 @@ pub fn load(file: &str) -> Vec<EspVector> {
         if fields.is_empty() {
             continue;
         }
-        let get = |k: &str| fields.iter().find(|f| f.0 == k).map(|f| f.1.clone()).unwrap_or_default();
-        let hex = |k: &str| hex::decode(get(k).replace(' ', "")).unwrap_or_else(|e| panic!("{k}: {e}"));
+        let get = |k: &str| {
+            fields
+                .iter()
+                .find(|f| f.0 == k)
+                .map(|f| f.1.clone())
+                .unwrap_or_default()
+        };
+        let hex =
+            |k: &str| hex::decode(get(k).replace(' ', "")).unwrap_or_else(|e| panic!("{k}: {e}"));
         let seq = hex("seq");
         out.push(EspVector {
             name: get("name"),
