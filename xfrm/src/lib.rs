@@ -8,6 +8,7 @@
 mod dataplane;
 pub mod esp;
 pub mod ipip;
+pub mod kernel;
 mod model;
 pub mod netns;
 pub mod replay;
