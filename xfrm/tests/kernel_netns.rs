@@ -7,7 +7,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use common::node::{REQID, policy, sa};
+use common::node::{REQID, policy, sa_with_key};
 use common::{Netns, sh};
 use iiptran_xfrm::kernel::KernelDataplane;
 use iiptran_xfrm::{AeadAlg, Dataplane, DataplaneEvent, Direction, Error, OWNED_REQIDS};
@@ -122,14 +122,8 @@ fn newsa_without_kernel_esp_is_a_clean_error() {
             AeadAlg::AesGcm128,
             AeadAlg::AesGcm256,
         ] {
-            let spec = sa(
-                Direction::Out,
-                A,
-                B,
-                0xa01,
-                alg,
-                &vec![9; alg.key_len() + 4],
-            );
+            let keymat = vec![9; alg.key_len() + 4];
+            let spec = sa_with_key(Direction::Out, A, B, 0xa01, alg, &keymat).unwrap();
             errs.push(dp.install_sa(&spec).await.unwrap_err());
         }
         errs
@@ -144,7 +138,8 @@ fn newsa_without_kernel_esp_is_a_clean_error() {
     }
     // A reqid outside the owned range never reaches the kernel.
     let foreign = in_ns(&ns, |dp| async move {
-        let mut spec = sa(Direction::Out, A, B, 0xa01, AeadAlg::AesGcm128, &[1; 20]);
+        let mut spec =
+            sa_with_key(Direction::Out, A, B, 0xa01, AeadAlg::AesGcm128, &[1; 20]).unwrap();
         spec.reqid = OWNED_REQIDS.start() - 1;
         dp.install_sa(&spec).await.unwrap_err()
     });

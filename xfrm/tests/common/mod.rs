@@ -134,4 +134,7 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// The fixtures the examples use, shared so SAs and policies are built one way.
+#[path = "../../examples/common/mod.rs"]
+pub mod fixtures;
 pub mod node;

@@ -1,22 +1,19 @@
 //! A userspace data plane running in its own namespace thread, driven by commands.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use iiptran_xfrm::userspace::{IkeDatagram, UserspaceDataplane};
 use iiptran_xfrm::{
-    AeadAlg, DEFAULT_PRIORITY, Dataplane, DataplaneEvent, Direction, IPPROTO_IPIP, IpPrefix,
-    KeyMaterial, Lifetimes, LinkSpec, OWNED_REQIDS, PolicySpec, Replay, SaId, SaSpec, SaStats,
-    Selector, Template,
+    AeadAlg, Dataplane, DataplaneEvent, Direction, IpPrefix, LinkSpec, SaId, SaStats,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use super::Netns;
 
-pub const REQID: u32 = *OWNED_REQIDS.start() + 1;
-pub const LINK: &str = "ipt0";
+pub use super::fixtures::{LINK, REQID, policy, sa_with_key};
 
 pub enum Cmd {
     Stats(SaId, oneshot::Sender<iiptran_xfrm::Result<SaStats>>),
@@ -39,66 +36,33 @@ pub struct EndConfig {
     pub with_out_sa: bool,
 }
 
-pub fn sa(
-    dir: Direction,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    spi: u32,
-    alg: AeadAlg,
-    keymat: &[u8],
-) -> SaSpec {
-    let (src, dst) = (IpAddr::V4(src), IpAddr::V4(dst));
-    SaSpec {
-        spi,
-        direction: dir,
-        src,
-        dst,
-        selector: Selector::tunnel(src, dst, IPPROTO_IPIP),
-        key: KeyMaterial::from_keymat(alg, keymat).unwrap(),
-        replay: Replay::default(),
-        lifetimes: Lifetimes::default(),
-        encap: None,
-        reqid: REQID,
-        mark: None,
-    }
-}
-
-pub fn policy(dir: Direction, src: Ipv4Addr, dst: Ipv4Addr) -> PolicySpec {
-    let (src, dst) = (IpAddr::V4(src), IpAddr::V4(dst));
-    PolicySpec {
-        direction: dir,
-        selector: Selector::tunnel(src, dst, IPPROTO_IPIP),
-        template: Template {
-            src,
-            dst,
-            reqid: REQID,
-        },
-        priority: DEFAULT_PRIORITY,
-        mark: None,
-    }
-}
-
 /// Installs SAs, policies and the virtual link for one end through any backend.
 pub async fn configure(dp: &impl Dataplane, c: &EndConfig) -> iiptran_xfrm::Result<()> {
     if c.with_out_sa {
-        dp.install_sa(&sa(
-            Direction::Out,
-            c.local,
-            c.remote,
-            c.out_spi,
-            c.alg,
-            &c.out_keymat,
-        ))
+        dp.install_sa(
+            &sa_with_key(
+                Direction::Out,
+                c.local,
+                c.remote,
+                c.out_spi,
+                c.alg,
+                &c.out_keymat,
+            )
+            .expect("SA spec"),
+        )
         .await?;
     }
-    dp.install_sa(&sa(
-        Direction::In,
-        c.remote,
-        c.local,
-        c.in_spi,
-        c.alg,
-        &c.in_keymat,
-    ))
+    dp.install_sa(
+        &sa_with_key(
+            Direction::In,
+            c.remote,
+            c.local,
+            c.in_spi,
+            c.alg,
+            &c.in_keymat,
+        )
+        .expect("SA spec"),
+    )
     .await?;
     dp.install_policy(&policy(Direction::Out, c.local, c.remote))
         .await?;
