@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::node::{EndConfig, LINK, UserspaceNode};
 use common::{ADDR_A, ADDR_B, Pair, wait_until};
-use iiptran_xfrm::{AeadAlg, DataplaneEvent, IpPrefix, SaId};
+use iiptran_xfrm::{AeadAlg, DataplaneEvent, Error, IpPrefix, Lifetimes, Limits, SaId};
 
 const SPI_AB: u32 = 0x0000_0a01;
 const SPI_BA: u32 = 0x0000_0b01;
@@ -33,6 +33,7 @@ fn ends(alg: AeadAlg) -> (EndConfig, EndConfig) {
         in_spi: SPI_BA,
         in_keymat: k_ba.clone(),
         with_out_sa: true,
+        out_lifetimes: Lifetimes::default(),
     };
     let b = EndConfig {
         local: ip(ADDR_B),
@@ -287,4 +288,48 @@ fn ike_is_handed_up_and_missing_sa_raises_acquire() {
             reqid: common::node::REQID
         }
     );
+}
+
+#[test]
+fn packet_limits_raise_soft_then_hard_expire_and_remove_the_sa() {
+    let pair = Pair::new();
+    let (mut ca, cb) = ends(AeadAlg::ChaCha20Poly1305);
+    ca.out_lifetimes = Lifetimes {
+        soft: Limits {
+            packets: Some(2),
+            ..Limits::default()
+        },
+        hard: Limits {
+            packets: Some(4),
+            ..Limits::default()
+        },
+    };
+    let a = UserspaceNode::start(&pair.a, ca);
+    let _b = UserspaceNode::start(&pair.b, cb);
+    let out = id(ADDR_A, ADDR_B, SPI_AB);
+    let reqid = common::node::REQID;
+
+    // Six echo requests: the 2nd crosses the soft limit, the 4th the hard one, the 5th
+    // finds no SA left under the policy.
+    let _ = pair
+        .a
+        .exec(&["ping", "-c", "6", "-i", "0.2", "-W", "1", "10.99.0.2"]);
+    let t = Duration::from_secs(5);
+    assert_eq!(
+        a.next_event(t),
+        Some(DataplaneEvent::SoftExpire { sa: out, reqid })
+    );
+    assert_eq!(
+        a.next_event(t),
+        Some(DataplaneEvent::HardExpire { sa: out, reqid })
+    );
+    assert_eq!(
+        a.next_event(t),
+        Some(DataplaneEvent::Acquire {
+            src: IpAddr::V4(ip(ADDR_A)),
+            dst: IpAddr::V4(ip(ADDR_B)),
+            reqid
+        })
+    );
+    assert!(matches!(a.try_stats(out), Err(Error::NotFound(_))));
 }

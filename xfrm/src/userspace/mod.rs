@@ -346,9 +346,16 @@ impl Dataplane for UserspaceDataplane {
     async fn flush_ours(&self) -> Result<()> {
         let mut t = self.shared.write_tables();
         t.policies.retain(|p| !p.is_ours());
-        let owned = |s: &Arc<SaState>| crate::model::OWNED_REQIDS.contains(&s.reqid);
-        t.inbound.retain(|_, s| !owned(s) || !s.kill());
-        t.outbound.retain(|s| !owned(s) || !s.kill());
+        // Removed SAs are also marked dead, so tasks holding them stop using them.
+        let keep = |s: &Arc<SaState>| {
+            let ours = crate::model::OWNED_REQIDS.contains(&s.reqid);
+            if ours {
+                s.kill();
+            }
+            !ours
+        };
+        t.inbound.retain(|_, s| keep(s));
+        t.outbound.retain(keep);
         t.reserved.clear();
         Ok(())
     }

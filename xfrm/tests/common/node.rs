@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use iiptran_xfrm::userspace::{IkeDatagram, UserspaceDataplane};
 use iiptran_xfrm::{
-    AeadAlg, Dataplane, DataplaneEvent, Direction, IpPrefix, LinkSpec, SaId, SaStats,
+    AeadAlg, Dataplane, DataplaneEvent, Direction, IpPrefix, Lifetimes, LinkSpec, SaId, SaStats,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -34,23 +34,23 @@ pub struct EndConfig {
     pub in_keymat: Vec<u8>,
     /// Whether to install the outbound SA (tests of ACQUIRE leave it out).
     pub with_out_sa: bool,
+    pub out_lifetimes: Lifetimes,
 }
 
 /// Installs SAs, policies and the virtual link for one end through any backend.
 pub async fn configure(dp: &impl Dataplane, c: &EndConfig) -> iiptran_xfrm::Result<()> {
     if c.with_out_sa {
-        dp.install_sa(
-            &sa_with_key(
-                Direction::Out,
-                c.local,
-                c.remote,
-                c.out_spi,
-                c.alg,
-                &c.out_keymat,
-            )
-            .expect("SA spec"),
+        let mut out = sa_with_key(
+            Direction::Out,
+            c.local,
+            c.remote,
+            c.out_spi,
+            c.alg,
+            &c.out_keymat,
         )
-        .await?;
+        .expect("SA spec");
+        out.lifetimes = c.out_lifetimes;
+        dp.install_sa(&out).await?;
     }
     dp.install_sa(
         &sa_with_key(
@@ -141,10 +141,13 @@ impl UserspaceNode {
     }
 
     pub fn stats(&self, id: SaId) -> SaStats {
+        self.try_stats(id).expect("SA stats")
+    }
+
+    pub fn try_stats(&self, id: SaId) -> iiptran_xfrm::Result<SaStats> {
         self.ask(|r| Cmd::Stats(id, r))
             .blocking_recv()
             .expect("reply")
-            .expect("SA stats")
     }
 
     /// The next IKE datagram handed up, or `None` after `timeout`.
