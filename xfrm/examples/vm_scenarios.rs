@@ -8,13 +8,17 @@
 //!    the other on `UserspaceDataplane`; ping both ways. This shows the two backends
 //!    speak the same wire format.
 //!
+//! 3. kernel link-down events: a link the daemon wants up, set down or deleted by
+//!    someone else, is reported as `LinkDown`.
+//!
 //! Exits 0 when every scenario passed.
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use iiptran_xfrm::kernel::{KernelDataplane, enable_espinudp};
-use iiptran_xfrm::{AeadAlg, Dataplane, SaId};
+use iiptran_xfrm::{AeadAlg, Dataplane, DataplaneEvent, LinkSpec, SaId};
 
 mod common;
 use common::*;
@@ -104,10 +108,50 @@ fn kernel_to_userspace(alg: AeadAlg) -> Res<()> {
     Ok(())
 }
 
+async fn expect_link_down(
+    events: &mut tokio::sync::broadcast::Receiver<DataplaneEvent>,
+    what: &str,
+) -> Res<()> {
+    match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
+        Ok(Ok(DataplaneEvent::LinkDown { name })) if name == LINK => Ok(()),
+        other => Err(format!("{what}: expected LinkDown, got {other:?}").into()),
+    }
+}
+
+/// A link the daemon set up and someone else takes down or deletes is reported.
+fn kernel_link_down_events() -> Res<()> {
+    let ns = Namespaces::new("")?;
+    let name = ns.a.clone();
+    let t = iiptran_xfrm::netns::spawn_in(&ns_path(&ns.a), move || async move {
+        let dp = KernelDataplane::open()?;
+        let mut events = dp.subscribe();
+        let link = LinkSpec {
+            name: LINK.into(),
+            local: A,
+            remote: B,
+            addresses: vec![],
+            mtu: 1400,
+        };
+        dp.create_link(&link).await?;
+        dp.set_link_up(LINK, true).await?;
+        // Our own down/up is not an event.
+        dp.set_link_up(LINK, false).await?;
+        dp.set_link_up(LINK, true).await?;
+        ip(&["-n", &name, "link", "set", LINK, "down"])?;
+        expect_link_down(&mut events, "set down by someone else").await?;
+        dp.set_link_up(LINK, true).await?;
+        ip(&["-n", &name, "link", "del", LINK])?;
+        expect_link_down(&mut events, "deleted by someone else").await?;
+        Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+    })?;
+    t.join().map_err(|_| "namespace thread panicked")??
+}
+
 type Scenario = fn() -> Res<()>;
 
 fn main() -> ExitCode {
-    let scenarios: [(&str, Scenario); 4] = [
+    let scenarios: [(&str, Scenario); 5] = [
+        ("kernel link-down events", kernel_link_down_events),
         ("kernel <-> kernel, ChaCha20-Poly1305", || {
             kernel_to_kernel(AeadAlg::ChaCha20Poly1305)
         }),

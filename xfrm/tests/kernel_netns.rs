@@ -195,3 +195,22 @@ fn traffic_matching_a_policy_without_sa_raises_acquire() {
         }
     );
 }
+
+#[test]
+fn ipip_link_without_kernel_support_is_a_clean_error() {
+    let ns = Netns::new("k");
+    let err = in_ns(&ns, |dp| async move {
+        let link = iiptran_xfrm::LinkSpec {
+            name: "ipt0".into(),
+            local: A,
+            remote: B,
+            addresses: vec![],
+            mtu: 1400,
+        };
+        dp.create_link(&link).await.unwrap_err()
+    });
+    // This kernel has no ipip: RTM_NEWLINK is refused, and nothing is left behind.
+    assert!(matches!(err, Error::Kernel { .. }), "{err}");
+    let links = sh(&["ip", "-n", &ns.name, "link", "show"]);
+    assert!(!links.contains("ipt0"), "{links}");
+}

@@ -70,7 +70,7 @@ impl KernelDataplane<NetlinkXfrm> {
         let monitor = tokio::spawn(monitor(notifications, events.clone()));
         Ok(Self {
             xfrm,
-            links: Links::open()?,
+            links: Links::open(events.clone())?,
             events,
             monitor,
         })
