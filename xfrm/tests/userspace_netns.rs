@@ -137,6 +137,18 @@ fn ping_and_tcp_cross_the_userspace_tunnel() {
     assert!(back == data, "echoed bytes differ");
     let after = b.stats(id(ADDR_A, ADDR_B, SPI_AB));
     assert!(after.bytes >= ab_in.bytes + data.len() as u64, "{after:?}");
+    // Batched sends must neither repeat nor mangle a datagram.
+    assert_eq!(
+        (after.replay_drops, after.auth_failures),
+        (0, 0),
+        "{after:?}"
+    );
+    let back_in = a.stats(id(ADDR_B, ADDR_A, SPI_BA));
+    assert_eq!(
+        (back_in.replay_drops, back_in.auth_failures),
+        (0, 0),
+        "{back_in:?}"
+    );
 }
 
 /// Copies the next ESP-in-UDP datagram arriving in the current namespace (a raw socket

@@ -202,3 +202,121 @@ fn pktinfo_dst(hdr: &libc::msghdr) -> Option<IpAddr> {
     }
     None
 }
+
+/// Reusable send state for up to [`BATCH`] datagrams (`sendmmsg`).
+pub struct SendBatch {
+    names: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: as for RecvBatch, the raw pointers are rebuilt before each use and point only at
+// buffers borrowed for the duration of that call.
+unsafe impl Send for SendBatch {}
+
+impl SendBatch {
+    pub fn new() -> Self {
+        // SAFETY: all-zero is a valid value for these plain C structs.
+        let zero_name: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        let zero_msg: libc::mmsghdr = unsafe { mem::zeroed() };
+        Self {
+            names: vec![zero_name; BATCH],
+            iovs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                BATCH
+            ],
+            msgs: vec![zero_msg; BATCH],
+        }
+    }
+
+    /// Sends `datagrams` (at most [`BATCH`]), each `(bytes, destination)`, waiting for the
+    /// socket as needed. Returns how many were handed to the kernel; a datagram the kernel
+    /// refuses is skipped and reported through tracing.
+    pub async fn send(&mut self, socket: &UdpSocket, datagrams: &[(&[u8], SocketAddr)]) -> usize {
+        let n = datagrams.len().min(BATCH);
+        for (i, (data, to)) in datagrams[..n].iter().enumerate() {
+            let len = write_sockaddr(&mut self.names[i], *to);
+            self.iovs[i] = libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            };
+            let h = &mut self.msgs[i].msg_hdr;
+            h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = len;
+            h.msg_iov = &mut self.iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+        }
+        let mut done = 0;
+        while done < n {
+            let sent = loop {
+                if let Err(e) = socket.writable().await {
+                    tracing::debug!(error = %e, "ESP socket");
+                    return done;
+                }
+                match socket.try_io(Interest::WRITABLE, || {
+                    self.sendmmsg(socket.as_raw_fd(), done, n)
+                }) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    other => break other,
+                }
+            };
+            match sent {
+                Ok(k) => done += k.max(1),
+                Err(e) => {
+                    // The first datagram was refused (e.g. no route): skip it.
+                    tracing::debug!(error = %e, "sending ESP");
+                    done += 1;
+                }
+            }
+        }
+        n
+    }
+
+    fn sendmmsg(&mut self, fd: i32, from: usize, to: usize) -> io::Result<usize> {
+        let msgs = &mut self.msgs[from..to];
+        // SAFETY: each header points at a sockaddr and an iovec over a datagram the caller
+        // of `send` keeps borrowed until it returns.
+        let r =
+            unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as u32, libc::MSG_DONTWAIT) };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r as usize)
+        }
+    }
+}
+
+fn write_sockaddr(ss: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin: &mut libc::sockaddr_in =
+                unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            };
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
+            let sin6: &mut libc::sockaddr_in6 =
+                unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            sin6.sin6_flowinfo = 0;
+            sin6.sin6_scope_id = a.scope_id();
+            mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
