@@ -27,6 +27,8 @@ pub const NAT_T_PORT: u16 = 4500;
 /// The default anti-replay window in packets (RFC 4303 §3.4.3 asks for at least 32; the
 /// data planes use 1024 to tolerate reordering at high rates).
 pub const DEFAULT_REPLAY_WINDOW: u32 = 1024;
+/// The smallest inbound window accepted (RFC 4303 §3.4.3: at least 32 packets).
+pub const MIN_REPLAY_WINDOW: u32 = 32;
 
 /// An address prefix, e.g. `192.0.2.1/32`. Bits past the prefix length are ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -225,7 +227,8 @@ pub struct Lifetimes {
 /// Anti-replay configuration of an SA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Replay {
-    /// Window size in packets; 0 disables the check (outbound SAs need no window).
+    /// Window size in packets. Inbound SAs need at least [`MIN_REPLAY_WINDOW`]; outbound
+    /// SAs may leave it 0. Above 4096 the kernel refuses the SA.
     pub window: u32,
     /// 64-bit extended sequence numbers (RFC 4303 §2.2.1).
     pub esn: bool,
@@ -313,6 +316,13 @@ impl SaSpec {
             return Err(Error::Invalid(
                 "an IIPtran SA selects protocol 4 or 41".into(),
             ));
+        }
+        // Every inbound SA is replay-protected; there is no way to turn it off.
+        if self.direction == Direction::In && self.replay.window < MIN_REPLAY_WINDOW {
+            return Err(Error::Invalid(format!(
+                "inbound replay window {} below {MIN_REPLAY_WINDOW}",
+                self.replay.window
+            )));
         }
         Ok(())
     }
@@ -527,6 +537,15 @@ mod tests {
             .validate()
             .is_err()
         );
+        let no_replay = SaSpec {
+            direction: Direction::In,
+            replay: Replay {
+                window: 0,
+                esn: false,
+            },
+            ..sa.clone()
+        };
+        assert!(no_replay.validate().is_err());
         let any_proto = Selector {
             proto: None,
             ..sa.selector

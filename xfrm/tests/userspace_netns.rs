@@ -152,8 +152,9 @@ fn ping_and_tcp_cross_the_userspace_tunnel() {
 }
 
 /// Copies the next ESP-in-UDP datagram arriving in the current namespace (a raw socket
-/// sees a copy of every UDP packet), returning its UDP payload.
-fn capture_esp(raw: &socket2::Socket, spi: u32) -> Option<Vec<u8>> {
+/// sees a copy of every UDP packet), returning its UDP payload and whether its IP header
+/// carried DF.
+fn capture_esp(raw: &socket2::Socket, spi: u32) -> Option<(Vec<u8>, bool)> {
     let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
     loop {
         let n = raw.recv(&mut buf).ok()?;
@@ -168,7 +169,7 @@ fn capture_esp(raw: &socket2::Socket, spi: u32) -> Option<Vec<u8>> {
         if udp.get(2..4) == Some(&4500u16.to_be_bytes()[..])
             && payload.get(..4) == Some(&spi.to_be_bytes()[..])
         {
-            return Some(payload.to_vec());
+            return Some((payload.to_vec(), pkt[6] & 0x40 != 0));
         }
     }
 }
@@ -196,7 +197,9 @@ fn tampered_replayed_and_unknown_spi_packets_are_rejected() {
     .unwrap()
     .unwrap();
     assert!(ping(&pair.a, "10.99.0.2"));
-    let genuine = capture_esp(&raw, SPI_AB).expect("captured a's ESP datagram");
+    let (genuine, df) = capture_esp(&raw, SPI_AB).expect("captured a's ESP datagram");
+    // ping sends with DF; the outer header must not lose it.
+    assert!(df, "outer DF set for a DF inner packet");
     let in_id = id(ADDR_A, ADDR_B, SPI_AB);
     let before = b.stats(in_id);
     let tun_before = pair.b.if_stat(LINK, "rx_packets");

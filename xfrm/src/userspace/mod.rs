@@ -5,6 +5,14 @@
 //! demultiplexes: datagrams starting with the 4-octet non-ESP marker are IKE and are handed
 //! to the caller through the [`IkeDatagram`] channel (marker removed); everything else is
 //! ESP. The caller keeps sending IKE on the same socket (with the marker in front).
+//!
+//! The IPIP outer header is built for every packet and the SA is chosen on it, as the
+//! kernel does; on the wire its place is taken by the UDP datagram's IP header, which the
+//! kernel writes. The socket's default path-MTU mode (`IP_PMTUDISC_WANT`) sets DF on every
+//! datagram that fits the path, so DF is never cleared when the inner packet has it (a
+//! socket switched to `IP_PMTUDISC_DONT` would break that). With a NAT-T SA (`encap`) the
+//! peer's address may be rewritten on the way, so only then is the datagram's source not
+//! required to be the SA's source endpoint.
 
 mod batch;
 mod rx;

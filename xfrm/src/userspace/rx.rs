@@ -61,9 +61,10 @@ async fn receive_esp(shared: &Shared, meta: Meta, packet: &mut [u8]) {
     if sa.is_dead() || sa.direction != Direction::In {
         return;
     }
-    // Without NAT traversal the outer source is the peer's tunnel endpoint itself.
-    if !sa.natt() && meta.from.ip() != sa.id.src {
-        tracing::debug!(spi = hdr.spi, from = %meta.from, "ESP from an address that is not the SA's peer");
+    // Without NAT traversal the outer header is exactly the SA's endpoints.
+    let to_ok = meta.to.is_none_or(|to| to == sa.id.dst);
+    if !sa.natt() && (meta.from.ip() != sa.id.src || !to_ok) {
+        tracing::debug!(spi = hdr.spi, from = %meta.from, "ESP between addresses that are not the SA's");
         return;
     }
     let seq = {
