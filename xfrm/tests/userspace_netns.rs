@@ -348,3 +348,15 @@ fn packet_limits_raise_soft_then_hard_expire_and_remove_the_sa() {
     );
     assert!(matches!(a.try_stats(out), Err(Error::NotFound(_))));
 }
+
+#[test]
+fn virtual_link_deleted_behind_our_back_is_reported() {
+    let pair = Pair::new();
+    let (ca, _) = ends(AeadAlg::ChaCha20Poly1305);
+    let a = UserspaceNode::start(&pair.a, ca);
+    common::sh(&["ip", "-n", &pair.a.name, "link", "del", LINK]);
+    assert_eq!(
+        a.next_event(Duration::from_secs(5)),
+        Some(DataplaneEvent::LinkDown { name: LINK.into() })
+    );
+}
