@@ -360,3 +360,36 @@ fn virtual_link_deleted_behind_our_back_is_reported() {
         Some(DataplaneEvent::LinkDown { name: LINK.into() })
     );
 }
+
+#[test]
+fn time_limits_expire_an_idle_sa() {
+    let pair = Pair::new();
+    let (mut ca, _) = ends(AeadAlg::AesGcm256);
+    ca.out_lifetimes = Lifetimes {
+        soft: Limits {
+            time: Some(Duration::from_secs(1)),
+            ..Limits::default()
+        },
+        hard: Limits {
+            time: Some(Duration::from_secs(2)),
+            ..Limits::default()
+        },
+    };
+    let a = UserspaceNode::start(&pair.a, ca);
+    let out = id(ADDR_A, ADDR_B, SPI_AB);
+    let reqid = common::node::REQID;
+    let t = Duration::from_secs(4);
+    assert_eq!(
+        a.next_event(t),
+        Some(DataplaneEvent::SoftExpire { sa: out, reqid })
+    );
+    assert!(
+        a.try_stats(out).is_ok(),
+        "still usable after the soft limit"
+    );
+    assert_eq!(
+        a.next_event(t),
+        Some(DataplaneEvent::HardExpire { sa: out, reqid })
+    );
+    assert!(matches!(a.try_stats(out), Err(Error::NotFound(_))));
+}

@@ -30,7 +30,7 @@ pub struct SaState {
     pub replay: Mutex<ReplayWindow>,
     /// Last sequence number sent (outbound).
     pub seq: AtomicU64,
-    config: Mutex<(Lifetimes, Option<crate::model::UdpEncap>)>,
+    lifetimes: Mutex<Lifetimes>,
     dst_port: AtomicU64,
     natt: AtomicBool,
     bytes: AtomicU64,
@@ -55,7 +55,7 @@ impl SaState {
             cipher: EspCipher::new(&spec.key, spec.replay.esn),
             replay: Mutex::new(ReplayWindow::new(spec.replay.window, spec.replay.esn)),
             seq: AtomicU64::new(0),
-            config: Mutex::new((spec.lifetimes, spec.encap)),
+            lifetimes: Mutex::new(spec.lifetimes),
             dst_port: AtomicU64::new(u64::from(NAT_T_PORT)),
             natt: AtomicBool::new(false),
             bytes: AtomicU64::new(0),
@@ -74,8 +74,7 @@ impl SaState {
 
     /// Applies what an update may change: lifetimes and encapsulation.
     pub fn reconfigure(&self, spec: &SaSpec) {
-        let mut cfg = self.config.lock().unwrap_or_else(|e| e.into_inner());
-        *cfg = (spec.lifetimes, spec.encap);
+        *self.lifetimes.lock().unwrap_or_else(|e| e.into_inner()) = spec.lifetimes;
         self.dst_port.store(
             u64::from(spec.encap.map_or(NAT_T_PORT, |e| e.dst_port)),
             Ordering::Relaxed,
@@ -122,7 +121,7 @@ impl SaState {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         self.last_used.store(now, Ordering::Relaxed);
-        let (lifetimes, _) = *self.config.lock().unwrap_or_else(|e| e.into_inner());
+        let lifetimes = *self.lifetimes.lock().unwrap_or_else(|e| e.into_inner());
         let over = |l: &crate::model::Limits| {
             l.bytes.is_some_and(|m| b >= m) || l.packets.is_some_and(|m| p >= m)
         };
@@ -137,7 +136,7 @@ impl SaState {
 
     /// Checks the time limits.
     pub fn age(&self) -> Expiry {
-        let (lifetimes, _) = *self.config.lock().unwrap_or_else(|e| e.into_inner());
+        let lifetimes = *self.lifetimes.lock().unwrap_or_else(|e| e.into_inner());
         let age = self.installed_at.elapsed();
         if lifetimes.hard.time.is_some_and(|t| age >= t) {
             Expiry::Hard
