@@ -203,7 +203,7 @@ fn pktinfo_dst(hdr: &libc::msghdr) -> Option<IpAddr> {
     None
 }
 
-/// Reusable send state for up to [`BATCH`] datagrams (`sendmmsg`).
+/// Reusable send state for a batch of datagrams (`sendmmsg`).
 pub struct SendBatch {
     names: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
@@ -215,28 +215,28 @@ pub struct SendBatch {
 unsafe impl Send for SendBatch {}
 
 impl SendBatch {
-    pub fn new() -> Self {
+    pub fn new(capacity: usize) -> Self {
         // SAFETY: all-zero is a valid value for these plain C structs.
         let zero_name: libc::sockaddr_storage = unsafe { mem::zeroed() };
         let zero_msg: libc::mmsghdr = unsafe { mem::zeroed() };
         Self {
-            names: vec![zero_name; BATCH],
+            names: vec![zero_name; capacity],
             iovs: vec![
                 libc::iovec {
                     iov_base: std::ptr::null_mut(),
                     iov_len: 0
                 };
-                BATCH
+                capacity
             ],
-            msgs: vec![zero_msg; BATCH],
+            msgs: vec![zero_msg; capacity],
         }
     }
 
-    /// Sends `datagrams` (at most [`BATCH`]), each `(bytes, destination)`, waiting for the
+    /// Sends `datagrams` (at most the capacity), each `(bytes, destination)`, waiting for the
     /// socket as needed. Returns how many were handed to the kernel; a datagram the kernel
     /// refuses is skipped and reported through tracing.
     pub async fn send(&mut self, socket: &UdpSocket, datagrams: &[(&[u8], SocketAddr)]) -> usize {
-        let n = datagrams.len().min(BATCH);
+        let n = datagrams.len().min(self.msgs.len());
         for (i, (data, to)) in datagrams[..n].iter().enumerate() {
             let len = write_sockaddr(&mut self.names[i], *to);
             self.iovs[i] = libc::iovec {

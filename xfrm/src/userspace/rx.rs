@@ -1,6 +1,7 @@
 //! Inbound: one task reads the shared UDP socket in batches, hands IKE up, and turns ESP
 //! back into inner packets on the virtual link of the neighbor that sent them.
 
+use std::io::IoSlice;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,6 +14,8 @@ use super::{IkeDatagram, Shared};
 use crate::esp::{EspError, EspHeader};
 use crate::ipip::Inner;
 use crate::model::Direction;
+
+const VNET_NONE: [u8; tun_rs::VIRTIO_NET_HDR_LEN] = [0; tun_rs::VIRTIO_NET_HDR_LEN];
 
 pub async fn run(shared: Arc<Shared>, ike: mpsc::Sender<IkeDatagram>) {
     let mut batch = RecvBatch::new();
@@ -111,7 +114,9 @@ async fn receive_esp(shared: &Shared, meta: Meta, packet: &mut [u8]) {
             .cloned();
         match dev {
             Some(dev) => {
-                if let Err(e) = dev.send(inner).await {
+                // An all-zero virtio-net header: one plain packet, checksums complete.
+                let frame = [IoSlice::new(&VNET_NONE), IoSlice::new(inner)];
+                if let Err(e) = dev.send_vectored(&frame).await {
                     tracing::debug!(error = %e, "writing to virtual link");
                 }
             }

@@ -1,13 +1,14 @@
 //! Outbound: one task per virtual link reads inner packets from its TUN device, adds the
 //! IPIP outer header, selects the SA on that header and sends ESP in UDP to the neighbor.
-//! Packets already queued on the device are drained and sent with one `sendmmsg`.
+//! The device runs with segmentation offload: one read can yield dozens of packets, and
+//! everything queued is drained and sent with one `sendmmsg`.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use super::Shared;
-use super::batch::{BATCH, DATAGRAM_MAX, SendBatch};
+use super::batch::SendBatch;
 use super::sad::{Expiry, SaState};
 use crate::esp::{HEADER_LEN, MAX_TRAILER_LEN};
 use crate::ipip::{self, Inner};
@@ -22,46 +23,73 @@ struct Ready {
     sa: Arc<SaState>,
 }
 
+/// Inner packets handled per batch (tun-rs's recommended batch for offload reads).
+const SLOTS: usize = tun_rs::IDEAL_BATCH_SIZE;
+/// Largest TCP segmentation-offload packet the kernel hands the TUN device.
+const GSO_MAX: usize = 65_535;
+
+/// Why reading the device failed: the device is gone, or one packet could not be split.
+fn device_gone(e: &io::Error) -> bool {
+    e.raw_os_error().is_some()
+}
+
 pub async fn run(shared: Arc<Shared>, dev: Arc<tun_rs::AsyncDevice>, link: LinkSpec) {
-    // Buffers for the life of the link: ESP header room, the inner packet, trailer room.
-    let mut bufs: Vec<Vec<u8>> = (0..BATCH)
-        .map(|_| vec![0u8; HEADER_LEN + DATAGRAM_MAX + MAX_TRAILER_LEN])
-        .collect();
-    let mut ready: Vec<Ready> = Vec::with_capacity(BATCH);
-    let mut sender = SendBatch::new();
+    // Buffers for the life of the link. With offload the kernel hands over TCP packets of
+    // up to 64 KiB that tun-rs splits into MTU-sized packets, one per slot, each placed
+    // after room for the ESP header and followed by room for the trailer.
+    let slot_len = HEADER_LEN + usize::from(link.mtu) + MAX_TRAILER_LEN;
+    let per_read = GSO_MAX.div_ceil(usize::from(link.mtu)) + 1;
+    let mut original = vec![0u8; tun_rs::VIRTIO_NET_HDR_LEN + GSO_MAX];
+    let mut bufs: Vec<Vec<u8>> = (0..SLOTS).map(|_| vec![0u8; slot_len]).collect();
+    let mut sizes = [0usize; SLOTS];
+    let mut ready: Vec<Ready> = Vec::with_capacity(SLOTS);
+    let mut sender = SendBatch::new(SLOTS);
     let mut id: u16 = 0;
     loop {
-        let first = dev
-            .recv(&mut bufs[0][HEADER_LEN..HEADER_LEN + DATAGRAM_MAX])
+        let mut used = 0;
+        let mut read = dev
+            .recv_multiple(&mut original, &mut bufs, &mut sizes, HEADER_LEN)
             .await;
-        let mut read = Some(first);
-        let mut slot = 0;
-        while let Some(result) = read.take() {
-            match result {
-                Ok(n) => {
-                    id = id.wrapping_add(1);
-                    if let Some(r) = seal(&shared, &link, &mut bufs[slot], slot, n, id) {
-                        ready.push(r);
+        loop {
+            match read {
+                Ok(count) => {
+                    for slot in used..used + count {
+                        id = id.wrapping_add(1);
+                        if let Some(r) =
+                            seal(&shared, &link, &mut bufs[slot], slot, sizes[slot], id)
+                        {
+                            ready.push(r);
+                        }
                     }
+                    used += count;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
+                Err(e) if device_gone(&e) => {
                     tracing::info!(link = %link.name, error = %e, "virtual link closed");
                     shared.emit(DataplaneEvent::LinkDown {
                         name: link.name.clone(),
                     });
                     return;
                 }
+                Err(e) => {
+                    tracing::debug!(link = %link.name, error = %e, "unreadable packet dropped")
+                }
             }
-            slot += 1;
-            if slot < BATCH {
-                read = Some(dev.try_recv(&mut bufs[slot][HEADER_LEN..HEADER_LEN + DATAGRAM_MAX]));
+            // Drain what is already queued while a whole offload packet still fits.
+            if SLOTS - used < per_read {
+                break;
             }
+            read = dev.try_recv_multiple(
+                &mut original,
+                &mut bufs[used..],
+                &mut sizes[used..],
+                HEADER_LEN,
+            );
         }
         if ready.is_empty() {
             continue;
         }
-        let datagrams: [(&[u8], SocketAddr); BATCH] = std::array::from_fn(|i| match ready.get(i) {
+        let datagrams: [(&[u8], SocketAddr); SLOTS] = std::array::from_fn(|i| match ready.get(i) {
             Some(r) => (&bufs[r.buf][..r.len], r.to),
             // Entries past the ready ones are never sent.
             None => (&[][..], SocketAddr::from(([0, 0, 0, 0], 0))),
