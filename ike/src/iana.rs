@@ -228,6 +228,18 @@ registry! {
 }
 
 registry! {
+    /// IP protocol numbers as carried in a traffic selector (IANA "Assigned Internet
+    /// Protocol Numbers"); 0 in a selector means any protocol (RFC 7296 §3.13.1).
+    pub struct IpProtocol(u8) {
+        ANY = 0,
+        /// IPv4 encapsulation (IP-in-IP, RFC 2003): the IIPtran tunnel header.
+        IPIP = 4,
+        /// IPv6 encapsulation (RFC 2473): tunnels carrying IPv6 inner packets.
+        IPV6 = 41,
+    }
+}
+
+registry! {
     /// Configuration payload types (RFC 7296 §3.15).
     pub struct CfgType(u8) {
         CFG_REQUEST = 1,

@@ -114,7 +114,8 @@ impl Payload {
             Payload::Config(c) => c.emit(out)?,
             Payload::Unknown(u) => {
                 // The parser's own dispatch decides which types are known.
-                if !matches!(Payload::parse_body(u.ty, &[]), Ok(None)) || is_encrypted(u.ty) {
+                let known = !matches!(Payload::parse_body(u.ty, &[]), Ok(None));
+                if known || is_encrypted(u.ty) || u.ty == PayloadType::NONE {
                     return Err("unknown payload with a known type");
                 }
                 out.extend_from_slice(&u.body);

@@ -37,20 +37,31 @@ pub struct Authentication {
 
 const KE_RESERVED: usize = 2;
 const ID_RESERVED: usize = 3;
+const CERT_RESERVED: usize = 0;
 const AUTH_RESERVED: usize = 3;
 
-fn parse_after<'a>(r: &mut Reader<'a>, reserved: usize) -> Result<Vec<u8>, Reason> {
+/// Reads the one-byte type, `reserved` bytes and the data of ID, CERT and AUTH.
+fn parse_typed(body: &[u8], reserved: usize) -> Result<(u8, Vec<u8>), Reason> {
+    let mut r = Reader::new(body);
+    let ty = r.u8()?;
     r.take(reserved)?;
-    Ok(r.rest().to_vec())
+    Ok((ty, r.rest().to_vec()))
+}
+
+fn emit_typed(ty: u8, reserved: usize, data: &[u8], out: &mut Vec<u8>) {
+    out.push(ty);
+    out.resize(out.len() + reserved, 0);
+    out.extend_from_slice(data);
 }
 
 impl KeyExchange {
     pub(super) fn parse(body: &[u8]) -> Result<Self, Reason> {
         let mut r = Reader::new(body);
         let group = DhId(r.u16()?);
+        r.take(KE_RESERVED)?;
         Ok(Self {
             group,
-            data: parse_after(&mut r, KE_RESERVED)?,
+            data: r.rest().to_vec(),
         })
     }
 
@@ -63,50 +74,42 @@ impl KeyExchange {
 
 impl Identification {
     pub(super) fn parse(body: &[u8]) -> Result<Self, Reason> {
-        let mut r = Reader::new(body);
-        let id_type = IdType(r.u8()?);
+        let (ty, data) = parse_typed(body, ID_RESERVED)?;
         Ok(Self {
-            id_type,
-            data: parse_after(&mut r, ID_RESERVED)?,
+            id_type: IdType(ty),
+            data,
         })
     }
 
     pub(super) fn emit(&self, out: &mut Vec<u8>) {
-        out.push(self.id_type.0);
-        out.extend_from_slice(&[0; ID_RESERVED]);
-        out.extend_from_slice(&self.data);
+        emit_typed(self.id_type.0, ID_RESERVED, &self.data, out);
     }
 }
 
 impl Certificate {
     pub(super) fn parse(body: &[u8]) -> Result<Self, Reason> {
-        let mut r = Reader::new(body);
-        let encoding = CertEncoding(r.u8()?);
+        let (ty, data) = parse_typed(body, CERT_RESERVED)?;
         Ok(Self {
-            encoding,
-            data: r.rest().to_vec(),
+            encoding: CertEncoding(ty),
+            data,
         })
     }
 
     pub(super) fn emit(&self, out: &mut Vec<u8>) {
-        out.push(self.encoding.0);
-        out.extend_from_slice(&self.data);
+        emit_typed(self.encoding.0, CERT_RESERVED, &self.data, out);
     }
 }
 
 impl Authentication {
     pub(super) fn parse(body: &[u8]) -> Result<Self, Reason> {
-        let mut r = Reader::new(body);
-        let method = AuthMethod(r.u8()?);
+        let (ty, data) = parse_typed(body, AUTH_RESERVED)?;
         Ok(Self {
-            method,
-            data: parse_after(&mut r, AUTH_RESERVED)?,
+            method: AuthMethod(ty),
+            data,
         })
     }
 
     pub(super) fn emit(&self, out: &mut Vec<u8>) {
-        out.push(self.method.0);
-        out.extend_from_slice(&[0; AUTH_RESERVED]);
-        out.extend_from_slice(&self.data);
+        emit_typed(self.method.0, AUTH_RESERVED, &self.data, out);
     }
 }

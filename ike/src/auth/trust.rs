@@ -1,0 +1,158 @@
+//! Validation of the peer's certificate chain against the VN's CA certificates.
+
+use super::AuthError;
+use crate::identity::{Identity, cert_matches_identity};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
+use std::time::{SystemTime, UNIX_EPOCH};
+use webpki::{
+    BorrowedCertRevocationList, CertRevocationList, ExtendedKeyUsageValidator, KeyPurposeId,
+    KeyPurposeIdIter, KeyUsage, RequiredEkuNotFoundContext, RevocationOptionsBuilder,
+    UnknownStatusPolicy,
+};
+
+/// Signature algorithms accepted on certificates and CRLs.
+const CHAIN_ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] = &[
+    webpki::ring::ED25519,
+    webpki::ring::ECDSA_P256_SHA256,
+    webpki::ring::ECDSA_P256_SHA384,
+    webpki::ring::ECDSA_P384_SHA256,
+    webpki::ring::ECDSA_P384_SHA384,
+];
+
+/// id-kp-ipsecIKE, 1.3.6.1.5.5.7.3.17 (RFC 4945 §5.1.3.12), DER contents.
+const EKU_IPSEC_IKE: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x11];
+/// id-kp-serverAuth, 1.3.6.1.5.5.7.3.1 (RFC 5280 §4.2.1.12), DER contents.
+const EKU_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+/// id-kp-clientAuth, 1.3.6.1.5.5.7.3.2 (RFC 5280 §4.2.1.12), DER contents.
+const EKU_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+
+/// The CA certificates peers' chains must lead to.
+#[derive(Debug)]
+pub struct TrustAnchors {
+    anchors: Vec<TrustAnchor<'static>>,
+}
+
+/// A peer certificate whose chain validated.
+#[derive(Clone, Debug)]
+pub struct ValidatedPeer {
+    end_entity: Vec<u8>,
+}
+
+impl ValidatedPeer {
+    pub fn cert_der(&self) -> &[u8] {
+        &self.end_entity
+    }
+
+    /// Whether the certificate is issued for the identity the peer claimed in its ID
+    /// payload; a mismatch is an authentication failure.
+    pub fn matches(&self, identity: &Identity) -> bool {
+        cert_matches_identity(&self.end_entity, identity)
+    }
+}
+
+/// IKE peers accept a certificate with no extended key usage (as strongSwan does) or one
+/// naming IKE, TLS server or TLS client authentication.
+struct IkeKeyUsage;
+
+impl ExtendedKeyUsageValidator for IkeKeyUsage {
+    fn validate(&self, iter: KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        let accepted = [EKU_IPSEC_IKE, EKU_SERVER_AUTH, EKU_CLIENT_AUTH].map(KeyPurposeId::new);
+        let mut present = Vec::new();
+        for purpose in iter {
+            let purpose = purpose?;
+            if accepted.contains(&purpose) {
+                return Ok(());
+            }
+            present.push(purpose.to_decoded_oid());
+        }
+        if present.is_empty() {
+            Ok(())
+        } else {
+            Err(webpki::Error::RequiredEkuNotFoundContext(
+                RequiredEkuNotFoundContext {
+                    required: KeyUsage::required_if_present(EKU_IPSEC_IKE),
+                    present,
+                },
+            ))
+        }
+    }
+}
+
+impl TrustAnchors {
+    /// Every certificate in a PEM bundle becomes an anchor.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, AuthError> {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .map(|c| c.map(|c| c.to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(AuthError::Pem)?;
+        Self::from_der(&certs)
+    }
+
+    pub fn from_der(certs: &[Vec<u8>]) -> Result<Self, AuthError> {
+        let anchors = certs
+            .iter()
+            .map(|der| {
+                webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice()))
+                    .map(|anchor| anchor.to_owned())
+                    .map_err(AuthError::BadCertificate)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if anchors.is_empty() {
+            return Err(AuthError::NoTrustAnchor);
+        }
+        Ok(Self { anchors })
+    }
+
+    /// Validates `end_entity` at time `now`: validity periods, a chain through
+    /// `intermediates` to an anchor, signature algorithms, extended key usage, and
+    /// revocation against `crls` (DER) when any are given. A certificate whose issuer has
+    /// no CRL among them counts as not revoked.
+    pub fn validate(
+        &self,
+        end_entity: &[u8],
+        intermediates: &[Vec<u8>],
+        now: SystemTime,
+        crls: &[Vec<u8>],
+    ) -> Result<ValidatedPeer, AuthError> {
+        let since_epoch = now
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| AuthError::BadTime)?;
+        let end_entity_der = CertificateDer::from(end_entity);
+        let cert =
+            webpki::EndEntityCert::try_from(&end_entity_der).map_err(AuthError::BadCertificate)?;
+        let intermediates: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .map(|der| CertificateDer::from(der.as_slice()))
+            .collect();
+        let crls = crls
+            .iter()
+            .map(|der| {
+                BorrowedCertRevocationList::from_der(der)
+                    .map(CertRevocationList::from)
+                    .map_err(AuthError::BadCrl)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let crl_refs: Vec<&CertRevocationList<'_>> = crls.iter().collect();
+        let revocation = RevocationOptionsBuilder::new(&crl_refs)
+            .ok()
+            .map(|builder| {
+                builder
+                    .with_status_policy(UnknownStatusPolicy::Allow)
+                    .build()
+            });
+        cert.verify_for_usage(
+            CHAIN_ALGORITHMS,
+            &self.anchors,
+            &intermediates,
+            UnixTime::since_unix_epoch(since_epoch),
+            IkeKeyUsage,
+            revocation,
+            None,
+        )
+        .map_err(AuthError::Chain)?;
+        Ok(ValidatedPeer {
+            end_entity: end_entity.to_vec(),
+        })
+    }
+}

@@ -1,0 +1,183 @@
+//! IPIP virtual links through rtnetlink, and the link-down watch.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures_util::{StreamExt, TryStreamExt};
+use netlink_packet_core::NetlinkPayload;
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::sys::AsyncSocket;
+use rtnetlink::{Handle, LinkIpIp, LinkUnspec};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use crate::dataplane::{Error, Result};
+use crate::model::{DataplaneEvent, LinkSpec};
+
+/// The links this backend manages, and whether the daemon wants each up.
+type Wanted = Arc<Mutex<HashMap<String, bool>>>;
+
+fn rt_err(op: &'static str) -> impl Fn(rtnetlink::Error) -> Error {
+    move |e| match e {
+        rtnetlink::Error::NetlinkError(m) => Error::Kernel {
+            op,
+            source: m.to_io(),
+        },
+        other => Error::Netlink(format!("{op}: {other}")),
+    }
+}
+
+/// The rtnetlink side of the kernel backend.
+pub struct Links {
+    handle: Handle,
+    wanted: Wanted,
+    monitor: JoinHandle<()>,
+}
+
+impl Drop for Links {
+    fn drop(&mut self) {
+        self.monitor.abort();
+    }
+}
+
+fn lock(w: &Wanted) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
+    w.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn name_of(link: &LinkMessage) -> Option<&str> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.as_str()),
+        _ => None,
+    })
+}
+
+/// Reports a managed link that goes down or disappears while the daemon wants it up
+/// (or, for deletion, at all): once, until the daemon sets it up again.
+async fn watch(
+    mut notifications: futures_channel::mpsc::UnboundedReceiver<(
+        netlink_packet_core::NetlinkMessage<RouteNetlinkMessage>,
+        rtnetlink::sys::SocketAddr,
+    )>,
+    wanted: Wanted,
+    events: broadcast::Sender<DataplaneEvent>,
+) {
+    while let Some((msg, _)) = notifications.next().await {
+        let down = match &msg.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+                let Some(name) = name_of(l) else { continue };
+                let mut w = lock(&wanted);
+                match w.get_mut(name) {
+                    Some(up) if *up && !l.header.flags.contains(LinkFlags::Up) => {
+                        *up = false;
+                        Some(name.to_string())
+                    }
+                    _ => None,
+                }
+            }
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(l)) => {
+                let Some(name) = name_of(l) else { continue };
+                lock(&wanted).remove(name).map(|_| name.to_string())
+            }
+            _ => None,
+        };
+        if let Some(name) = down {
+            tracing::info!(link = %name, "virtual link went down");
+            let _ = events.send(DataplaneEvent::LinkDown { name });
+        }
+    }
+}
+
+impl Links {
+    /// Opens an rtnetlink socket listening to link changes; its tasks run on the current
+    /// runtime.
+    pub fn open(events: broadcast::Sender<DataplaneEvent>) -> Result<Self> {
+        let (mut conn, handle, notifications) = rtnetlink::new_connection()?;
+        conn.socket_mut()
+            .socket_mut()
+            .add_membership(libc::RTNLGRP_LINK)?;
+        tokio::spawn(conn);
+        let wanted = Wanted::default();
+        let monitor = tokio::spawn(watch(notifications, wanted.clone(), events));
+        Ok(Self {
+            handle,
+            wanted,
+            monitor,
+        })
+    }
+
+    async fn index(&self, name: &str) -> Result<u32> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => Ok(msg.header.index),
+            Ok(None) => Err(Error::NotFound(format!("link {name}"))),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => {
+                Err(Error::NotFound(format!("link {name}")))
+            }
+            Err(e) => Err(rt_err("RTM_GETLINK")(e)),
+        }
+    }
+
+    /// Creates the `ipip` link (path-MTU discovery on, so outer DF is set), its
+    /// addresses and MTU; it stays down.
+    pub async fn create(&self, spec: &LinkSpec) -> Result<()> {
+        let msg = LinkIpIp::new(&spec.name)
+            .local(spec.local)
+            .remote(spec.remote)
+            .pmtudisc(true)
+            .mtu(u32::from(spec.mtu))
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(rt_err("RTM_NEWLINK ipip"))?;
+        let index = self.index(&spec.name).await?;
+        lock(&self.wanted).insert(spec.name.clone(), false);
+        for p in &spec.addresses {
+            let added = self
+                .handle
+                .address()
+                .add(index, p.addr(), p.prefix_len())
+                .execute()
+                .await;
+            if let Err(e) = added {
+                // Leave nothing half-made behind.
+                let _ = self.delete(&spec.name).await;
+                return Err(rt_err("RTM_NEWADDR")(e));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn set_up(&self, name: &str, up: bool) -> Result<()> {
+        let index = self.index(name).await?;
+        // Recorded first, so the notification of our own change is not reported.
+        lock(&self.wanted).insert(name.to_string(), up);
+        let b = LinkUnspec::new_with_index(index);
+        let msg = if up { b.up() } else { b.down() }.build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(rt_err("RTM_SETLINK"))
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let index = self.index(name).await?;
+        lock(&self.wanted).remove(name);
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(rt_err("RTM_DELLINK"))
+    }
+}

@@ -1,0 +1,391 @@
+//! The userspace data plane, for kernels without ESP or IPIP: one TUN device per virtual
+//! link, IPIP and ESP transport processing here, ESP carried in UDP (RFC 3948).
+//!
+//! The UDP socket (normally port 4500) is the caller's. This data plane reads it and
+//! demultiplexes: datagrams starting with the 4-octet non-ESP marker are IKE and are handed
+//! to the caller through the [`IkeDatagram`] channel (marker removed); everything else is
+//! ESP. The caller keeps sending IKE on the same socket (with the marker in front).
+//!
+//! The IPIP outer header is built for every packet and the SA is chosen on it, as the
+//! kernel does; on the wire its place is taken by the UDP datagram's IP header, which the
+//! kernel writes. The socket's default path-MTU mode (`IP_PMTUDISC_WANT`) sets DF on every
+//! datagram that fits the path, so DF is never cleared when the inner packet has it (a
+//! socket switched to `IP_PMTUDISC_DONT` would break that). With a NAT-T SA (`encap`) the
+//! peer's address may be rewritten on the way, so only then is the datagram's source not
+//! required to be the SA's source endpoint.
+
+mod batch;
+mod rx;
+mod sad;
+mod tx;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::dataplane::{Dataplane, Error, Result};
+use crate::model::{
+    DataplaneEvent, Direction, LinkSpec, PolicyId, PolicySpec, SaId, SaSpec, SaStats,
+};
+use sad::{Expiry, SaState, Tables};
+
+/// An IKE message that arrived on the shared socket.
+#[derive(Debug, Clone)]
+pub struct IkeDatagram {
+    pub from: SocketAddr,
+    /// The local address it was sent to, when the socket reports it (IP_PKTINFO).
+    pub to: Option<IpAddr>,
+    /// The IKE message, without the non-ESP marker.
+    pub data: Vec<u8>,
+}
+
+/// How often time-based lifetimes are checked.
+const LIFETIME_TICK: Duration = Duration::from_millis(500);
+/// At most one ACQUIRE per reqid in this interval, like the kernel's larval state.
+const ACQUIRE_HOLDOFF: Duration = Duration::from_secs(1);
+
+struct Link {
+    spec: LinkSpec,
+    dev: Arc<tun_rs::AsyncDevice>,
+    up: bool,
+    task: JoinHandle<()>,
+}
+
+struct Shared {
+    socket: Arc<UdpSocket>,
+    tables: RwLock<Tables>,
+    /// Up links by (local, remote) endpoint, for delivering decrypted packets.
+    delivery: RwLock<HashMap<(Ipv4Addr, Ipv4Addr), Arc<tun_rs::AsyncDevice>>>,
+    events: broadcast::Sender<DataplaneEvent>,
+    acquired: Mutex<HashMap<u32, Instant>>,
+}
+
+impl Shared {
+    fn emit(&self, event: DataplaneEvent) {
+        tracing::debug!(?event, "data-plane event");
+        // No subscriber is not an error: events are advisory.
+        let _ = self.events.send(event);
+    }
+
+    /// Acts on a crossed limit: soft raises an event, hard removes the SA.
+    fn expire(&self, sa: &SaState, expiry: Expiry) {
+        match expiry {
+            Expiry::None => {}
+            Expiry::Soft => self.emit(DataplaneEvent::SoftExpire {
+                sa: sa.id,
+                reqid: sa.reqid,
+            }),
+            Expiry::Hard => {
+                if sa.kill() {
+                    self.write_tables().remove(sa.id);
+                    self.emit(DataplaneEvent::HardExpire {
+                        sa: sa.id,
+                        reqid: sa.reqid,
+                    });
+                }
+            }
+        }
+    }
+
+    fn acquire(&self, src: IpAddr, dst: IpAddr, reqid: u32) {
+        let now = Instant::now();
+        let mut acquired = self.acquired.lock().unwrap_or_else(|e| e.into_inner());
+        if acquired
+            .get(&reqid)
+            .is_some_and(|t| now.duration_since(*t) < ACQUIRE_HOLDOFF)
+        {
+            return;
+        }
+        acquired.insert(reqid, now);
+        drop(acquired);
+        self.emit(DataplaneEvent::Acquire { src, dst, reqid });
+    }
+
+    fn read_tables(&self) -> std::sync::RwLockReadGuard<'_, Tables> {
+        self.tables.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_tables(&self) -> std::sync::RwLockWriteGuard<'_, Tables> {
+        self.tables.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The userspace backend. Dropping it stops its tasks and removes its TUN devices.
+pub struct UserspaceDataplane {
+    shared: Arc<Shared>,
+    links: tokio::sync::Mutex<HashMap<String, Link>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl UserspaceDataplane {
+    /// Takes over reading `socket` (bound by the caller, normally to port 4500) and returns
+    /// the channel on which IKE datagrams arriving there are handed up. Must be called
+    /// inside a tokio runtime.
+    pub fn new(socket: Arc<UdpSocket>) -> Result<(Self, mpsc::Receiver<IkeDatagram>)> {
+        batch::enable_pktinfo(&socket)?;
+        let (events, _) = broadcast::channel(256);
+        let shared = Arc::new(Shared {
+            socket,
+            tables: RwLock::new(Tables::default()),
+            delivery: RwLock::new(HashMap::new()),
+            events,
+            acquired: Mutex::new(HashMap::new()),
+        });
+        let (ike_tx, ike_rx) = mpsc::channel(256);
+        let tasks = vec![
+            tokio::spawn(rx::run(shared.clone(), ike_tx)),
+            tokio::spawn(lifetimes(Arc::downgrade(&shared))),
+        ];
+        Ok((
+            Self {
+                shared,
+                links: tokio::sync::Mutex::new(HashMap::new()),
+                tasks,
+            },
+            ike_rx,
+        ))
+    }
+
+    fn publish(&self, link: &Link) {
+        let mut d = self
+            .shared
+            .delivery
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let key = (link.spec.local, link.spec.remote);
+        if link.up {
+            d.insert(key, link.dev.clone());
+        } else {
+            d.remove(&key);
+        }
+    }
+}
+
+impl Drop for UserspaceDataplane {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for link in self.links.get_mut().values() {
+            link.task.abort();
+        }
+    }
+}
+
+async fn lifetimes(shared: std::sync::Weak<Shared>) {
+    let mut tick = tokio::time::interval(LIFETIME_TICK);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let sas: Vec<Arc<SaState>> = {
+            let t = shared.read_tables();
+            t.inbound
+                .values()
+                .chain(t.outbound.iter())
+                .cloned()
+                .collect()
+        };
+        for sa in sas {
+            shared.expire(&sa, sa.age());
+        }
+    }
+}
+
+fn build_tun(spec: &LinkSpec) -> Result<tun_rs::AsyncDevice> {
+    // Offload lets the kernel hand over (and the transmit task split) 64 KiB TCP packets,
+    // one read instead of dozens; every packet then carries a virtio-net header.
+    let mut b = tun_rs::DeviceBuilder::new()
+        .name(&spec.name)
+        .mtu(spec.mtu)
+        .offload(true)
+        .enable(false);
+    for p in &spec.addresses {
+        b = match p.addr() {
+            IpAddr::V4(a) => b.ipv4(a, p.prefix_len(), None),
+            IpAddr::V6(a) => b.ipv6(a, p.prefix_len()),
+        };
+    }
+    Ok(b.build_async()?)
+}
+
+impl Dataplane for UserspaceDataplane {
+    async fn allocate_spi(&self, src: IpAddr, dst: IpAddr, _reqid: u32) -> Result<u32> {
+        let mut t = self.shared.write_tables();
+        for _ in 0..64 {
+            let mut b = [0u8; 4];
+            getrandom_fill(&mut b)?;
+            // SPIs 1-255 are reserved by IANA (RFC 4303 §2.1).
+            let spi = u32::from_be_bytes(b);
+            if spi >= 256 && !t.inbound.contains_key(&spi) && !t.reserved.contains_key(&spi) {
+                t.reserved.insert(spi, (src, dst));
+                return Ok(spi);
+            }
+        }
+        Err(Error::Exists("no free SPI found".into()))
+    }
+
+    async fn install_sa(&self, sa: &SaSpec) -> Result<()> {
+        sa.validate()?;
+        require_v4(sa.src)?;
+        require_v4(sa.dst)?;
+        let mut t = self.shared.write_tables();
+        if t.find(sa.id()).is_some()
+            || (sa.direction == Direction::In && t.inbound.contains_key(&sa.spi))
+        {
+            return Err(Error::Exists(format!("SA {:?}", sa.id())));
+        }
+        t.reserved.remove(&sa.spi);
+        let state = Arc::new(SaState::new(sa));
+        match sa.direction {
+            Direction::In => {
+                t.inbound.insert(sa.spi, state);
+            }
+            Direction::Out => t.outbound.push(state),
+        }
+        Ok(())
+    }
+
+    async fn update_sa(&self, sa: &SaSpec) -> Result<()> {
+        sa.validate()?;
+        let existing = self.shared.read_tables().find(sa.id()).cloned();
+        match existing {
+            Some(state) => {
+                state.reconfigure(sa);
+                Ok(())
+            }
+            None if self.shared.read_tables().reserved.contains_key(&sa.spi) => {
+                self.install_sa(sa).await
+            }
+            None => Err(Error::NotFound(format!("SA {:?}", sa.id()))),
+        }
+    }
+
+    async fn delete_sa(&self, id: SaId) -> Result<()> {
+        let mut t = self.shared.write_tables();
+        if t.reserved.remove(&id.spi).is_some() {
+            return Ok(());
+        }
+        let sa = t
+            .remove(id)
+            .ok_or_else(|| Error::NotFound(format!("SA {id:?}")))?;
+        sa.kill();
+        Ok(())
+    }
+
+    async fn sa_stats(&self, id: SaId) -> Result<SaStats> {
+        let t = self.shared.read_tables();
+        t.find(id)
+            .map(|s| s.stats())
+            .ok_or_else(|| Error::NotFound(format!("SA {id:?}")))
+    }
+
+    async fn install_policy(&self, policy: &PolicySpec) -> Result<()> {
+        policy.validate()?;
+        let mut t = self.shared.write_tables();
+        if t.policies.iter().any(|p| p.id() == policy.id()) {
+            return Err(Error::Exists(format!("policy {:?}", policy.id())));
+        }
+        t.policies.push(*policy);
+        Ok(())
+    }
+
+    async fn delete_policy(&self, id: PolicyId) -> Result<()> {
+        let mut t = self.shared.write_tables();
+        let i = t.policies.iter().position(|p| p.id() == id);
+        let i = i.ok_or_else(|| Error::NotFound(format!("policy {id:?}")))?;
+        t.policies.remove(i);
+        Ok(())
+    }
+
+    async fn policies(&self) -> Result<Vec<PolicySpec>> {
+        Ok(self.shared.read_tables().policies.clone())
+    }
+
+    async fn create_link(&self, link: &LinkSpec) -> Result<()> {
+        link.validate()?;
+        let mut links = self.links.lock().await;
+        if links.contains_key(&link.name) {
+            return Err(Error::Exists(format!("link {}", link.name)));
+        }
+        let dev = Arc::new(build_tun(link)?);
+        let task = tokio::spawn(tx::run(self.shared.clone(), dev.clone(), link.clone()));
+        links.insert(
+            link.name.clone(),
+            Link {
+                spec: link.clone(),
+                dev,
+                up: false,
+                task,
+            },
+        );
+        Ok(())
+    }
+
+    async fn set_link_up(&self, name: &str, up: bool) -> Result<()> {
+        let mut links = self.links.lock().await;
+        let link = links
+            .get_mut(name)
+            .ok_or_else(|| Error::NotFound(format!("link {name}")))?;
+        link.dev.enabled(up)?;
+        link.up = up;
+        self.publish(link);
+        Ok(())
+    }
+
+    async fn delete_link(&self, name: &str) -> Result<()> {
+        let mut links = self.links.lock().await;
+        let mut link = links
+            .remove(name)
+            .ok_or_else(|| Error::NotFound(format!("link {name}")))?;
+        link.task.abort();
+        link.up = false;
+        self.publish(&link);
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<DataplaneEvent> {
+        self.shared.events.subscribe()
+    }
+
+    async fn flush_ours(&self) -> Result<()> {
+        let mut t = self.shared.write_tables();
+        t.policies.retain(|p| !p.is_ours());
+        // Removed SAs are also marked dead, so tasks holding them stop using them.
+        let keep = |s: &Arc<SaState>| {
+            let ours = crate::model::OWNED_REQIDS.contains(&s.reqid);
+            if ours {
+                s.kill();
+            }
+            !ours
+        };
+        t.inbound.retain(|_, s| keep(s));
+        t.outbound.retain(keep);
+        t.reserved.clear();
+        Ok(())
+    }
+}
+
+fn require_v4(ip: IpAddr) -> Result<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(a) => Ok(a),
+        IpAddr::V6(_) => Err(Error::Unsupported(
+            "IPv6 tunnel endpoints in the userspace data plane".into(),
+        )),
+    }
+}
+
+fn getrandom_fill(buf: &mut [u8]) -> Result<()> {
+    // SAFETY: getrandom writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}

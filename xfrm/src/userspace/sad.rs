@@ -1,0 +1,224 @@
+//! The userspace SAD and SPD: per-SA crypto state, counters and lifetimes, kept so that
+//! the per-packet path takes only read locks and atomics.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::esp::EspCipher;
+use crate::model::{Direction, Lifetimes, NAT_T_PORT, PolicySpec, SaId, SaSpec, SaStats, Selector};
+use crate::replay::ReplayWindow;
+
+/// What crossing a limit means for the packet that crossed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    None,
+    Soft,
+    Hard,
+}
+
+/// One installed SA.
+pub struct SaState {
+    pub id: SaId,
+    pub reqid: u32,
+    pub direction: Direction,
+    pub selector: Selector,
+    pub esn: bool,
+    pub cipher: EspCipher,
+    pub replay: Mutex<ReplayWindow>,
+    /// Last sequence number sent (outbound).
+    pub seq: AtomicU64,
+    lifetimes: Mutex<Lifetimes>,
+    dst_port: AtomicU64,
+    natt: AtomicBool,
+    bytes: AtomicU64,
+    packets: AtomicU64,
+    pub replay_drops: AtomicU64,
+    pub auth_failures: AtomicU64,
+    installed: SystemTime,
+    installed_at: Instant,
+    last_used: AtomicU64,
+    soft_raised: AtomicBool,
+    dead: AtomicBool,
+}
+
+impl SaState {
+    pub fn new(spec: &SaSpec) -> Self {
+        let s = Self {
+            id: spec.id(),
+            reqid: spec.reqid,
+            direction: spec.direction,
+            selector: spec.selector,
+            esn: spec.replay.esn,
+            cipher: EspCipher::new(&spec.key, spec.replay.esn),
+            replay: Mutex::new(ReplayWindow::new(spec.replay.window, spec.replay.esn)),
+            seq: AtomicU64::new(0),
+            lifetimes: Mutex::new(spec.lifetimes),
+            dst_port: AtomicU64::new(u64::from(NAT_T_PORT)),
+            natt: AtomicBool::new(false),
+            bytes: AtomicU64::new(0),
+            packets: AtomicU64::new(0),
+            replay_drops: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
+            installed: SystemTime::now(),
+            installed_at: Instant::now(),
+            last_used: AtomicU64::new(0),
+            soft_raised: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
+        };
+        s.reconfigure(spec);
+        s
+    }
+
+    /// Applies what an update may change: lifetimes and encapsulation.
+    pub fn reconfigure(&self, spec: &SaSpec) {
+        *self.lifetimes.lock().unwrap_or_else(|e| e.into_inner()) = spec.lifetimes;
+        self.dst_port.store(
+            u64::from(spec.encap.map_or(NAT_T_PORT, |e| e.dst_port)),
+            Ordering::Relaxed,
+        );
+        self.natt.store(spec.encap.is_some(), Ordering::Relaxed);
+    }
+
+    /// UDP port ESP for this SA is sent to.
+    pub fn dst_port(&self) -> u16 {
+        self.dst_port.load(Ordering::Relaxed) as u16
+    }
+
+    /// Whether the SA was set up for NAT traversal (the peer's address may be rewritten).
+    pub fn natt(&self) -> bool {
+        self.natt.load(Ordering::Relaxed)
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Relaxed)
+    }
+
+    /// Marks the SA unusable; true for the caller that killed it.
+    pub fn kill(&self) -> bool {
+        !self.dead.swap(true, Ordering::AcqRel)
+    }
+
+    /// Next outbound sequence number, or `None` once the space is exhausted: a sequence
+    /// number never cycles (RFC 4303 §3.3.3).
+    pub fn next_seq(&self) -> Option<u64> {
+        let limit = if self.esn {
+            u64::MAX
+        } else {
+            u64::from(u32::MAX)
+        };
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed).checked_add(1)?;
+        (seq <= limit).then_some(seq)
+    }
+
+    /// Counts one packet and reports which limit, if any, it crossed.
+    pub fn account(&self, bytes: usize) -> Expiry {
+        let b = self.bytes.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+        let p = self.packets.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_used.store(now, Ordering::Relaxed);
+        let lifetimes = *self.lifetimes.lock().unwrap_or_else(|e| e.into_inner());
+        let over = |l: &crate::model::Limits| {
+            l.bytes.is_some_and(|m| b >= m) || l.packets.is_some_and(|m| p >= m)
+        };
+        if over(&lifetimes.hard) {
+            Expiry::Hard
+        } else if over(&lifetimes.soft) {
+            self.soft_once()
+        } else {
+            Expiry::None
+        }
+    }
+
+    /// Checks the time limits.
+    pub fn age(&self) -> Expiry {
+        let lifetimes = *self.lifetimes.lock().unwrap_or_else(|e| e.into_inner());
+        let age = self.installed_at.elapsed();
+        if lifetimes.hard.time.is_some_and(|t| age >= t) {
+            Expiry::Hard
+        } else if lifetimes.soft.time.is_some_and(|t| age >= t) {
+            self.soft_once()
+        } else {
+            Expiry::None
+        }
+    }
+
+    fn soft_once(&self) -> Expiry {
+        if self.soft_raised.swap(true, Ordering::Relaxed) {
+            Expiry::None
+        } else {
+            Expiry::Soft
+        }
+    }
+
+    pub fn stats(&self) -> SaStats {
+        let last = self.last_used.load(Ordering::Relaxed);
+        SaStats {
+            bytes: self.bytes.load(Ordering::Relaxed),
+            packets: self.packets.load(Ordering::Relaxed),
+            replay_drops: self.replay_drops.load(Ordering::Relaxed),
+            auth_failures: self.auth_failures.load(Ordering::Relaxed),
+            installed: Some(self.installed),
+            last_used: (last != 0).then(|| UNIX_EPOCH + std::time::Duration::from_secs(last)),
+        }
+    }
+}
+
+/// SAs by SPI (inbound) and by endpoints (outbound), SPIs reserved by `allocate_spi`,
+/// and the policies.
+#[derive(Default)]
+pub struct Tables {
+    pub inbound: HashMap<u32, std::sync::Arc<SaState>>,
+    pub outbound: Vec<std::sync::Arc<SaState>>,
+    pub reserved: HashMap<u32, (IpAddr, IpAddr)>,
+    pub policies: Vec<PolicySpec>,
+}
+
+impl Tables {
+    /// The newest live outbound SA for these endpoints and reqid (after a rekey the new SA
+    /// takes over while the old one drains).
+    pub fn outbound_sa(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        reqid: u32,
+    ) -> Option<&std::sync::Arc<SaState>> {
+        self.outbound
+            .iter()
+            .rev()
+            .find(|s| s.id.src == src && s.id.dst == dst && s.reqid == reqid && !s.is_dead())
+    }
+
+    /// The winning policy for a packet: lowest priority value among the matches.
+    pub fn policy(
+        &self,
+        dir: Direction,
+        src: IpAddr,
+        dst: IpAddr,
+        proto: u8,
+    ) -> Option<&PolicySpec> {
+        self.policies
+            .iter()
+            .filter(|p| p.direction == dir && p.selector.matches(src, dst, proto, None))
+            .min_by_key(|p| p.priority)
+    }
+
+    pub fn find(&self, id: SaId) -> Option<&std::sync::Arc<SaState>> {
+        self.inbound
+            .get(&id.spi)
+            .filter(|s| s.id == id)
+            .or_else(|| self.outbound.iter().find(|s| s.id == id))
+    }
+
+    pub fn remove(&mut self, id: SaId) -> Option<std::sync::Arc<SaState>> {
+        if self.inbound.get(&id.spi).is_some_and(|s| s.id == id) {
+            return self.inbound.remove(&id.spi);
+        }
+        let i = self.outbound.iter().position(|s| s.id == id)?;
+        Some(self.outbound.remove(i))
+    }
+}

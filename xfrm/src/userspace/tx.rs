@@ -1,0 +1,164 @@
+//! Outbound: one task per virtual link reads inner packets from its TUN device, adds the
+//! IPIP outer header, selects the SA on that header and sends ESP in UDP to the neighbor.
+//! The device runs with segmentation offload: one read can yield dozens of packets, and
+//! everything queued is drained and sent with one `sendmmsg`.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use super::Shared;
+use super::batch::SendBatch;
+use super::sad::{Expiry, SaState};
+use crate::esp::{HEADER_LEN, MAX_TRAILER_LEN};
+use crate::ipip::{self, Inner};
+use crate::model::{DataplaneEvent, Direction, LinkSpec};
+
+/// A sealed datagram waiting in slot `buf` of the batch.
+struct Ready {
+    buf: usize,
+    len: usize,
+    inner_len: usize,
+    to: SocketAddr,
+    sa: Arc<SaState>,
+}
+
+/// Inner packets handled per batch (tun-rs's recommended batch for offload reads).
+const SLOTS: usize = tun_rs::IDEAL_BATCH_SIZE;
+/// Largest TCP segmentation-offload packet the kernel hands the TUN device.
+const GSO_MAX: usize = 65_535;
+
+/// Why reading the device failed: the device is gone, or one packet could not be split.
+fn device_gone(e: &io::Error) -> bool {
+    e.raw_os_error().is_some()
+}
+
+pub async fn run(shared: Arc<Shared>, dev: Arc<tun_rs::AsyncDevice>, link: LinkSpec) {
+    // Buffers for the life of the link. With offload the kernel hands over TCP packets of
+    // up to 64 KiB that tun-rs splits into MTU-sized packets, one per slot, each placed
+    // after room for the ESP header and followed by room for the trailer.
+    let slot_len = HEADER_LEN + usize::from(link.mtu) + MAX_TRAILER_LEN;
+    let per_read = GSO_MAX.div_ceil(usize::from(link.mtu)) + 1;
+    let mut original = vec![0u8; tun_rs::VIRTIO_NET_HDR_LEN + GSO_MAX];
+    let mut bufs: Vec<Vec<u8>> = (0..SLOTS).map(|_| vec![0u8; slot_len]).collect();
+    let mut sizes = [0usize; SLOTS];
+    let mut ready: Vec<Ready> = Vec::with_capacity(SLOTS);
+    let mut sender = SendBatch::new(SLOTS);
+    let mut id: u16 = 0;
+    loop {
+        let mut used = 0;
+        let mut read = dev
+            .recv_multiple(&mut original, &mut bufs, &mut sizes, HEADER_LEN)
+            .await;
+        loop {
+            match read {
+                Ok(count) => {
+                    for slot in used..used + count {
+                        id = id.wrapping_add(1);
+                        if let Some(r) =
+                            seal(&shared, &link, &mut bufs[slot], slot, sizes[slot], id)
+                        {
+                            ready.push(r);
+                        }
+                    }
+                    used += count;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if device_gone(&e) => {
+                    tracing::info!(link = %link.name, error = %e, "virtual link closed");
+                    shared.emit(DataplaneEvent::LinkDown {
+                        name: link.name.clone(),
+                    });
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(link = %link.name, error = %e, "unreadable packet dropped")
+                }
+            }
+            // Drain what is already queued while a whole offload packet still fits.
+            if SLOTS - used < per_read {
+                break;
+            }
+            read = dev.try_recv_multiple(
+                &mut original,
+                &mut bufs[used..],
+                &mut sizes[used..],
+                HEADER_LEN,
+            );
+        }
+        if ready.is_empty() {
+            continue;
+        }
+        let datagrams: [(&[u8], SocketAddr); SLOTS] = std::array::from_fn(|i| match ready.get(i) {
+            Some(r) => (&bufs[r.buf][..r.len], r.to),
+            // Entries past the ready ones are never sent.
+            None => (&[][..], SocketAddr::from(([0, 0, 0, 0], 0))),
+        });
+        sender.send(&shared.socket, &datagrams[..ready.len()]).await;
+        for r in ready.drain(..) {
+            let expiry = r.sa.account(r.inner_len);
+            shared.expire(&r.sa, expiry);
+        }
+    }
+}
+
+/// Encapsulates and seals the `n`-octet inner packet at `buf[HEADER_LEN..]` (batch slot
+/// `slot`) in place.
+fn seal(
+    shared: &Shared,
+    link: &LinkSpec,
+    buf: &mut [u8],
+    slot: usize,
+    n: usize,
+    id: u16,
+) -> Option<Ready> {
+    let inner = buf.get(HEADER_LEN..HEADER_LEN + n)?;
+    // Link-up chatter (IPv6 MLD/RS) and anything else is filtered by IP version and then
+    // by policy like every other packet.
+    let info = Inner::classify(inner)?;
+    let outer = ipip::outer_header(link.local, link.remote, info, n, id)?;
+    let sa = select_sa(shared, &outer)?;
+    let Some(seq) = sa.next_seq() else {
+        shared.expire(&sa, Expiry::Hard);
+        return None;
+    };
+    let len = match sa
+        .cipher
+        .seal(sa.id.spi, seq, seq.to_be_bytes(), outer[9], buf, n)
+    {
+        Ok(len) => len,
+        Err(e) => {
+            tracing::debug!(error = %e, "sealing ESP");
+            return None;
+        }
+    };
+    let to = SocketAddr::new(sa.id.dst, sa.dst_port());
+    Some(Ready {
+        buf: slot,
+        len,
+        inner_len: n,
+        to,
+        sa,
+    })
+}
+
+/// The SA for an outer IPIP header: the winning outbound policy's template names it. A
+/// policy without an SA asks the daemon for one; no policy means the packet is dropped.
+fn select_sa(shared: &Shared, outer: &[u8; ipip::OUTER_LEN]) -> Option<Arc<SaState>> {
+    let src = IpAddr::from([outer[12], outer[13], outer[14], outer[15]]);
+    let dst = IpAddr::from([outer[16], outer[17], outer[18], outer[19]]);
+    let proto = outer[9];
+    let (sa, missing) = {
+        let t = shared.read_tables();
+        let policy = t.policy(Direction::Out, src, dst, proto)?;
+        let tmpl = policy.template;
+        match t.outbound_sa(tmpl.src, tmpl.dst, tmpl.reqid) {
+            Some(sa) => (Some(sa.clone()), None),
+            None => (None, Some(tmpl)),
+        }
+    };
+    if let Some(t) = missing {
+        shared.acquire(t.src, t.dst, t.reqid);
+    }
+    sa
+}
