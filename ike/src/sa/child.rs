@@ -73,21 +73,17 @@ impl ChildSa {
         udp_encap: bool,
         hard_lifetime: Duration,
     ) -> Result<Self, super::keys::KeyError> {
-        let (i_to_r, r_to_i) = keys.child_keymat(&n.suite, n.shared, n.ni, n.nr)?;
+        let (i_to_r, r_to_i) = keys.child_keys(&n.suite, n.shared, n.ni, n.nr)?;
         let (outbound, inbound) = if we_are_initiator {
             (i_to_r, r_to_i)
         } else {
             (r_to_i, i_to_r)
         };
-        let aead = |encr| EspKeys {
-            encr,
-            integ: Secret::default(),
-        };
         Ok(Self {
             ike_sa,
             spis: n.spis,
-            inbound: aead(inbound),
-            outbound: aead(outbound),
+            inbound,
+            outbound,
             ts_local: n.ts_local,
             ts_remote: n.ts_remote,
             suite: n.suite,

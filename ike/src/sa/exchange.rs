@@ -1,7 +1,7 @@
 //! Helpers the exchanges share: finding payloads, building notifications, and the
 //! datagrams of plain and encrypted messages.
 
-use super::keys::SkCipher;
+use crate::crypto::SkCipher;
 use crate::iana::{NotifyType, ProtocolId};
 use crate::wire::{self, Header, Message, Notify, Payload};
 use std::cell::RefCell;
@@ -83,7 +83,9 @@ pub(super) fn encrypted(
     // the same cipher, used one after the other.
     let cipher = RefCell::new(cipher);
     let sealed_len = |n: usize| cipher.borrow().sealed_len(n);
-    let seal = |aad: &[u8], pt: &[u8]| cipher.borrow_mut().seal(aad, pt);
+    // A failed seal (an exhausted IV space) yields a body of the wrong length, which
+    // the builders refuse.
+    let seal = |aad: &[u8], pt: &[u8]| cipher.borrow_mut().seal(aad, pt).unwrap_or_default();
     let mut plaintext = Vec::new();
     wire::emit_chain(inner, &mut plaintext)?;
     let whole = wire::HEADER_LEN + GENERIC_HEADER_LEN + sealed_len(plaintext.len());

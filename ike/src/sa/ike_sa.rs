@@ -7,12 +7,13 @@ use super::exchange::{
     NAT_T_PORT, Transmit, encrypted, error_notify, esp_notify, find_notify, has_notify, notify,
     plain, with_marker,
 };
-use super::keys::{DhSecret, Exchanged, IkeKeys, random_bytes, random_u32, random_u64};
+use super::keys::{Exchanged, IkeKeys, dh_generate, random_bytes, random_u32, random_u64};
 use super::nat::detection_hash;
 use super::policy::{LocalAuth, PeerAuth, PeerConfig, Policy, id_from_wire, id_to_wire};
 use super::proposal;
 use super::window::{Expiry, Incoming, Requests, Responses};
 use crate::config::{Config, IkeSuite};
+use crate::crypto::{CryptoError, DhPrivate};
 use crate::iana::{AuthMethod, DhId, ExchangeType, HashAlgorithm, NotifyType, ProtocolId};
 use crate::secret::Secret;
 use crate::wire::{
@@ -68,13 +69,13 @@ enum Pending {
     CreateChild {
         spi_in: u32,
         nonce: Vec<u8>,
-        dh: Option<DhSecret>,
+        dh: Option<DhPrivate>,
         rekey: Option<ChildSpis>,
     },
     RekeyIke {
         spi: u64,
         nonce: Vec<u8>,
-        dh: DhSecret,
+        dh: DhPrivate,
     },
     DeleteChildren(Vec<ChildSpis>),
     DeleteIke,
@@ -84,7 +85,7 @@ enum Pending {
 /// One IKE_SA_INIT request: our DH secret, the cookie it carried, and how many times
 /// COOKIE or INVALID_KE_PAYLOAD made us start over.
 struct InitAttempt {
-    dh: DhSecret,
+    dh: DhPrivate,
     cookie: Option<Vec<u8>>,
     retries: u8,
 }
@@ -363,13 +364,11 @@ impl IkeSa {
             .config
             .ike_suites
             .first()
-            .ok_or(super::keys::KeyError::Unsupported(
-                "no IKE suite configured",
-            ))?;
+            .ok_or(CryptoError::Unsupported("IKE SA without configured suites"))?;
         let mut sa = Self::blank(id, true, random_u64()?, 0, local, remote, suite, ctx.now);
         sa.peer = Some(peer);
         sa.ni = random_bytes(NONCE_LEN)?;
-        let (dh, public) = DhSecret::generate(suite.dh)?;
+        let (dh, public) = dh_generate(suite.dh)?;
         sa.send_init(ctx, dh, public, None, 0);
         Ok(sa)
     }
@@ -377,12 +376,12 @@ impl IkeSa {
     fn send_init(
         &mut self,
         ctx: &mut Ctx<'_>,
-        dh: DhSecret,
+        dh: DhPrivate,
         public: Vec<u8>,
         cookie: Option<Vec<u8>>,
         retries: u8,
     ) {
-        let group = dh.group();
+        let group = dh.group().id();
         // The suites whose group we sent go first so the responder can take our KE.
         let mut suites = ctx.config.ike_suites.clone();
         suites.sort_by_key(|s| s.dh != group);
@@ -505,8 +504,8 @@ impl IkeSa {
         sa.nr = random_bytes(NONCE_LEN).ok()?;
         sa.init_theirs = raw.to_vec();
         sa.peer_fragmentation = has_notify(payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED);
-        let (dh, public) = DhSecret::generate(suite.dh).ok()?;
-        let Ok(shared) = dh.agree(&ke.data) else {
+        let (dh, public) = dh_generate(suite.dh).ok()?;
+        let Ok(shared) = dh.shared_secret(&ke.data) else {
             return refuse(ctx, NotifyType::INVALID_SYNTAX, Vec::new());
         };
         let x = Exchanged {
@@ -550,7 +549,7 @@ impl IkeSa {
         if let Some(c) = find_notify(payloads, NotifyType::COOKIE) {
             if retries < MAX_INIT_RETRIES && !c.data.is_empty() && c.data.len() <= 64 {
                 // The same KE value may be sent again: the responder kept no state.
-                return match DhSecret::generate(dh.group()) {
+                return match dh_generate(dh.group().id()) {
                     Ok((d, p)) => self.send_init(ctx, d, p, Some(c.data.clone()), retries + 1),
                     Err(e) => self.down(ctx, DownReason::Local(e.to_string())),
                 };
@@ -564,9 +563,9 @@ impl IkeSa {
                 .map(|g| DhId(u16::from_be_bytes([g[0], g[1]])));
             let ours = |g: DhId| ctx.config.ike_suites.iter().any(|s| s.dh == g);
             match group {
-                Some(g) if ours(g) && g != dh.group() && retries < MAX_INIT_RETRIES => {
+                Some(g) if ours(g) && g != dh.group().id() && retries < MAX_INIT_RETRIES => {
                     debug!(sa = ?self.id, group = ?g, "responder wants another group");
-                    match DhSecret::generate(g) {
+                    match dh_generate(g) {
                         Ok((d, p)) => self.send_init(ctx, d, p, cookie, retries + 1),
                         Err(e) => self.down(ctx, DownReason::Local(e.to_string())),
                     }
@@ -596,10 +595,10 @@ impl IkeSa {
         let Some(suite) = proposal::accepted_ike(&ctx.config.ike_suites, answer) else {
             return self.down(ctx, DownReason::Refused(NotifyType::NO_PROPOSAL_CHOSEN));
         };
-        if ke.group != suite.dh || dh.group() != suite.dh || header.spi_r == 0 {
+        if ke.group != suite.dh || dh.group().id() != suite.dh || header.spi_r == 0 {
             return self.down(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX));
         }
-        let Ok(shared) = dh.agree(&ke.data) else {
+        let Ok(shared) = dh.shared_secret(&ke.data) else {
             return self.down(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX));
         };
         self.spi_r = header.spi_r;
@@ -1035,7 +1034,7 @@ impl IkeSa {
             return;
         };
         let pfs = ctx.config.child_pfs;
-        let dh = match pfs.map(DhSecret::generate) {
+        let dh = match pfs.map(dh_generate) {
             Some(Ok((d, p))) => Some((d, p)),
             Some(Err(_)) => return,
             None => None,
@@ -1048,7 +1047,7 @@ impl IkeSa {
         inner.push(Payload::Nonce(nonce.clone()));
         let dh = dh.map(|(d, public)| {
             inner.push(Payload::Ke(KeyExchange {
-                group: d.group(),
+                group: d.group().id(),
                 data: public,
             }));
             d
@@ -1071,7 +1070,7 @@ impl IkeSa {
             return;
         };
         let suite = self.suite;
-        let Ok((dh, public)) = DhSecret::generate(suite.dh) else {
+        let Ok((dh, public)) = dh_generate(suite.dh) else {
             return;
         };
         let mut suites = vec![suite];
@@ -1147,10 +1146,10 @@ impl IkeSa {
                         want.0.to_be_bytes().to_vec(),
                     )];
                 }
-                let Ok((dh, public)) = DhSecret::generate(ke.group) else {
+                let Ok((dh, public)) = dh_generate(ke.group) else {
                     return vec![notify(NotifyType::TEMPORARY_FAILURE, Vec::new())];
                 };
-                let Ok(shared) = dh.agree(&ke.data) else {
+                let Ok(shared) = dh.shared_secret(&ke.data) else {
                     return vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())];
                 };
                 (
@@ -1230,14 +1229,14 @@ impl IkeSa {
         payloads: &[Payload],
         spi_in: u32,
         ni: Vec<u8>,
-        dh: Option<DhSecret>,
+        dh: Option<DhPrivate>,
         rekey: Option<ChildSpis>,
     ) {
         let nr = payloads.iter().find_map(|p| match p {
             Payload::Nonce(n) => Some(n.clone()),
             _ => None,
         });
-        let pfs = dh.as_ref().map(DhSecret::group);
+        let pfs = dh.as_ref().map(|d| d.group().id());
         let shared = match (
             &dh,
             payloads.iter().find_map(|p| match p {
@@ -1245,7 +1244,7 @@ impl IkeSa {
                 _ => None,
             }),
         ) {
-            (Some(dh), Some(ke)) if Some(ke.group) == pfs => dh.agree(&ke.data).ok(),
+            (Some(dh), Some(ke)) if Some(ke.group) == pfs => dh.shared_secret(&ke.data).ok(),
             _ => None,
         };
         let result = match nr.as_ref() {
@@ -1359,10 +1358,10 @@ impl IkeSa {
         let Ok(spi_i) = <[u8; 8]>::try_from(chosen.spi.as_slice()).map(u64::from_be_bytes) else {
             return vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())];
         };
-        let (Ok(spi_r), Ok((dh, public))) = (random_u64(), DhSecret::generate(suite.dh)) else {
+        let (Ok(spi_r), Ok((dh, public))) = (random_u64(), dh_generate(suite.dh)) else {
             return vec![notify(NotifyType::TEMPORARY_FAILURE, Vec::new())];
         };
-        let Ok(shared) = dh.agree(&ke.data) else {
+        let Ok(shared) = dh.shared_secret(&ke.data) else {
             return vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())];
         };
         let Some(new) = self.successor(ctx, suite, &shared, false, spi_i, spi_r, ni, &nr) else {
@@ -1453,7 +1452,7 @@ impl IkeSa {
         payloads: &[Payload],
         spi_i: u64,
         ni: Vec<u8>,
-        dh: DhSecret,
+        dh: DhPrivate,
     ) {
         let collision = self.ike_collision.take();
         let answer = payloads.iter().find_map(|p| match p {
@@ -1471,12 +1470,12 @@ impl IkeSa {
         let new = match (answer, nr.as_ref(), ke) {
             (Some(answer), Some(nr), Some(ke)) if error_notify(payloads).is_none() => {
                 let suite = proposal::accepted_ike(&ctx.config.ike_suites, answer)
-                    .filter(|s| s.dh == dh.group() && ke.group == s.dh);
+                    .filter(|s| s.dh == dh.group().id() && ke.group == s.dh);
                 let spi_r = answer
                     .first()
                     .and_then(|p| <[u8; 8]>::try_from(p.spi.as_slice()).ok())
                     .map(u64::from_be_bytes);
-                match (suite, spi_r, dh.agree(&ke.data)) {
+                match (suite, spi_r, dh.shared_secret(&ke.data)) {
                     (Some(suite), Some(spi_r), Ok(shared)) => {
                         self.successor(ctx, suite, &shared, true, spi_i, spi_r, &ni, nr)
                     }
