@@ -14,7 +14,7 @@ use crate::wire::{self, Datagram, Header, Payload};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 use tracing::debug;
 
 pub struct Engine<P: Policy> {
@@ -28,12 +28,21 @@ pub struct Engine<P: Policy> {
     handles: HashMap<IkeSaId, u64>,
     next_id: u64,
     cookies: Cookies,
+    /// An instant and the wall-clock time then: certificates are checked against the
+    /// wall-clock time of `now`.
+    clock: (Instant, SystemTime),
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
 
 impl<P: Policy> Engine<P> {
-    pub fn new(config: Config, policy: P, now: Instant) -> Result<Self, KeyError> {
+    /// `wall` is the wall-clock time at `now`.
+    pub fn new(
+        config: Config,
+        policy: P,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Self, KeyError> {
         Ok(Self {
             config,
             policy,
@@ -42,6 +51,7 @@ impl<P: Policy> Engine<P> {
             handles: HashMap::new(),
             next_id: 1,
             cookies: Cookies::new(now)?,
+            clock: (now, wall),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         })
@@ -116,6 +126,7 @@ impl<P: Policy> Engine<P> {
             now,
             config: &self.config,
             policy: &self.policy,
+            wall: wall_time(self.clock, now),
             transmits: &mut self.transmits,
             events: &mut self.events,
             spawned: Vec::new(),
@@ -241,6 +252,7 @@ impl<P: Policy> Engine<P> {
             now,
             config: &self.config,
             policy: &self.policy,
+            wall: wall_time(self.clock, now),
             transmits: &mut self.transmits,
             events: &mut self.events,
             spawned: Vec::new(),
@@ -320,6 +332,7 @@ impl<P: Policy> Engine<P> {
             now,
             config: &self.config,
             policy: &self.policy,
+            wall: wall_time(self.clock, now),
             transmits: &mut self.transmits,
             events: &mut self.events,
             spawned: Vec::new(),
@@ -423,5 +436,12 @@ impl<P: Policy> Engine<P> {
         for key in settled {
             self.half_open.remove(&key);
         }
+    }
+}
+
+fn wall_time((then, wall): (Instant, SystemTime), now: Instant) -> SystemTime {
+    match now.checked_duration_since(then) {
+        Some(ahead) => wall + ahead,
+        None => wall - then.duration_since(now),
     }
 }

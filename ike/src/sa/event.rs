@@ -1,9 +1,9 @@
 //! What the engine tells its caller.
 
 use super::child::{ChildSa, ChildSpis};
-use super::policy::Identity;
 use crate::config::IkeSuite;
 use crate::iana::NotifyType;
+use crate::identity::Identity;
 use std::net::SocketAddr;
 
 /// Names an IKE SA for the caller. It stays the same when the IKE SA is rekeyed.

@@ -12,25 +12,24 @@ use super::nat::detection_hash;
 use super::policy::{LocalAuth, PeerAuth, PeerConfig, Policy, id_from_wire, id_to_wire};
 use super::proposal;
 use super::window::{Expiry, Incoming, Requests, Responses};
+use crate::auth::{self, AuthError};
 use crate::config::{Config, IkeSuite};
 use crate::crypto::{CryptoError, DhPrivate};
-use crate::iana::{AuthMethod, DhId, ExchangeType, HashAlgorithm, NotifyType, ProtocolId};
+use crate::iana::{AuthMethod, CertEncoding, DhId, ExchangeType, NotifyType, ProtocolId};
 use crate::secret::Secret;
 use crate::wire::{
-    self, Authentication, Datagram, Delete, Header, Identification, KeyExchange, Payload, Progress,
-    Reassembly, ReassemblyLimits,
+    self, Authentication, Certificate, Datagram, Delete, Header, Identification, KeyExchange,
+    Payload, Progress, Reassembly, ReassemblyLimits,
 };
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
-use subtle::ConstantTimeEq;
+use std::time::{Instant, SystemTime};
 use tracing::{debug, warn};
 
 const NONCE_LEN: usize = 32;
 /// How often an initiator follows COOKIE or INVALID_KE_PAYLOAD before giving up.
 const MAX_INIT_RETRIES: u8 = 4;
-const KEY_PAD: &[u8] = b"Key Pad for IKEv2";
 
 /// What the engine lends an IKE SA while it works.
 pub(super) struct Ctx<'a> {
@@ -39,6 +38,8 @@ pub(super) struct Ctx<'a> {
     pub policy: &'a dyn Policy,
     pub transmits: &'a mut VecDeque<Transmit>,
     pub events: &'a mut VecDeque<Event>,
+    /// The wall-clock time at `now`, for certificate validity.
+    pub wall: SystemTime,
     /// IKE SAs created by a rekey, for the engine to add.
     pub spawned: Vec<IkeSa>,
     /// (old, new) local SPIs: the new IKE SA takes over the old one's children.
@@ -326,15 +327,6 @@ impl IkeSa {
     // ---------------------------------------------------------------- IKE_SA_INIT
 
     fn init_notifies(&self, ctx: &Ctx<'_>, spi_r: u64) -> Vec<Payload> {
-        let hashes: Vec<u8> = [
-            HashAlgorithm::SHA2_256,
-            HashAlgorithm::SHA2_384,
-            HashAlgorithm::SHA2_512,
-            HashAlgorithm::IDENTITY,
-        ]
-        .iter()
-        .flat_map(|h| h.0.to_be_bytes())
-        .collect();
         let (src, dst) = if ctx.config.force_nat_t {
             // A hash no address matches makes the peer float to 4500 as well.
             (vec![0; 20], vec![0; 20])
@@ -348,7 +340,10 @@ impl IkeSa {
             notify(NotifyType::NAT_DETECTION_SOURCE_IP, src),
             notify(NotifyType::NAT_DETECTION_DESTINATION_IP, dst),
             notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()),
-            notify(NotifyType::SIGNATURE_HASH_ALGORITHMS, hashes),
+            notify(
+                NotifyType::SIGNATURE_HASH_ALGORITHMS,
+                auth::our_hash_algorithms(),
+            ),
         ]
     }
 
@@ -625,44 +620,93 @@ impl IkeSa {
 
     // ---------------------------------------------------------------- IKE_AUTH
 
-    /// AUTH data for our side: `octets` are our first message | peer nonce | prf(SK_p, ID).
+    /// The octets one side signs (RFC 7296 §2.15): its IKE_SA_INIT message, the other
+    /// side's nonce, prf(SK_p, its ID payload body).
+    fn octets(&self, ours: bool, id: &Identification) -> Option<Vec<u8>> {
+        let keys = self.keys.as_ref()?;
+        let (message, nonce, sk_p) = match (ours, self.initiator) {
+            (true, true) => (&self.init_ours, &self.nr, &keys.sk_p_ours),
+            (true, false) => (&self.init_ours, &self.ni, &keys.sk_p_ours),
+            (false, true) => (&self.init_theirs, &self.ni, &keys.sk_p_peer),
+            (false, false) => (&self.init_theirs, &self.nr, &keys.sk_p_peer),
+        };
+        Some(auth::signed_octets(
+            message,
+            nonce,
+            keys.prf,
+            sk_p.expose(),
+            &payload_body(id),
+        ))
+    }
+
+    /// Our AUTH payload for our ID payload `id`.
     fn our_auth(&self, id: &Identification) -> Option<Authentication> {
         let keys = self.keys.as_ref()?;
-        let peer = self.peer.as_ref()?;
-        let peer_nonce = if self.initiator { &self.nr } else { &self.ni };
-        let maced = keys.prf.compute(keys.sk_p_ours.expose(), &payload_body(id));
-        let octets = [self.init_ours.as_slice(), peer_nonce, maced.expose()].concat();
-        match &peer.local_auth {
-            LocalAuth::Psk(psk) => {
-                let pad = keys.prf.compute(psk.expose(), KEY_PAD);
-                Some(Authentication {
-                    method: AuthMethod::SHARED_KEY,
-                    data: keys.prf.compute(pad.expose(), &octets).expose().to_vec(),
+        let octets = self.octets(true, id)?;
+        Some(match &self.peer.as_ref()?.local_auth {
+            LocalAuth::Psk(psk) => Authentication {
+                method: AuthMethod::SHARED_KEY,
+                data: auth::psk_auth(keys.prf, psk, &octets).expose().to_vec(),
+            },
+            LocalAuth::Certificate { key, .. } => Authentication {
+                method: key.method(),
+                data: key.sign(&octets),
+            },
+        })
+    }
+
+    /// Our certificate chain as CERT payloads, if we authenticate with one.
+    fn our_certificates(&self) -> Vec<Payload> {
+        match self.peer.as_ref().map(|p| &p.local_auth) {
+            Some(LocalAuth::Certificate { chain, .. }) => chain
+                .iter()
+                .map(|der| {
+                    Payload::Cert(Certificate {
+                        encoding: CertEncoding::X509_SIGNATURE,
+                        data: der.clone(),
+                    })
                 })
-            }
+                .collect(),
+            _ => Vec::new(),
         }
     }
 
+    /// Whether the peer proved to be `peer.remote_id`: its AUTH over its ID payload `id`,
+    /// and for certificates the chain in `payloads` and the identity it is issued for.
     fn verify_peer_auth(
         &self,
+        ctx: &Ctx<'_>,
         peer: &PeerConfig,
         id: &Identification,
         auth: &Authentication,
-    ) -> bool {
-        let Some(keys) = self.keys.as_ref() else {
-            return false;
-        };
-        let our_nonce = if self.initiator { &self.ni } else { &self.nr };
-        let maced = keys.prf.compute(keys.sk_p_peer.expose(), &payload_body(id));
-        let octets = [self.init_theirs.as_slice(), our_nonce, maced.expose()].concat();
+        payloads: &[Payload],
+    ) -> Result<(), AuthError> {
+        let keys = self.keys.as_ref().ok_or(AuthError::Mismatch)?;
+        if id_from_wire(id).as_ref() != Some(&peer.remote_id) {
+            return Err(AuthError::Mismatch);
+        }
+        let octets = self.octets(false, id).ok_or(AuthError::Mismatch)?;
         match &peer.remote_auth {
             PeerAuth::Psk(psk) => {
                 if auth.method != AuthMethod::SHARED_KEY {
-                    return false;
+                    return Err(AuthError::UnsupportedMethod(auth.method));
                 }
-                let pad = keys.prf.compute(psk.expose(), KEY_PAD);
-                let expected: Secret = keys.prf.compute(pad.expose(), &octets);
-                bool::from(expected.expose().ct_eq(&auth.data))
+                auth::verify_psk(keys.prf, psk, &octets, &auth.data)
+            }
+            PeerAuth::Certificate(anchors) => {
+                let mut certs = payloads.iter().filter_map(|p| match p {
+                    Payload::Cert(c) if c.encoding == CertEncoding::X509_SIGNATURE => {
+                        Some(c.data.clone())
+                    }
+                    _ => None,
+                });
+                let end_entity = certs.next().ok_or(AuthError::Mismatch)?;
+                let intermediates: Vec<Vec<u8>> = certs.collect();
+                let validated = anchors.validate(&end_entity, &intermediates, ctx.wall, &[])?;
+                if !validated.matches(&peer.remote_id) {
+                    return Err(AuthError::Mismatch);
+                }
+                auth::verify(validated.cert_der(), auth.method, &auth.data, &octets)
             }
         }
     }
@@ -703,12 +747,18 @@ impl IkeSa {
         let Ok(spi_in) = random_u32() else {
             return self.down(ctx, DownReason::Local("no randomness".into()));
         };
-        let mut inner = vec![
-            Payload::IdI(id),
-            notify(NotifyType::INITIAL_CONTACT, Vec::new()),
-            Payload::IdR(id_to_wire(&peer.remote_id)),
-            Payload::Auth(auth),
-        ];
+        let mut inner = vec![Payload::IdI(id)];
+        inner.extend(self.our_certificates());
+        inner.push(notify(NotifyType::INITIAL_CONTACT, Vec::new()));
+        if matches!(peer.remote_auth, PeerAuth::Certificate(_)) {
+            // Without hashes of trusted keys: a request to send the certificate at all.
+            inner.push(Payload::CertReq(Certificate {
+                encoding: CertEncoding::X509_SIGNATURE,
+                data: Vec::new(),
+            }));
+        }
+        inner.push(Payload::IdR(id_to_wire(&peer.remote_id)));
+        inner.push(Payload::Auth(auth));
         inner.extend(self.child_request_payloads(ctx, spi_in, None));
         self.phase = Phase::AuthSent;
         self.send_request(
@@ -738,8 +788,16 @@ impl IkeSa {
             .as_ref()
             .and_then(|id| ctx.policy.peer(id, self.remote))
             .filter(|p| Some(&p.remote_id) == claimed.as_ref());
-        let Some(peer) = peer.filter(|p| self.verify_peer_auth(p, idi, auth)) else {
-            warn!(sa = ?self.id, remote = %self.remote, "peer failed to authenticate");
+        let verified = peer
+            .as_ref()
+            .map(|p| self.verify_peer_auth(ctx, p, idi, auth, payloads));
+        let Some(peer) = peer.filter(|_| matches!(verified, Some(Ok(())))) else {
+            warn!(
+                sa = ?self.id,
+                remote = %self.remote,
+                error = ?verified.map(|v| v.err()),
+                "peer failed to authenticate"
+            );
             ctx.events.push_back(Event::AuthFailed {
                 sa: self.id,
                 remote: self.remote,
@@ -754,11 +812,13 @@ impl IkeSa {
             self.phase = Phase::Dead;
             return vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())];
         };
-        let mut out = vec![Payload::IdR(id), Payload::Auth(our_auth)];
+        let mut out = vec![Payload::IdR(id)];
+        out.extend(self.our_certificates());
+        out.push(Payload::Auth(our_auth));
         self.phase = Phase::Established;
         self.last_heard = ctx.now;
         self.rekey_at = ctx.config.lifetimes.ike_rekey.map(|d| ctx.now + d);
-        ctx.events.push_back(self.up_event());
+        ctx.events.push_back(self.up_event(&peer));
         let (ni, nr) = (self.ni.clone(), self.nr.clone());
         match self.answer_child(ctx, payloads, None, &ni, &nr) {
             Ok((child, reply)) => {
@@ -779,17 +839,10 @@ impl IkeSa {
         out
     }
 
-    fn up_event(&self) -> Event {
+    fn up_event(&self, peer: &PeerConfig) -> Event {
         Event::IkeSaUp {
             sa: self.id,
-            peer: self
-                .peer
-                .as_ref()
-                .map(|p| p.remote_id.clone())
-                .unwrap_or_else(|| Identification {
-                    id_type: crate::iana::IdType::KEY_ID,
-                    data: Vec::new(),
-                }),
+            peer: peer.remote_id.clone(),
             local: self.local,
             remote: self.remote,
             suite: self.suite,
@@ -982,10 +1035,8 @@ impl IkeSa {
         let Some(peer) = self.peer.clone() else {
             return self.down(ctx, DownReason::AuthFailed);
         };
-        let authentic = id_from_wire(idr).as_ref() == Some(&peer.remote_id)
-            && self.verify_peer_auth(&peer, idr, auth);
-        if !authentic {
-            warn!(sa = ?self.id, remote = %self.remote, "responder failed to authenticate");
+        if let Err(e) = self.verify_peer_auth(ctx, &peer, idr, auth, payloads) {
+            warn!(sa = ?self.id, remote = %self.remote, error = %e, "responder failed to authenticate");
             ctx.events.push_back(Event::AuthFailed {
                 sa: self.id,
                 remote: self.remote,
@@ -1003,7 +1054,7 @@ impl IkeSa {
         self.phase = Phase::Established;
         self.last_heard = ctx.now;
         self.rekey_at = ctx.config.lifetimes.ike_rekey.map(|d| ctx.now + d);
-        ctx.events.push_back(self.up_event());
+        ctx.events.push_back(self.up_event(&peer));
         let (ni, nr) = (self.ni.clone(), self.nr.clone());
         match self.accept_child(
             ctx,

@@ -1,34 +1,44 @@
 //! What the engine asks of its caller: who a peer is, how each side authenticates, and
 //! which traffic selectors a child SA may have.
 
+use crate::auth::{SigningKey, TrustAnchors};
 use crate::iana::NotifyType;
+pub use crate::identity::Identity;
 use crate::secret::Secret;
 use crate::ts::TrafficSelector;
 use crate::wire::Identification;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// An identity as carried in IDi/IDr.
-pub type Identity = Identification;
-
 pub(super) fn id_to_wire(id: &Identity) -> Identification {
-    id.clone()
+    let (id_type, data) = id.to_wire();
+    Identification { id_type, data }
 }
 
 pub(super) fn id_from_wire(id: &Identification) -> Option<Identity> {
-    Some(id.clone())
+    Identity::from_wire(id.id_type, &id.data).ok()
 }
 
 /// How we prove who we are.
 #[derive(Clone, Debug)]
 pub enum LocalAuth {
+    /// AUTH method 2.
     Psk(Secret),
+    /// AUTH method 14 (RFC 7427) with our key; `chain` is our certificate first, then
+    /// any intermediates, DER.
+    Certificate {
+        key: Arc<SigningKey>,
+        chain: Vec<Vec<u8>>,
+    },
 }
 
 /// How the peer must prove who it is.
 #[derive(Clone, Debug)]
 pub enum PeerAuth {
     Psk(Secret),
+    /// A certificate chain to one of these anchors, issued for the peer's identity, and
+    /// an RFC 7427 signature with its key.
+    Certificate(Arc<TrustAnchors>),
 }
 
 /// Everything peer-specific the engine needs for one IKE SA.

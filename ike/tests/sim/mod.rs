@@ -2,16 +2,27 @@
 //! duplicated, delayed and reordered by a seeded PRNG, so every run is reproducible.
 #![allow(dead_code)] // each test crate uses a different part
 
+use iiptran_ike::auth::{SigningKey, TrustAnchors};
 use iiptran_ike::config::Config;
-use iiptran_ike::iana::{IdType, NotifyType};
+use iiptran_ike::iana::NotifyType;
+use iiptran_ike::identity::Identity;
 use iiptran_ike::sa::{ChildSa, Engine, Event, IkeSaId, LocalAuth, PeerAuth, PeerConfig, Policy};
 use iiptran_ike::secret::Secret;
 use iiptran_ike::ts::TrafficSelector;
-use iiptran_ike::wire::Identification;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    SignatureAlgorithm, date_time_ymd,
+};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The wall-clock time when every simulation starts: 2027-01-01, inside the validity
+/// of the test certificates.
+pub fn wall_start() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_798_761_600)
+}
 
 /// xorshift64*: tiny, seeded, good enough to schedule faults.
 pub struct Rng(u64);
@@ -61,7 +72,7 @@ fn same(a: &[TrafficSelector], b: &[TrafficSelector]) -> bool {
 }
 
 impl Policy for TestPolicy {
-    fn peer(&self, remote_id: &Identification, _remote: SocketAddr) -> Option<Arc<PeerConfig>> {
+    fn peer(&self, remote_id: &Identity, _remote: SocketAddr) -> Option<Arc<PeerConfig>> {
         self.peers
             .iter()
             .find(|p| &p.remote_id == remote_id)
@@ -105,11 +116,8 @@ impl Policy for TestPolicy {
     }
 }
 
-pub fn fqdn(name: &str) -> Identification {
-    Identification {
-        id_type: IdType::FQDN,
-        data: name.as_bytes().to_vec(),
-    }
+pub fn fqdn(name: &str) -> Identity {
+    Identity::Fqdn(name.into())
 }
 
 /// IPIP between two endpoints.
@@ -135,7 +143,7 @@ impl Node {
         SocketAddr::new(self.ip, 500)
     }
 
-    pub fn id(&self) -> Identification {
+    pub fn id(&self) -> Identity {
         fqdn(&self.name)
     }
 
@@ -239,6 +247,7 @@ impl Net {
                 refuse_children: false,
             },
             self.now,
+            wall_start(),
         )
         .expect("engine");
         self.nodes.push(Node {
@@ -269,6 +278,35 @@ impl Net {
         let ba = Arc::new(self.psk_peer(b, a, b"shared secret"));
         self.nodes[a].engine.policy_mut().peers.push(ab);
         self.nodes[b].engine.policy_mut().peers.push(ba);
+    }
+
+    /// Both nodes authenticate with certificates from one CA whose keys (CA and nodes)
+    /// are of type `alg`.
+    pub fn pair_certs(&mut self, a: usize, b: usize, alg: &'static SignatureAlgorithm) {
+        let ca = Ca::new(alg);
+        let anchors =
+            Arc::new(TrustAnchors::from_der(std::slice::from_ref(&ca.der)).expect("anchor"));
+        let configs: Vec<PeerConfig> = [(a, b), (b, a)]
+            .iter()
+            .map(|&(x, y)| {
+                let (key, der) = ca.issue(&self.nodes[x].name, alg);
+                PeerConfig {
+                    local_auth: LocalAuth::Certificate {
+                        key: Arc::new(key),
+                        chain: vec![der],
+                    },
+                    remote_auth: PeerAuth::Certificate(anchors.clone()),
+                    ..self.psk_peer(x, y, b"unused")
+                }
+            })
+            .collect();
+        for ((x, _), config) in [(a, b), (b, a)].into_iter().zip(configs) {
+            self.nodes[x]
+                .engine
+                .policy_mut()
+                .peers
+                .push(Arc::new(config));
+        }
     }
 
     pub fn initiate(&mut self, a: usize, b: usize) -> IkeSaId {
@@ -424,5 +462,47 @@ impl Net {
             && x.spis.outbound == y.spis.inbound
             && x.inbound == y.outbound
             && x.outbound == y.inbound
+    }
+}
+
+/// A test CA issuing node certificates for DNS names.
+pub struct Ca {
+    params: CertificateParams,
+    key: KeyPair,
+    pub der: Vec<u8>,
+}
+
+fn validity(params: &mut CertificateParams) {
+    params.not_before = date_time_ymd(2026, 1, 1);
+    params.not_after = date_time_ymd(2028, 1, 1);
+}
+
+impl Ca {
+    pub fn new(alg: &'static SignatureAlgorithm) -> Self {
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, "vn ca");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        validity(&mut params);
+        let key = KeyPair::generate_for(alg).expect("CA key");
+        let der = params.self_signed(&key).expect("CA").der().to_vec();
+        Self { params, key, der }
+    }
+
+    /// A key of type `alg` and a certificate for `name` signed by this CA.
+    pub fn issue(&self, name: &str, alg: &'static SignatureAlgorithm) -> (SigningKey, Vec<u8>) {
+        let key = KeyPair::generate_for(alg).expect("node key");
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.subject_alt_names = vec![SanType::DnsName(name.try_into().expect("name"))];
+        validity(&mut params);
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let der = params
+            .signed_by(&key, &issuer)
+            .expect("cert")
+            .der()
+            .to_vec();
+        let signing = SigningKey::from_pkcs8_der(&key.serialize_der()).expect("PKCS#8 key");
+        (signing, der)
     }
 }
