@@ -1750,8 +1750,10 @@ impl IkeSa {
 
     fn heard(&mut self, ctx: &Ctx<'_>, local: SocketAddr, remote: SocketAddr) {
         self.last_heard = ctx.now;
+        // RFC 7296 §2.23: the initiator floated to port 4500 (we follow), or its NAT
+        // mapping changed (we follow the address it now uses).
+        self.nat_t |= super::exchange::on_nat_t_port(local, remote);
         if self.nat_t && (self.remote != remote || self.local != local) {
-            // RFC 7296 §2.23: behind a NAT, follow the address the peer now uses.
             self.remote = remote;
             self.local = local;
         }
