@@ -4,7 +4,7 @@ use super::child::ChildSpis;
 use super::cookie::Cookies;
 use super::event::{DownReason, Event, IkeSaId};
 pub use super::exchange::Transmit;
-use super::exchange::{NON_ESP_MARKER, find_notify, on_nat_t_port};
+use super::exchange::{NON_ESP_MARKER, find_notify, find_payload, on_nat_t_port};
 use super::ike_sa::{Ctx, IkeSa, Phase, Task, refuse_init};
 use super::keys::KeyError;
 use super::policy::{PeerConfig, Policy};
@@ -122,16 +122,7 @@ impl<P: Policy> Engine<P> {
         peer: Arc<PeerConfig>,
     ) -> Result<IkeSaId, KeyError> {
         let id = self.fresh_id();
-        let mut ctx = Ctx {
-            now,
-            config: &self.config,
-            policy: &self.policy,
-            wall: wall_time(self.clock, now),
-            transmits: &mut self.transmits,
-            events: &mut self.events,
-            spawned: Vec::new(),
-            handovers: Vec::new(),
-        };
+        let mut ctx = self.ctx(now);
         let sa = IkeSa::initiate(&mut ctx, id, local, remote, peer)?;
         self.handles.insert(id, sa.local_spi());
         self.sas.insert(sa.local_spi(), sa);
@@ -292,12 +283,8 @@ impl<P: Policy> Engine<P> {
             Err(_) => return,
         };
         if self.half_open.len() >= self.config.cookie_threshold {
-            let ni = payloads
-                .iter()
-                .find_map(|p| match p {
-                    Payload::Nonce(n) => Some(n.as_slice()),
-                    _ => None,
-                })
+            let ni = find_payload!(payloads, Payload::Nonce)
+                .map(Vec::as_slice)
                 .unwrap_or_default();
             let cookie = find_notify(&payloads, NotifyType::COOKIE).map(|n| n.data.as_slice());
             let valid =
@@ -328,16 +315,7 @@ impl<P: Policy> Engine<P> {
             return;
         };
         let was_established = sa.is_established();
-        let mut ctx = Ctx {
-            now,
-            config: &self.config,
-            policy: &self.policy,
-            wall: wall_time(self.clock, now),
-            transmits: &mut self.transmits,
-            events: &mut self.events,
-            spawned: Vec::new(),
-            handovers: Vec::new(),
-        };
+        let mut ctx = self.ctx(now);
         f(&mut sa, &mut ctx);
         let spawned = std::mem::take(&mut ctx.spawned);
         let handovers = std::mem::take(&mut ctx.handovers);

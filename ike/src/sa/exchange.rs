@@ -34,6 +34,17 @@ pub(super) fn with_marker(nat_t: bool, datagram: Vec<u8>) -> Vec<u8> {
     }
 }
 
+/// The first payload of a variant, e.g. `find_payload!(payloads, Payload::Nonce)`.
+macro_rules! find_payload {
+    ($payloads:expr, $variant:path) => {
+        $payloads.iter().find_map(|p| match p {
+            $variant(inner) => Some(inner),
+            _ => None,
+        })
+    };
+}
+pub(super) use find_payload;
+
 pub(super) fn notify(kind: NotifyType, data: Vec<u8>) -> Payload {
     Payload::Notify(Notify::new(kind, data))
 }
