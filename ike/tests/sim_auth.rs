@@ -46,10 +46,7 @@ fn certificate_from_an_unknown_ca_fails() {
     net.pair_certs(0, 1, &rcgen::PKCS_ED25519);
     let other = Ca::new(&rcgen::PKCS_ED25519);
     let anchors = Arc::new(TrustAnchors::from_der(std::slice::from_ref(&other.der)).unwrap());
-    let policy = net.nodes[1].engine.policy_mut();
-    let mut config = (*policy.peers[0]).clone();
-    config.remote_auth = PeerAuth::Certificate(anchors);
-    policy.peers = vec![Arc::new(config)];
+    net.edit_peer(1, |c| c.remote_auth = PeerAuth::Certificate(anchors));
     net.initiate(0, 1);
     net.run_for(Duration::from_secs(10));
     assert!(auth_failed(&net, 1));
@@ -71,17 +68,13 @@ fn certificate_for_another_identity_fails() {
     let mallory = Ca::new(&rcgen::PKCS_ECDSA_P256_SHA256);
     let (key, der) = mallory.issue("mallory.vn.example", &rcgen::PKCS_ECDSA_P256_SHA256);
     let anchors = Arc::new(TrustAnchors::from_der(std::slice::from_ref(&mallory.der)).unwrap());
-    let policy = net.nodes[0].engine.policy_mut();
-    let mut config = (*policy.peers[0]).clone();
-    config.local_auth = LocalAuth::Certificate {
-        key: Arc::new(key),
-        chain: vec![der],
-    };
-    policy.peers = vec![Arc::new(config)];
-    let policy = net.nodes[1].engine.policy_mut();
-    let mut config = (*policy.peers[0]).clone();
-    config.remote_auth = PeerAuth::Certificate(anchors);
-    policy.peers = vec![Arc::new(config)];
+    net.edit_peer(0, |c| {
+        c.local_auth = LocalAuth::Certificate {
+            key: Arc::new(key),
+            chain: vec![der],
+        }
+    });
+    net.edit_peer(1, |c| c.remote_auth = PeerAuth::Certificate(anchors));
     net.initiate(0, 1);
     net.run_for(Duration::from_secs(10));
     assert!(auth_failed(&net, 1));

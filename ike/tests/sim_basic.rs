@@ -336,3 +336,31 @@ fn unreachable_responder_times_out() {
     )));
     assert!(net.nodes[0].engine.poll_timeout().is_none());
 }
+
+#[test]
+fn peer_restart_leaves_one_sa() {
+    for seed in 0..6 {
+        let mut net = two(90 + seed, Config::default());
+        // Half the runs had Bob initiate the SA that goes stale.
+        if seed % 2 == 0 {
+            net.initiate(0, 1);
+        } else {
+            net.initiate(1, 0);
+        }
+        assert!(net.run_until(Duration::from_secs(1), established));
+        net.restart(0);
+        net.initiate(0, 1);
+        assert!(
+            net.run_until(Duration::from_secs(300), |n| n.paired(0, 1)
+                && n.nodes[1].engine.ike_sas().len() == 1
+                && n.nodes[1].live_children().len() == 1),
+            "seed {seed}"
+        );
+        assert_eq!(net.nodes[0].engine.ike_sas().len(), 1);
+        assert_eq!(
+            net.nodes[1].count(|e| matches!(e, Event::IkeSaDown { .. })),
+            1,
+            "seed {seed}: the stale SA is gone"
+        );
+    }
+}

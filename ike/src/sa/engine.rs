@@ -349,13 +349,31 @@ impl<P: Policy> Engine<P> {
     /// whose lowest nonce is higher (the rule of RFC 7296 §2.8.1 for rekey collisions);
     /// whoever initiated the other deletes it.
     fn resolve_duplicates(&mut self, now: Instant, spi: u64) {
-        if !self.config.delete_duplicates {
-            return;
-        }
         let Some(sa) = self.sas.get(&spi) else { return };
         let Some(peer) = sa.peer_id().cloned() else {
             return;
         };
+        if sa.initial_contact {
+            // The peer restarted, or initiated at the same time as we did: a liveness
+            // check tells which, quickly, for every other IKE SA with it.
+            let others: Vec<u64> = self
+                .sas
+                .iter()
+                .filter(|(other, s)| {
+                    **other != spi && s.is_established() && s.peer_id() == Some(&peer)
+                })
+                .map(|(other, _)| *other)
+                .collect();
+            for other in others {
+                self.run(now, other, |sa, ctx| {
+                    sa.queue(Task::Liveness);
+                    sa.drive(ctx);
+                });
+            }
+        }
+        if !self.config.delete_duplicates {
+            return;
+        }
         let key = |sa: &IkeSa| std::cmp::min(sa.ni.clone(), sa.nr.clone());
         let mut same: Vec<(Vec<u8>, u64)> = self
             .sas

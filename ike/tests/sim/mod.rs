@@ -4,16 +4,15 @@
 
 use iiptran_ike::auth::{SigningKey, TrustAnchors};
 use iiptran_ike::config::Config;
-use iiptran_ike::iana::NotifyType;
+use iiptran_ike::iana::{IpProtocol, NotifyType};
 use iiptran_ike::identity::Identity;
 use iiptran_ike::sa::{ChildSa, Engine, Event, IkeSaId, LocalAuth, PeerAuth, PeerConfig, Policy};
 use iiptran_ike::secret::Secret;
-use iiptran_ike::ts::TrafficSelector;
+use iiptran_ike::ts::{IiptranSelectors, TrafficSelector};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
     SignatureAlgorithm, date_time_ymd,
 };
-use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -59,16 +58,21 @@ pub struct Faults {
     pub jitter: Duration,
 }
 
-/// The node's decisions: the peers it knows and the one child SA shape it accepts (the
-/// IIPtran rule: exactly our configured selectors, nothing wider or narrower).
+/// The node's decisions: the peers it knows, and for child SAs the IIPtran rule
+/// ([`IiptranSelectors`]) between our endpoint and the peer's.
 pub struct TestPolicy {
     pub peers: Vec<Arc<PeerConfig>>,
     /// When set, every child SA is refused with TS_UNACCEPTABLE.
     pub refuse_children: bool,
 }
 
-fn same(a: &[TrafficSelector], b: &[TrafficSelector]) -> bool {
-    a.iter().collect::<HashSet<_>>() == b.iter().collect::<HashSet<_>>()
+/// The IIPtran selectors of a peer configuration: IPIP between its two endpoints.
+fn iiptran(peer: &PeerConfig) -> Result<IiptranSelectors, NotifyType> {
+    let endpoint = |ts: &[TrafficSelector]| ts.first().map(|t| t.start_addr);
+    let (Some(local), Some(remote)) = (endpoint(&peer.ts_local), endpoint(&peer.ts_remote)) else {
+        return Err(NotifyType::TS_UNACCEPTABLE);
+    };
+    IiptranSelectors::new(local, remote, &[IpProtocol::IPIP]).map_err(|e| e.notify())
 }
 
 impl Policy for TestPolicy {
@@ -85,21 +89,12 @@ impl Policy for TestPolicy {
         tsi: &[TrafficSelector],
         tsr: &[TrafficSelector],
     ) -> Result<(Vec<TrafficSelector>, Vec<TrafficSelector>), NotifyType> {
-        let covers = |offered: &[TrafficSelector], want: &[TrafficSelector]| {
-            want.iter().all(|w| {
-                offered.iter().any(|o| {
-                    o.ip_protocol == w.ip_protocol
-                        && o.start_addr <= w.start_addr
-                        && o.end_addr >= w.end_addr
-                        && o.start_port <= w.start_port
-                        && o.end_port >= w.end_port
-                })
-            })
-        };
-        if self.refuse_children || !covers(tsi, &peer.ts_remote) || !covers(tsr, &peer.ts_local) {
+        if self.refuse_children {
             return Err(NotifyType::TS_UNACCEPTABLE);
         }
-        Ok((peer.ts_remote.clone(), peer.ts_local.clone()))
+        iiptran(peer)?
+            .narrow_as_responder(tsi, tsr)
+            .map_err(|e| e.notify())
     }
 
     fn accept_narrowed(
@@ -108,11 +103,9 @@ impl Policy for TestPolicy {
         tsi: &[TrafficSelector],
         tsr: &[TrafficSelector],
     ) -> Result<(), NotifyType> {
-        if same(tsi, &peer.ts_local) && same(tsr, &peer.ts_remote) {
-            Ok(())
-        } else {
-            Err(NotifyType::TS_UNACCEPTABLE)
-        }
+        iiptran(peer)?
+            .check_initiator_answer(tsi, tsr)
+            .map_err(|e| e.notify())
     }
 }
 
@@ -120,15 +113,9 @@ pub fn fqdn(name: &str) -> Identity {
     Identity::Fqdn(name.into())
 }
 
-/// IPIP between two endpoints.
+/// IPIP from or to one endpoint.
 pub fn ipip(addr: IpAddr) -> Vec<TrafficSelector> {
-    vec![TrafficSelector {
-        ip_protocol: 4,
-        start_port: 0,
-        end_port: 0xffff,
-        start_addr: addr,
-        end_addr: addr,
-    }]
+    vec![TrafficSelector::exact(addr, IpProtocol::IPIP)]
 }
 
 pub struct Node {
@@ -239,17 +226,17 @@ impl Net {
         }
     }
 
+    fn engine(&self, config: Config, peers: Vec<Arc<PeerConfig>>) -> Engine<TestPolicy> {
+        let wall = wall_start() + self.elapsed();
+        let policy = TestPolicy {
+            peers,
+            refuse_children: false,
+        };
+        Engine::new(config, policy, self.now, wall).expect("engine")
+    }
+
     pub fn add(&mut self, name: &str, ip: &str, config: Config) -> usize {
-        let engine = Engine::new(
-            config,
-            TestPolicy {
-                peers: Vec::new(),
-                refuse_children: false,
-            },
-            self.now,
-            wall_start(),
-        )
-        .expect("engine");
+        let engine = self.engine(config, Vec::new());
         self.nodes.push(Node {
             name: name.into(),
             ip: ip.parse().expect("address"),
@@ -278,6 +265,22 @@ impl Net {
         let ba = Arc::new(self.psk_peer(b, a, b"shared secret"));
         self.nodes[a].engine.policy_mut().peers.push(ab);
         self.nodes[b].engine.policy_mut().peers.push(ba);
+    }
+
+    /// Node `n` crashes and comes back with the same configuration and no SAs.
+    pub fn restart(&mut self, n: usize) {
+        let config = self.nodes[n].engine.config().clone();
+        let peers = self.nodes[n].engine.policy().peers.clone();
+        self.nodes[n].engine = self.engine(config, peers);
+        self.nodes[n].events.clear();
+    }
+
+    /// Changes the configuration node `n` has for its first peer.
+    pub fn edit_peer(&mut self, n: usize, edit: impl FnOnce(&mut PeerConfig)) {
+        let peers = &mut self.nodes[n].engine.policy_mut().peers;
+        let mut config = (*peers[0]).clone();
+        edit(&mut config);
+        peers[0] = Arc::new(config);
     }
 
     /// Both nodes authenticate with certificates from one CA whose keys (CA and nodes)

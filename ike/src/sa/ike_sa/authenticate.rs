@@ -189,6 +189,7 @@ impl IkeSa {
             return vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())];
         };
         self.peer = Some(peer.clone());
+        self.initial_contact = has_notify(payloads, NotifyType::INITIAL_CONTACT);
         let id = id_to_wire(&peer.local_id);
         let Some(our_auth) = self.our_auth(&id) else {
             self.phase = Phase::Dead;

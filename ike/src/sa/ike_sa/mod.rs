@@ -174,6 +174,8 @@ pub(super) struct IkeSa {
     pub successor_of: Option<u64>,
     /// Another IKE SA with the same peer is kept instead of this one.
     pub duplicate: bool,
+    /// The peer said (INITIAL_CONTACT) it holds no other IKE SA with us.
+    pub initial_contact: bool,
 }
 
 /// Decoded inner payloads of a message, or why there are none.
@@ -238,6 +240,7 @@ impl IkeSa {
             ike_collision: None,
             successor_of: None,
             duplicate: false,
+            initial_contact: false,
         }
     }
 
