@@ -200,7 +200,7 @@ impl IkeSa {
         out.push(Payload::Auth(our_auth));
         self.phase = Phase::Established;
         self.last_heard = ctx.now;
-        self.rekey_at = ctx.config.lifetimes.ike_rekey.map(|d| ctx.now + d);
+        self.rekey_at = ctx.rekey_time(ctx.config.lifetimes.ike_rekey);
         ctx.events.push_back(self.up_event(&peer));
         let (ni, nr) = (self.ni.clone(), self.nr.clone());
         match self.answer_child(ctx, payloads, None, &ni, &nr) {
@@ -237,7 +237,7 @@ impl IkeSa {
         self.children.push(Child {
             sa,
             state: ChildState::Installed,
-            rekey_at: ctx.config.lifetimes.child_rekey.map(|d| ctx.now + d),
+            rekey_at: ctx.rekey_time(ctx.config.lifetimes.child_rekey),
             collision: None,
             announced: true,
         });
@@ -414,7 +414,7 @@ impl IkeSa {
         }
         self.phase = Phase::Established;
         self.last_heard = ctx.now;
-        self.rekey_at = ctx.config.lifetimes.ike_rekey.map(|d| ctx.now + d);
+        self.rekey_at = ctx.rekey_time(ctx.config.lifetimes.ike_rekey);
         ctx.events.push_back(self.up_event(&peer));
         let (ni, nr) = (self.ni.clone(), self.nr.clone());
         match self.accept_child(

@@ -391,7 +391,7 @@ impl IkeSa {
         sa.keys = Some(keys);
         sa.ni = ni.to_vec();
         sa.nr = nr.to_vec();
-        sa.rekey_at = ctx.config.lifetimes.ike_rekey.map(|d| ctx.now + d);
+        sa.rekey_at = ctx.rekey_time(ctx.config.lifetimes.ike_rekey);
         sa.successor_of = Some(self.local_spi());
         Some(sa)
     }

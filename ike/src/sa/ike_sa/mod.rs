@@ -24,7 +24,7 @@ use crate::wire::{
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, warn};
 
 mod authenticate;
@@ -51,6 +51,16 @@ pub(super) struct Ctx<'a> {
     pub spawned: Vec<IkeSa>,
     /// (old, new) local SPIs: the new IKE SA takes over the old one's children.
     pub handovers: Vec<(u64, u64)>,
+}
+
+impl Ctx<'_> {
+    /// When to rekey an SA with this lifetime: up to a tenth earlier at random, so that
+    /// two peers with the same lifetimes rarely rekey at the same moment (§2.8.1).
+    fn rekey_time(&self, lifetime: Option<Duration>) -> Option<Instant> {
+        let lifetime = lifetime?;
+        let per_mille = random_u32().map_or(0, |r| r % 100);
+        Some(self.now + lifetime - lifetime * per_mille / 1000)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
