@@ -77,6 +77,12 @@ impl Default for Retransmission {
 }
 
 impl Retransmission {
+    /// How long a request is retransmitted before the peer counts as dead: the longest a
+    /// peer may still send a request we once answered.
+    pub fn give_up_after(&self) -> Duration {
+        (0..=self.tries).map(|n| self.wait(n)).sum()
+    }
+
     /// How long to wait after sending attempt `n` (0 = the first transmission).
     pub fn wait(&self, n: u32) -> Duration {
         let factor = self.base.powi(i32::try_from(n).unwrap_or(i32::MAX));

@@ -330,7 +330,7 @@ impl<P: Policy> Engine<P> {
         if newly_established {
             self.resolve_duplicates(now, spi);
         }
-        self.reap();
+        self.reap(now);
     }
 
     fn hand_over(&mut self, now: Instant, old: u64, new: u64) {
@@ -401,7 +401,7 @@ impl<P: Policy> Engine<P> {
         }
     }
 
-    fn reap(&mut self) {
+    fn reap(&mut self, now: Instant) {
         let dead: Vec<u64> = self
             .sas
             .iter()
@@ -417,6 +417,11 @@ impl<P: Policy> Engine<P> {
             }
             if self.handles.get(&sa.id) == Some(&spi) {
                 self.handles.remove(&sa.id);
+            }
+            for successor in self.sas.values_mut() {
+                if successor.successor_of == Some(spi) {
+                    successor.orphaned_at = Some(now);
+                }
             }
         }
         let settled: Vec<(SocketAddr, u64)> = self

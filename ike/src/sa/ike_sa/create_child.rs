@@ -402,7 +402,6 @@ impl IkeSa {
         self.phase = Phase::Rekeyed;
         self.since = ctx.now;
         self.rekey_at = None;
-        self.tasks.retain(|t| *t == Task::DeleteIke);
         ctx.handovers.push((self.local_spi(), new));
     }
 

@@ -182,6 +182,8 @@ pub(super) struct IkeSa {
     ike_collision: Option<(u64, Vec<u8>)>,
     /// Set on the IKE SA that a rekey created, until it takes over the children.
     pub successor_of: Option<u64>,
+    /// When the SA this one was to succeed went away without handing over.
+    pub orphaned_at: Option<Instant>,
     /// Another IKE SA with the same peer is kept instead of this one.
     pub duplicate: bool,
     /// The peer said (INITIAL_CONTACT) it holds no other IKE SA with us.
@@ -249,6 +251,7 @@ impl IkeSa {
             reassembly: [None, None],
             ike_collision: None,
             successor_of: None,
+            orphaned_at: None,
             duplicate: false,
             initial_contact: false,
         }
@@ -599,17 +602,20 @@ impl IkeSa {
 
     /// Starts the next queued exchange if the window is free.
     pub fn drive(&mut self, ctx: &mut Ctx<'_>) {
-        let can_start = match self.phase {
-            Phase::Established => {
-                self.successor_of.is_none() || self.tasks.front() == Some(&Task::DeleteIke)
-            }
-            Phase::Rekeyed => self.tasks.front() == Some(&Task::DeleteIke),
-            _ => false,
-        };
-        if !can_start || !self.requests.is_idle() {
+        if !self.requests.is_idle() {
             return;
         }
-        let Some(task) = self.tasks.pop_front() else {
+        let task = match self.phase {
+            Phase::Established if self.successor_of.is_none() => self.tasks.pop_front(),
+            // A replaced or redundant IKE SA only deletes itself; its other tasks move
+            // to its successor.
+            Phase::Established | Phase::Rekeyed => {
+                let at = self.tasks.iter().position(|t| *t == Task::DeleteIke);
+                at.and_then(|at| self.tasks.remove(at))
+            }
+            _ => None,
+        };
+        let Some(task) = task else {
             return;
         };
         match task {
@@ -649,10 +655,11 @@ impl IkeSa {
             }
         };
         match self.phase {
-            Phase::HalfOpen | Phase::Rekeyed => at(Some(self.since + config.half_open_timeout)),
-            Phase::Established if self.successor_of.is_some() => {
-                at(Some(self.since + config.half_open_timeout))
-            }
+            Phase::HalfOpen => at(Some(self.since + config.half_open_timeout)),
+            Phase::Rekeyed => at(Some(self.since + config.retransmission.give_up_after())),
+            Phase::Established if self.successor_of.is_some() => at(self
+                .orphaned_at
+                .map(|t| t + config.retransmission.give_up_after())),
             Phase::Established => {
                 if self.requests.is_idle() {
                     at(config.liveness_interval.map(|i| self.last_heard + i));
@@ -687,15 +694,20 @@ impl IkeSa {
                 return self.down(ctx, reason);
             }
         }
-        let expired = now >= self.since + ctx.config.half_open_timeout;
+        let give_up = ctx.config.retransmission.give_up_after();
         match self.phase {
-            Phase::HalfOpen | Phase::Rekeyed if expired => {
+            // A peer that does not complete IKE_AUTH, or that may still retransmit the
+            // rekey request we answered, has had its time.
+            Phase::HalfOpen if now >= self.since + ctx.config.half_open_timeout => {
+                return self.down(ctx, DownReason::Timeout);
+            }
+            Phase::Rekeyed if now >= self.since + give_up => {
                 return self.down(ctx, DownReason::Timeout);
             }
             Phase::Established if self.successor_of.is_some() => {
-                // A rekey's redundant result that the peer never deleted, or our delete
-                // of it that went unanswered.
-                if expired {
+                // A rekey's redundant result that the peer never deleted after the SA it
+                // replaced went away.
+                if self.orphaned_at.is_some_and(|t| now >= t + give_up) {
                     self.phase = Phase::Dead;
                 }
                 return self.drive(ctx);
@@ -732,8 +744,12 @@ impl IkeSa {
     /// Takes the children of the IKE SA this one replaces.
     pub fn adopt(&mut self, from: &mut IkeSa) {
         self.children.append(&mut from.children);
-        for task in from.tasks.iter().filter(|t| **t != Task::DeleteIke) {
-            self.queue(*task);
+        for task in std::mem::take(&mut from.tasks) {
+            match task {
+                Task::DeleteIke => from.tasks.push_back(task),
+                Task::RekeyIke | Task::Liveness => {}
+                _ => self.queue(task),
+            }
         }
         self.successor_of = None;
     }
