@@ -159,6 +159,7 @@ fn syntax_and_type_errors_have_lines() {
     let text = BASE.replace("name = \"b\"", "name = b");
     let e = error(&text);
     assert_eq!(e.line(), Some(line_of(&text, "name = b")), "{e}");
+    assert_eq!(e.field(), Some("neighbor[0].name"), "{e}");
 
     let text = BASE.replace("mtu = 1400", "mtu = 70000");
     let e = error(&text);

@@ -74,7 +74,7 @@ impl SpanError {
 pub(crate) struct Locator<'a> {
     pub file: &'a str,
     pub text: &'a str,
-    pub table: Option<&'a DeTable<'a>>,
+    pub table: &'a DeTable<'a>,
 }
 
 impl Locator<'_> {
@@ -91,7 +91,7 @@ impl Locator<'_> {
         ConfigError {
             file: self.file.to_owned(),
             line: Some(line),
-            field: self.table.and_then(|t| path_in_table(t, at, "")),
+            field: path_in_table(self.table, at, ""),
             message,
         }
     }

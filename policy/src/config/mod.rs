@@ -164,13 +164,14 @@ impl Config {
     /// Checks configuration `text`; `file` names it in errors and relative paths resolve
     /// against `base_dir`, where secret files are read from.
     pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Self, ConfigError> {
-        let table = DeTable::parse(text);
+        // The recovered table still places a syntax error in its field.
+        let (table, syntax_errors) = DeTable::parse_recoverable(text);
         let locator = Locator {
             file,
             text,
-            table: table.as_ref().ok().map(|t| t.get_ref()),
+            table: table.get_ref(),
         };
-        if let Err(e) = &table {
+        if let Some(e) = syntax_errors.first() {
             return Err(locator.toml_error(e));
         }
         let raw: raw::File = toml::from_str(text).map_err(|e| locator.toml_error(&e))?;
@@ -301,7 +302,7 @@ fn same_family(a: IpAddr, b: IpAddr) -> bool {
     a.is_ipv4() == b.is_ipv4()
 }
 
-/// A secret file must exist only for its owner (see the module documentation).
+/// A secret file must be accessible to its owner only (see the module documentation).
 fn check_secret_mode(path: &Path, at: &S) -> Checked<bool> {
     use std::os::unix::fs::PermissionsExt;
     match std::fs::metadata(path) {

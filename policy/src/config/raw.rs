@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 use toml::Spanned;
+use zeroize::Zeroize;
 
 pub type S = Spanned<String>;
 
@@ -85,6 +86,14 @@ pub struct Neighbor {
     pub inner: Option<Spanned<Vec<S>>>,
     pub proposals: Option<Spanned<Vec<S>>>,
     pub esp_proposals: Option<Spanned<Vec<S>>>,
+}
+
+impl Drop for Neighbor {
+    fn drop(&mut self) {
+        if let Some(psk) = &mut self.psk {
+            psk.get_mut().zeroize();
+        }
+    }
 }
 
 #[derive(Deserialize)]
