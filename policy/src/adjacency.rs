@@ -415,8 +415,11 @@ impl Adjacency {
             }
             _ => {}
         }
-        let known = [self.current, self.next].into_iter().flatten();
-        if known.into_iter().any(|k| k.pair == p) {
+        if [self.current, self.next]
+            .into_iter()
+            .flatten()
+            .any(|k| k.pair == p)
+        {
             return;
         }
         let Some(current) = self.current else {

@@ -403,6 +403,129 @@ fn history_is_bounded() {
     assert_eq!(a.record().history, *a.history());
 }
 
+/// Every edge of the state diagram, each from a freshly built state.
+#[test]
+fn every_transition() {
+    fn connecting() -> Adjacency {
+        let mut a = adjacency(false);
+        a.handle(t(0), Event::Start);
+        a
+    }
+    fn rekeying() -> Adjacency {
+        let mut a = up();
+        a.handle(t(1), Event::RekeyStarted);
+        a
+    }
+    fn rekeyed() -> Adjacency {
+        let mut a = rekeying();
+        a.handle(t(1), Event::ChildSaRekeyed { old: P1, new: P2 });
+        a
+    }
+    fn down_adj() -> Adjacency {
+        let mut a = connecting();
+        a.handle(t(30), Event::Timer);
+        a
+    }
+    fn configured() -> Adjacency {
+        adjacency(false)
+    }
+    type Build = fn() -> Adjacency;
+    let cases: [(&str, Build, Event, &str); 21] = [
+        ("configured start", configured, Event::Start, "Connecting"),
+        (
+            "configured initiate",
+            configured,
+            Event::Initiate,
+            "Connecting",
+        ),
+        ("configured remove", configured, Event::Remove, "Removed"),
+        ("connecting timeout", connecting, Event::Timer, "Down"),
+        (
+            "connecting auth",
+            connecting,
+            Event::AuthFailed { reason: "x".into() },
+            "Down",
+        ),
+        (
+            "connecting peer delete",
+            connecting,
+            Event::PeerDeleted { ike_sa: 4 },
+            "Down",
+        ),
+        (
+            "connecting terminate",
+            connecting,
+            Event::Terminate,
+            "Configured",
+        ),
+        ("connecting remove", connecting, Event::Remove, "Removed"),
+        ("up rekey", up, Event::RekeyStarted, "Rekeying"),
+        ("up loss", up, Event::LivenessFailed, "Down"),
+        ("up terminate", up, Event::Terminate, "Configured"),
+        ("up remove", up, Event::Remove, "Removed"),
+        ("rekeying done", rekeyed, Event::ChildSaInstalled(P2), "Up"),
+        ("rekeying failed", rekeying, Event::RekeyFailed, "Down"),
+        ("rekeying expired", rekeying, Event::HardExpire(P1), "Down"),
+        ("rekeying remove", rekeying, Event::Remove, "Removed"),
+        ("down timer", down_adj, Event::Timer, "Connecting"),
+        ("down initiate", down_adj, Event::Initiate, "Connecting"),
+        (
+            "down peer",
+            down_adj,
+            Event::ChildSaEstablished(P1),
+            "Connecting",
+        ),
+        ("down terminate", down_adj, Event::Terminate, "Configured"),
+        ("down remove", down_adj, Event::Remove, "Removed"),
+    ];
+    for (name, build, event, want) in cases {
+        let mut a = build();
+        let before = a.history().transitions.len();
+        let at = match a.state() {
+            State::Down { retry_at } => retry_at,
+            _ => t(1_000),
+        };
+        a.handle(at, event);
+        let got = match a.state() {
+            State::Down { .. } => "Down".to_owned(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(got, want, "{name}");
+        assert_eq!(
+            a.history().transitions.len(),
+            before + 1,
+            "{name}: recorded"
+        );
+        assert_eq!(a.history().transitions.back().unwrap().at, at, "{name}");
+        if got == "Down" {
+            assert!(a.history().last_error.is_some(), "{name}");
+        }
+    }
+}
+
+#[test]
+fn loss_during_rekey_deletes_both_pairs() {
+    let mut a = up();
+    a.handle(t(1), Event::ChildSaRekeyed { old: P1, new: P2 });
+    let out = a.handle(t(2), Event::RekeyFailed);
+    assert_eq!(
+        &out[..3],
+        [
+            Command::SetLinkDown,
+            Command::DeleteSas(P1),
+            Command::DeleteSas(P2)
+        ]
+    );
+}
+
+#[test]
+fn the_losing_ike_sa_going_away_changes_nothing() {
+    let (mut a, _, _) = crossing(false, true);
+    let out = a.handle(t(5), Event::PeerDeleted { ike_sa: 12 });
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(a.state(), State::Up);
+}
+
 #[test]
 fn tie_break_prefers_the_lower_endpoints_ike_sa() {
     let (lo, hi) = (ip(A), ip(B));
