@@ -334,7 +334,7 @@ impl Checker<'_> {
     }
 
     fn config(&self, raw: raw::File) -> Checked<Config> {
-        let node = self.node(raw.node.get_ref())?;
+        let node = self.node(&raw.node)?;
         let auth = raw.auth.as_ref().map(|a| self.auth(a)).transpose()?;
         let ike = self.ike(&raw.ike)?;
         let enroll_server = raw
@@ -346,13 +346,9 @@ impl Checker<'_> {
         let mut identities = Unique::new("identity");
         let mut endpoints = Unique::new("endpoint");
         let mut links = Unique::new("link name");
-        names.claim(node.name.clone(), "this node", &raw.node.get_ref().name)?;
-        identities.claim(
-            node.identity.clone(),
-            "this node",
-            &raw.node.get_ref().identity,
-        )?;
-        endpoints.claim(node.endpoint, "this node", &raw.node.get_ref().endpoint)?;
+        names.claim(node.name.clone(), "this node", &raw.node.name)?;
+        identities.claim(node.identity.clone(), "this node", &raw.node.identity)?;
+        endpoints.claim(node.endpoint, "this node", &raw.node.endpoint)?;
         let mut neighbors = Vec::with_capacity(raw.neighbor.len());
         for mut spanned in raw.neighbor {
             let span = spanned.span();

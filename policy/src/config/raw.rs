@@ -10,7 +10,7 @@ pub type S = Spanned<String>;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct File {
-    pub node: Spanned<Node>,
+    pub node: Node,
     pub auth: Option<Auth>,
     #[serde(default)]
     pub ike: Ike,
