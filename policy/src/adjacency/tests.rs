@@ -623,14 +623,19 @@ fn crossing_while_up_replaces_without_flap() {
     assert!(b.link_up());
 }
 
+/// A small pool, so that random events often name the pairs in use.
 fn any_pair() -> impl Strategy<Value = ChildPair> {
-    (0u64..3, any::<bool>(), 0u32..4, 0u32..4).prop_map(|(i, l, a, b)| pair(i, l, a, b))
+    prop_oneof![
+        Just(pair(1, true, 1, 2)),
+        Just(pair(2, false, 3, 4)),
+        Just(pair(1, true, 5, 6)),
+    ]
 }
 
 fn any_event() -> impl Strategy<Value = Event> {
     prop_oneof![
         Just(Event::Start),
-        (0u64..3).prop_map(|ike_sa| Event::IkeSaUp { ike_sa }),
+        (1u64..3).prop_map(|ike_sa| Event::IkeSaUp { ike_sa }),
         any_pair().prop_map(Event::ChildSaEstablished),
         any_pair().prop_map(Event::ChildSaInstalled),
         Just(Event::LinkUp),
@@ -641,7 +646,7 @@ fn any_event() -> impl Strategy<Value = Event> {
         Just(Event::LivenessFailed),
         Just(Event::RekeyFailed),
         Just(Event::AuthFailed { reason: "r".into() }),
-        (0u64..3).prop_map(|ike_sa| Event::PeerDeleted { ike_sa }),
+        (1u64..3).prop_map(|ike_sa| Event::PeerDeleted { ike_sa }),
         Just(Event::Timer),
         Just(Event::Remove),
         Just(Event::Terminate),
@@ -649,19 +654,59 @@ fn any_event() -> impl Strategy<Value = Event> {
     ]
 }
 
+/// The daemon's natural answer to a command, if it has one.
+fn answer(c: &Command) -> Option<(Event, Option<Time>)> {
+    match c {
+        Command::InstallSas(p) => Some((Event::ChildSaInstalled(*p), None)),
+        Command::DeleteSas(p) => Some((Event::ChildSaDeleted(*p), None)),
+        Command::SetLinkUp => Some((Event::LinkUp, None)),
+        Command::ArmTimer(at) => Some((Event::Timer, Some(*at))),
+        Command::Initiate => Some((Event::ChildSaEstablished(pair(1, true, 1, 2)), None)),
+        _ => None,
+    }
+}
+
+/// A step: an arbitrary event, or the answer to one of the commands not yet answered
+/// (picked by index), which drives the adjacency through its states far more often than
+/// arbitrary events alone.
+#[derive(Clone, Debug)]
+enum Step {
+    Event(Event),
+    Answer(usize),
+}
+
+fn any_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        any_event().prop_map(Step::Event),
+        (0usize..8).prop_map(Step::Answer),
+    ]
+}
+
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
     #[test]
     fn random_events_keep_the_invariants(
         passive in any::<bool>(),
         seed in any::<u64>(),
-        steps in proptest::collection::vec((any_event(), 0u64..400_000), 0..60),
+        steps in proptest::collection::vec((any_step(), 0u64..400_000), 0..80),
     ) {
         let mut a = Adjacency::new("b", ip(A), ip(B), passive, Timing::default(), seed);
         let mut now = Time(0);
         let mut removed = false;
         let mut link_up_commanded = false;
-        for (event, advance) in steps {
+        let mut unanswered: Vec<(Event, Option<Time>)> = Vec::new();
+        for (step, advance) in steps {
             now = now.plus(Duration::from_millis(advance));
+            let event = match step {
+                Step::Event(e) => e,
+                Step::Answer(_) if unanswered.is_empty() => continue,
+                Step::Answer(i) => {
+                    let (event, at) = unanswered.remove(i % unanswered.len());
+                    now = now.max(at.unwrap_or(now));
+                    event
+                }
+            };
             let out = a.handle(now, event);
             for c in &out {
                 match c {
@@ -671,6 +716,7 @@ proptest! {
                     _ => {}
                 }
             }
+            unanswered.extend(out.iter().filter_map(answer));
             if removed {
                 prop_assert_eq!(a.state(), State::Removed);
             }
