@@ -532,8 +532,12 @@ impl Adjacency {
             // During a rekey the old pair may go before the new one is in: carry on with
             // the new one.
             self.current = self.next.take();
-            if self.current.is_none() {
-                self.fail(now, "child SAs deleted or expired", out);
+            match self.current {
+                None => self.fail(now, "child SAs deleted or expired", out),
+                Some(c) if !c.installed && self.state == State::Up => {
+                    self.go(now, State::Rekeying, "replacement child SAs taking over");
+                }
+                Some(_) => {}
             }
         } else if self.next.is_some_and(|n| n.pair == p) {
             self.next = None;

@@ -519,6 +519,33 @@ fn loss_during_rekey_deletes_both_pairs() {
 }
 
 #[test]
+fn losing_the_old_pair_before_its_replacement_is_installed_keeps_the_link() {
+    // Up on a pair that loses the tie-break, while the winner is still being installed.
+    let loser = pair(1, true, 5, 6);
+    let winner = pair(1, true, 1, 2);
+    let mut a = adjacency(false);
+    a.handle(t(0), Event::Start);
+    a.handle(t(0), Event::ChildSaEstablished(loser));
+    assert_eq!(
+        a.handle(t(0), Event::ChildSaEstablished(winner)),
+        [Command::InstallSas(winner)]
+    );
+    a.handle(t(0), Event::ChildSaInstalled(loser));
+    a.handle(t(0), Event::LinkUp);
+    assert_eq!(a.state(), State::Up);
+    assert!(a.handle(t(1), Event::HardExpire(loser)).is_empty());
+    assert_eq!(
+        a.state(),
+        State::Rekeying,
+        "not up until the winner is installed"
+    );
+    assert!(a.link_up());
+    assert!(a.handle(t(1), Event::ChildSaInstalled(winner)).is_empty());
+    assert_eq!(a.state(), State::Up);
+    assert_eq!(a.current(), Some(winner));
+}
+
+#[test]
 fn the_losing_ike_sa_going_away_changes_nothing() {
     let (mut a, _, _) = crossing(false, true);
     let out = a.handle(t(5), Event::PeerDeleted { ike_sa: 12 });
