@@ -305,6 +305,16 @@ fn ipv6_dual_stack_and_overrides() {
         .replace("192.0.2.3", "2001:db8::3");
     let c = parse(&v6).unwrap();
     assert!(c.neighbors.iter().all(|n| n.endpoint.is_ipv6()));
+
+    let reversed = text.replace(
+        "passive = true",
+        "passive = true\ninner = [\"ipv6\", \"ipv4\", \"ipv6\"]",
+    );
+    let r = parse(&reversed).unwrap();
+    assert!(
+        diff(&parse(&text).unwrap(), &r).is_empty(),
+        "inner is a set"
+    );
 }
 
 #[test]

@@ -572,7 +572,7 @@ impl Checker<'_> {
         if list.get_ref().is_empty() {
             return Err(SpanError::new(list.span(), "inner lists no family"));
         }
-        let protocols = list
+        let mut protocols = list
             .get_ref()
             .iter()
             .map(|f| {
@@ -580,6 +580,9 @@ impl Checker<'_> {
                     .ok_or_else(|| invalid(f, "inner family", "expected ipv4 or ipv6"))
             })
             .collect::<Checked<Vec<_>>>()?;
+        // A set: the order written must not make a reload see a change.
+        protocols.sort();
+        protocols.dedup();
         if let Some(&missing) = needed.iter().find(|p| !protocols.contains(p)) {
             let family = if missing == IpProtocol::IPIP {
                 "ipv4"
