@@ -4,7 +4,8 @@
 
 mod support;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -181,6 +182,89 @@ fn kernel_netlink_establishes_ike_but_not_the_child() {
         log_a.contains("received NO_PROPOSAL_CHOSEN notify"),
         "{log_a}"
     );
+}
+
+/// Rekeying and terminating through the guard: a rekeyed child replaces the old one with
+/// new SPIs, a rekeyed IKE SA gets new SPIs, and termination removes the SAs on both sides.
+#[test]
+fn rekey_and_terminate() {
+    if !support::have_root("rekey_and_terminate") {
+        return;
+    }
+    let install = Installation::find().or_panic();
+    let pair = pair(&install, Credentials::Psk, &CharonOptions::default()).or_panic();
+    pair.a.initiate_child("ipip").or_panic();
+    let before = pair
+        .a
+        .wait_for_sas("A's child SA", SETUP_TIMEOUT, with_installed_child)
+        .or_panic();
+    let old_spi = before.children[0].spi_in.clone();
+
+    pair.a.rekey_child("ipip").or_panic();
+    let rekeyed = pair
+        .b
+        .wait_for_sas("B's rekeyed child SA", SETUP_TIMEOUT, |sas| {
+            with_installed_child(sas)
+                .filter(|sa| sa.children.len() == 1 && sa.children[0].spi_out != old_spi)
+        })
+        .or_panic();
+    assert_eq!(rekeyed.children[0].state, "INSTALLED");
+
+    pair.a.rekey_ike("iiptran").or_panic();
+    let new_ike = pair
+        .a
+        .wait_for_sas("A's rekeyed IKE SA", SETUP_TIMEOUT, |sas| {
+            established(sas).filter(|sa| sa.initiator_spi != before.initiator_spi)
+        })
+        .or_panic();
+    assert_eq!(
+        new_ike.children.len(),
+        1,
+        "the child moves to the new IKE SA"
+    );
+
+    pair.a.terminate_ike("iiptran").or_panic();
+    for charon in [&pair.a, &pair.b] {
+        charon
+            .wait_for_sas("no SAs", SETUP_TIMEOUT, |sas| sas.is_empty().then_some(()))
+            .or_panic();
+    }
+}
+
+/// `Netns::enter` runs its closure in that namespace (and only there), and sockets it opens
+/// stay there: a datagram from A's namespace reaches B's over the veth.
+#[test]
+fn enter_opens_sockets_in_the_namespace() {
+    if !support::have_root("enter_opens_sockets_in_the_namespace") {
+        return;
+    }
+    let ns_a = Netns::new("ena").or_panic();
+    let ns_b = Netns::new("enb").or_panic();
+    veth(&ns_a, A, &ns_b, B, 24).or_panic();
+    let inode = |path: &str| std::fs::metadata(path).map(|m| m.ino()).unwrap();
+    let netns_b = format!("/run/netns/{}", ns_b.name());
+    let (inside, target) = ns_b
+        .enter(|| (inode("/proc/thread-self/ns/net"), inode(&netns_b)))
+        .or_panic();
+    assert_eq!(inside, target, "the thread is in B's namespace");
+    assert_ne!(
+        inode("/proc/thread-self/ns/net"),
+        target,
+        "the caller is not"
+    );
+
+    let receiver = ns_b.enter(|| UdpSocket::bind((B, 0))).or_panic().unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let to = receiver.local_addr().unwrap();
+    ns_a.enter(|| UdpSocket::bind((A, 0))?.send_to(b"over veth", to))
+        .or_panic()
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let (n, from) = receiver.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"over veth");
+    assert_eq!(from.ip(), A);
 }
 
 /// tcpdump in A's namespace records the exchange; tshark dissects IKE_SA_INIT request and
