@@ -36,6 +36,16 @@ enum Credentials {
 }
 
 fn pair(install: &Installation, creds: Credentials, options: &CharonOptions) -> Result<Pair> {
+    pair_with(install, creds, options, |conn| conn)
+}
+
+/// `pair` with both connections passed through `configure`.
+fn pair_with(
+    install: &Installation,
+    creds: Credentials,
+    options: &CharonOptions,
+    configure: impl Fn(Connection) -> Connection,
+) -> Result<Pair> {
     let ns_a = Netns::new("ssa")?;
     let ns_b = Netns::new("ssb")?;
     let (end_a, _) = veth(&ns_a, A, &ns_b, B, 24)?;
@@ -53,8 +63,8 @@ fn pair(install: &Installation, creds: Credentials, options: &CharonOptions) -> 
             )
         }
     };
-    let conn_a = Connection::iiptran(A, "a.vn.test", B, "b.vn.test", auth_a);
-    let conn_b = Connection::iiptran(B, "b.vn.test", A, "a.vn.test", auth_b);
+    let conn_a = configure(Connection::iiptran(A, "a.vn.test", B, "b.vn.test", auth_a));
+    let conn_b = configure(Connection::iiptran(B, "b.vn.test", A, "a.vn.test", auth_b));
     let a = Charon::start(install, &ns_a, "a", options, &[conn_a])?;
     let b = Charon::start(install, &ns_b, "b", options, &[conn_b])?;
     Ok(Pair {
@@ -184,20 +194,29 @@ fn kernel_netlink_establishes_ike_but_not_the_child() {
     );
 }
 
-/// Rekeying and terminating through the guard: a rekeyed child replaces the old one with
-/// new SPIs, a rekeyed IKE SA gets new SPIs, and termination removes the SAs on both sides.
+/// Rekeying and terminating through the guard: the configured rekey times are in effect, a
+/// rekeyed child replaces the old one with new SPIs, a rekeyed IKE SA gets new SPIs, and
+/// termination removes the SAs on both sides.
 #[test]
 fn rekey_and_terminate() {
     if !support::have_root("rekey_and_terminate") {
         return;
     }
     let install = Installation::find().or_panic();
-    let pair = pair(&install, Credentials::Psk, &CharonOptions::default()).or_panic();
+    let configure = |conn: Connection| conn.rekey(Some("1h"), Some("30m")).dpd("30s");
+    let options = CharonOptions::default();
+    let pair = pair_with(&install, Credentials::Psk, &options, configure).or_panic();
     pair.a.initiate_child("ipip").or_panic();
     let before = pair
         .a
         .wait_for_sas("A's child SA", SETUP_TIMEOUT, with_installed_child)
         .or_panic();
+    // charon schedules rekeying a random time before the configured one (defaults 4h/1h)
+    let seconds = |fields: &std::collections::BTreeMap<String, String>| -> u32 {
+        fields["rekey-time"].parse().unwrap()
+    };
+    assert!(seconds(&before.fields) <= 3600, "{before:#?}");
+    assert!(seconds(&before.children[0].fields) <= 1800, "{before:#?}");
     let old_spi = before.children[0].spi_in.clone();
 
     pair.a.rekey_child("ipip").or_panic();
