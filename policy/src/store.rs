@@ -2,7 +2,9 @@
 //! the storage engine can be replaced without touching anything else.
 //!
 //! One [`Store`] is opened per state directory; each part of the daemon gets a typed area
-//! of it ([`Store::ca`] for the CA database), backed by its own trees named `<area>/<what>`.
+//! of it ([`Store::ca`] for the CA database, [`Store::adjacencies`] for adjacency records
+//! and history, [`Store::installed`] for the kernel objects the daemon installed), backed
+//! by its own trees named `<area>/<what>`.
 //! Values are JSON, so records stay readable and can gain fields.
 //!
 //! sled lets one process hold a database at a time. A process that keeps it open for long
@@ -10,16 +12,19 @@
 //! while), and [`SharedCaDb`] opens it only for the length of each operation, so a
 //! standalone enrollment server and `iiptranctl ca` commands can take turns.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use iiptran_certs::store::rules;
 use iiptran_certs::{CaStore, IssuedRecord, StoreError, TokenHash, TokenRecord, UnixSecs};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+
+use crate::adjacency::{AdjacencyRecord, Time};
 
 /// The store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +80,173 @@ impl Store {
             tokens: self.db.open_tree("ca/tokens").map_err(backend)?,
             issued: self.db.open_tree("ca/issued").map_err(backend)?,
         })
+    }
+}
+
+/// A read or write of the adjacency or installed-object areas failed.
+#[derive(Debug, thiserror::Error)]
+#[error("state database: {0}")]
+pub struct DbError(String);
+
+impl Store {
+    /// Adjacency records and their history, one per neighbor.
+    pub fn adjacencies(&self) -> Result<AdjacencyDb, DbError> {
+        Area::open(&self.db, "adjacency/records").map(AdjacencyDb)
+    }
+
+    /// The kernel objects the daemon installed, so that a restart after a crash can
+    /// remove what is stale before it installs anything.
+    pub fn installed(&self) -> Result<InstalledDb, DbError> {
+        Area::open(&self.db, "installed/objects").map(InstalledDb)
+    }
+}
+
+/// One tree of JSON records. Every write is one transaction, flushed before it returns.
+#[derive(Clone)]
+struct Area {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl Area {
+    fn open(db: &sled::Db, name: &str) -> Result<Self, DbError> {
+        Ok(Self {
+            db: db.clone(),
+            tree: db.open_tree(name).map_err(db_error)?,
+        })
+    }
+
+    /// Stores each `(key, record)` and deletes each key of `deletes`, all or nothing.
+    fn write<K: Serialize, V: Serialize>(
+        &self,
+        puts: &[(K, &V)],
+        deletes: &[K],
+    ) -> Result<(), DbError> {
+        self.tree
+            .transaction(|tx| {
+                for (key, value) in puts {
+                    tx.insert(encode(key, DbError)?, encode(value, DbError)?)?;
+                }
+                for key in deletes {
+                    tx.remove(encode(key, DbError)?)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => db_error(e),
+            })?;
+        self.db.flush().map_err(db_error)?;
+        Ok(())
+    }
+
+    fn get<K: Serialize, V: DeserializeOwned>(&self, key: &K) -> Result<Option<V>, DbError> {
+        let key = serde_json::to_vec(key).map_err(|e| DbError(e.to_string()))?;
+        self.tree
+            .get(key)
+            .map_err(db_error)?
+            .map(|v| decode(&v, DbError))
+            .transpose()
+    }
+
+    fn list<V: DeserializeOwned>(&self) -> Result<Vec<V>, DbError> {
+        self.tree
+            .iter()
+            .values()
+            .map(|v| decode(&v.map_err(db_error)?, DbError))
+            .collect()
+    }
+}
+
+fn db_error(e: sled::Error) -> DbError {
+    DbError(e.to_string())
+}
+
+/// Adjacency records, keyed by neighbor name.
+#[derive(Clone)]
+pub struct AdjacencyDb(Area);
+
+impl AdjacencyDb {
+    /// Stores the record, replacing the neighbor's previous one.
+    pub fn put(&self, record: &AdjacencyRecord) -> Result<(), DbError> {
+        self.0.write(&[(record.neighbor.as_str(), record)], &[])
+    }
+
+    pub fn get(&self, neighbor: &str) -> Result<Option<AdjacencyRecord>, DbError> {
+        self.0.get(&neighbor)
+    }
+
+    pub fn list(&self) -> Result<Vec<AdjacencyRecord>, DbError> {
+        self.0.list()
+    }
+
+    pub fn remove(&self, neighbor: &str) -> Result<(), DbError> {
+        self.0.write::<_, ()>(&[], &[neighbor])
+    }
+}
+
+/// A policy direction in the kernel's SPD.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Direction {
+    In,
+    Out,
+    Fwd,
+}
+
+/// Something the daemon put into the kernel, named by what the kernel identifies it by.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KernelObject {
+    /// An XFRM state: (destination, SPI, protocol).
+    Sa { dst: IpAddr, spi: u32, protocol: u8 },
+    /// An XFRM policy: its selector addresses and protocol, and its direction.
+    Policy {
+        src: IpAddr,
+        dst: IpAddr,
+        protocol: u8,
+        direction: Direction,
+    },
+    /// A virtual link interface.
+    Link { name: String },
+}
+
+/// An installed kernel object and the neighbor it serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledObject {
+    pub neighbor: String,
+    pub object: KernelObject,
+    pub installed_at: Time,
+}
+
+/// The kernel objects the daemon installed, keyed by the object.
+#[derive(Clone)]
+pub struct InstalledDb(Area);
+
+impl InstalledDb {
+    /// Records objects installed together, in one transaction (re-recording one replaces
+    /// its entry). Record before installing, so that a crash in between leaves at most a
+    /// record of an object that does not exist.
+    pub fn record(&self, objects: &[InstalledObject]) -> Result<(), DbError> {
+        let puts: Vec<_> = objects.iter().map(|o| (&o.object, o)).collect();
+        self.0.write(&puts, &[])
+    }
+
+    /// Forgets objects removed from the kernel, in one transaction.
+    pub fn forget(&self, objects: &[KernelObject]) -> Result<(), DbError> {
+        let deletes: Vec<_> = objects.iter().collect();
+        self.0.write::<_, ()>(&[], &deletes)
+    }
+
+    pub fn list(&self) -> Result<Vec<InstalledObject>, DbError> {
+        self.0.list()
+    }
+
+    /// The objects that serve `neighbor`.
+    pub fn of(&self, neighbor: &str) -> Result<Vec<InstalledObject>, DbError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|o| o.neighbor == neighbor)
+            .collect())
     }
 }
 
@@ -178,7 +350,7 @@ impl CaStore for CaDb {
             if tokens.get(key)?.is_some() {
                 return abort(StoreError::DuplicateToken);
             }
-            tokens.insert(key.as_slice(), encode(token)?)?;
+            tokens.insert(key.as_slice(), encode(token, StoreError::Backend)?)?;
             Ok(())
         })
     }
@@ -187,7 +359,7 @@ impl CaStore for CaDb {
         self.tokens
             .get(hash.lookup_key())
             .map_err(backend)?
-            .map(|v| decode(&v))
+            .map(|v| decode(&v, StoreError::Backend))
             .transpose()
     }
 
@@ -201,13 +373,16 @@ impl CaStore for CaDb {
         self.transact(|tokens, issued| {
             let token = tokens
                 .get(key)?
-                .map(|v| decode(&v))
+                .map(|v| decode(&v, StoreError::Backend))
                 .transpose()
                 .or_else(abort)?;
             let taken = issued.get(record.serial.as_bytes())?.is_some();
             let token = rules::redeem(token, hash, now, record, taken).or_else(abort)?;
-            tokens.insert(key.as_slice(), encode(&token)?)?;
-            issued.insert(record.serial.as_bytes(), encode(record)?)?;
+            tokens.insert(key.as_slice(), encode(&token, StoreError::Backend)?)?;
+            issued.insert(
+                record.serial.as_bytes(),
+                encode(record, StoreError::Backend)?,
+            )?;
             Ok(())
         })
     }
@@ -217,7 +392,10 @@ impl CaStore for CaDb {
             if issued.get(record.serial.as_bytes())?.is_some() {
                 return abort(StoreError::DuplicateSerial(record.serial.clone()));
             }
-            issued.insert(record.serial.as_bytes(), encode(record)?)?;
+            issued.insert(
+                record.serial.as_bytes(),
+                encode(record, StoreError::Backend)?,
+            )?;
             Ok(())
         })
     }
@@ -227,14 +405,17 @@ impl CaStore for CaDb {
             let old = match &record.renews {
                 Some(serial) => issued
                     .get(serial.as_bytes())?
-                    .map(|v| decode(&v))
+                    .map(|v| decode(&v, StoreError::Backend))
                     .transpose()
                     .or_else(abort)?,
                 None => None,
             };
             let taken = issued.get(record.serial.as_bytes())?.is_some();
             rules::reissue(old, record, taken).or_else(abort)?;
-            issued.insert(record.serial.as_bytes(), encode(record)?)?;
+            issued.insert(
+                record.serial.as_bytes(),
+                encode(record, StoreError::Backend)?,
+            )?;
             Ok(())
         })
     }
@@ -243,11 +424,11 @@ impl CaStore for CaDb {
         self.transact(|_, issued| {
             let rec = issued
                 .get(serial.as_bytes())?
-                .map(|v| decode(&v))
+                .map(|v| decode(&v, StoreError::Backend))
                 .transpose()
                 .or_else(abort)?;
             let rec = rules::revoke(rec, serial, now).or_else(abort)?;
-            issued.insert(serial.as_bytes(), encode(&rec)?)?;
+            issued.insert(serial.as_bytes(), encode(&rec, StoreError::Backend)?)?;
             Ok(rec)
         })
     }
@@ -256,7 +437,7 @@ impl CaStore for CaDb {
         self.issued
             .get(serial.as_bytes())
             .map_err(backend)?
-            .map(|v| decode(&v))
+            .map(|v| decode(&v, StoreError::Backend))
             .transpose()
     }
 
@@ -264,7 +445,7 @@ impl CaStore for CaDb {
         self.issued
             .iter()
             .values()
-            .map(|v| decode(&v.map_err(backend)?))
+            .map(|v| decode(&v.map_err(backend)?, StoreError::Backend))
             .collect()
     }
 }
@@ -273,12 +454,16 @@ fn abort<T>(e: StoreError) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(e))
 }
 
-fn encode<T: Serialize>(value: &T) -> TxResult<Vec<u8>> {
-    serde_json::to_vec(value).or_else(|e| abort(StoreError::Backend(e.to_string())))
+/// Serializes a record; `fail` makes the area's error.
+fn encode<T: Serialize, E>(
+    value: &T,
+    fail: fn(String) -> E,
+) -> Result<Vec<u8>, ConflictableTransactionError<E>> {
+    serde_json::to_vec(value).map_err(|e| ConflictableTransactionError::Abort(fail(e.to_string())))
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Backend(format!("corrupt record: {e}")))
+fn decode<T: DeserializeOwned, E>(bytes: &[u8], fail: fn(String) -> E) -> Result<T, E> {
+    serde_json::from_slice(bytes).map_err(|e| fail(format!("corrupt record: {e}")))
 }
 
 fn backend(e: sled::Error) -> StoreError {
@@ -290,6 +475,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use crate::adjacency::{ChildPair, History, State, Transition};
 
     /// A database directory removed when the test ends, however it ends.
     struct TempDb(std::path::PathBuf);
@@ -370,5 +556,145 @@ mod tests {
         drop(store);
         let reopened = Store::open(&dir.0).unwrap().ca().unwrap();
         assert_eq!(reopened.issued("4a").unwrap(), Some(record));
+    }
+
+    fn adjacency_record(neighbor: &str, state: State) -> AdjacencyRecord {
+        let mut history = History {
+            last_established: Some(Time(1_000)),
+            last_error: Some((Time(2_000), "liveness check failed".into())),
+            ..History::default()
+        };
+        history.transitions.push_back(Transition {
+            at: Time(2_000),
+            from: State::Up,
+            to: state,
+            cause: "liveness check failed".into(),
+        });
+        AdjacencyRecord {
+            neighbor: neighbor.into(),
+            state,
+            current: Some(ChildPair {
+                ike_sa: 0x1122_3344_5566_7788,
+                ike_initiated_locally: true,
+                spi_in: 0xc000_0001,
+                spi_out: 0xc000_0002,
+            }),
+            history,
+        }
+    }
+
+    #[test]
+    fn adjacency_records_replace_list_remove_and_survive_reopen() {
+        let dir = TempDb::new();
+        let store = Store::open(&dir.0).unwrap();
+        let db = store.adjacencies().unwrap();
+        assert_eq!(db.get("b").unwrap(), None);
+        let down = State::Down {
+            retry_at: Time(4_000),
+        };
+        db.put(&adjacency_record("b", State::Connecting)).unwrap();
+        db.put(&adjacency_record("b", down)).unwrap();
+        db.put(&adjacency_record("c", State::Up)).unwrap();
+        assert_eq!(db.get("b").unwrap(), Some(adjacency_record("b", down)));
+        let mut names: Vec<_> = db.list().unwrap().into_iter().map(|r| r.neighbor).collect();
+        names.sort();
+        assert_eq!(names, ["b", "c"]);
+        db.remove("c").unwrap();
+        assert_eq!(db.get("c").unwrap(), None);
+        drop((db, store));
+
+        let reopened = Store::open(&dir.0).unwrap().adjacencies().unwrap();
+        assert_eq!(reopened.list().unwrap(), [adjacency_record("b", down)]);
+    }
+
+    #[test]
+    fn areas_do_not_see_each_other() {
+        let dir = TempDb::new();
+        let store = Store::open(&dir.0).unwrap();
+        store
+            .adjacencies()
+            .unwrap()
+            .put(&adjacency_record("b", State::Up))
+            .unwrap();
+        assert!(store.installed().unwrap().list().unwrap().is_empty());
+        assert!(store.ca().unwrap().list().unwrap().is_empty());
+    }
+
+    fn objects(neighbor: &str, spi: u32) -> Vec<InstalledObject> {
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        [
+            KernelObject::Sa {
+                dst: a,
+                spi,
+                protocol: 50,
+            },
+            KernelObject::Sa {
+                dst: b,
+                spi: spi + 1,
+                protocol: 50,
+            },
+            KernelObject::Policy {
+                src: a,
+                dst: b,
+                protocol: 4,
+                direction: Direction::Out,
+            },
+            KernelObject::Link {
+                name: format!("vn-{neighbor}"),
+            },
+        ]
+        .into_iter()
+        .map(|object| InstalledObject {
+            neighbor: neighbor.into(),
+            object,
+            installed_at: Time(9),
+        })
+        .collect()
+    }
+
+    #[test]
+    fn installed_objects_are_recorded_and_forgotten_together() {
+        let dir = TempDb::new();
+        let store = Store::open(&dir.0).unwrap();
+        let db = store.installed().unwrap();
+        let b = objects("b", 0x100);
+        let c = objects("c", 0x200);
+        db.record(&b).unwrap();
+        db.record(&c).unwrap();
+        assert_eq!(
+            db.list().unwrap().len(),
+            7,
+            "the shared policy is recorded once"
+        );
+        assert_eq!(db.of("b").unwrap().len(), 3);
+        // Re-recording an object replaces its entry.
+        db.record(&b).unwrap();
+        assert_eq!(db.list().unwrap().len(), 7);
+        let sas: Vec<_> = c.iter().take(2).map(|o| o.object.clone()).collect();
+        db.forget(&sas).unwrap();
+        let left = db.list().unwrap();
+        assert_eq!(left.len(), 5);
+        assert!(left.iter().all(|o| !sas.contains(&o.object)));
+        drop((db, store));
+
+        // What a restart after kill -9 finds.
+        let reopened = Store::open(&dir.0).unwrap().installed().unwrap();
+        let mut found = reopened.list().unwrap();
+        found.sort_by_key(|o| serde_json::to_string(&o.object).unwrap());
+        let mut want: Vec<_> = b.iter().chain(c.iter().skip(2)).cloned().collect();
+        want.sort_by_key(|o| serde_json::to_string(&o.object).unwrap());
+        want.dedup_by(|x, y| x.object == y.object);
+        assert_eq!(found, want);
+    }
+
+    #[test]
+    fn corrupt_records_are_errors_not_panics() {
+        let dir = TempDb::new();
+        let store = Store::open(&dir.0).unwrap();
+        let db = store.adjacencies().unwrap();
+        db.0.tree.insert(br#""b""#, b"not json".as_slice()).unwrap();
+        let err = db.get("b").unwrap_err();
+        assert!(err.to_string().contains("corrupt record"), "{err}");
+        assert!(db.list().is_err());
     }
 }

@@ -1,0 +1,655 @@
+//! The life of one VN adjacency as a pure state machine: events (with the current time)
+//! go in, commands for the daemon come out. Nothing here performs I/O or reads a clock.
+//!
+//! ```text
+//! Configured ──Start──▶ Connecting ──SAs installed + link up──▶ Up ⇄ Rekeying
+//!      ▲                   ▲    │                               │
+//!  Terminate               │    └──failure──▶ Down(back-off) ◀──┘ SA loss
+//!      │                   └───────────timer─────────┘
+//!  any state ──Remove──▶ Removed (terminal)
+//! ```
+//!
+//! `Up` means both child SAs of the current pair are installed *and* the virtual link is
+//! up. Losing the SAs takes the link down in the same step, so the routing protocol
+//! withdraws its routes at once. A rekey or the replacement of a redundant pair never
+//! takes the link down: the new pair is installed before the old one is deleted.
+//!
+//! A passive adjacency never initiates: after a failure it waits in `Connecting` (with no
+//! timer) for the peer to come back.
+//!
+//! The daemon keeps at most one timer per adjacency: each [`Command::ArmTimer`] replaces
+//! the previous one, and a [`Event::Timer`] before the armed time is ignored.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Wall-clock time in milliseconds since the Unix epoch, as fed in by the daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Time(pub u64);
+
+impl Time {
+    pub fn plus(self, d: Duration) -> Time {
+        Time(
+            self.0
+                .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        )
+    }
+
+    pub fn since(self, earlier: Time) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+}
+
+/// One child SA pair (inbound and outbound SPI) and the IKE SA it belongs to, named by
+/// our IKE SPI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChildPair {
+    pub ike_sa: u64,
+    /// Whether this node initiated the IKE SA (decides crossing initiations).
+    pub ike_initiated_locally: bool,
+    pub spi_in: u32,
+    pub spi_out: u32,
+}
+
+impl ChildPair {
+    /// The same on both nodes (one's inbound SPI is the other's outbound).
+    fn symmetric_key(&self) -> (u32, u32) {
+        (self.spi_in.min(self.spi_out), self.spi_in.max(self.spi_out))
+    }
+}
+
+/// Which of two child SA pairs of one adjacency to keep. Both nodes apply the rule to the
+/// same two pairs and reach the same answer:
+///
+/// 1. keep the pair whose IKE SA was initiated by the node with the lower tunnel endpoint
+///    address;
+/// 2. if both IKE SAs have the same initiator, keep the pair with the lower SPIs, compared
+///    as (smaller SPI, larger SPI) of each pair.
+pub fn keep_of(a: ChildPair, b: ChildPair, local: IpAddr, remote: IpAddr) -> ChildPair {
+    let initiator_is_lower = |p: &ChildPair| {
+        let initiator = if p.ike_initiated_locally {
+            local
+        } else {
+            remote
+        };
+        initiator == local.min(remote)
+    };
+    match (initiator_is_lower(&a), initiator_is_lower(&b)) {
+        (true, false) => a,
+        (false, true) => b,
+        _ if a.symmetric_key() <= b.symmetric_key() => a,
+        _ => b,
+    }
+}
+
+/// Where an adjacency is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum State {
+    /// Not started, or stopped by the operator.
+    Configured,
+    /// Waiting for an IKE SA and its child SA pair (initiated by us or, when passive, by
+    /// the peer), then for the SAs to be installed and the link to come up.
+    Connecting,
+    Up,
+    /// Up, while a replacement pair is installed.
+    Rekeying,
+    /// Failed; the next attempt is at `retry_at`.
+    Down {
+        retry_at: Time,
+    },
+    Removed,
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The adjacency was configured (daemon start or reload).
+    Start,
+    IkeSaUp {
+        ike_sa: u64,
+    },
+    /// A child SA pair was negotiated; the adjacency decides whether to install it.
+    ChildSaEstablished(ChildPair),
+    /// Both SAs of the pair are in the data plane.
+    ChildSaInstalled(ChildPair),
+    LinkUp,
+    /// A rekey of the current pair began.
+    RekeyStarted,
+    ChildSaRekeyed {
+        old: ChildPair,
+        new: ChildPair,
+    },
+    ChildSaDeleted(ChildPair),
+    HardExpire(ChildPair),
+    LivenessFailed,
+    RekeyFailed,
+    AuthFailed {
+        reason: String,
+    },
+    /// The peer deleted an IKE SA (and so all its child SAs).
+    PeerDeleted {
+        ike_sa: u64,
+    },
+    Timer,
+    Remove,
+    /// Operator: take the adjacency down and keep it down.
+    Terminate,
+    /// Operator: connect now.
+    Initiate,
+}
+
+/// What the daemon must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    CreateLink,
+    DeleteLink,
+    SetLinkUp,
+    SetLinkDown,
+    /// Start an IKE SA with its first child SA towards the neighbor.
+    Initiate,
+    InstallSas(ChildPair),
+    /// Remove the pair from the data plane (if installed) and delete it with the peer;
+    /// an IKE SA left without child SAs may be closed too.
+    DeleteSas(ChildPair),
+    ArmTimer(Time),
+    Log(String),
+}
+
+/// Back-off and timeout parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    pub backoff_first: Duration,
+    pub backoff_max: Duration,
+    /// Up this long, a failure starts the back-off from `backoff_first` again.
+    pub stable_after: Duration,
+    /// An initiation that has not brought the adjacency up by then has failed.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            backoff_first: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            stable_after: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A state change, kept for the operator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub at: Time,
+    pub from: State,
+    pub to: State,
+    pub cause: String,
+}
+
+/// What `iiptranctl list-neighbors` shows about an adjacency's past.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    pub last_established: Option<Time>,
+    pub last_error: Option<(Time, String)>,
+    /// The most recent transitions, oldest first.
+    pub transitions: VecDeque<Transition>,
+}
+
+const HISTORY_LEN: usize = 32;
+
+/// The persistent view of an adjacency.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdjacencyRecord {
+    pub neighbor: String,
+    pub state: State,
+    pub current: Option<ChildPair>,
+    pub history: History,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LinkState {
+    Down,
+    /// SetLinkUp sent, LinkUp not yet seen.
+    Requested,
+    Up,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Installed {
+    pair: ChildPair,
+    installed: bool,
+}
+
+/// One adjacency.
+#[derive(Clone, Debug)]
+pub struct Adjacency {
+    neighbor: String,
+    local: IpAddr,
+    remote: IpAddr,
+    passive: bool,
+    timing: Timing,
+    state: State,
+    link_created: bool,
+    link: LinkState,
+    current: Option<Installed>,
+    /// A pair installed to replace `current` (rekey or crossing initiation).
+    next: Option<Installed>,
+    timer: Option<Time>,
+    up_since: Option<Time>,
+    /// Failures since the adjacency was last stable.
+    failures: u32,
+    rng: u64,
+    history: History,
+}
+
+impl Adjacency {
+    /// `seed` drives the back-off jitter; give each adjacency a different one.
+    pub fn new(
+        neighbor: &str,
+        local: IpAddr,
+        remote: IpAddr,
+        passive: bool,
+        timing: Timing,
+        seed: u64,
+    ) -> Self {
+        Self {
+            neighbor: neighbor.to_owned(),
+            local,
+            remote,
+            passive,
+            timing,
+            state: State::Configured,
+            link_created: false,
+            link: LinkState::Down,
+            current: None,
+            next: None,
+            timer: None,
+            up_since: None,
+            failures: 0,
+            rng: seed,
+            history: History::default(),
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// The pair carrying traffic (or being installed to).
+    pub fn current(&self) -> Option<ChildPair> {
+        self.current.map(|c| c.pair)
+    }
+
+    /// Whether the link is up (the daemon confirmed it).
+    pub fn link_up(&self) -> bool {
+        self.link == LinkState::Up
+    }
+
+    pub fn record(&self) -> AdjacencyRecord {
+        AdjacencyRecord {
+            neighbor: self.neighbor.clone(),
+            state: self.state,
+            current: self.current(),
+            history: self.history.clone(),
+        }
+    }
+
+    /// Feeds one event in and returns the commands it calls for.
+    pub fn handle(&mut self, now: Time, event: Event) -> Vec<Command> {
+        let mut out = Vec::new();
+        if self.state == State::Removed {
+            // Terminal: anything the peer still sets up is torn down again.
+            if let Event::ChildSaEstablished(p) = event {
+                out.push(Command::DeleteSas(p));
+            }
+            return out;
+        }
+        match event {
+            Event::Start => self.start(now, &mut out),
+            Event::Initiate => match self.state {
+                State::Configured => self.start(now, &mut out),
+                State::Down { .. } => self.connect(now, "operator initiate", &mut out),
+                _ => out.push(Command::Log("already connecting or up".into())),
+            },
+            Event::IkeSaUp { ike_sa } => {
+                out.push(Command::Log(format!("IKE SA {ike_sa:016x} up")));
+            }
+            Event::ChildSaEstablished(p) => self.established(now, p, &mut out),
+            Event::ChildSaInstalled(p) => self.installed(now, p, &mut out),
+            Event::LinkUp => self.link_came_up(now, &mut out),
+            Event::RekeyStarted => {
+                if self.state == State::Up {
+                    self.go(now, State::Rekeying, "rekey started");
+                }
+            }
+            Event::ChildSaRekeyed { old, new } => self.rekeyed(now, old, new, &mut out),
+            Event::ChildSaDeleted(p) | Event::HardExpire(p) => self.pair_gone(now, p, &mut out),
+            Event::PeerDeleted { ike_sa } => self.ike_gone(now, ike_sa, &mut out),
+            Event::LivenessFailed => self.fail(now, "liveness check failed", &mut out),
+            Event::RekeyFailed => self.fail(now, "rekey failed", &mut out),
+            Event::AuthFailed { reason } => {
+                self.fail(now, &format!("authentication failed: {reason}"), &mut out);
+            }
+            Event::Timer => self.timer(now, &mut out),
+            Event::Terminate => {
+                self.tear_down(&mut out);
+                self.go(now, State::Configured, "terminated by operator");
+            }
+            Event::Remove => {
+                self.tear_down(&mut out);
+                if self.link_created {
+                    out.push(Command::DeleteLink);
+                    self.link_created = false;
+                }
+                self.go(now, State::Removed, "removed from configuration");
+            }
+        }
+        out
+    }
+
+    fn start(&mut self, now: Time, out: &mut Vec<Command>) {
+        if self.state != State::Configured {
+            return;
+        }
+        if !self.link_created {
+            out.push(Command::CreateLink);
+            self.link_created = true;
+        }
+        self.connect(now, "started", out);
+    }
+
+    /// Enters `Connecting`: initiates unless passive.
+    fn connect(&mut self, now: Time, cause: &str, out: &mut Vec<Command>) {
+        self.go(now, State::Connecting, cause);
+        if self.passive {
+            self.timer = None;
+            return;
+        }
+        out.push(Command::Initiate);
+        self.arm(now.plus(self.timing.connect_timeout), out);
+    }
+
+    fn arm(&mut self, at: Time, out: &mut Vec<Command>) {
+        self.timer = Some(at);
+        out.push(Command::ArmTimer(at));
+    }
+
+    fn go(&mut self, now: Time, to: State, cause: &str) {
+        if self.state == to {
+            return;
+        }
+        if self.history.transitions.len() == HISTORY_LEN {
+            self.history.transitions.pop_front();
+        }
+        self.history.transitions.push_back(Transition {
+            at: now,
+            from: self.state,
+            to,
+            cause: cause.to_owned(),
+        });
+        self.state = to;
+    }
+
+    fn established(&mut self, now: Time, p: ChildPair, out: &mut Vec<Command>) {
+        match self.state {
+            State::Configured => {
+                out.push(Command::Log(
+                    "refusing a child SA: adjacency stopped".into(),
+                ));
+                out.push(Command::DeleteSas(p));
+                return;
+            }
+            State::Down { .. } => {
+                self.go(now, State::Connecting, "peer initiated");
+                self.timer = None;
+                if !self.passive {
+                    self.arm(now.plus(self.timing.connect_timeout), out);
+                }
+            }
+            _ => {}
+        }
+        if [self.current, self.next]
+            .into_iter()
+            .flatten()
+            .any(|k| k.pair == p)
+        {
+            return;
+        }
+        let Some(current) = self.current else {
+            self.current = Some(Installed {
+                pair: p,
+                installed: false,
+            });
+            out.push(Command::InstallSas(p));
+            return;
+        };
+        // A second pair: crossing initiations (or a peer re-initiating). Keep one.
+        let rival = self.next.map_or(current.pair, |n| n.pair);
+        let keep = keep_of(rival, p, self.local, self.remote);
+        if keep == rival {
+            out.push(Command::Log("deleting a redundant child SA pair".into()));
+            out.push(Command::DeleteSas(p));
+        } else {
+            if let Some(n) = self.next {
+                out.push(Command::DeleteSas(n.pair));
+            }
+            self.replace_with(now, p, "redundant child SA pair replaced", out);
+        }
+    }
+
+    /// Makes `p` the next pair: installed first, the current one deleted once it is in.
+    fn replace_with(&mut self, now: Time, p: ChildPair, cause: &str, out: &mut Vec<Command>) {
+        self.next = Some(Installed {
+            pair: p,
+            installed: false,
+        });
+        out.push(Command::InstallSas(p));
+        if self.state == State::Up {
+            self.go(now, State::Rekeying, cause);
+        }
+    }
+
+    fn installed(&mut self, now: Time, p: ChildPair, out: &mut Vec<Command>) {
+        if self.next.is_some_and(|n| n.pair == p) {
+            if let Some(old) = self.current.take() {
+                out.push(Command::DeleteSas(old.pair));
+            }
+            self.current = self.next.take();
+        } else if !self.current.is_some_and(|c| c.pair == p) {
+            return;
+        }
+        if let Some(c) = self.current.as_mut() {
+            c.installed = true;
+        }
+        if self.state == State::Rekeying {
+            self.settle(now, "child SAs replaced");
+        } else {
+            self.bring_link_up(now, out);
+        }
+    }
+
+    fn bring_link_up(&mut self, now: Time, out: &mut Vec<Command>) {
+        match self.link {
+            LinkState::Down => {
+                out.push(Command::SetLinkUp);
+                self.link = LinkState::Requested;
+            }
+            LinkState::Requested => {}
+            LinkState::Up => self.now_up(now),
+        }
+    }
+
+    fn link_came_up(&mut self, now: Time, out: &mut Vec<Command>) {
+        let installed = self.current.is_some_and(|c| c.installed);
+        match (self.link, installed) {
+            (LinkState::Requested, true) => {
+                self.link = LinkState::Up;
+                self.now_up(now);
+            }
+            (LinkState::Up, _) => {}
+            _ => {
+                // Up without installed SAs would route VN traffic into nothing.
+                out.push(Command::SetLinkDown);
+                self.link = LinkState::Down;
+            }
+        }
+    }
+
+    fn now_up(&mut self, now: Time) {
+        if self.state != State::Connecting {
+            return;
+        }
+        self.timer = None;
+        self.up_since = Some(now);
+        self.history.last_established = Some(now);
+        self.go(now, State::Up, "child SAs installed and link up");
+    }
+
+    fn rekeyed(&mut self, now: Time, old: ChildPair, new: ChildPair, out: &mut Vec<Command>) {
+        if self.current.is_some_and(|c| c.pair == old) {
+            if let Some(n) = self.next {
+                out.push(Command::DeleteSas(n.pair));
+            }
+            self.replace_with(now, new, "child SAs rekeyed", out);
+        } else if self.next.is_some_and(|n| n.pair == old) {
+            out.push(Command::DeleteSas(old));
+            self.replace_with(now, new, "child SAs rekeyed", out);
+        } else {
+            out.push(Command::Log("rekey of a pair not in use".into()));
+            out.push(Command::DeleteSas(new));
+        }
+    }
+
+    fn pair_gone(&mut self, now: Time, p: ChildPair, out: &mut Vec<Command>) {
+        if self.current.is_some_and(|c| c.pair == p) {
+            // During a rekey the old pair may go before the new one is in: carry on with
+            // the new one.
+            self.current = self.next.take();
+            match self.current {
+                None => self.fail(now, "child SAs deleted or expired", out),
+                Some(c) if !c.installed && self.state == State::Up => {
+                    self.go(now, State::Rekeying, "replacement child SAs taking over");
+                }
+                Some(_) => {}
+            }
+        } else if self.next.is_some_and(|n| n.pair == p) {
+            self.next = None;
+            self.abandon_replacement(now);
+        }
+    }
+
+    fn ike_gone(&mut self, now: Time, ike_sa: u64, out: &mut Vec<Command>) {
+        if self.next.is_some_and(|n| n.pair.ike_sa == ike_sa) {
+            self.next = None;
+            self.abandon_replacement(now);
+        }
+        if self.current.is_some_and(|c| c.pair.ike_sa == ike_sa) {
+            self.current = None;
+            self.fail(now, "peer deleted the IKE SA", out);
+        } else if self.state == State::Connecting && self.current.is_none() {
+            self.fail(now, "peer deleted the IKE SA", out);
+        }
+    }
+
+    /// The replacement pair went away; the current one still carries traffic.
+    fn abandon_replacement(&mut self, now: Time) {
+        if self.state == State::Rekeying {
+            self.settle(now, "replacement child SAs gone");
+        }
+    }
+
+    /// Rekeying ends when no replacement is pending and the current pair is installed.
+    fn settle(&mut self, now: Time, cause: &str) {
+        if self.next.is_none() && self.current.is_some_and(|c| c.installed) {
+            self.go(now, State::Up, cause);
+        }
+    }
+
+    fn timer(&mut self, now: Time, out: &mut Vec<Command>) {
+        match self.timer {
+            Some(at) if at <= now => self.timer = None,
+            _ => return,
+        }
+        match self.state {
+            State::Down { .. } => self.connect(now, "retrying", out),
+            State::Connecting => self.fail(now, "no SAs within the connect timeout", out),
+            _ => {}
+        }
+    }
+
+    /// Takes everything down that carries traffic: link first, so routes go at once.
+    fn tear_down(&mut self, out: &mut Vec<Command>) {
+        if self.link != LinkState::Down {
+            out.push(Command::SetLinkDown);
+            self.link = LinkState::Down;
+        }
+        for p in [self.current.take(), self.next.take()]
+            .into_iter()
+            .flatten()
+        {
+            out.push(Command::DeleteSas(p.pair));
+        }
+        self.timer = None;
+    }
+
+    fn fail(&mut self, now: Time, why: &str, out: &mut Vec<Command>) {
+        if !matches!(self.state, State::Connecting | State::Up | State::Rekeying) {
+            return;
+        }
+        self.tear_down(out);
+        self.history.last_error = Some((now, why.to_owned()));
+        out.push(Command::Log(why.to_owned()));
+        if self
+            .up_since
+            .take()
+            .is_some_and(|since| now.since(since) >= self.timing.stable_after)
+        {
+            self.failures = 0;
+        }
+        if self.passive {
+            self.go(now, State::Connecting, why);
+            return;
+        }
+        let retry_at = now.plus(self.next_backoff());
+        self.go(now, State::Down { retry_at }, why);
+        self.arm(retry_at, out);
+    }
+
+    /// The nominal delay doubles from `backoff_first` up to `backoff_max`; the delay used
+    /// is drawn uniformly from its upper half, so that nodes that failed together do not
+    /// retry together.
+    fn next_backoff(&mut self) -> Duration {
+        let nominal = self
+            .timing
+            .backoff_first
+            .saturating_mul(1u32 << self.failures.min(30))
+            .min(self.timing.backoff_max);
+        self.failures = self.failures.saturating_add(1);
+        let half = u64::try_from(nominal.as_millis() / 2).unwrap_or(u64::MAX);
+        let jitter = if half == 0 {
+            0
+        } else {
+            self.random() % (half + 1)
+        };
+        Duration::from_millis(half.saturating_add(jitter))
+    }
+
+    /// splitmix64: small, seedable, good enough for jitter.
+    fn random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,772 @@
+use super::*;
+use proptest::prelude::*;
+
+const A: &str = "192.0.2.1";
+const B: &str = "192.0.2.2";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn adjacency(passive: bool) -> Adjacency {
+    Adjacency::new("b", ip(A), ip(B), passive, Timing::default(), 7)
+}
+
+fn pair(ike_sa: u64, local: bool, spi_in: u32, spi_out: u32) -> ChildPair {
+    ChildPair {
+        ike_sa,
+        ike_initiated_locally: local,
+        spi_in,
+        spi_out,
+    }
+}
+
+/// The same pair as the peer sees it.
+fn mirrored(p: ChildPair, ike_sa: u64) -> ChildPair {
+    ChildPair {
+        ike_sa,
+        ike_initiated_locally: !p.ike_initiated_locally,
+        spi_in: p.spi_out,
+        spi_out: p.spi_in,
+    }
+}
+
+const P1: ChildPair = ChildPair {
+    ike_sa: 1,
+    ike_initiated_locally: true,
+    spi_in: 0x100,
+    spi_out: 0x200,
+};
+const P2: ChildPair = ChildPair {
+    ike_sa: 1,
+    ike_initiated_locally: true,
+    spi_in: 0x300,
+    spi_out: 0x400,
+};
+
+fn t(secs: u64) -> Time {
+    Time(secs * 1000)
+}
+
+/// Brings a fresh adjacency up with P1 at time 0.
+fn up() -> Adjacency {
+    let mut a = adjacency(false);
+    a.handle(t(0), Event::Start);
+    a.handle(t(0), Event::ChildSaEstablished(P1));
+    a.handle(t(0), Event::ChildSaInstalled(P1));
+    a.handle(t(0), Event::LinkUp);
+    assert_eq!(a.state(), State::Up);
+    a
+}
+
+fn retry_at(a: &Adjacency) -> Time {
+    match a.state() {
+        State::Down { retry_at } => retry_at,
+        other => panic!("expected Down, got {other:?}"),
+    }
+}
+
+#[test]
+fn start_creates_link_and_initiates() {
+    let mut a = adjacency(false);
+    let out = a.handle(t(5), Event::Start);
+    assert_eq!(
+        out,
+        [
+            Command::CreateLink,
+            Command::Initiate,
+            Command::ArmTimer(t(35))
+        ]
+    );
+    assert_eq!(a.state(), State::Connecting);
+    assert_eq!(a.history().transitions.len(), 1);
+    assert_eq!(a.history().transitions[0].from, State::Configured);
+}
+
+#[test]
+fn up_needs_both_sas_installed_and_the_link() {
+    let mut a = adjacency(false);
+    a.handle(t(0), Event::Start);
+    assert_eq!(
+        a.handle(t(1), Event::IkeSaUp { ike_sa: 1 }).len(),
+        1,
+        "only a log line"
+    );
+    assert_eq!(
+        a.handle(t(1), Event::ChildSaEstablished(P1)),
+        [Command::InstallSas(P1)]
+    );
+    assert_eq!(a.state(), State::Connecting);
+    assert_eq!(
+        a.handle(t(1), Event::LinkUp),
+        [Command::SetLinkDown],
+        "a link up without SAs is taken down again"
+    );
+    assert_eq!(
+        a.handle(t(2), Event::ChildSaInstalled(P1)),
+        [Command::SetLinkUp]
+    );
+    assert_eq!(a.state(), State::Connecting);
+    assert!(a.handle(t(2), Event::LinkUp).is_empty());
+    assert_eq!(a.state(), State::Up);
+    assert!(a.link_up());
+    assert_eq!(a.history().last_established, Some(t(2)));
+    assert_eq!(a.current(), Some(P1));
+    // The connect timer armed at Start is now stale.
+    assert!(a.handle(t(30), Event::Timer).is_empty());
+    assert_eq!(a.state(), State::Up);
+}
+
+#[test]
+fn rekey_never_takes_the_link_down() {
+    let mut a = up();
+    assert!(a.handle(t(10), Event::RekeyStarted).is_empty());
+    assert_eq!(a.state(), State::Rekeying);
+    let out = a.handle(t(11), Event::ChildSaRekeyed { old: P1, new: P2 });
+    assert_eq!(out, [Command::InstallSas(P2)]);
+    assert_eq!(a.state(), State::Rekeying);
+    let out = a.handle(t(11), Event::ChildSaInstalled(P2));
+    assert_eq!(out, [Command::DeleteSas(P1)]);
+    assert_eq!(a.state(), State::Up);
+    assert_eq!(a.current(), Some(P2));
+    // The engine's report that the old pair is gone changes nothing.
+    assert!(a.handle(t(12), Event::ChildSaDeleted(P1)).is_empty());
+    assert_eq!(a.state(), State::Up);
+    assert!(a.link_up());
+}
+
+#[test]
+fn rekey_without_rekey_started_and_old_deleted_first() {
+    let mut a = up();
+    a.handle(t(10), Event::ChildSaRekeyed { old: P1, new: P2 });
+    assert_eq!(a.state(), State::Rekeying);
+    let out = a.handle(t(10), Event::ChildSaDeleted(P1));
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(a.handle(t(10), Event::ChildSaInstalled(P2)), []);
+    assert_eq!(a.state(), State::Up);
+    assert_eq!(a.current(), Some(P2));
+}
+
+#[test]
+fn replacement_pair_lost_during_rekey_keeps_the_old_one() {
+    let mut a = up();
+    a.handle(t(10), Event::ChildSaRekeyed { old: P1, new: P2 });
+    assert!(a.handle(t(10), Event::HardExpire(P2)).is_empty());
+    assert_eq!(a.state(), State::Up);
+    assert_eq!(a.current(), Some(P1));
+}
+
+#[test]
+fn every_loss_event_takes_the_link_down_at_once() {
+    let losses = [
+        Event::ChildSaDeleted(P1),
+        Event::HardExpire(P1),
+        Event::LivenessFailed,
+        Event::RekeyFailed,
+        Event::AuthFailed {
+            reason: "bad".into(),
+        },
+        Event::PeerDeleted { ike_sa: 1 },
+    ];
+    for loss in losses {
+        let mut a = up();
+        let out = a.handle(t(3), loss.clone());
+        assert_eq!(
+            out.first(),
+            Some(&Command::SetLinkDown),
+            "{loss:?}: {out:?}"
+        );
+        let at = retry_at(&a);
+        assert!(out.contains(&Command::ArmTimer(at)), "{loss:?}");
+        assert!(!a.link_up());
+        assert!(a.history().last_error.is_some());
+        // Retry at the timer.
+        let out = a.handle(at, Event::Timer);
+        assert_eq!(out[0], Command::Initiate, "{loss:?}");
+        assert_eq!(a.state(), State::Connecting);
+    }
+}
+
+#[test]
+fn deleting_a_pair_not_in_use_changes_nothing() {
+    let mut a = up();
+    assert!(a.handle(t(3), Event::ChildSaDeleted(P2)).is_empty());
+    assert!(a.handle(t(3), Event::PeerDeleted { ike_sa: 9 }).is_empty());
+    assert_eq!(a.state(), State::Up);
+}
+
+#[test]
+fn connect_timeout_fails_and_backs_off() {
+    let mut a = adjacency(false);
+    a.handle(t(0), Event::Start);
+    assert!(
+        a.handle(t(29), Event::Timer).is_empty(),
+        "early timer ignored"
+    );
+    let out = a.handle(t(30), Event::Timer);
+    let at = retry_at(&a);
+    assert_eq!(out.last(), Some(&Command::ArmTimer(at)));
+    assert!(!out.contains(&Command::SetLinkDown), "link was never up");
+}
+
+/// Fails a connecting adjacency by timeout and returns the back-off delay chosen.
+fn fail_once(a: &mut Adjacency, now: Time) -> (Time, Duration) {
+    a.handle(now, Event::AuthFailed { reason: "x".into() });
+    let at = retry_at(a);
+    (at, at.since(now))
+}
+
+#[test]
+fn backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {
+    let mut a = adjacency(false);
+    a.handle(t(0), Event::Start);
+    let mut now = t(0);
+    let mut nominal = Duration::from_secs(1);
+    for _ in 0..15 {
+        let (at, delay) = fail_once(&mut a, now);
+        assert!(
+            delay >= nominal / 2 && delay <= nominal,
+            "{delay:?} for {nominal:?}"
+        );
+        a.handle(at, Event::Timer);
+        assert_eq!(a.state(), State::Connecting);
+        now = at;
+        nominal = (nominal * 2).min(Duration::from_secs(300));
+    }
+    assert_eq!(nominal, Duration::from_secs(300), "the cap was reached");
+}
+
+#[test]
+fn jitter_follows_the_seed() {
+    let delays = |seed| {
+        let mut a = Adjacency::new("b", ip(A), ip(B), false, Timing::default(), seed);
+        a.handle(t(0), Event::Start);
+        let mut now = t(0);
+        (0..8)
+            .map(|_| {
+                let (at, d) = fail_once(&mut a, now);
+                a.handle(at, Event::Timer);
+                now = at;
+                d
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(delays(1), delays(1));
+    assert_ne!(delays(1), delays(2));
+}
+
+#[test]
+fn backoff_resets_after_a_stable_period_only() {
+    let grow = |a: &mut Adjacency| {
+        let mut now = t(0);
+        for _ in 0..6 {
+            let (at, _) = fail_once(a, now);
+            a.handle(at, Event::Timer);
+            now = at;
+        }
+        now
+    };
+    let bring_up = |a: &mut Adjacency, now: Time| {
+        a.handle(now, Event::ChildSaEstablished(P1));
+        a.handle(now, Event::ChildSaInstalled(P1));
+        a.handle(now, Event::LinkUp);
+        assert_eq!(a.state(), State::Up);
+    };
+
+    let mut a = adjacency(false);
+    a.handle(t(0), Event::Start);
+    let now = grow(&mut a);
+    bring_up(&mut a, now);
+    let (_, delay) = fail_once(&mut a, now.plus(Duration::from_secs(5)));
+    assert!(delay >= Duration::from_secs(32), "short up: {delay:?}");
+
+    let mut a = adjacency(false);
+    a.handle(t(0), Event::Start);
+    let now = grow(&mut a);
+    bring_up(&mut a, now);
+    let (_, delay) = fail_once(&mut a, now.plus(Duration::from_secs(60)));
+    assert!(delay <= Duration::from_secs(1), "stable up: {delay:?}");
+}
+
+#[test]
+fn peer_initiation_while_down_brings_it_up() {
+    let mut a = adjacency(false);
+    a.handle(t(0), Event::Start);
+    a.handle(t(30), Event::Timer);
+    retry_at(&a);
+    let out = a.handle(t(31), Event::ChildSaEstablished(P1));
+    assert_eq!(a.state(), State::Connecting);
+    assert!(out.contains(&Command::InstallSas(P1)));
+    a.handle(t(31), Event::ChildSaInstalled(P1));
+    a.handle(t(31), Event::LinkUp);
+    assert_eq!(a.state(), State::Up);
+}
+
+#[test]
+fn passive_never_initiates_but_comes_up() {
+    let mut a = adjacency(true);
+    let out = a.handle(t(0), Event::Start);
+    assert_eq!(out, [Command::CreateLink]);
+    assert_eq!(a.state(), State::Connecting);
+    a.handle(t(1), Event::ChildSaEstablished(pair(5, false, 1, 2)));
+    a.handle(t(1), Event::ChildSaInstalled(pair(5, false, 1, 2)));
+    a.handle(t(1), Event::LinkUp);
+    assert_eq!(a.state(), State::Up);
+    let out = a.handle(t(2), Event::LivenessFailed);
+    assert!(!out.contains(&Command::Initiate));
+    assert!(!out.iter().any(|c| matches!(c, Command::ArmTimer(_))));
+    assert_eq!(a.state(), State::Connecting, "waits for the peer");
+    assert!(a.handle(t(9999), Event::Timer).is_empty());
+    let out = a.handle(t(9999), Event::Initiate);
+    assert!(!out.contains(&Command::Initiate));
+}
+
+#[test]
+fn remove_while_up_tears_down_cleanly() {
+    let mut a = up();
+    a.handle(t(10), Event::ChildSaRekeyed { old: P1, new: P2 });
+    let out = a.handle(t(11), Event::Remove);
+    assert_eq!(
+        out,
+        [
+            Command::SetLinkDown,
+            Command::DeleteSas(P1),
+            Command::DeleteSas(P2),
+            Command::DeleteLink
+        ]
+    );
+    assert_eq!(a.state(), State::Removed);
+    assert_eq!(a.current(), None);
+    // Terminal.
+    for e in [Event::Start, Event::Initiate, Event::Timer, Event::LinkUp] {
+        assert!(a.handle(t(12), e).is_empty());
+        assert_eq!(a.state(), State::Removed);
+    }
+    assert_eq!(
+        a.handle(t(12), Event::ChildSaEstablished(P1)),
+        [Command::DeleteSas(P1)]
+    );
+}
+
+#[test]
+fn remove_before_start_creates_nothing_to_delete() {
+    let mut a = adjacency(false);
+    assert!(a.handle(t(0), Event::Remove).is_empty());
+    assert_eq!(a.state(), State::Removed);
+}
+
+#[test]
+fn terminate_stays_down_until_initiate() {
+    let mut a = up();
+    let out = a.handle(t(5), Event::Terminate);
+    assert_eq!(out, [Command::SetLinkDown, Command::DeleteSas(P1)]);
+    assert_eq!(a.state(), State::Configured);
+    assert!(a.handle(t(1000), Event::Timer).is_empty());
+    assert_eq!(
+        a.handle(t(6), Event::ChildSaEstablished(P2)),
+        [
+            Command::Log("refusing a child SA: adjacency stopped".into()),
+            Command::DeleteSas(P2)
+        ]
+    );
+    let out = a.handle(t(7), Event::Initiate);
+    assert_eq!(out, [Command::Initiate, Command::ArmTimer(t(37))]);
+    assert_eq!(a.state(), State::Connecting);
+}
+
+#[test]
+fn initiate_while_down_retries_now() {
+    let mut a = adjacency(false);
+    a.handle(t(0), Event::Start);
+    a.handle(t(30), Event::Timer);
+    retry_at(&a);
+    let out = a.handle(t(30), Event::Initiate);
+    assert_eq!(out[0], Command::Initiate);
+    assert_eq!(a.state(), State::Connecting);
+}
+
+#[test]
+fn history_is_bounded() {
+    let mut a = adjacency(false);
+    a.handle(t(0), Event::Start);
+    let mut now = t(0);
+    for _ in 0..100 {
+        let (at, _) = fail_once(&mut a, now);
+        a.handle(at, Event::Timer);
+        now = at;
+    }
+    assert_eq!(a.history().transitions.len(), HISTORY_LEN);
+    assert_eq!(
+        a.history().transitions.back().unwrap().to,
+        State::Connecting
+    );
+    assert_eq!(a.record().history, *a.history());
+}
+
+/// Every edge of the state diagram, each from a freshly built state.
+#[test]
+fn every_transition() {
+    fn connecting() -> Adjacency {
+        let mut a = adjacency(false);
+        a.handle(t(0), Event::Start);
+        a
+    }
+    fn rekeying() -> Adjacency {
+        let mut a = up();
+        a.handle(t(1), Event::RekeyStarted);
+        a
+    }
+    fn rekeyed() -> Adjacency {
+        let mut a = rekeying();
+        a.handle(t(1), Event::ChildSaRekeyed { old: P1, new: P2 });
+        a
+    }
+    fn down_adj() -> Adjacency {
+        let mut a = connecting();
+        a.handle(t(30), Event::Timer);
+        a
+    }
+    fn configured() -> Adjacency {
+        adjacency(false)
+    }
+    type Build = fn() -> Adjacency;
+    let cases: [(&str, Build, Event, &str); 21] = [
+        ("configured start", configured, Event::Start, "Connecting"),
+        (
+            "configured initiate",
+            configured,
+            Event::Initiate,
+            "Connecting",
+        ),
+        ("configured remove", configured, Event::Remove, "Removed"),
+        ("connecting timeout", connecting, Event::Timer, "Down"),
+        (
+            "connecting auth",
+            connecting,
+            Event::AuthFailed { reason: "x".into() },
+            "Down",
+        ),
+        (
+            "connecting peer delete",
+            connecting,
+            Event::PeerDeleted { ike_sa: 4 },
+            "Down",
+        ),
+        (
+            "connecting terminate",
+            connecting,
+            Event::Terminate,
+            "Configured",
+        ),
+        ("connecting remove", connecting, Event::Remove, "Removed"),
+        ("up rekey", up, Event::RekeyStarted, "Rekeying"),
+        ("up loss", up, Event::LivenessFailed, "Down"),
+        ("up terminate", up, Event::Terminate, "Configured"),
+        ("up remove", up, Event::Remove, "Removed"),
+        ("rekeying done", rekeyed, Event::ChildSaInstalled(P2), "Up"),
+        ("rekeying failed", rekeying, Event::RekeyFailed, "Down"),
+        ("rekeying expired", rekeying, Event::HardExpire(P1), "Down"),
+        ("rekeying remove", rekeying, Event::Remove, "Removed"),
+        ("down timer", down_adj, Event::Timer, "Connecting"),
+        ("down initiate", down_adj, Event::Initiate, "Connecting"),
+        (
+            "down peer",
+            down_adj,
+            Event::ChildSaEstablished(P1),
+            "Connecting",
+        ),
+        ("down terminate", down_adj, Event::Terminate, "Configured"),
+        ("down remove", down_adj, Event::Remove, "Removed"),
+    ];
+    for (name, build, event, want) in cases {
+        let mut a = build();
+        let before = a.history().transitions.len();
+        let at = match a.state() {
+            State::Down { retry_at } => retry_at,
+            _ => t(1_000),
+        };
+        a.handle(at, event);
+        let got = match a.state() {
+            State::Down { .. } => "Down".to_owned(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(got, want, "{name}");
+        assert_eq!(
+            a.history().transitions.len(),
+            before + 1,
+            "{name}: recorded"
+        );
+        assert_eq!(a.history().transitions.back().unwrap().at, at, "{name}");
+        if got == "Down" {
+            assert!(a.history().last_error.is_some(), "{name}");
+        }
+    }
+}
+
+#[test]
+fn loss_during_rekey_deletes_both_pairs() {
+    let mut a = up();
+    a.handle(t(1), Event::ChildSaRekeyed { old: P1, new: P2 });
+    let out = a.handle(t(2), Event::RekeyFailed);
+    assert_eq!(
+        &out[..3],
+        [
+            Command::SetLinkDown,
+            Command::DeleteSas(P1),
+            Command::DeleteSas(P2)
+        ]
+    );
+}
+
+#[test]
+fn losing_the_old_pair_before_its_replacement_is_installed_keeps_the_link() {
+    // Up on a pair that loses the tie-break, while the winner is still being installed.
+    let loser = pair(1, true, 5, 6);
+    let winner = pair(1, true, 1, 2);
+    let mut a = adjacency(false);
+    a.handle(t(0), Event::Start);
+    a.handle(t(0), Event::ChildSaEstablished(loser));
+    assert_eq!(
+        a.handle(t(0), Event::ChildSaEstablished(winner)),
+        [Command::InstallSas(winner)]
+    );
+    a.handle(t(0), Event::ChildSaInstalled(loser));
+    a.handle(t(0), Event::LinkUp);
+    assert_eq!(a.state(), State::Up);
+    assert!(a.handle(t(1), Event::HardExpire(loser)).is_empty());
+    assert_eq!(
+        a.state(),
+        State::Rekeying,
+        "not up until the winner is installed"
+    );
+    assert!(a.link_up());
+    assert!(a.handle(t(1), Event::ChildSaInstalled(winner)).is_empty());
+    assert_eq!(a.state(), State::Up);
+    assert_eq!(a.current(), Some(winner));
+}
+
+#[test]
+fn the_losing_ike_sa_going_away_changes_nothing() {
+    let (mut a, _, _) = crossing(false, true);
+    let out = a.handle(t(5), Event::PeerDeleted { ike_sa: 12 });
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(a.state(), State::Up);
+}
+
+#[test]
+fn tie_break_prefers_the_lower_endpoints_ike_sa() {
+    let (lo, hi) = (ip(A), ip(B));
+    let ours = pair(1, true, 10, 20);
+    let theirs = pair(2, false, 30, 40);
+    // Seen from the lower endpoint: our own initiation wins, in either order.
+    assert_eq!(keep_of(ours, theirs, lo, hi), ours);
+    assert_eq!(keep_of(theirs, ours, lo, hi), ours);
+    // Seen from the higher endpoint: the peer's initiation wins.
+    assert_eq!(keep_of(ours, theirs, hi, lo), theirs);
+    assert_eq!(keep_of(theirs, ours, hi, lo), theirs);
+    // Same initiator: the lower SPIs, as a symmetric pair.
+    let a = pair(1, true, 50, 5);
+    let b = pair(1, true, 6, 7);
+    assert_eq!(keep_of(a, b, lo, hi), a);
+    assert_eq!(keep_of(b, a, lo, hi), a);
+    let (ma, mb) = (mirrored(a, 9), mirrored(b, 9));
+    assert_eq!(keep_of(ma, mb, hi, lo), ma, "the peer picks the same pair");
+}
+
+/// Runs crossing initiations between node A (lower endpoint) and node B, delivering the
+/// two pairs to each node in the given orders, and returns both adjacencies after every
+/// command has been acted on.
+fn crossing(a_first: bool, b_first: bool) -> (Adjacency, Adjacency, Vec<ChildPair>) {
+    let mut node_a = Adjacency::new("b", ip(A), ip(B), false, Timing::default(), 1);
+    let mut node_b = Adjacency::new("a", ip(B), ip(A), false, Timing::default(), 2);
+    node_a.handle(t(0), Event::Start);
+    node_b.handle(t(0), Event::Start);
+    // IKE SA 1 initiated by A, IKE SA 2 by B; each node names IKE SAs by its own SPI.
+    let by_a = pair(11, true, 0xa1, 0xb1);
+    let by_b = pair(12, false, 0xa2, 0xb2);
+    let orders = |first| if first { [by_a, by_b] } else { [by_b, by_a] };
+    let mut deleted = Vec::new();
+    for (node, pairs, view) in [
+        (&mut node_a, orders(a_first), false),
+        (&mut node_b, orders(b_first), true),
+    ] {
+        let view = |p: ChildPair| if view { mirrored(p, p.ike_sa + 10) } else { p };
+        let mut pending = Vec::new();
+        for p in pairs {
+            pending.extend(node.handle(t(1), Event::ChildSaEstablished(view(p))));
+            // The data plane confirms each install before the next pair arrives.
+            while let Some(c) = pending.pop() {
+                match c {
+                    Command::InstallSas(p) => {
+                        pending.extend(node.handle(t(1), Event::ChildSaInstalled(p)));
+                    }
+                    Command::SetLinkUp => pending.extend(node.handle(t(1), Event::LinkUp)),
+                    Command::DeleteSas(p) => deleted.push(p),
+                    _ => {}
+                }
+            }
+        }
+    }
+    (node_a, node_b, deleted)
+}
+
+#[test]
+fn crossing_initiations_end_with_one_pair_in_every_order() {
+    let by_a = pair(11, true, 0xa1, 0xb1);
+    for a_first in [true, false] {
+        for b_first in [true, false] {
+            let (a, b, deleted) = crossing(a_first, b_first);
+            assert_eq!(a.state(), State::Up);
+            assert_eq!(b.state(), State::Up);
+            assert_eq!(a.current(), Some(by_a), "{a_first} {b_first}");
+            assert_eq!(b.current(), Some(mirrored(by_a, 21)), "{a_first} {b_first}");
+            assert_eq!(deleted.len(), 2, "one redundant pair on each node");
+            assert!(
+                deleted
+                    .iter()
+                    .all(|p| p.spi_in & 0xf == 2 && p.spi_out & 0xf == 2),
+                "only the pair B initiated is deleted: {deleted:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn crossing_while_up_replaces_without_flap() {
+    // B (higher endpoint) is up on its own initiation when A's arrives: A's wins.
+    let mut b = Adjacency::new("a", ip(B), ip(A), false, Timing::default(), 2);
+    b.handle(t(0), Event::Start);
+    let own = pair(7, true, 1, 2);
+    let peers = pair(8, false, 3, 4);
+    b.handle(t(0), Event::ChildSaEstablished(own));
+    b.handle(t(0), Event::ChildSaInstalled(own));
+    b.handle(t(0), Event::LinkUp);
+    let out = b.handle(t(1), Event::ChildSaEstablished(peers));
+    assert_eq!(out, [Command::InstallSas(peers)]);
+    assert_eq!(b.state(), State::Rekeying);
+    let out = b.handle(t(1), Event::ChildSaInstalled(peers));
+    assert_eq!(out, [Command::DeleteSas(own)]);
+    assert_eq!(b.state(), State::Up);
+    assert!(b.link_up());
+}
+
+/// A small pool, so that random events often name the pairs in use.
+fn any_pair() -> impl Strategy<Value = ChildPair> {
+    prop_oneof![
+        Just(pair(1, true, 1, 2)),
+        Just(pair(2, false, 3, 4)),
+        Just(pair(1, true, 5, 6)),
+    ]
+}
+
+fn any_event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        Just(Event::Start),
+        (1u64..3).prop_map(|ike_sa| Event::IkeSaUp { ike_sa }),
+        any_pair().prop_map(Event::ChildSaEstablished),
+        any_pair().prop_map(Event::ChildSaInstalled),
+        Just(Event::LinkUp),
+        Just(Event::RekeyStarted),
+        (any_pair(), any_pair()).prop_map(|(old, new)| Event::ChildSaRekeyed { old, new }),
+        any_pair().prop_map(Event::ChildSaDeleted),
+        any_pair().prop_map(Event::HardExpire),
+        Just(Event::LivenessFailed),
+        Just(Event::RekeyFailed),
+        Just(Event::AuthFailed { reason: "r".into() }),
+        (1u64..3).prop_map(|ike_sa| Event::PeerDeleted { ike_sa }),
+        Just(Event::Timer),
+        Just(Event::Remove),
+        Just(Event::Terminate),
+        Just(Event::Initiate),
+    ]
+}
+
+/// The daemon's natural answer to a command, if it has one.
+fn answer(c: &Command) -> Option<(Event, Option<Time>)> {
+    match c {
+        Command::InstallSas(p) => Some((Event::ChildSaInstalled(*p), None)),
+        Command::DeleteSas(p) => Some((Event::ChildSaDeleted(*p), None)),
+        Command::SetLinkUp => Some((Event::LinkUp, None)),
+        Command::ArmTimer(at) => Some((Event::Timer, Some(*at))),
+        Command::Initiate => Some((Event::ChildSaEstablished(pair(1, true, 1, 2)), None)),
+        _ => None,
+    }
+}
+
+/// A step: an arbitrary event, or the answer to one of the commands not yet answered
+/// (picked by index), which drives the adjacency through its states far more often than
+/// arbitrary events alone.
+#[derive(Clone, Debug)]
+enum Step {
+    Event(Event),
+    Answer(usize),
+}
+
+fn any_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        any_event().prop_map(Step::Event),
+        (0usize..8).prop_map(Step::Answer),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn random_events_keep_the_invariants(
+        passive in any::<bool>(),
+        seed in any::<u64>(),
+        steps in proptest::collection::vec((any_step(), 0u64..400_000), 0..80),
+    ) {
+        let mut a = Adjacency::new("b", ip(A), ip(B), passive, Timing::default(), seed);
+        let mut now = Time(0);
+        let mut removed = false;
+        let mut link_up_commanded = false;
+        let mut unanswered: Vec<(Event, Option<Time>)> = Vec::new();
+        for (step, advance) in steps {
+            now = now.plus(Duration::from_millis(advance));
+            let event = match step {
+                Step::Event(e) => e,
+                Step::Answer(_) if unanswered.is_empty() => continue,
+                Step::Answer(i) => {
+                    let (event, at) = unanswered.remove(i % unanswered.len());
+                    now = now.max(at.unwrap_or(now));
+                    event
+                }
+            };
+            let out = a.handle(now, event);
+            for c in &out {
+                match c {
+                    Command::SetLinkUp => link_up_commanded = true,
+                    Command::SetLinkDown => link_up_commanded = false,
+                    Command::Initiate => prop_assert!(!passive, "a passive adjacency initiated"),
+                    _ => {}
+                }
+            }
+            unanswered.extend(out.iter().filter_map(answer));
+            if removed {
+                prop_assert_eq!(a.state(), State::Removed);
+            }
+            removed = a.state() == State::Removed;
+            if a.link_up() {
+                prop_assert!(matches!(a.state(), State::Up | State::Rekeying));
+                prop_assert!(link_up_commanded, "link up without a SetLinkUp in force");
+            }
+            if a.state() == State::Up {
+                prop_assert!(a.link_up());
+                prop_assert!(a.current.is_some_and(|c| c.installed));
+            }
+            if a.state() == State::Rekeying {
+                prop_assert!(a.link_up() && a.current.is_some());
+            }
+            if let State::Down { retry_at } = a.state() {
+                prop_assert!(!passive);
+                prop_assert_eq!(a.timer, Some(retry_at));
+                prop_assert!(a.current.is_none() && !a.link_up());
+            }
+            if removed {
+                prop_assert!(!link_up_commanded && a.current.is_none());
+            }
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Packet captures in a namespace: tcpdump writes a file, tshark dissects it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use super::TempDir;
+use super::netns::{Netns, run};
+use super::process::Process;
+use super::wait::wait_until;
+
+/// tcpdump running on one interface of a namespace, writing every packet to a pcap file
+/// as it arrives (`-U --immediate-mode`).
+pub struct Capture {
+    process: Process,
+    file: PathBuf,
+    dir: TempDir,
+}
+
+impl Capture {
+    /// Starts capturing on `ifname` in `ns` with a pcap `filter` (e.g. `udp port 500 or
+    /// udp port 4500`) and waits until tcpdump listens.
+    pub fn start(ns: &Netns, ifname: &str, filter: &str) -> Result<Self> {
+        let dir = TempDir::new("capture")?;
+        let file = dir.join("capture.pcap");
+        let mut command = ns.command("tcpdump");
+        command
+            .args([
+                "-n",
+                "-U",
+                "--immediate-mode",
+                "-Z",
+                "root",
+                "-i",
+                ifname,
+                "-w",
+            ])
+            .arg(&file)
+            .arg(filter);
+        let mut process = Process::spawn("tcpdump", command, dir.path())?;
+        wait_until(
+            "tcpdump to listen",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || {
+                if let Some(status) = process.exited()? {
+                    bail!("tcpdump exited ({status}): {}", process.dump());
+                }
+                Ok(process.stderr().contains("listening on"))
+            },
+        )?;
+        Ok(Self { process, file, dir })
+    }
+
+    /// Stops tcpdump, so the file holds everything captured; returns the pcap path.
+    pub fn stop(&mut self) -> Result<&Path> {
+        self.process.stop()?;
+        Ok(&self.file)
+    }
+
+    /// One summary line per packet that matches the display filter (`""` for all).
+    pub fn summary(&self, display_filter: &str) -> Result<String> {
+        self.tshark(&[], display_filter)
+    }
+
+    /// The full dissection (`tshark -V`) of the packets that match `display_filter`.
+    pub fn dissect(&self, display_filter: &str) -> Result<String> {
+        self.tshark(&["-V"], display_filter)
+    }
+
+    fn tshark(&self, extra: &[&str], display_filter: &str) -> Result<String> {
+        let file = self.file.display().to_string();
+        let mut args = vec!["-n", "-r", &file];
+        args.extend_from_slice(extra);
+        if !display_filter.is_empty() {
+            args.extend_from_slice(&["-Y", display_filter]);
+        }
+        run("tshark", &args)
+    }
+
+    /// The directory holding the pcap and tcpdump's output (kept if the test fails).
+    pub fn dir(&self) -> &TempDir {
+        &self.dir
+    }
+}

@@ -1,0 +1,147 @@
+//! Network namespaces that disappear with their guard, veth links between them, and
+//! running commands or closures inside them.
+
+use std::fs::File;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context, Result, bail};
+
+/// A named network namespace (`ip netns add`), deleted on drop with everything in it.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `<prefix><pid>-<n>` with `lo` up. The name is kept to 15 characters so it
+    /// can also name interfaces; a longer prefix is an error.
+    pub fn new(prefix: &str) -> Result<Self> {
+        let name = format!("{prefix}{}", super::unique_suffix());
+        if name.len() > 15 {
+            bail!("namespace name {name:?} is longer than 15 characters: shorten {prefix:?}");
+        }
+        run("ip", &["netns", "add", &name])?;
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A command that runs `program` inside the namespace (and, through `ip netns exec`,
+    /// in a private mount namespace with /sys remounted for it).
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
+    }
+
+    /// Runs `program` inside the namespace and returns its stdout; fails with its stderr.
+    pub fn run(&self, program: &str, args: &[&str]) -> Result<String> {
+        let mut command = self.command(program);
+        command.args(args);
+        checked(command)
+    }
+
+    /// `ip -n <ns> <args>`.
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// Runs `f` on a new thread that has joined this namespace, so sockets it opens live
+    /// here. A panic in `f` is passed on to the caller.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let file = File::open(format!("/run/netns/{}", self.name))
+            .with_context(|| format!("opening namespace {}", self.name))?;
+        std::thread::scope(|scope| {
+            let thread = scope.spawn(|| -> Result<T> {
+                // SAFETY: setns on a valid namespace fd only changes this thread's network
+                // namespace; the thread ends with the closure.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error()).context("setns");
+                }
+                Ok(f())
+            });
+            thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = run("ip", &["netns", "del", &self.name]) {
+            eprintln!("deleting namespace {}: {e:#}", self.name);
+        }
+    }
+}
+
+/// One end of a veth link: its namespace-local interface name and address.
+#[derive(Clone, Debug)]
+pub struct VethEnd {
+    pub ifname: String,
+    pub addr: IpAddr,
+}
+
+/// Joins `a` and `b` with a veth pair, gives each end its address with `prefix_len`, and
+/// brings both up. Both ends get the same unique name (they live in different namespaces);
+/// the link goes away with either namespace.
+pub fn veth(
+    a: &Netns,
+    a_addr: IpAddr,
+    b: &Netns,
+    b_addr: IpAddr,
+    prefix_len: u8,
+) -> Result<(VethEnd, VethEnd)> {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let ifname = format!("veth{}", N.fetch_add(1, Ordering::Relaxed));
+    a.ip(&[
+        "link", "add", &ifname, "type", "veth", "peer", "name", &ifname, "netns", &b.name,
+    ])?;
+    for (ns, addr) in [(a, a_addr), (b, b_addr)] {
+        let cidr = format!("{addr}/{prefix_len}");
+        let mut args = vec!["addr", "add", &cidr, "dev", &ifname];
+        if addr.is_ipv6() {
+            // otherwise the address stays tentative while duplicate detection runs
+            args.push("nodad");
+        }
+        ns.ip(&args)?;
+        ns.ip(&["link", "set", &ifname, "up"])?;
+    }
+    let end = |addr| VethEnd {
+        ifname: ifname.clone(),
+        addr,
+    };
+    Ok((end(a_addr), end(b_addr)))
+}
+
+/// Runs a host command that must succeed; returns its stdout.
+pub fn run(program: &str, args: &[&str]) -> Result<String> {
+    let mut command = Command::new(program);
+    command.args(args);
+    checked(command)
+}
+
+/// Runs `command` to completion; its stdout if it succeeded, an error with stderr if not.
+pub fn checked(mut command: Command) -> Result<String> {
+    let out: Output = command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{command:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -1,0 +1,110 @@
+//! A child process that is stopped and reaped when its guard drops.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::wait::wait_until;
+
+/// A running child whose stdout and stderr go to `<dir>/<name>.stdout` / `.stderr`.
+/// On drop it gets SIGTERM, then SIGKILL after the grace period, and is reaped; if the test
+/// is failing its output is printed.
+pub struct Process {
+    name: String,
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    grace: Duration,
+    status: Option<ExitStatus>,
+}
+
+impl Process {
+    pub fn spawn(name: &str, mut command: Command, dir: &Path) -> Result<Self> {
+        let stdout = dir.join(format!("{name}.stdout"));
+        let stderr = dir.join(format!("{name}.stderr"));
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout)?)
+            .stderr(File::create(&stderr)?)
+            .spawn()
+            .with_context(|| format!("starting {name}: {command:?}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            stdout,
+            stderr,
+            grace: Duration::from_secs(5),
+            status: None,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status if it has exited (reaping it), `None` while it runs.
+    pub fn exited(&mut self) -> Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait()?;
+        }
+        Ok(self.status)
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Both outputs, labelled, for failure messages.
+    pub fn dump(&self) -> String {
+        format!(
+            "--- {name} stdout\n{}--- {name} stderr\n{}",
+            self.stdout(),
+            self.stderr(),
+            name = self.name
+        )
+    }
+
+    /// Sends `signal` to the process if it still runs.
+    pub fn signal(&mut self, signal: libc::c_int) -> Result<()> {
+        if self.exited()?.is_none() {
+            let pid = libc::pid_t::try_from(self.pid())?;
+            // SAFETY: the child is not reaped yet, so the pid still names it.
+            if unsafe { libc::kill(pid, signal) } != 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within the grace period; returns its status.
+    pub fn stop(&mut self) -> Result<ExitStatus> {
+        self.signal(libc::SIGTERM)?;
+        let grace = self.grace;
+        let what = format!("{} to exit after SIGTERM", self.name);
+        if let Ok(status) = wait_until(&what, grace, Duration::from_millis(20), || self.exited()) {
+            return Ok(status);
+        }
+        self.child.kill()?;
+        let status = self.child.wait()?;
+        self.status = Some(status);
+        Ok(status)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            eprintln!("stopping {}: {e:#}", self.name);
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.dump());
+        }
+    }
+}

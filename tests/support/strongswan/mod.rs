@@ -1,0 +1,280 @@
+//! strongSwan's charon as an IKEv2 peer, one independent instance per network namespace.
+//!
+//! Each instance reads its own strongswan.conf (through `STRONGSWAN_CONF`) and swanctl
+//! directory from a temporary directory, and is driven with `swanctl` over its own vici
+//! socket. Debian's charon writes a fixed `/var/run/charon.pid`, so it runs with a private
+//! directory bind-mounted over `/run` inside the mount namespace `ip netns exec` gives it.
+
+mod config;
+mod pki;
+mod sas;
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+pub use config::{Auth, CharonOptions, Connection};
+pub use pki::{Ca, KeyType, NodeCert};
+pub use sas::{ChildSa, IkeSa, parse_list_sas};
+
+use super::TempDir;
+use super::netns::{Netns, checked, run};
+use super::process::Process;
+use super::wait::wait_until;
+
+const CHARON: &str = "/usr/lib/ipsec/charon";
+const PLUGIN_CACHE: &str = "/var/cache/iiptran-interop";
+const SETUP: &str = "tests/interop/setup";
+
+/// The strongSwan installation the tests use, checked once: missing pieces are an error
+/// that says how to install them.
+#[derive(Clone, Debug)]
+pub struct Installation {
+    /// Debian version of strongswan-charon, e.g. `5.9.8-5+deb12u6`.
+    pub version: String,
+    /// The load-tester plugin built by `tests/interop/setup` for that version.
+    pub load_tester: PathBuf,
+}
+
+impl Installation {
+    pub fn find() -> Result<Self> {
+        let missing: Vec<&str> = [
+            CHARON,
+            "/usr/sbin/swanctl",
+            "/usr/bin/pki",
+            "/usr/bin/tshark",
+            "/usr/bin/tcpdump",
+        ]
+        .into_iter()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+        if !missing.is_empty() {
+            bail!(
+                "missing {missing:?}: run `{SETUP}` as root (installs Debian's strongSwan, tcpdump, tshark)"
+            );
+        }
+        let version = run("dpkg-query", &["-W", "-f=${Version}", "strongswan-charon"])?;
+        let load_tester = Path::new(PLUGIN_CACHE)
+            .join(&version)
+            .join("libstrongswan-load-tester.so");
+        if !load_tester.exists() {
+            bail!(
+                "missing {}: run `{SETUP}` as root (builds the load-tester plugin)",
+                load_tester.display()
+            );
+        }
+        Ok(Self {
+            version,
+            load_tester,
+        })
+    }
+}
+
+/// A running charon in a network namespace. Dropping it stops charon (SIGTERM, then
+/// SIGKILL) and removes its directory; on a failing test its log is printed and the
+/// directory kept.
+pub struct Charon {
+    name: String,
+    // Declared before `dir`: charon must stop before its directory goes.
+    process: Process,
+    dir: TempDir,
+}
+
+impl Charon {
+    /// Writes the configuration for `connections`, starts charon in `ns`, waits for its vici
+    /// socket and loads the connections, credentials and secrets.
+    pub fn start(
+        install: &Installation,
+        ns: &Netns,
+        name: &str,
+        options: &CharonOptions,
+        connections: &[Connection],
+    ) -> Result<Self> {
+        let dir = TempDir::new(&format!("charon-{name}"))?;
+        for sub in ["run", "swanctl/x509", "swanctl/x509ca", "swanctl/private"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        std::fs::write(
+            dir.join("strongswan.conf"),
+            config::strongswan_conf(dir.path(), options),
+        )?;
+        write_private(
+            &dir.join("swanctl/swanctl.conf"),
+            &swanctl_conf(&dir, connections)?,
+        )?;
+
+        let preload = if options.fake_kernel {
+            install.load_tester.display().to_string()
+        } else {
+            String::new()
+        };
+        let mut command = ns.command("sh");
+        command
+            .env("STRONGSWAN_CONF", dir.join("strongswan.conf"))
+            .args([
+                "-c",
+                r#"mount --bind "$0/run" /run || exit 1
+                   if [ -n "$2" ]; then exec env LD_PRELOAD="$2" "$1"; else exec "$1"; fi"#,
+            ])
+            .arg(dir.path())
+            .args([CHARON, &preload]);
+        let process = Process::spawn("charon", command, dir.path())?;
+        let mut charon = Self {
+            name: name.into(),
+            process,
+            dir,
+        };
+        let vici = charon.dir.join("run/charon.vici");
+        let what = format!("charon {name}'s vici socket");
+        wait_until(
+            &what,
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || {
+                if let Some(status) = charon.process.exited()? {
+                    bail!("charon {name} exited ({status}): {}", charon.process.dump());
+                }
+                Ok(vici.exists())
+            },
+        )?;
+        let swanctl_conf = charon.dir.join("swanctl/swanctl.conf");
+        charon.swanctl(&[
+            "--load-all",
+            "--noprompt",
+            "--file",
+            &swanctl_conf.display().to_string(),
+        ])?;
+        Ok(charon)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The instance's directory (strongswan.conf, swanctl/, run/, charon.log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Runs `swanctl <verb> --uri <this charon> <args…>`; its stdout, or an error with its
+    /// output if it failed.
+    pub fn swanctl(&self, args: &[&str]) -> Result<String> {
+        let (verb, rest) = args.split_first().context("swanctl needs a verb")?;
+        let uri = format!("unix://{}", self.dir.join("run/charon.vici").display());
+        let mut command = Command::new("swanctl");
+        command
+            .env("STRONGSWAN_CONF", self.dir.join("strongswan.conf"))
+            .env("SWANCTL_DIR", self.dir.join("swanctl"))
+            .args([verb, "--uri", &uri])
+            .args(rest);
+        checked(command).with_context(|| format!("charon {}", self.name))
+    }
+
+    /// Initiates `child` (and its IKE SA if needed); returns swanctl's log of the exchange.
+    pub fn initiate_child(&self, child: &str) -> Result<String> {
+        self.swanctl(&["--initiate", "--child", child, "--timeout", "20"])
+    }
+
+    /// Initiates the IKE SA of connection `ike` without a child.
+    pub fn initiate_ike(&self, ike: &str) -> Result<String> {
+        self.swanctl(&["--initiate", "--ike", ike, "--timeout", "20"])
+    }
+
+    pub fn terminate_ike(&self, ike: &str) -> Result<String> {
+        self.swanctl(&["--terminate", "--ike", ike, "--timeout", "20"])
+    }
+
+    pub fn terminate_child(&self, child: &str) -> Result<String> {
+        self.swanctl(&["--terminate", "--child", child, "--timeout", "20"])
+    }
+
+    /// Asks charon to rekey the child SA (`rekey --child`); the rekeying runs asynchronously.
+    pub fn rekey_child(&self, child: &str) -> Result<String> {
+        self.swanctl(&["--rekey", "--child", child])
+    }
+
+    pub fn rekey_ike(&self, ike: &str) -> Result<String> {
+        self.swanctl(&["--rekey", "--ike", ike])
+    }
+
+    pub fn list_sas(&self) -> Result<Vec<IkeSa>> {
+        parse_list_sas(&self.swanctl(&["--list-sas", "--raw"])?)
+    }
+
+    /// The file log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("charon.log")).unwrap_or_default()
+    }
+
+    /// Waits until `pick` finds what it wants in the listed SAs; the timeout error shows the
+    /// last listing.
+    pub fn wait_for_sas<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut pick: impl FnMut(&[IkeSa]) -> Option<T>,
+    ) -> Result<T> {
+        let mut last = Vec::new();
+        let found = wait_until(what, timeout, Duration::from_millis(50), || {
+            last = self.list_sas()?;
+            Ok(pick(&last))
+        });
+        found.with_context(|| format!("charon {} lists {last:#?}", self.name))
+    }
+}
+
+impl Drop for Charon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- charon {} log\n{}", self.name, self.log());
+        }
+    }
+}
+
+fn swanctl_conf(dir: &TempDir, connections: &[Connection]) -> Result<String> {
+    let mut conns = String::new();
+    let mut secrets = String::new();
+    for conn in connections {
+        let cert_file = match &conn.auth {
+            Auth::Pubkey(node) => {
+                let file = format!("{}.crt", conn.name);
+                std::fs::copy(&node.cert, dir.join(&format!("swanctl/x509/{file}")))?;
+                let ca = format!("swanctl/x509ca/{}-ca.crt", conn.name);
+                std::fs::copy(&node.ca, dir.join(&ca))?;
+                let key = std::fs::read_to_string(&node.key)?;
+                write_private(
+                    &dir.join(&format!("swanctl/private/{}.key", conn.name)),
+                    &key,
+                )?;
+                Some(file)
+            }
+            Auth::Psk(_) => None,
+        };
+        conn.render(&mut conns, cert_file.as_deref());
+        conn.render_secret(&mut secrets);
+    }
+    Ok(format!(
+        "connections {{\n{conns}}}\nsecrets {{\n{secrets}}}\n"
+    ))
+}
+
+/// Writes a file readable by its owner only: keys and secrets.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
