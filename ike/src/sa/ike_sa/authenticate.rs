@@ -104,13 +104,7 @@ impl IkeSa {
         let Some(peer) = self.peer.as_ref() else {
             return Vec::new();
         };
-        let suites: Vec<_> = ctx
-            .config
-            .esp_suites
-            .iter()
-            .copied()
-            .filter(crate::sa::keys::esp_suite_supported)
-            .collect();
+        let suites = ctx.esp_suites();
         vec![
             notify(NotifyType::USE_TRANSPORT_MODE, Vec::new()),
             notify(NotifyType::ESP_TFC_PADDING_NOT_SUPPORTED, Vec::new()),
@@ -263,13 +257,7 @@ impl IkeSa {
             return Err(NotifyType::NO_PROPOSAL_CHOSEN);
         }
         let pfs = find_payload!(payloads, Payload::Ke).map(|k| k.group);
-        let suites: Vec<_> = ctx
-            .config
-            .esp_suites
-            .iter()
-            .copied()
-            .filter(crate::sa::keys::esp_suite_supported)
-            .collect();
+        let suites = ctx.esp_suites();
         let (suite, chosen) =
             proposal::choose_esp(&suites, pfs, offered).ok_or(NotifyType::NO_PROPOSAL_CHOSEN)?;
         let spi_out = u32::from_be_bytes(

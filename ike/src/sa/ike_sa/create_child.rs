@@ -299,13 +299,7 @@ impl IkeSa {
         let offered = find_payload!(payloads, Payload::Sa)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let supported: Vec<IkeSuite> = ctx
-            .config
-            .ike_suites
-            .iter()
-            .copied()
-            .filter(crate::sa::keys::ike_suite_supported)
-            .collect();
+        let supported = ctx.ike_suites();
         let Some((suite, chosen)) = proposal::choose_ike(&supported, offered) else {
             return vec![notify(NotifyType::NO_PROPOSAL_CHOSEN, Vec::new())];
         };

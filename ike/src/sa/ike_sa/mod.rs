@@ -7,7 +7,7 @@ use super::nat::detection_hash;
 use super::proposal;
 use super::window::{Expiry, Incoming, Requests, Responses};
 use crate::auth::{self, AuthError};
-use crate::config::{Config, IkeSuite};
+use crate::config::{Config, EspSuite, IkeSuite};
 use crate::crypto::{CryptoError, DhPrivate};
 use crate::iana::{AuthMethod, CertEncoding, DhId, ExchangeType, NotifyType, ProtocolId};
 use crate::sa::exchange::{
@@ -54,6 +54,22 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Our IKE suites that the crypto module implements, in our order of preference.
+    fn ike_suites(&self) -> Vec<IkeSuite> {
+        let suites = self.config.ike_suites.iter().copied();
+        suites
+            .filter(crate::sa::keys::ike_suite_supported)
+            .collect()
+    }
+
+    /// Our ESP suites that we can key, in our order of preference.
+    fn esp_suites(&self) -> Vec<EspSuite> {
+        let suites = self.config.esp_suites.iter().copied();
+        suites
+            .filter(crate::sa::keys::esp_suite_supported)
+            .collect()
+    }
+
     /// When to rekey an SA with this lifetime: up to a tenth earlier at random, so that
     /// two peers with the same lifetimes rarely rekey at the same moment (§2.8.1).
     fn rekey_time(&self, lifetime: Option<Duration>) -> Option<Instant> {
