@@ -776,3 +776,6 @@ impl IkeSa {
             .any(|c| c.sa.spis == spis && c.state == ChildState::Installed)
     }
 }
+
+#[cfg(test)]
+mod tests;
