@@ -153,6 +153,41 @@ fn many_clients_at_once() {
 }
 
 #[test]
+fn clients_beyond_the_limit_are_told_busy() {
+    let tmp = TempDir::new("busy");
+    let path = tmp.0.join("control.sock");
+    let mut config = ServerConfig::new(&path);
+    config.max_clients = 2;
+    let _server = Server::start(config).unwrap();
+    let mut held: Vec<RawClient> = (0..2).map(|_| RawClient::connect(&path)).collect();
+    // Answered, so both connections are being served before the third arrives.
+    for client in &mut held {
+        assert!(matches!(
+            client.ask(r#"{"verb":"status"}"#).body,
+            Body::Status(_)
+        ));
+    }
+    let mut third = RawClient::connect(&path);
+    let response = third.response().expect("a busy response");
+    assert_eq!(error_kind(&response), ErrorKind::Busy);
+    assert!(third.response().is_none(), "connection must be closed");
+
+    // A slot frees when a client leaves.
+    held.pop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut client = RawClient::connect(&path);
+        match client.ask(r#"{"verb":"status"}"#).body {
+            Body::Status(_) => break,
+            Body::Error(e) if e.kind == ErrorKind::Busy && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => panic!("expected status, got {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn second_server_refuses_and_stale_socket_is_replaced() {
     let tmp = TempDir::new("owner");
     let path = tmp.0.join("control.sock");
