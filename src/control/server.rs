@@ -61,7 +61,7 @@ pub async fn dispatch<H: ControlHandler>(handler: &H, request: Request) -> Respo
 }
 
 /// Where the daemon listens unless told otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/iiptran/control.sock";
+pub const DEFAULT_SOCKET: &str = "/run/iiptran/iiptran.sock";
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
