@@ -5,3 +5,7 @@ pub use iiptran_certs as certs;
 pub use iiptran_ike as ike;
 pub use iiptran_policy as policy;
 pub use iiptran_xfrm as xfrm;
+
+pub mod control;
+pub mod notify;
+pub mod render;

@@ -1,26 +1,66 @@
 //! `iiptranctl`: the operator's tool for a running `iiptrand`.
 
+use std::io::ErrorKind as IoErrorKind;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use iiptran::control::client::{self, ClientError};
+use iiptran::control::{Body, DEFAULT_SOCKET, Request};
+use iiptran::render::{self, Clock, span};
 use iiptran_certs::duration::parse_duration;
 use iiptran_certs::{Algorithm, Ca, NodeId, unix_now};
 use iiptran_policy::store::Store;
 
 /// Inspect and control a running iiptrand over its control socket.
+///
+/// Exit status: 0 success, 1 the daemon reported an error, 2 usage, 3 the daemon cannot
+/// be reached.
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
+    /// The daemon's control socket.
+    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print the daemon's response as one JSON document.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Show absolute times beside relative ones.
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    /// How long to wait for the daemon.
+    #[arg(long, global = true, default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// This node, its data plane and counts of adjacencies and SAs.
+    Status,
+    /// Each neighbor: its link, adjacency, rekey time and traffic.
+    ListNeighbors,
+    /// The IKE SAs and their child SAs.
+    ListSas,
+    /// The certificates the daemon has loaded.
+    ListCerts,
+    /// Bring the adjacency with a neighbor up now.
+    Initiate { name: String },
+    /// Delete the SAs with a neighbor and take its link down.
+    Terminate { name: String },
+    /// Rekey the child SA with a neighbor (or its IKE SA with --ike).
+    Rekey {
+        name: String,
+        #[arg(long)]
+        ike: bool,
+    },
+    /// Re-read the configuration and certificates.
+    Reload,
     /// Manage the VN certificate authority (works beside a running `iiptrand enroll-server`).
     #[command(subcommand)]
     Ca(CaCommand),
@@ -77,9 +117,75 @@ enum CaCommand {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    match Args::parse().command {
-        Command::Ca(command) => ca(command),
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let request = match args.command {
+        Command::Ca(command) => {
+            return match ca(command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("Error: {e:?}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Status => Request::Status,
+        Command::ListNeighbors => Request::ListNeighbors,
+        Command::ListSas => Request::ListSas,
+        Command::ListCerts => Request::ListCerts,
+        Command::Initiate { name } => Request::Initiate { name },
+        Command::Terminate { name } => Request::Terminate { name },
+        Command::Rekey { name, ike } => Request::Rekey { name, ike },
+        Command::Reload => Request::Reload,
+    };
+    let response = match client::request(&args.socket, &request, args.timeout) {
+        Ok(response) => response,
+        Err(e) => {
+            eprintln!("iiptranctl: {e}{}", hint(&e));
+            return ExitCode::from(3);
+        }
+    };
+    let failed = matches!(response.body, Body::Error(_));
+    if args.json {
+        match serde_json::to_string_pretty(&response) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("iiptranctl: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let clock = Clock {
+            now: unix_now(),
+            verbose: args.verbose,
+        };
+        let text = render::body(&response.body, clock);
+        if failed {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// What the operator can do about a socket that cannot be reached.
+fn hint(error: &ClientError) -> &'static str {
+    match error {
+        ClientError::Connect { source, .. } => match source.kind() {
+            IoErrorKind::NotFound | IoErrorKind::ConnectionRefused => {
+                "\nis iiptrand running? (systemctl status iiptrand; or pass --socket)"
+            }
+            IoErrorKind::PermissionDenied => "\nthe control socket is for root only: run as root",
+            _ => "",
+        },
+        ClientError::Io { .. } | ClientError::Protocol { .. } => {
+            "\nis the daemon at that socket an iiptrand of the same version?"
+        }
     }
 }
 
@@ -153,16 +259,6 @@ fn ca(command: CaCommand) -> anyhow::Result<()> {
         CaCommand::Fingerprint { dir } => println!("{}", hex::encode(open(&dir)?.fingerprint())),
     }
     Ok(())
-}
-
-/// A number of seconds in its largest whole unit, e.g. `29d`, `5h`, `40s`.
-fn span(secs: u64) -> String {
-    match secs {
-        86_400.. => format!("{}d", secs / 86_400),
-        3600.. => format!("{}h", secs / 3600),
-        60.. => format!("{}m", secs / 60),
-        _ => format!("{secs}s"),
-    }
 }
 
 fn open(dir: &Path) -> anyhow::Result<Ca> {

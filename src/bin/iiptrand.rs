@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand};
+use iiptran::notify::{State, notify};
 use iiptran_certs::duration::parse_duration;
 use iiptran_certs::est::{self, Credentials, Limits, Server, ServerConfig};
 use iiptran_certs::{Algorithm, Ca, NodeId};
@@ -121,8 +122,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 limits,
             };
             let server = Server::bind(Arc::new(ca), config).await?;
-            println!("listening on {}", server.local_addr()?);
-            server.run(shutdown_signal()).await?;
+            let addr = server.local_addr()?;
+            println!("listening on {addr}");
+            let status = format!("enrollment service on {addr}");
+            notify(&[State::Ready, State::Status(&status)]);
+            server
+                .run(async {
+                    shutdown_signal().await;
+                    notify(&[State::Stopping]);
+                })
+                .await?;
         }
         Command::Enroll {
             server,
