@@ -54,6 +54,14 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// When to try a refused rekey again: after one to three retransmission timeouts at
+    /// random, so that two peers refusing each other (§2.25) do not meet again.
+    fn retry_time(&self) -> Instant {
+        let timeout = self.config.retransmission.timeout;
+        let per_mille = random_u32().map_or(0, |r| r % 2000);
+        self.now + timeout + timeout * per_mille / 1000
+    }
+
     /// Our IKE suites that the crypto module implements, in our order of preference.
     fn ike_suites(&self) -> Vec<IkeSuite> {
         let suites = self.config.ike_suites.iter().copied();
