@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -19,12 +19,44 @@ use iiptran_xfrm::{
 
 pub const A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 pub const B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+pub const A6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+pub const B6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 pub const SPI_AB: u32 = 0xa01;
 pub const SPI_BA: u32 = 0xb01;
 pub const REQID: u32 = *OWNED_REQIDS.start() + 1;
 pub const LINK: &str = "ipt0";
 
 pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The address family of the tunnel endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The endpoints of namespaces `a` and `b` on the veth between them.
+    pub fn endpoints(self) -> (IpAddr, IpAddr) {
+        match self {
+            Self::V4 => (A.into(), B.into()),
+            Self::V6 => (A6.into(), B6.into()),
+        }
+    }
+
+    /// The wildcard address to bind the ESP socket to.
+    pub fn any(self) -> IpAddr {
+        match self {
+            Self::V4 => Ipv4Addr::UNSPECIFIED.into(),
+            Self::V6 => Ipv6Addr::UNSPECIFIED.into(),
+        }
+    }
+}
+
+/// Whether `ip` is end `a`'s endpoint (in either family).
+pub fn is_a(ip: IpAddr) -> bool {
+    ip == IpAddr::V4(A) || ip == IpAddr::V6(A6)
+}
 
 pub fn ip(args: &[&str]) -> Res<()> {
     let st = Command::new("ip").args(args).status()?;
@@ -34,7 +66,7 @@ pub fn ip(args: &[&str]) -> Res<()> {
     Ok(())
 }
 
-/// Two namespaces `a` and `b` joined by veth (A and B), removed on drop.
+/// Two namespaces `a` and `b` joined by veth (A and B, A6 and B6), removed on drop.
 pub struct Namespaces {
     pub a: String,
     pub b: String,
@@ -57,6 +89,27 @@ impl Namespaces {
         ])?;
         ip(&["-n", &a, "addr", "add", "192.0.2.1/24", "dev", "va"])?;
         ip(&["-n", &b, "addr", "add", "192.0.2.2/24", "dev", "vb"])?;
+        // No duplicate address detection: the addresses are usable at once.
+        ip(&[
+            "-n",
+            &a,
+            "addr",
+            "add",
+            "2001:db8::1/64",
+            "dev",
+            "va",
+            "nodad",
+        ])?;
+        ip(&[
+            "-n",
+            &b,
+            "addr",
+            "add",
+            "2001:db8::2/64",
+            "dev",
+            "vb",
+            "nodad",
+        ])?;
         ip(&["-n", &a, "link", "set", "va", "up"])?;
         ip(&["-n", &b, "link", "set", "vb", "up"])?;
         Ok(Self { a, b })
@@ -80,8 +133,8 @@ pub fn keymat(alg: AeadAlg, seed: u8) -> Vec<u8> {
 /// A hand-keyed SA; the key is derived from the SPI so both ends agree.
 pub fn sa(
     dir: Direction,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    src: IpAddr,
+    dst: IpAddr,
     spi: u32,
     alg: AeadAlg,
     encap: bool,
@@ -98,19 +151,18 @@ pub fn sa(
 /// An IIPtran SA (transport mode, protocol 4 between the endpoints) with the given key.
 pub fn sa_with_key(
     dir: Direction,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    src: IpAddr,
+    dst: IpAddr,
     spi: u32,
     alg: AeadAlg,
     keymat: &[u8],
 ) -> Res<SaSpec> {
-    let (s, d) = (IpAddr::V4(src), IpAddr::V4(dst));
     Ok(SaSpec {
         spi,
         direction: dir,
-        src: s,
-        dst: d,
-        selector: Selector::tunnel(s, d, IPPROTO_IPIP),
+        src,
+        dst,
+        selector: Selector::tunnel(src, dst, IPPROTO_IPIP),
         key: KeyMaterial::from_keymat(alg, keymat)?,
         replay: Replay::default(),
         lifetimes: Lifetimes::default(),
@@ -120,14 +172,13 @@ pub fn sa_with_key(
     })
 }
 
-pub fn policy(dir: Direction, src: Ipv4Addr, dst: Ipv4Addr) -> PolicySpec {
-    let (s, d) = (IpAddr::V4(src), IpAddr::V4(dst));
+pub fn policy(dir: Direction, src: IpAddr, dst: IpAddr) -> PolicySpec {
     PolicySpec {
         direction: dir,
-        selector: Selector::tunnel(s, d, IPPROTO_IPIP),
+        selector: Selector::tunnel(src, dst, IPPROTO_IPIP),
         template: Template {
-            src: s,
-            dst: d,
+            src,
+            dst,
             reqid: REQID,
         },
         priority: DEFAULT_PRIORITY,
@@ -138,13 +189,13 @@ pub fn policy(dir: Direction, src: Ipv4Addr, dst: Ipv4Addr) -> PolicySpec {
 /// SAs both ways, policies, and the virtual link with `inner`, for the end at `local`.
 pub async fn configure(
     dp: &impl Dataplane,
-    local: Ipv4Addr,
-    remote: Ipv4Addr,
+    local: IpAddr,
+    remote: IpAddr,
     inner: &str,
     alg: AeadAlg,
     encap: bool,
 ) -> Res<()> {
-    let (out_spi, in_spi) = if local == A {
+    let (out_spi, in_spi) = if is_a(local) {
         (SPI_AB, SPI_BA)
     } else {
         (SPI_BA, SPI_AB)
@@ -226,16 +277,23 @@ where
     Ok((stop_tx, t))
 }
 
-/// A configured userspace backend on UDP 4500 in `ns`, running until stopped.
+/// A configured userspace backend on UDP 4500 (of the endpoints' family) in `ns`, running
+/// until stopped.
 pub fn userspace_end(
     ns: String,
-    local: Ipv4Addr,
-    remote: Ipv4Addr,
+    local: IpAddr,
+    remote: IpAddr,
     inner: &'static str,
     alg: AeadAlg,
 ) -> Res<(Stop, EndThread<()>)> {
+    let any = if local.is_ipv4() {
+        Family::V4
+    } else {
+        Family::V6
+    }
+    .any();
     let setup = move || async move {
-        let sock = Arc::new(tokio::net::UdpSocket::bind("0.0.0.0:4500").await?);
+        let sock = Arc::new(tokio::net::UdpSocket::bind((any, NAT_T_PORT)).await?);
         let (dp, ike) = UserspaceDataplane::new(sock)?;
         configure(&dp, local, remote, inner, alg, false).await?;
         Ok((dp, ike))

@@ -1,6 +1,6 @@
 //! A userspace data plane running in its own namespace thread, driven by commands.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -24,8 +24,8 @@ pub enum Cmd {
 /// How one end is keyed: its endpoint, the peer's, and the SPIs/keys of both directions.
 #[derive(Clone)]
 pub struct EndConfig {
-    pub local: Ipv4Addr,
-    pub remote: Ipv4Addr,
+    pub local: IpAddr,
+    pub remote: IpAddr,
     pub inner: IpPrefix,
     pub alg: AeadAlg,
     pub out_spi: u32,
@@ -79,7 +79,8 @@ pub async fn configure(dp: &impl Dataplane, c: &EndConfig) -> iiptran_xfrm::Resu
     dp.set_link_up(LINK, true).await
 }
 
-/// A userspace data plane on UDP 4500 in namespace `ns`, configured per `cfg`.
+/// A userspace data plane on a dual-stack UDP socket, port 4500, in namespace `ns`,
+/// configured per `cfg`.
 pub struct UserspaceNode {
     cmd: Option<mpsc::UnboundedSender<Cmd>>,
     thread: Option<JoinHandle<std::io::Result<()>>>,
@@ -91,7 +92,7 @@ impl UserspaceNode {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = iiptran_xfrm::netns::spawn_in(&ns.path(), move || async move {
             let socket = Arc::new(
-                tokio::net::UdpSocket::bind("0.0.0.0:4500")
+                tokio::net::UdpSocket::bind("[::]:4500")
                     .await
                     .expect("bind 4500"),
             );
