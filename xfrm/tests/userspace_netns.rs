@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use common::fixtures::Family;
-use common::node::{EndConfig, LINK, UserspaceNode};
+use common::node::{EndConfig, INNER6_SPI_OFFSET, LINK, UserspaceNode};
 use common::{ADDR_A, ADDR_A6, ADDR_B, ADDR_B6, Pair, wait_until};
 use iiptran_xfrm::{AeadAlg, DataplaneEvent, Error, IpPrefix, Lifetimes, Limits, SaId};
 
@@ -38,6 +38,7 @@ fn ends(alg: AeadAlg, family: Family) -> (EndConfig, EndConfig) {
         local: addr_a,
         remote: addr_b,
         inner: IpPrefix::new("10.99.0.1".parse().unwrap(), 30).unwrap(),
+        inner6: None,
         alg,
         out_spi: SPI_AB,
         out_keymat: k_ab.clone(),
@@ -50,6 +51,7 @@ fn ends(alg: AeadAlg, family: Family) -> (EndConfig, EndConfig) {
         local: addr_b,
         remote: addr_a,
         inner: IpPrefix::new("10.99.0.2".parse().unwrap(), 30).unwrap(),
+        inner6: None,
         out_spi: SPI_BA,
         out_keymat: k_ba,
         in_spi: SPI_AB,
@@ -166,6 +168,48 @@ fn ping_and_tcp(family: Family) {
         (0, 0),
         "{back_in:?}"
     );
+}
+
+#[test]
+fn ipv6_inner_packets_take_their_own_sas_over_ipv4_endpoints() {
+    ipv6_inner(Family::V4);
+}
+
+#[test]
+fn ipv6_inner_packets_take_their_own_sas_over_ipv6_endpoints() {
+    ipv6_inner(Family::V6);
+}
+
+/// IPv6 inner packets travel with outer protocol 41 under the protocol-41 SAs, never
+/// under the protocol-4 ones.
+fn ipv6_inner(family: Family) {
+    let pair = Pair::new();
+    let (addr_a, addr_b) = endpoints(family);
+    let (mut ca, mut cb) = ends(AeadAlg::ChaCha20Poly1305, family);
+    ca.inner6 = Some(IpPrefix::new("fd00:99::1".parse().unwrap(), 64).unwrap());
+    cb.inner6 = Some(IpPrefix::new("fd00:99::2".parse().unwrap(), 64).unwrap());
+    let a = UserspaceNode::start(&pair.a, ca);
+    let b = UserspaceNode::start(&pair.b, cb);
+
+    assert!(
+        ping(&pair.a, "fd00:99::2"),
+        "ping -6 a -> b over the virtual link"
+    );
+    let ab6 = id(addr_a, addr_b, SPI_AB + INNER6_SPI_OFFSET);
+    let ba6 = id(addr_b, addr_a, SPI_BA + INNER6_SPI_OFFSET);
+    let (out6, in6, back6) = (a.stats(ab6), b.stats(ab6), a.stats(ba6));
+    assert!(
+        out6.packets >= 3 && in6.packets >= 3 && back6.packets >= 3,
+        "{out6:?} {in6:?} {back6:?}"
+    );
+    assert_eq!((in6.auth_failures, in6.replay_drops), (0, 0));
+    let ab4 = b.stats(id(addr_a, addr_b, SPI_AB));
+    assert_eq!(
+        ab4.packets, 0,
+        "IPv6 inner never under the protocol-4 SA: {ab4:?}"
+    );
+    assert!(ping(&pair.a, "10.99.0.2"), "IPv4 inner still crosses");
+    assert!(b.stats(id(addr_a, addr_b, SPI_AB)).packets >= 3);
 }
 
 /// Copies the next ESP-in-UDP datagram arriving in the current namespace (a raw socket

@@ -149,7 +149,7 @@ fn select_sa(shared: &Shared, outer: &Outer) -> Option<Arc<SaState>> {
         let t = shared.read_tables();
         let policy = t.policy(Direction::Out, outer.src(), outer.dst(), outer.proto())?;
         let tmpl = policy.template;
-        match t.outbound_sa(tmpl.src, tmpl.dst, tmpl.reqid) {
+        match t.outbound_sa(tmpl.src, tmpl.dst, tmpl.reqid, outer.proto()) {
             Some(sa) => (Some(sa.clone()), None),
             None => (None, Some(tmpl)),
         }
