@@ -45,14 +45,14 @@ fn run(seconds: u64) -> Res<()> {
         ns.a.clone(),
         A.into(),
         B.into(),
-        "10.99.0.1",
+        &["10.99.0.1"],
         AeadAlg::ChaCha20Poly1305,
     )?;
     let (stop_b, tb) = userspace_end(
         ns.b.clone(),
         B.into(),
         A.into(),
-        "10.99.0.2",
+        &["10.99.0.2"],
         AeadAlg::ChaCha20Poly1305,
     )?;
     if !ping(&ns.a, "10.99.0.2") {

@@ -12,9 +12,9 @@ use std::thread::JoinHandle;
 use iiptran_xfrm::userspace::UserspaceDataplane;
 
 use iiptran_xfrm::{
-    AeadAlg, DEFAULT_PRIORITY, Dataplane, Direction, IPPROTO_IPIP, IpPrefix, KeyMaterial,
-    Lifetimes, LinkSpec, NAT_T_PORT, OWNED_REQIDS, PolicySpec, Replay, SaSpec, Selector, Template,
-    UdpEncap,
+    AeadAlg, DEFAULT_PRIORITY, Dataplane, Direction, IPPROTO_IPIP, IPPROTO_IPV6, IpPrefix,
+    KeyMaterial, Lifetimes, LinkSpec, NAT_T_PORT, OWNED_REQIDS, PolicySpec, Replay, SaSpec,
+    Selector, Template, UdpEncap,
 };
 
 pub const A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -139,7 +139,8 @@ pub fn sa(
     alg: AeadAlg,
     encap: bool,
 ) -> Res<SaSpec> {
-    let seed = if spi == SPI_AB { 0x10 } else { 0x80 };
+    // Distinct for each of the SPIs used here, so no two SAs share a key.
+    let seed = (spi ^ (spi >> 4)) as u8;
     let mut spec = sa_with_key(dir, src, dst, spi, alg, &keymat(alg, seed))?;
     spec.encap = encap.then_some(UdpEncap {
         src_port: NAT_T_PORT,
@@ -186,33 +187,65 @@ pub fn policy(dir: Direction, src: IpAddr, dst: IpAddr) -> PolicySpec {
     }
 }
 
-/// SAs both ways, policies, and the virtual link with `inner`, for the end at `local`.
-pub async fn configure(
-    dp: &impl Dataplane,
-    local: IpAddr,
-    remote: IpAddr,
-    inner: &str,
-    alg: AeadAlg,
-    encap: bool,
-) -> Res<()> {
+/// How much the SPIs of the SAs for IPv6 inner packets exceed those for IPv4 ones.
+pub const INNER6_SPI_OFFSET: u32 = 0x10;
+
+/// The outer protocol of an inner address's packets (4 for IPv4, 41 for IPv6), and the
+/// (outbound, inbound) SPIs of the SAs carrying them at the end at `local`.
+pub fn carriage(local: IpAddr, inner: IpAddr) -> (u8, u32, u32) {
     let (out_spi, in_spi) = if is_a(local) {
         (SPI_AB, SPI_BA)
     } else {
         (SPI_BA, SPI_AB)
     };
-    dp.install_sa(&sa(Direction::Out, local, remote, out_spi, alg, encap)?)
-        .await?;
-    dp.install_sa(&sa(Direction::In, remote, local, in_spi, alg, encap)?)
-        .await?;
-    dp.install_policy(&policy(Direction::Out, local, remote))
-        .await?;
-    dp.install_policy(&policy(Direction::In, remote, local))
-        .await?;
+    if inner.is_ipv4() {
+        (IPPROTO_IPIP, out_spi, in_spi)
+    } else {
+        (
+            IPPROTO_IPV6,
+            out_spi + INNER6_SPI_OFFSET,
+            in_spi + INNER6_SPI_OFFSET,
+        )
+    }
+}
+
+/// For the end at `local`: the virtual link with the `inners` addresses (IPv4 /30, IPv6
+/// /64) and, for each, SAs both ways and policies for its outer protocol.
+pub async fn configure(
+    dp: &impl Dataplane,
+    local: IpAddr,
+    remote: IpAddr,
+    inners: &[&str],
+    alg: AeadAlg,
+    encap: bool,
+) -> Res<()> {
+    let mut addresses = Vec::new();
+    for inner in inners {
+        let inner: IpAddr = inner.parse()?;
+        let (proto, out_spi, in_spi) = carriage(local, inner);
+        let for_proto = |mut sa: SaSpec| {
+            sa.selector.proto = Some(proto);
+            sa
+        };
+        let out = sa(Direction::Out, local, remote, out_spi, alg, encap)?;
+        dp.install_sa(&for_proto(out)).await?;
+        let inb = sa(Direction::In, remote, local, in_spi, alg, encap)?;
+        dp.install_sa(&for_proto(inb)).await?;
+        for (dir, src, dst) in [
+            (Direction::Out, local, remote),
+            (Direction::In, remote, local),
+        ] {
+            let mut p = policy(dir, src, dst);
+            p.selector.proto = Some(proto);
+            dp.install_policy(&p).await?;
+        }
+        addresses.push(IpPrefix::new(inner, if inner.is_ipv4() { 30 } else { 64 })?);
+    }
     let link = LinkSpec {
         name: LINK.into(),
         local,
         remote,
-        addresses: vec![IpPrefix::new(inner.parse()?, 30)?],
+        addresses,
         mtu: 1400,
     };
     dp.create_link(&link).await?;
@@ -283,7 +316,7 @@ pub fn userspace_end(
     ns: String,
     local: IpAddr,
     remote: IpAddr,
-    inner: &'static str,
+    inners: &'static [&'static str],
     alg: AeadAlg,
 ) -> Res<(Stop, EndThread<()>)> {
     let any = if local.is_ipv4() {
@@ -295,7 +328,7 @@ pub fn userspace_end(
     let setup = move || async move {
         let sock = Arc::new(tokio::net::UdpSocket::bind((any, NAT_T_PORT)).await?);
         let (dp, ike) = UserspaceDataplane::new(sock)?;
-        configure(&dp, local, remote, inner, alg, false).await?;
+        configure(&dp, local, remote, inners, alg, false).await?;
         Ok((dp, ike))
     };
     spawn_end(ns, setup, |_running| async { Ok(()) })
