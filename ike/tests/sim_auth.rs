@@ -24,6 +24,33 @@ fn auth_failed(net: &Net, n: usize) -> bool {
         .any(|e| matches!(e, Event::AuthFailed { .. }))
 }
 
+/// Certificates both ways, but node `n` trusts only an unrelated CA.
+fn certificates_from_another_ca(seed: u64, n: usize) -> Net {
+    let mut net = nodes(seed);
+    net.pair_certs(0, 1, &rcgen::PKCS_ED25519);
+    let other = Ca::new(&rcgen::PKCS_ED25519);
+    let anchors = Arc::new(TrustAnchors::from_der(std::slice::from_ref(&other.der)).unwrap());
+    net.edit_peer(n, |c| c.remote_auth = PeerAuth::Certificate(anchors));
+    net
+}
+
+/// Bob refused Alice with AUTHENTICATION_FAILED and Alice took the refusal.
+fn responder_refused(net: &Net) -> bool {
+    auth_failed(net, 1) && went_down_auth_failed(net, 0) && net.nodes[1].ike_up().is_empty()
+}
+
+fn went_down_auth_failed(net: &Net, n: usize) -> bool {
+    net.nodes[n].events.iter().any(|e| {
+        matches!(
+            e,
+            Event::IkeSaDown {
+                reason: DownReason::AuthFailed,
+                ..
+            }
+        )
+    })
+}
+
 #[test]
 fn certificates_both_ways() {
     for alg in [&rcgen::PKCS_ED25519, &rcgen::PKCS_ECDSA_P256_SHA256] {
@@ -42,22 +69,10 @@ fn certificates_both_ways() {
 
 #[test]
 fn certificate_from_an_unknown_ca_fails() {
-    let mut net = nodes(41);
-    net.pair_certs(0, 1, &rcgen::PKCS_ED25519);
-    let other = Ca::new(&rcgen::PKCS_ED25519);
-    let anchors = Arc::new(TrustAnchors::from_der(std::slice::from_ref(&other.der)).unwrap());
-    net.edit_peer(1, |c| c.remote_auth = PeerAuth::Certificate(anchors));
+    let mut net = certificates_from_another_ca(41, 1);
     net.initiate(0, 1);
     net.run_for(Duration::from_secs(10));
-    assert!(auth_failed(&net, 1));
-    assert!(net.nodes[0].events.iter().any(|e| matches!(
-        e,
-        Event::IkeSaDown {
-            reason: DownReason::AuthFailed,
-            ..
-        }
-    )));
-    assert!(net.nodes[1].ike_up().is_empty());
+    assert!(responder_refused(&net));
 }
 
 #[test]
@@ -91,4 +106,42 @@ fn psk_peer_against_certificate_peer_fails() {
     net.run_for(Duration::from_secs(10));
     assert!(auth_failed(&net, 1));
     assert!(net.nodes[1].ike_up().is_empty());
+}
+
+/// The certificate node `n` presents and the anchors it checks its peer against.
+fn credentials(net: &Net, n: usize) -> (Vec<u8>, Arc<TrustAnchors>) {
+    // pair_certs gives both nodes the same anchors.
+    let peer = &net.nodes[n].engine.policy().peers[0];
+    let LocalAuth::Certificate { chain, .. } = &peer.local_auth else {
+        panic!("certificate configured");
+    };
+    let PeerAuth::Certificate(anchors) = &peer.remote_auth else {
+        panic!("certificate configured");
+    };
+    (chain[0].clone(), anchors.clone())
+}
+
+#[test]
+fn revoked_certificate_fails_and_unrevoked_one_passes() {
+    let mut net = nodes(45);
+    let ca = net.pair_certs(0, 1, &rcgen::PKCS_ED25519);
+    let (_, carol_cert) = ca.issue("carol.vn.example", &rcgen::PKCS_ED25519);
+    let (_, anchors) = credentials(&net, 1);
+    anchors
+        .set_crls(vec![ca.crl(&[carol_cert.as_slice()])])
+        .unwrap();
+    net.initiate(0, 1);
+    assert!(net.run_until(Duration::from_secs(1), |n| n.paired(0, 1)));
+    assert!(!auth_failed(&net, 0) && !auth_failed(&net, 1));
+
+    let mut net = nodes(46);
+    let ca = net.pair_certs(0, 1, &rcgen::PKCS_ED25519);
+    let (alice_cert, _) = credentials(&net, 0);
+    let (_, bob_anchors) = credentials(&net, 1);
+    bob_anchors
+        .set_crls(vec![ca.crl(&[alice_cert.as_slice()])])
+        .unwrap();
+    net.initiate(0, 1);
+    net.run_for(Duration::from_secs(10));
+    assert!(responder_refused(&net));
 }

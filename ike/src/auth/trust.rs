@@ -4,6 +4,7 @@ use super::AuthError;
 use crate::identity::{Identity, cert_matches_identity};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 use webpki::{
     BorrowedCertRevocationList, CertRevocationList, ExtendedKeyUsageValidator, KeyPurposeId,
@@ -27,10 +28,12 @@ const EKU_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01]
 /// id-kp-clientAuth, 1.3.6.1.5.5.7.3.2 (RFC 5280 §4.2.1.12), DER contents.
 const EKU_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
 
-/// The CA certificates peers' chains must lead to.
+/// The CA certificates peers' chains must lead to, and the CRLs (DER) the engine checks
+/// peers' certificates against; the CRLs can be replaced while the anchors are in use.
 #[derive(Debug)]
 pub struct TrustAnchors {
     anchors: Vec<TrustAnchor<'static>>,
+    crls: RwLock<Arc<Vec<Vec<u8>>>>,
 }
 
 /// A peer certificate whose chain validated.
@@ -101,7 +104,28 @@ impl TrustAnchors {
         if anchors.is_empty() {
             return Err(AuthError::NoTrustAnchor);
         }
-        Ok(Self { anchors })
+        Ok(Self {
+            anchors,
+            crls: RwLock::default(),
+        })
+    }
+
+    /// Replaces the CRLs the engine checks peers' certificates against, for example when
+    /// the CA has published a new one. Every CRL must parse; otherwise nothing changes.
+    pub fn set_crls(&self, crls: Vec<Vec<u8>>) -> Result<(), AuthError> {
+        for der in &crls {
+            BorrowedCertRevocationList::from_der(der).map_err(AuthError::BadCrl)?;
+        }
+        *self.crls.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(crls);
+        Ok(())
+    }
+
+    /// The CRLs last set with [`set_crls`](Self::set_crls).
+    pub fn crls(&self) -> Arc<Vec<Vec<u8>>> {
+        self.crls
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Validates `end_entity` at time `now`: validity periods, a chain through

@@ -36,8 +36,9 @@ pub enum LocalAuth {
 #[derive(Clone, Debug)]
 pub enum PeerAuth {
     Psk(Secret),
-    /// A certificate chain to one of these anchors, issued for the peer's identity, and
-    /// an RFC 7427 signature with its key.
+    /// A certificate chain to one of these anchors, issued for the peer's identity and
+    /// not revoked by the anchors' CRLs ([`TrustAnchors::set_crls`]), and an RFC 7427
+    /// signature with its key.
     Certificate(Arc<TrustAnchors>),
 }
 

@@ -10,7 +10,8 @@ use iiptran_ike::sa::{ChildSa, Engine, Event, IkeSaId, LocalAuth, PeerAuth, Peer
 use iiptran_ike::secret::Secret;
 use iiptran_ike::ts::{IiptranSelectors, TrafficSelector};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
+    KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SanType, SerialNumber,
     SignatureAlgorithm, date_time_ymd,
 };
 use std::net::{IpAddr, SocketAddr};
@@ -314,8 +315,8 @@ impl Net {
     }
 
     /// Both nodes authenticate with certificates from one CA whose keys (CA and nodes)
-    /// are of type `alg`.
-    pub fn pair_certs(&mut self, a: usize, b: usize, alg: &'static SignatureAlgorithm) {
+    /// are of type `alg`; returns the CA.
+    pub fn pair_certs(&mut self, a: usize, b: usize, alg: &'static SignatureAlgorithm) -> Ca {
         let ca = Ca::new(alg);
         let anchors =
             Arc::new(TrustAnchors::from_der(std::slice::from_ref(&ca.der)).expect("anchor"));
@@ -340,6 +341,7 @@ impl Net {
                 .peers
                 .push(Arc::new(config));
         }
+        ca
     }
 
     pub fn initiate(&mut self, a: usize, b: usize) -> IkeSaId {
@@ -538,5 +540,33 @@ impl Ca {
             .to_vec();
         let signing = SigningKey::from_pkcs8_der(&key.serialize_der()).expect("PKCS#8 key");
         (signing, der)
+    }
+
+    /// A CRL of this CA that revokes the certificates `revoked` (DER).
+    pub fn crl(&self, revoked: &[&[u8]]) -> Vec<u8> {
+        let revoked_certs = revoked
+            .iter()
+            .map(|der| {
+                let (_, cert) = x509_parser::parse_x509_certificate(der).expect("certificate");
+                RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(cert.raw_serial()),
+                    revocation_time: date_time_ymd(2026, 11, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                }
+            })
+            .collect();
+        CertificateRevocationListParams {
+            this_update: date_time_ymd(2026, 12, 1),
+            next_update: date_time_ymd(2027, 2, 1),
+            crl_number: SerialNumber::from_slice(&[1]),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&Issuer::from_params(&self.params, &self.key))
+        .expect("CRL")
+        .der()
+        .to_vec()
     }
 }

@@ -88,7 +88,8 @@ impl IkeSa {
                 });
                 let end_entity = certs.next().ok_or(AuthError::Mismatch)?;
                 let intermediates: Vec<Vec<u8>> = certs.collect();
-                let validated = anchors.validate(&end_entity, &intermediates, ctx.wall, &[])?;
+                let crls = anchors.crls();
+                let validated = anchors.validate(&end_entity, &intermediates, ctx.wall, &crls)?;
                 if !validated.matches(&peer.remote_id) {
                     return Err(AuthError::Mismatch);
                 }
