@@ -5,8 +5,12 @@ mod sim;
 
 use iiptran_ike::auth::TrustAnchors;
 use iiptran_ike::config::Config;
+use iiptran_ike::iana::ExchangeType;
 use iiptran_ike::sa::{DownReason, Event, LocalAuth, PeerAuth};
+use iiptran_ike::wire::Header;
 use sim::{Ca, Net};
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -144,4 +148,35 @@ fn revoked_certificate_fails_and_unrevoked_one_passes() {
     net.initiate(0, 1);
     net.run_for(Duration::from_secs(10));
     assert!(responder_refused(&net));
+}
+
+/// RFC 7296 §2.21.2: an initiator that cannot authenticate the responder says so in an
+/// INFORMATIONAL request, which the responder can open (it answers it).
+#[test]
+fn initiator_refusing_the_responder_tells_it() {
+    let mut net = certificates_from_another_ca(47, 0);
+    let informational = Rc::new(RefCell::new(Vec::new()));
+    let seen = informational.clone();
+    let alice = net.nodes[0].addr();
+    net.filter = Some(Box::new(move |from, _, payload| {
+        if let Ok((header, _)) = Header::parse(payload)
+            && header.exchange == ExchangeType::INFORMATIONAL
+        {
+            seen.borrow_mut().push((from == alice, header.response));
+        }
+        true
+    }));
+    net.initiate(0, 1);
+    net.run_for(Duration::from_secs(10));
+    assert!(auth_failed(&net, 0));
+    assert!(!auth_failed(&net, 1));
+    assert!(went_down_auth_failed(&net, 0));
+    assert!(net.nodes[0].ike_up().is_empty());
+    let informational = informational.borrow();
+    assert_eq!(
+        informational.first(),
+        Some(&(true, false)),
+        "alice's request"
+    );
+    assert!(informational.contains(&(false, true)), "bob's answer");
 }

@@ -6,7 +6,7 @@ mod sim;
 use iiptran_ike::config::Config;
 use iiptran_ike::iana::{ExchangeType, NotifyType, PayloadType};
 use iiptran_ike::sa::{Engine, Event};
-use iiptran_ike::wire::{Message, Payload, Unknown};
+use iiptran_ike::wire::{Header, Message, Payload, Unknown};
 use sim::{Net, Rng, TestPolicy};
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -369,4 +369,52 @@ fn nat_detection_moves_both_to_port_4500() {
     assert!(net.nodes[1].engine.rekey_child(now, id, spis));
     assert!(net.run_until(Duration::from_secs(10), |n| n.paired(0, 1)
         && n.nodes[0].count(|e| matches!(e, Event::ChildSaRekeyed { .. })) == 1));
+}
+
+#[test]
+fn unknown_ike_spis_are_answered_with_invalid_ike_spi_at_a_limited_rate() {
+    let mut net = nodes(60, Config::default());
+    let seen = capture_to_strangers(&mut net);
+    let bob = net.nodes[1].addr();
+    let message = |response: bool| {
+        Message {
+            header: Header {
+                spi_i: 0x1111,
+                spi_r: 0x2222,
+                exchange: ExchangeType::INFORMATIONAL,
+                initiator: true,
+                response,
+                message_id: 7,
+            },
+            payloads: Vec::new(),
+        }
+        .emit()
+        .unwrap()
+    };
+    let from: SocketAddr = "198.18.2.1:500".parse().unwrap();
+    let other: SocketAddr = "198.18.2.2:500".parse().unwrap();
+    net.inject(from, bob, message(false));
+    // Within the interval: not answered again.
+    net.inject(from, bob, message(false));
+    // Responses are never answered.
+    net.inject(other, bob, message(true));
+    net.run_for(Duration::from_millis(100));
+    {
+        let answers = seen.borrow();
+        assert_eq!(answers.len(), 1);
+        let (to, datagram) = &answers[0];
+        assert_eq!(*to, from);
+        let reply = Message::parse(datagram).unwrap().header;
+        assert!(reply.response);
+        assert_eq!(
+            (reply.spi_i, reply.spi_r, reply.message_id, reply.exchange),
+            (0x1111, 0x2222, 7, ExchangeType::INFORMATIONAL)
+        );
+        assert_eq!(notifies(datagram), vec![NotifyType::INVALID_IKE_SPI]);
+    }
+    // Nothing is scheduled, so the clock is moved by hand.
+    net.now += Duration::from_secs(1);
+    net.inject(from, bob, message(false));
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(seen.borrow().len(), 2);
 }

@@ -4,7 +4,9 @@ use super::child::ChildSpis;
 use super::cookie::Cookies;
 use super::event::{DownReason, Event, IkeSaId};
 pub use super::exchange::Transmit;
-use super::exchange::{NON_ESP_MARKER, find_notify, find_payload, on_nat_t_port};
+use super::exchange::{
+    NON_ESP_MARKER, find_notify, find_payload, notify, on_nat_t_port, plain, with_marker,
+};
 use super::ike_sa::{Ctx, IkeSa, Phase, Task, refuse_init};
 use super::keys::KeyError;
 use super::policy::{PeerConfig, Policy};
@@ -12,10 +14,14 @@ use crate::config::Config;
 use crate::iana::{ExchangeType, NotifyType};
 use crate::wire::{self, Datagram, Header, Payload};
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tracing::debug;
+
+/// At most one INVALID_IKE_SPI notification per source address in this interval, so
+/// that forged requests cannot make us a reflector.
+const INVALID_SPI_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Engine<P: Policy> {
     config: Config,
@@ -33,6 +39,8 @@ pub struct Engine<P: Policy> {
     clock: (Instant, SystemTime),
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    /// When we last answered each source with INVALID_IKE_SPI.
+    invalid_spi_sent: HashMap<IpAddr, Instant>,
 }
 
 impl<P: Policy> Engine<P> {
@@ -54,6 +62,7 @@ impl<P: Policy> Engine<P> {
             clock: (now, wall),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            invalid_spi_sent: HashMap::new(),
         })
     }
 
@@ -227,6 +236,9 @@ impl<P: Policy> Engine<P> {
         };
         let Some(sa) = self.sas.get(&ours) else {
             debug!(spi = ours, "message for an unknown IKE SA");
+            if !header.response && header.spi_i != 0 && header.spi_r != 0 {
+                self.invalid_ike_spi(now, local, remote, &header);
+            }
             return;
         };
         let in_init = sa.phase == Phase::InitSent;
@@ -236,6 +248,39 @@ impl<P: Policy> Engine<P> {
         self.run(now, ours, |sa, ctx| {
             sa.receive(ctx, local, remote, &header, datagram)
         });
+    }
+
+    /// RFC 7296 §1.5, §2.21.4: a request for an IKE SA we do not have is answered, outside
+    /// any SA, with INVALID_IKE_SPI under the request's SPIs and message ID and only the
+    /// Response flag set.
+    fn invalid_ike_spi(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        request: &Header,
+    ) {
+        self.invalid_spi_sent
+            .retain(|_, sent| now.saturating_duration_since(*sent) < INVALID_SPI_INTERVAL);
+        if self.invalid_spi_sent.contains_key(&remote.ip())
+            || self.invalid_spi_sent.len() >= self.config.half_open_limit
+        {
+            return;
+        }
+        let reply = Header {
+            exchange: ExchangeType::INFORMATIONAL,
+            initiator: false,
+            response: true,
+            ..*request
+        };
+        if let Some(d) = plain(reply, vec![notify(NotifyType::INVALID_IKE_SPI, Vec::new())]) {
+            self.invalid_spi_sent.insert(remote.ip(), now);
+            self.transmits.push_back(Transmit {
+                local,
+                remote,
+                payload: with_marker(on_nat_t_port(local, remote), d),
+            });
+        }
     }
 
     fn ctx(&mut self, now: Instant) -> Ctx<'_> {
