@@ -4,11 +4,13 @@
 //! Every failure here is an [`AuthError`]; the engine answers all of them with
 //! AUTHENTICATION_FAILED ([`AuthError::NOTIFY`]) and logs the detail locally only.
 
+mod certreq;
 mod hash_algorithms;
 mod psk;
 mod signature;
 mod trust;
 
+pub use certreq::{CA_HASH_LEN, ca_hash, parse_ca_hashes};
 pub use hash_algorithms::{our_hash_algorithms, parse_hash_algorithms};
 pub use psk::{psk_auth, verify_psk};
 pub use signature::{SigningKey, verify};

@@ -614,3 +614,26 @@ fn peer_authentication_end_to_end() {
     verify(peer.cert_der(), key.method(), &auth, &octets).unwrap();
     assert_eq!(AuthError::NOTIFY, NotifyType::AUTHENTICATION_FAILED);
 }
+
+#[test]
+fn certreq_names_each_anchor_by_the_sha1_of_its_public_key() {
+    let (a, b) = (
+        Ca::new("a", &rcgen::PKCS_ED25519),
+        Ca::new("b", &rcgen::PKCS_ECDSA_P256_SHA256),
+    );
+    let anchors = TrustAnchors::from_der(&[a.der.clone(), b.der.clone()]).unwrap();
+    let expected: Vec<u8> = [&a, &b]
+        .iter()
+        .flat_map(|ca| {
+            use sha1::Digest as _;
+            sha1::Sha1::digest(rcgen::PublicKeyData::subject_public_key_info(&ca.key)).to_vec()
+        })
+        .collect();
+    assert_eq!(anchors.certreq_data(), expected);
+    assert_eq!(
+        crate::auth::parse_ca_hashes(&expected).unwrap().concat(),
+        expected
+    );
+    assert!(crate::auth::parse_ca_hashes(&expected[1..]).is_none());
+    assert_eq!(crate::auth::parse_ca_hashes(&[]), Some(Vec::new()));
+}

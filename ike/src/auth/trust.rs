@@ -1,6 +1,6 @@
 //! Validation of the peer's certificate chain against the VN's CA certificates.
 
-use super::AuthError;
+use super::{AuthError, CA_HASH_LEN, ca_hash};
 use crate::identity::{Identity, cert_matches_identity};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
@@ -33,6 +33,7 @@ const EKU_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02]
 #[derive(Debug)]
 pub struct TrustAnchors {
     anchors: Vec<TrustAnchor<'static>>,
+    ca_hashes: Vec<[u8; CA_HASH_LEN]>,
     crls: RwLock<Arc<Vec<Vec<u8>>>>,
 }
 
@@ -104,10 +105,26 @@ impl TrustAnchors {
         if anchors.is_empty() {
             return Err(AuthError::NoTrustAnchor);
         }
+        let ca_hashes = certs
+            .iter()
+            .map(|der| {
+                x509_parser::parse_x509_certificate(der)
+                    .map(|(_, cert)| ca_hash(cert.tbs_certificate.subject_pki.raw))
+                    .map_err(|_| AuthError::BadCertificate(webpki::Error::BadDer))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             anchors,
+            ca_hashes,
             crls: RwLock::default(),
         })
+    }
+
+    /// The Certification Authority field of our CERTREQ payloads: the SHA-1 hash of each
+    /// anchor's SubjectPublicKeyInfo (RFC 7296 §3.7), which lets the peer pick its
+    /// certificate.
+    pub fn certreq_data(&self) -> Vec<u8> {
+        self.ca_hashes.concat()
     }
 
     /// Replaces the CRLs the engine checks peers' certificates against, for example when

@@ -131,11 +131,10 @@ impl IkeSa {
         let mut inner = vec![Payload::IdI(id)];
         inner.extend(self.our_certificates());
         inner.push(notify(NotifyType::INITIAL_CONTACT, Vec::new()));
-        if matches!(peer.remote_auth, PeerAuth::Certificate(_)) {
-            // Without hashes of trusted keys: a request to send the certificate at all.
+        if let PeerAuth::Certificate(anchors) = &peer.remote_auth {
             inner.push(Payload::CertReq(Certificate {
                 encoding: CertEncoding::X509_SIGNATURE,
-                data: Vec::new(),
+                data: anchors.certreq_data(),
             }));
         }
         inner.push(Payload::IdR(id_to_wire(&peer.remote_id)));
@@ -156,6 +155,7 @@ impl IkeSa {
         ctx: &mut Ctx<'_>,
         payloads: &[Payload],
     ) -> Vec<Payload> {
+        log_certreqs(self.id, payloads);
         let idi = find_payload!(payloads, Payload::IdI);
         let auth = find_payload!(payloads, Payload::Auth);
         let (Some(idi), Some(auth)) = (idi, auth) else {
@@ -431,4 +431,22 @@ fn transport_child(payloads: &[Payload]) -> Result<ChildPayloads<'_>, NotifyType
         return Err(NotifyType::NO_PROPOSAL_CHOSEN);
     }
     Ok((sa, tsi, tsr))
+}
+
+/// We send our certificate chain whatever the peer asks for; its CERTREQ payloads only
+/// tell, in the log, which CAs it trusts.
+fn log_certreqs(sa: IkeSaId, payloads: &[Payload]) {
+    for request in payloads.iter().filter_map(|p| match p {
+        Payload::CertReq(c) if c.encoding == CertEncoding::X509_SIGNATURE => Some(c),
+        _ => None,
+    }) {
+        match auth::parse_ca_hashes(&request.data) {
+            Some(hashes) => debug!(
+                ?sa,
+                authorities = ?hashes.iter().map(hex::encode).collect::<Vec<_>>(),
+                "peer requests certificates"
+            ),
+            None => debug!(?sa, "malformed CERTREQ ignored"),
+        }
+    }
 }
