@@ -8,8 +8,7 @@
 //! about 5), so single runs vary by tens of percent: the interleaved summary line gave
 //! 789 µs per setup against a crypto floor of 788 µs, and 791 µs against 734 µs (engine
 //! overhead 7 %); criterion's separate groups gave 976 against 848 µs and, in another
-//! run, 559 against 795 µs. The engine's overhead is within that noise, under 20 %. The
-//! floor is dominated by certificate chain validation and Ed25519.
+//! run, 559 against 795 µs. The engine's overhead is within that noise, under 20 %.
 
 #[path = "../tests/sim/mod.rs"]
 mod sim;
