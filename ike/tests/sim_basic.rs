@@ -364,3 +364,35 @@ fn peer_restart_leaves_one_sa() {
         );
     }
 }
+
+#[test]
+fn ipv6_endpoints_with_loss_and_a_child_rekey() {
+    for seed in 0..10 {
+        let mut net = Net::new(seed);
+        net.add("alice.example", "2001:db8::1", Config::default());
+        net.add("bob.example", "2001:db8::2", Config::default());
+        net.pair_psk(0, 1);
+        net.faults = Faults {
+            loss: 0.2,
+            ..Faults::default()
+        };
+        let id = net.initiate(0, 1);
+        assert!(
+            net.run_until(Duration::from_secs(120), established),
+            "seed {seed}: no IKE SA over IPv6"
+        );
+        let child = net.nodes[0].active_children()[0].clone();
+        assert_eq!(child.ts_local, sim::ipip("2001:db8::1".parse().unwrap()));
+        assert_eq!(child.ts_remote, sim::ipip("2001:db8::2".parse().unwrap()));
+        assert!(child.local.is_ipv6() && child.remote.is_ipv6());
+        assert!(net.nodes[0].engine.rekey_child(net.now, id, child.spis));
+        assert!(
+            net.run_until(Duration::from_secs(120), |n| {
+                n.nodes[0].active_children().len() == 1
+                    && n.nodes[0].active_children()[0].spis != child.spis
+                    && n.paired(0, 1)
+            }),
+            "seed {seed}: child rekey over IPv6 did not complete"
+        );
+    }
+}
