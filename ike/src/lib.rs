@@ -4,9 +4,11 @@
 //! current time are fed in; datagrams to send, deadlines and events come out.
 
 pub mod auth;
+pub mod config;
 pub mod crypto;
 pub mod iana;
 pub mod identity;
+pub mod sa;
 pub mod secret;
 pub mod ts;
 pub mod wire;

@@ -1,0 +1,448 @@
+//! The engine: all IKE SAs of one node, the datagrams and timers that drive them.
+
+use super::child::ChildSpis;
+use super::cookie::Cookies;
+use super::event::{DownReason, Event, IkeSaId};
+pub use super::exchange::Transmit;
+use super::exchange::{NON_ESP_MARKER, find_notify, find_payload, on_nat_t_port};
+use super::ike_sa::{Ctx, IkeSa, Phase, Task, refuse_init};
+use super::keys::KeyError;
+use super::policy::{PeerConfig, Policy};
+use crate::config::Config;
+use crate::iana::{ExchangeType, NotifyType};
+use crate::wire::{self, Datagram, Header, Payload};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tracing::debug;
+
+pub struct Engine<P: Policy> {
+    config: Config,
+    policy: P,
+    /// By our SPI.
+    sas: HashMap<u64, IkeSa>,
+    /// Responder SAs not yet authenticated, by the initiator's address and SPI.
+    half_open: HashMap<(SocketAddr, u64), u64>,
+    /// The current IKE SA behind each id (rekeys change it).
+    handles: HashMap<IkeSaId, u64>,
+    next_id: u64,
+    cookies: Cookies,
+    /// An instant and the wall-clock time then: certificates are checked against the
+    /// wall-clock time of `now`.
+    clock: (Instant, SystemTime),
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl<P: Policy> Engine<P> {
+    /// `wall` is the wall-clock time at `now`.
+    pub fn new(
+        config: Config,
+        policy: P,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Self, KeyError> {
+        Ok(Self {
+            config,
+            policy,
+            sas: HashMap::new(),
+            half_open: HashMap::new(),
+            handles: HashMap::new(),
+            next_id: 1,
+            cookies: Cookies::new(now)?,
+            clock: (now, wall),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn policy(&self) -> &P {
+        &self.policy
+    }
+
+    pub fn policy_mut(&mut self) -> &mut P {
+        &mut self.policy
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sas
+            .values()
+            .filter_map(|sa| sa.deadline(&self.config))
+            .min()
+    }
+
+    /// The established IKE SAs.
+    pub fn ike_sas(&self) -> Vec<IkeSaId> {
+        let mut ids: Vec<IkeSaId> = self
+            .handles
+            .iter()
+            .filter(|(_, spi)| self.sas.get(spi).is_some_and(IkeSa::is_established))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The installed (not rekeyed or deleting) child SAs of an IKE SA.
+    pub fn child_sas(&self, sa: IkeSaId) -> Vec<ChildSpis> {
+        self.current(sa).map(IkeSa::child_spis).unwrap_or_default()
+    }
+
+    fn current(&self, sa: IkeSaId) -> Option<&IkeSa> {
+        self.handles.get(&sa).and_then(|spi| self.sas.get(spi))
+    }
+
+    fn fresh_id(&mut self) -> IkeSaId {
+        let id = IkeSaId(self.next_id);
+        self.next_id += 1;
+        id
+    }
+
+    /// Starts an IKE SA with its first child SA towards `remote` (port 500, or 4500 to
+    /// start with NAT traversal).
+    pub fn initiate(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        peer: Arc<PeerConfig>,
+    ) -> Result<IkeSaId, KeyError> {
+        let id = self.fresh_id();
+        let mut ctx = self.ctx(now);
+        let sa = IkeSa::initiate(&mut ctx, id, local, remote, peer)?;
+        self.handles.insert(id, sa.local_spi());
+        self.sas.insert(sa.local_spi(), sa);
+        Ok(id)
+    }
+
+    fn command(&mut self, now: Instant, sa: IkeSaId, task: Task) -> bool {
+        let Some(&spi) = self.handles.get(&sa) else {
+            return false;
+        };
+        let valid = self.sas.get(&spi).is_some_and(|s| match task {
+            Task::RekeyChild(c) | Task::DeleteChild(c) => s.has_child(c),
+            _ => s.is_established(),
+        });
+        if valid {
+            self.run(now, spi, |sa, ctx| {
+                sa.queue(task);
+                sa.drive(ctx);
+            });
+        }
+        valid
+    }
+
+    /// Creates another child SA with the peer's configured selectors. Returns false for
+    /// an unknown or not yet established IKE SA.
+    pub fn create_child(&mut self, now: Instant, sa: IkeSaId) -> bool {
+        self.command(now, sa, Task::CreateChild)
+    }
+
+    pub fn rekey_child(&mut self, now: Instant, sa: IkeSaId, child: ChildSpis) -> bool {
+        self.command(now, sa, Task::RekeyChild(child))
+    }
+
+    pub fn delete_child(&mut self, now: Instant, sa: IkeSaId, child: ChildSpis) -> bool {
+        self.command(now, sa, Task::DeleteChild(child))
+    }
+
+    pub fn rekey_ike(&mut self, now: Instant, sa: IkeSaId) -> bool {
+        self.command(now, sa, Task::RekeyIke)
+    }
+
+    /// Deletes the IKE SA and its children (an INFORMATIONAL DELETE).
+    pub fn delete_ike(&mut self, now: Instant, sa: IkeSaId) -> bool {
+        self.command(now, sa, Task::DeleteIke)
+    }
+
+    /// Forgets an IKE SA without telling the peer (say, on shutdown after a failed delete).
+    pub fn terminate(&mut self, now: Instant, sa: IkeSaId) {
+        if let Some(&spi) = self.handles.get(&sa) {
+            self.run(now, spi, |sa, ctx| sa.down(ctx, DownReason::DeletedLocally));
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| sa.deadline(&self.config).is_some_and(|d| d <= now))
+            .map(|(spi, _)| *spi)
+            .collect();
+        for spi in due {
+            self.run(now, spi, IkeSa::on_timeout);
+        }
+    }
+
+    /// One UDP payload received on `local` from `remote`.
+    pub fn handle(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, datagram: &[u8]) {
+        let datagram = if on_nat_t_port(local, remote) {
+            match datagram.strip_prefix(NON_ESP_MARKER.as_slice()) {
+                Some(ike) => ike,
+                // ESP in UDP belongs to the data plane.
+                None => return,
+            }
+        } else {
+            datagram
+        };
+        let header = match Header::parse(datagram) {
+            Ok((header, _)) => header,
+            Err(wire::Error::UnsupportedVersion { header, .. }) => {
+                if !header.response {
+                    let mut ctx = self.ctx(now);
+                    refuse_init(
+                        &mut ctx,
+                        local,
+                        remote,
+                        &header,
+                        NotifyType::INVALID_MAJOR_VERSION,
+                        Vec::new(),
+                    );
+                }
+                return;
+            }
+            Err(_) => return,
+        };
+        if header.exchange == ExchangeType::IKE_SA_INIT && !header.response && header.spi_r == 0 {
+            return self.handle_init_request(now, local, remote, &header, datagram);
+        }
+        let ours = if header.initiator {
+            header.spi_r
+        } else {
+            header.spi_i
+        };
+        let Some(sa) = self.sas.get(&ours) else {
+            debug!(spi = ours, "message for an unknown IKE SA");
+            return;
+        };
+        let in_init = sa.phase == Phase::InitSent;
+        if sa.spi_i != header.spi_i || (!in_init && sa.spi_r != header.spi_r) {
+            return;
+        }
+        self.run(now, ours, |sa, ctx| {
+            sa.receive(ctx, local, remote, &header, datagram)
+        });
+    }
+
+    fn ctx(&mut self, now: Instant) -> Ctx<'_> {
+        Ctx {
+            now,
+            config: &self.config,
+            policy: &self.policy,
+            wall: wall_time(self.clock, now),
+            transmits: &mut self.transmits,
+            events: &mut self.events,
+            spawned: Vec::new(),
+            handovers: Vec::new(),
+        }
+    }
+
+    fn handle_init_request(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        header: &Header,
+        raw: &[u8],
+    ) {
+        if let Some(&spi) = self.half_open.get(&(remote, header.spi_i)) {
+            return self.run(now, spi, |sa, ctx| {
+                sa.receive(ctx, local, remote, header, raw)
+            });
+        }
+        if self.half_open.len() >= self.config.half_open_limit {
+            return;
+        }
+        let payloads = match Datagram::parse(raw) {
+            Ok(d) => d.message.payloads,
+            Err(wire::Error::UnsupportedCritical(ty)) => {
+                let mut ctx = self.ctx(now);
+                return refuse_init(
+                    &mut ctx,
+                    local,
+                    remote,
+                    header,
+                    NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD,
+                    vec![ty.0],
+                );
+            }
+            Err(_) => return,
+        };
+        if self.half_open.len() >= self.config.cookie_threshold {
+            let ni = find_payload!(payloads, Payload::Nonce)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let cookie = find_notify(&payloads, NotifyType::COOKIE).map(|n| n.data.as_slice());
+            let valid =
+                cookie.is_some_and(|c| self.cookies.check(now, c, ni, remote, header.spi_i));
+            if !valid {
+                let Ok(cookie) = self.cookies.make(now, ni, remote, header.spi_i) else {
+                    return;
+                };
+                let mut ctx = self.ctx(now);
+                return refuse_init(&mut ctx, local, remote, header, NotifyType::COOKIE, cookie);
+            }
+        }
+        let id = self.fresh_id();
+        let mut ctx = self.ctx(now);
+        let Some(sa) = IkeSa::respond_init(&mut ctx, id, local, remote, header, &payloads, raw)
+        else {
+            return;
+        };
+        let spi = sa.local_spi();
+        self.half_open.insert((remote, header.spi_i), spi);
+        self.handles.insert(id, spi);
+        self.sas.insert(spi, sa);
+    }
+
+    /// Runs `f` on one IKE SA, then applies what it asked of the engine.
+    fn run(&mut self, now: Instant, spi: u64, f: impl FnOnce(&mut IkeSa, &mut Ctx<'_>)) {
+        let Some(mut sa) = self.sas.remove(&spi) else {
+            return;
+        };
+        let was_established = sa.is_established();
+        let mut ctx = self.ctx(now);
+        f(&mut sa, &mut ctx);
+        let spawned = std::mem::take(&mut ctx.spawned);
+        let handovers = std::mem::take(&mut ctx.handovers);
+        let newly_established = !was_established && sa.is_established();
+        self.sas.insert(spi, sa);
+        for new in spawned {
+            self.sas.insert(new.local_spi(), new);
+        }
+        for (old, new) in handovers {
+            self.hand_over(now, old, new);
+        }
+        if newly_established {
+            self.resolve_duplicates(now, spi);
+        }
+        self.reap(now);
+    }
+
+    fn hand_over(&mut self, now: Instant, old: u64, new: u64) {
+        let Some(mut from) = self.sas.remove(&old) else {
+            return;
+        };
+        if let Some(to) = self.sas.get_mut(&new) {
+            to.adopt(&mut from);
+            self.handles.insert(to.id, new);
+        }
+        self.sas.insert(old, from);
+        self.run(now, new, IkeSa::drive);
+    }
+
+    /// Simultaneous initiation leaves two IKE SAs with one peer. Both ends keep the one
+    /// whose lowest nonce is higher (the rule of RFC 7296 §2.8.1 for rekey collisions);
+    /// whoever initiated the other deletes it.
+    fn resolve_duplicates(&mut self, now: Instant, spi: u64) {
+        let Some(sa) = self.sas.get(&spi) else { return };
+        let Some(peer) = sa.peer_id().cloned() else {
+            return;
+        };
+        if sa.initial_contact {
+            // The peer restarted, or initiated at the same time as we did: a liveness
+            // check tells which, quickly, for every other IKE SA with it.
+            let others: Vec<u64> = self
+                .sas
+                .iter()
+                .filter(|(other, s)| {
+                    **other != spi && s.is_established() && s.peer_id() == Some(&peer)
+                })
+                .map(|(other, _)| *other)
+                .collect();
+            for other in others {
+                self.run(now, other, |sa, ctx| {
+                    sa.queue(Task::Liveness);
+                    sa.drive(ctx);
+                });
+            }
+        }
+        if !self.config.delete_duplicates {
+            return;
+        }
+        let key = |sa: &IkeSa| std::cmp::min(sa.ni.clone(), sa.nr.clone());
+        let mut same: Vec<(Vec<u8>, u64)> = self
+            .sas
+            .iter()
+            .filter(|(_, s)| s.is_established() && s.peer_id() == Some(&peer))
+            .map(|(spi, s)| (key(s), *spi))
+            .collect();
+        if same.len() < 2 {
+            return;
+        }
+        same.sort();
+        let keep = same.pop();
+        for (_, loser) in same {
+            debug!(?keep, loser, "duplicate IKE SA");
+            let Some(sa) = self.sas.get_mut(&loser) else {
+                continue;
+            };
+            sa.duplicate = true;
+            if sa.initiator {
+                self.run(now, loser, |sa, ctx| {
+                    sa.queue(Task::DeleteIke);
+                    sa.drive(ctx);
+                });
+            }
+        }
+    }
+
+    fn reap(&mut self, now: Instant) {
+        let dead: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| sa.phase == Phase::Dead)
+            .map(|(spi, _)| *spi)
+            .collect();
+        for spi in dead {
+            let Some(sa) = self.sas.remove(&spi) else {
+                continue;
+            };
+            if let Some(key) = sa.init_key {
+                self.half_open.remove(&key);
+            }
+            if self.handles.get(&sa.id) == Some(&spi) {
+                self.handles.remove(&sa.id);
+            }
+            for successor in self.sas.values_mut() {
+                if successor.successor_of == Some(spi) {
+                    successor.orphaned_at = Some(now);
+                }
+            }
+        }
+        let settled: Vec<(SocketAddr, u64)> = self
+            .half_open
+            .iter()
+            .filter(|(_, spi)| {
+                self.sas
+                    .get(spi)
+                    .is_none_or(|sa| sa.phase != Phase::HalfOpen)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in settled {
+            self.half_open.remove(&key);
+        }
+    }
+}
+
+fn wall_time((then, wall): (Instant, SystemTime), now: Instant) -> SystemTime {
+    match now.checked_duration_since(then) {
+        Some(ahead) => wall + ahead,
+        None => wall - then.duration_since(now),
+    }
+}

@@ -1,0 +1,366 @@
+//! IKE_SA_INIT + IKE_AUTH with the first child SA, INFORMATIONAL exchanges and
+//! retransmission between simulated engines.
+
+mod sim;
+
+use iiptran_ike::config::{Config, IkeSuite, Retransmission};
+use iiptran_ike::iana::{DhId, NotifyType};
+use iiptran_ike::sa::{DownReason, Event};
+use sim::{Faults, Net};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn two(seed: u64, config: Config) -> Net {
+    let mut net = Net::new(seed);
+    net.add("alice.example", "192.0.2.1", config.clone());
+    net.add("bob.example", "192.0.2.2", config);
+    net.pair_psk(0, 1);
+    net
+}
+
+fn established(net: &Net) -> bool {
+    net.paired(0, 1)
+}
+
+#[test]
+fn psk_setup_both_ways() {
+    for (a, b) in [(0, 1), (1, 0)] {
+        let mut net = two(1, Config::default());
+        let id = net.initiate(a, b);
+        assert!(net.run_until(Duration::from_secs(1), established));
+        let up = |n: usize| {
+            net.nodes[n]
+                .events
+                .iter()
+                .find_map(|e| match e {
+                    Event::IkeSaUp {
+                        peer, we_initiated, ..
+                    } => Some((peer.clone(), *we_initiated)),
+                    _ => None,
+                })
+                .expect("IKE SA up")
+        };
+        assert_eq!(up(a), (net.nodes[b].id(), true));
+        assert_eq!(up(b), (net.nodes[a].id(), false));
+        assert_eq!(net.nodes[a].engine.ike_sas(), vec![id]);
+        let child = &net.nodes[a].active_children()[0];
+        assert_eq!(child.ts_local, sim::ipip(net.nodes[a].ip));
+        assert_eq!(child.ts_remote, sim::ipip(net.nodes[b].ip));
+        assert!(!child.udp_encap);
+        assert_eq!(child.inbound.encr.len(), 36);
+    }
+}
+
+#[test]
+fn established_sa_stays_quiet_until_liveness_interval() {
+    let mut net = two(2, Config::default());
+    net.initiate(0, 1);
+    assert!(net.run_until(Duration::from_secs(1), established));
+    let sent = net.sent;
+    net.run_for(Duration::from_secs(29));
+    assert_eq!(net.sent, sent, "no traffic before the liveness interval");
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.sent, sent + 2, "one liveness check and its answer");
+    assert!(net.paired(0, 1));
+}
+
+fn lossy(tries: u32) -> Config {
+    Config {
+        retransmission: Retransmission {
+            tries,
+            ..Retransmission::default()
+        },
+        ..Config::default()
+    }
+}
+
+#[test]
+fn thirty_percent_loss_still_establishes() {
+    for seed in 0..60 {
+        let mut net = two(seed, lossy(12));
+        net.faults = Faults {
+            loss: 0.3,
+            ..Faults::default()
+        };
+        net.initiate(0, 1);
+        assert!(
+            net.run_until(Duration::from_secs(600), established),
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn duplication_and_reordering_give_one_sa() {
+    for seed in 0..30 {
+        let mut net = two(seed, Config::default());
+        net.faults = Faults {
+            loss: 0.1,
+            duplicate: 0.5,
+            jitter: Duration::from_millis(300),
+        };
+        net.initiate(0, 1);
+        assert!(
+            net.run_until(Duration::from_secs(300), established),
+            "seed {seed}"
+        );
+        net.run_for(Duration::from_secs(5));
+        for n in 0..2 {
+            assert_eq!(
+                net.nodes[n].count(|e| matches!(e, Event::IkeSaUp { .. })),
+                1
+            );
+            assert_eq!(net.nodes[n].count(|e| matches!(e, Event::ChildSaUp(_))), 1);
+        }
+    }
+}
+
+#[test]
+fn liveness_failure_takes_the_sa_down() {
+    let mut net = two(3, Config::default());
+    let id = net.initiate(0, 1);
+    assert!(net.run_until(Duration::from_secs(1), established));
+    net.faults.loss = 1.0;
+    let cut = net.now;
+    let down = |net: &Net| {
+        net.nodes[0].events.contains(&Event::IkeSaDown {
+            sa: id,
+            reason: DownReason::LivenessFailed,
+        })
+    };
+    assert!(net.run_until(Duration::from_secs(600), down));
+    // 30 s idle, then 4 s * (1 + 1.8 + ... + 1.8^5) of retransmissions.
+    let schedule: f64 = (0..6).map(|n| 4.0 * 1.8f64.powi(n)).sum();
+    let took = (net.now - cut).as_secs_f64();
+    assert!((took - 30.0 - schedule).abs() < 1.0, "took {took}");
+    assert!(net.nodes[0].live_children().is_empty());
+}
+
+#[test]
+fn delete_ike_reaches_both_sides() {
+    let mut net = two(4, Config::default());
+    let id = net.initiate(0, 1);
+    assert!(net.run_until(Duration::from_secs(1), established));
+    let now = net.now;
+    assert!(net.nodes[0].engine.delete_ike(now, id));
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.nodes[0].ike_up().is_empty()
+            && n.nodes[1].ike_up().is_empty())
+    );
+    let reason = |n: usize| {
+        net.nodes[n].events.iter().find_map(|e| match e {
+            Event::IkeSaDown { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+    };
+    assert_eq!(reason(0), Some(DownReason::DeletedLocally));
+    assert_eq!(reason(1), Some(DownReason::DeletedByPeer));
+    assert!(net.nodes[0].live_children().is_empty());
+    assert!(net.nodes[1].live_children().is_empty());
+    assert!(net.nodes[0].engine.ike_sas().is_empty());
+    assert!(net.nodes[1].engine.ike_sas().is_empty());
+}
+
+#[test]
+fn delete_child_keeps_the_ike_sa() {
+    let mut net = two(5, Config::default());
+    let id = net.initiate(0, 1);
+    assert!(net.run_until(Duration::from_secs(1), established));
+    let spis = net.nodes[0].active_children()[0].spis;
+    let now = net.now;
+    assert!(net.nodes[0].engine.delete_child(now, id, spis));
+    assert!(net.run_until(
+        Duration::from_secs(5),
+        |n| n.nodes[1].live_children().is_empty() && n.nodes[0].live_children().is_empty()
+    ));
+    assert_eq!(net.nodes[0].ike_up(), vec![id]);
+    assert_eq!(net.nodes[1].ike_up().len(), 1);
+    let (now, bob_sa) = (net.now, net.nodes[1].ike_up()[0]);
+    assert!(net.nodes[1].engine.create_child(now, bob_sa));
+    assert!(net.run_until(Duration::from_secs(5), established));
+}
+
+#[test]
+fn wrong_psk_fails_authentication() {
+    let mut net = Net::new(6);
+    net.add("alice.example", "192.0.2.1", Config::default());
+    net.add("bob.example", "192.0.2.2", Config::default());
+    let ab = Arc::new(net.psk_peer(0, 1, b"one secret"));
+    let ba = Arc::new(net.psk_peer(1, 0, b"another secret"));
+    net.nodes[0].engine.policy_mut().peers.push(ab);
+    net.nodes[1].engine.policy_mut().peers.push(ba);
+    net.initiate(0, 1);
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(
+        net.nodes[1].count(|e| matches!(e, Event::AuthFailed { .. })),
+        1
+    );
+    assert_eq!(
+        net.nodes[1].count(|e| matches!(e, Event::IkeSaUp { .. })),
+        0
+    );
+    assert!(net.nodes[0].events.iter().any(|e| matches!(
+        e,
+        Event::IkeSaDown {
+            reason: DownReason::AuthFailed,
+            ..
+        }
+    )));
+    assert!(net.nodes[0].live_children().is_empty());
+}
+
+#[test]
+fn unknown_peer_identity_fails_authentication() {
+    let mut net = two(7, Config::default());
+    net.nodes[1].engine.policy_mut().peers.clear();
+    net.initiate(0, 1);
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(
+        net.nodes[1].count(|e| matches!(e, Event::AuthFailed { .. })),
+        1
+    );
+    assert!(net.nodes[0].events.iter().any(|e| matches!(
+        e,
+        Event::IkeSaDown {
+            reason: DownReason::AuthFailed,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn responder_that_fails_to_authenticate_is_refused() {
+    let mut net = Net::new(8);
+    net.add("alice.example", "192.0.2.1", Config::default());
+    net.add("bob.example", "192.0.2.2", Config::default());
+    let mut ab = net.psk_peer(0, 1, b"secret");
+    // Alice expects Bob's AUTH under another key than Bob uses.
+    ab.remote_auth = iiptran_ike::sa::PeerAuth::Psk(b"not bob's".to_vec().into());
+    let ba = net.psk_peer(1, 0, b"secret");
+    net.nodes[0].engine.policy_mut().peers.push(Arc::new(ab));
+    net.nodes[1].engine.policy_mut().peers.push(Arc::new(ba));
+    net.initiate(0, 1);
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(
+        net.nodes[0].count(|e| matches!(e, Event::AuthFailed { .. })),
+        1
+    );
+    assert!(net.nodes[0].active_children().is_empty());
+}
+
+#[test]
+fn no_common_ike_suite_is_no_proposal_chosen() {
+    let mut net = Net::new(9);
+    net.add(
+        "alice.example",
+        "192.0.2.1",
+        Config {
+            ike_suites: vec![IkeSuite::CHACHA_X25519],
+            ..Config::default()
+        },
+    );
+    net.add(
+        "bob.example",
+        "192.0.2.2",
+        Config {
+            ike_suites: vec![IkeSuite {
+                prf: iiptran_ike::iana::PrfId::HMAC_SHA2_512,
+                ..IkeSuite::CHACHA_X25519
+            }],
+            ..Config::default()
+        },
+    );
+    net.pair_psk(0, 1);
+    net.initiate(0, 1);
+    net.run_for(Duration::from_secs(5));
+    assert!(net.nodes[0].events.contains(&Event::IkeSaDown {
+        sa: iiptran_ike::sa::IkeSaId(1),
+        reason: DownReason::Refused(NotifyType::NO_PROPOSAL_CHOSEN),
+    }));
+    assert!(net.nodes[1].events.is_empty());
+}
+
+#[test]
+fn invalid_ke_payload_retries_with_the_responders_group() {
+    let mut net = Net::new(10);
+    net.add("alice.example", "192.0.2.1", Config::default());
+    net.add(
+        "bob.example",
+        "192.0.2.2",
+        Config {
+            ike_suites: vec![IkeSuite::CHACHA_P256],
+            ..Config::default()
+        },
+    );
+    net.pair_psk(0, 1);
+    net.initiate(0, 1);
+    assert!(net.run_until(Duration::from_secs(1), established));
+    let suite = net.nodes[0].events.iter().find_map(|e| match e {
+        Event::IkeSaUp { suite, .. } => Some(*suite),
+        _ => None,
+    });
+    assert_eq!(suite.map(|s| s.dh), Some(DhId::ECP_256));
+}
+
+#[test]
+fn refused_selectors_keep_the_ike_sa_without_child() {
+    let mut net = two(11, Config::default());
+    net.nodes[1].engine.policy_mut().refuse_children = true;
+    net.initiate(0, 1);
+    net.run_for(Duration::from_secs(5));
+    assert_eq!(net.nodes[0].ike_up().len(), 1);
+    assert_eq!(net.nodes[1].ike_up().len(), 1);
+    assert!(net.nodes[0].events.iter().any(|e| matches!(
+        e,
+        Event::ChildSaFailed {
+            notify: NotifyType::TS_UNACCEPTABLE,
+            ..
+        }
+    )));
+    assert!(net.nodes[0].live_children().is_empty());
+    assert!(net.nodes[1].live_children().is_empty());
+}
+
+#[test]
+fn unreachable_responder_times_out() {
+    let mut net = two(12, Config::default());
+    net.faults.loss = 1.0;
+    net.initiate(0, 1);
+    net.run_for(Duration::from_secs(600));
+    assert!(net.nodes[0].events.iter().any(|e| matches!(
+        e,
+        Event::IkeSaDown {
+            reason: DownReason::Timeout,
+            ..
+        }
+    )));
+    assert!(net.nodes[0].engine.poll_timeout().is_none());
+}
+
+#[test]
+fn peer_restart_leaves_one_sa() {
+    for seed in 0..6 {
+        let mut net = two(90 + seed, Config::default());
+        // Half the runs had Bob initiate the SA that goes stale.
+        if seed % 2 == 0 {
+            net.initiate(0, 1);
+        } else {
+            net.initiate(1, 0);
+        }
+        assert!(net.run_until(Duration::from_secs(1), established));
+        net.restart(0);
+        net.initiate(0, 1);
+        assert!(
+            net.run_until(Duration::from_secs(300), |n| n.paired(0, 1)
+                && n.nodes[1].engine.ike_sas().len() == 1
+                && n.nodes[1].live_children().len() == 1),
+            "seed {seed}"
+        );
+        assert_eq!(net.nodes[0].engine.ike_sas().len(), 1);
+        assert_eq!(
+            net.nodes[1].count(|e| matches!(e, Event::IkeSaDown { .. })),
+            1,
+            "seed {seed}: the stale SA is gone"
+        );
+    }
+}
