@@ -1,0 +1,188 @@
+//! Two real `iiptrand` processes in two network namespaces joined by a veth pair, with
+//! the userspace data plane: the adjacency comes up on both, a ping crosses the virtual
+//! link with ESP counters growing, and when one daemon dies the other takes its link
+//! down within the liveness bound. Needs root.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use iiptran::control::protocol::{LinkState, NeighborReport};
+use iiptran::control::{Body, Response};
+use support::netns::{Netns, veth};
+use support::process::Process;
+use support::wait::wait_until;
+use support::{OrPanic, TempDir, have_root};
+
+const IIPTRAND: &str = env!("CARGO_BIN_EXE_iiptrand");
+const IIPTRANCTL: &str = env!("CARGO_BIN_EXE_iiptranctl");
+const PSK: &str = "a long pre-shared key for the daemon pair test";
+/// Idle time before a liveness check, and the retransmissions after it: 2 s + 3 × 1 s.
+const LIVENESS: &str =
+    "liveness = \"2s\"\nretransmit_timeout = \"1s\"\nretransmit_base = 1.0\nretransmit_tries = 2\n";
+const LIVENESS_BOUND: Duration = Duration::from_secs(20);
+
+/// One node of the pair: its namespace, files and daemon.
+struct Node {
+    ns: Netns,
+    socket: PathBuf,
+    config: PathBuf,
+}
+
+struct Side<'a> {
+    name: &'a str,
+    endpoint: &'a str,
+    inner: &'a str,
+    peer: &'a str,
+    peer_endpoint: &'a str,
+}
+
+fn write_config(dir: &Path, side: &Side<'_>) -> Result<(PathBuf, PathBuf)> {
+    let state = dir.join(format!("{}-state", side.name));
+    let socket = dir.join(format!("{}.sock", side.name));
+    let text = format!(
+        "[node]\nname = \"{name}\"\nidentity = \"{name}.vn.example\"\nendpoint = \"{endpoint}\"\n\
+         dataplane = \"userspace\"\nstate_dir = \"{state}\"\ncontrol_socket = \"{socket}\"\n\n\
+         [ike]\n{LIVENESS}\n\
+         [[neighbor]]\nname = \"{peer}\"\nidentity = \"{peer}.vn.example\"\nendpoint = \"{peer_endpoint}\"\n\
+         link = {{ name = \"vn-{peer}\", address = \"{inner}\", mtu = 1400 }}\npsk = \"{PSK}\"\n",
+        name = side.name,
+        endpoint = side.endpoint,
+        state = state.display(),
+        socket = socket.display(),
+        peer = side.peer,
+        peer_endpoint = side.peer_endpoint,
+        inner = side.inner,
+    );
+    let config = dir.join(format!("{}.toml", side.name));
+    std::fs::write(&config, text)?;
+    Ok((config, socket))
+}
+
+fn start(node: &Node, dir: &Path, name: &str) -> Result<Process> {
+    let mut command = node.ns.command(IIPTRAND);
+    command.arg("--config").arg(&node.config);
+    command.env("RUST_LOG", "debug");
+    Process::spawn(name, command, dir)
+}
+
+fn neighbors(socket: &Path) -> Result<Vec<NeighborReport>> {
+    let out = Command::new(IIPTRANCTL)
+        .arg("--socket")
+        .arg(socket)
+        .args(["--json", "list-neighbors"])
+        .output()
+        .context("running iiptranctl")?;
+    if !out.status.success() {
+        // Not listening yet.
+        return Ok(Vec::new());
+    }
+    let response: Response = serde_json::from_slice(&out.stdout)?;
+    match response.body {
+        Body::Neighbors(n) => Ok(n),
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+fn established(socket: &Path) -> Result<Option<NeighborReport>> {
+    Ok(neighbors(socket)?
+        .into_iter()
+        .find(|n| n.adjacency == "established" && n.link_state == LinkState::Up))
+}
+
+#[test]
+fn pair_comes_up_carries_traffic_and_notices_a_dead_peer() {
+    if !have_root("pair_comes_up_carries_traffic_and_notices_a_dead_peer") {
+        return;
+    }
+    let dir = TempDir::new("daemon-pair").or_panic();
+    let a_ns = Netns::new("dpa").or_panic();
+    let b_ns = Netns::new("dpb").or_panic();
+    let (a_end, b_end) = veth(
+        &a_ns,
+        "198.51.100.1".parse().unwrap(),
+        &b_ns,
+        "198.51.100.2".parse().unwrap(),
+        24,
+    )
+    .or_panic();
+    let (a_ip, b_ip) = (a_end.addr.to_string(), b_end.addr.to_string());
+    let (a_config, a_socket) = write_config(
+        dir.path(),
+        &Side {
+            name: "a",
+            endpoint: &a_ip,
+            inner: "10.255.0.0/31",
+            peer: "b",
+            peer_endpoint: &b_ip,
+        },
+    )
+    .or_panic();
+    let (b_config, b_socket) = write_config(
+        dir.path(),
+        &Side {
+            name: "b",
+            endpoint: &b_ip,
+            inner: "10.255.0.1/31",
+            peer: "a",
+            peer_endpoint: &a_ip,
+        },
+    )
+    .or_panic();
+    let a = Node {
+        ns: a_ns,
+        socket: a_socket,
+        config: a_config,
+    };
+    let b = Node {
+        ns: b_ns,
+        socket: b_socket,
+        config: b_config,
+    };
+    let _a_daemon = start(&a, dir.path(), "iiptrand-a").or_panic();
+    let mut b_daemon = start(&b, dir.path(), "iiptrand-b").or_panic();
+
+    let up_a = wait_until(
+        "the adjacency up on a",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || established(&a.socket),
+    )
+    .or_panic();
+    wait_until(
+        "the adjacency up on b",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || established(&b.socket),
+    )
+    .or_panic();
+
+    a.ns.run("ping", &["-c", "3", "-W", "2", "-i", "0.2", "10.255.0.1"])
+        .or_panic();
+    let after = established(&a.socket)
+        .or_panic()
+        .expect("still up after the ping");
+    assert!(
+        after.traffic.packets_out >= up_a.traffic.packets_out + 3
+            && after.traffic.packets_in >= up_a.traffic.packets_in + 3,
+        "ESP counters did not grow by the three pings: {:?} -> {:?}",
+        up_a.traffic,
+        after.traffic
+    );
+
+    b_daemon.signal(libc::SIGKILL).or_panic();
+    wait_until(
+        "a's link to go down after b died",
+        LIVENESS_BOUND,
+        Duration::from_millis(200),
+        || {
+            let n = neighbors(&a.socket)?;
+            Ok(n.iter()
+                .any(|n| n.name == "b" && n.link_state == LinkState::Down))
+        },
+    )
+    .or_panic();
+}
