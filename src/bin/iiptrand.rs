@@ -16,10 +16,10 @@ use iiptran_policy::store::SharedCaDb;
 
 /// IKEv2 key-management daemon for RFC 3884 (IIPtran) secure virtual networks.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Args {
     /// Run the daemon with this node configuration (TOML).
-    #[arg(long, conflicts_with = "command")]
+    #[arg(long)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
