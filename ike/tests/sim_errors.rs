@@ -338,3 +338,35 @@ fn hostile_datagrams_do_not_disturb_an_established_sa() {
     assert!(net.run_until(Duration::from_secs(10), |n| n.paired(0, 1)
         && n.nodes[0].count(|e| matches!(e, Event::ChildSaRekeyed { .. })) == 1));
 }
+
+#[test]
+fn nat_detection_moves_both_to_port_4500() {
+    let mut net = Net::new(72);
+    net.add("alice.vn.example", "10.0.0.1", Config::default());
+    net.add("bob.vn.example", "192.0.2.2", Config::default());
+    net.pair_psk(0, 1);
+    let outside: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+    net.nat = Some(sim::Nat {
+        inside: net.nodes[0].ip,
+        outside,
+    });
+    // Bob knows Alice by identity; the selectors are the tunnel endpoints as configured.
+    net.initiate(0, 1);
+    assert!(net.run_until(Duration::from_secs(1), |n| n.paired(0, 1)));
+    let alice = &net.nodes[0].active_children()[0];
+    let bob = &net.nodes[1].active_children()[0];
+    assert!(alice.udp_encap && bob.udp_encap);
+    assert_eq!(alice.local.port(), 4500);
+    assert_eq!(alice.remote, SocketAddr::new(net.nodes[1].ip, 4500));
+    assert_eq!(
+        bob.remote,
+        SocketAddr::new(outside, 4500 + sim::Nat::PORT_SHIFT)
+    );
+    // Liveness checks and a rekey keep working through the NAT.
+    net.run_for(Duration::from_secs(100));
+    let (now, id) = (net.now, net.nodes[1].engine.ike_sas()[0]);
+    let spis = net.nodes[1].active_children()[0].spis;
+    assert!(net.nodes[1].engine.rekey_child(now, id, spis));
+    assert!(net.run_until(Duration::from_secs(10), |n| n.paired(0, 1)
+        && n.nodes[0].count(|e| matches!(e, Event::ChildSaRekeyed { .. })) == 1));
+}

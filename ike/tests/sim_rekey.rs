@@ -7,6 +7,9 @@ use iiptran_ike::config::{Config, Lifetimes, Retransmission};
 use iiptran_ike::iana::DhId;
 use iiptran_ike::sa::{DownReason, Event, IkeSaId};
 use sim::{Faults, Net};
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
 use std::time::Duration;
 
 fn up(seed: u64, config: Config) -> (Net, [IkeSaId; 2]) {
@@ -175,6 +178,43 @@ fn simultaneous_ike_rekey_keeps_one_ike_sa() {
         net.run_for(Duration::from_secs(120));
         assert!(settled(&net), "seed {seed}");
         for n in 0..2 {
+            assert_eq!(
+                net.nodes[n].count(|e| matches!(e, Event::IkeSaDown { .. })),
+                0
+            );
+        }
+    }
+}
+
+#[test]
+fn child_rekey_and_ike_rekey_at_once() {
+    for seed in 0..10 {
+        let (mut net, ids) = up(250 + seed, Config::default());
+        let ike_spis = Rc::new(RefCell::new(HashSet::new()));
+        let seen = ike_spis.clone();
+        net.filter = Some(Box::new(move |_, _, payload| {
+            seen.borrow_mut().insert(payload[..8].to_vec());
+            true
+        }));
+        let spis = net.nodes[0].active_children()[0].spis;
+        let now = net.now;
+        assert!(net.nodes[0].engine.rekey_child(now, ids[0], spis));
+        assert!(net.nodes[1].engine.rekey_ike(now, ids[1]));
+        assert!(
+            net.run_until(Duration::from_secs(60), |n| rekeyed(n, 0) == 1
+                && rekeyed(n, 1) == 1
+                && settled(n)),
+            "seed {seed}"
+        );
+        net.run_for(Duration::from_secs(60));
+        assert!(settled(&net), "seed {seed}");
+        assert_eq!(
+            ike_spis.borrow().len(),
+            2,
+            "seed {seed}: the IKE SA was rekeyed"
+        );
+        for (n, id) in ids.into_iter().enumerate() {
+            assert_eq!(ike_sa_of(&net, n), vec![id]);
             assert_eq!(
                 net.nodes[n].count(|e| matches!(e, Event::IkeSaDown { .. })),
                 0

@@ -41,8 +41,20 @@ fn iperf_mbps(json: &str) -> Option<f64> {
 fn run(seconds: u64) -> Res<()> {
     let raw = raw_chacha_mbps(Duration::from_secs(2))?;
     let ns = Namespaces::new(&format!("iiptran-bench-{}-", std::process::id()))?;
-    let (stop_a, ta) = userspace_end(ns.a.clone(), A, B, "10.99.0.1", AeadAlg::ChaCha20Poly1305)?;
-    let (stop_b, tb) = userspace_end(ns.b.clone(), B, A, "10.99.0.2", AeadAlg::ChaCha20Poly1305)?;
+    let (stop_a, ta) = userspace_end(
+        ns.a.clone(),
+        A.into(),
+        B.into(),
+        &["10.99.0.1"],
+        AeadAlg::ChaCha20Poly1305,
+    )?;
+    let (stop_b, tb) = userspace_end(
+        ns.b.clone(),
+        B.into(),
+        A.into(),
+        &["10.99.0.2"],
+        AeadAlg::ChaCha20Poly1305,
+    )?;
     if !ping(&ns.a, "10.99.0.2") {
         return Err("no connectivity over the userspace link".into());
     }

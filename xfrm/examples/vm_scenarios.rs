@@ -1,19 +1,21 @@
 //! Kernel data-plane scenarios for a VM whose kernel has esp4, ipip and the AEADs (run by
 //! `tests/vm/run`, as root, never on a host whose namespaces it would disturb):
 //!
-//! 1. kernel <-> kernel: two namespaces, SAs, policies and ipip links all installed
+//! 1. kernel <-> kernel: two namespaces, SAs, policies and virtual links all installed
 //!    through `KernelDataplane`; ping across; ESP counters read back with GETSA.
-//!    Once with ChaCha20-Poly1305 and once with AES-GCM-128.
+//!    Over IPv4 endpoints (`ipip`) with ChaCha20-Poly1305 and AES-GCM-128, over IPv6
+//!    endpoints (`ip6tnl`, IPv4 and IPv6 inner packets under SAs of their own) with
+//!    AES-GCM-128.
 //! 2. kernel <-> userspace: one namespace on `KernelDataplane` (ESP in UDP 4500),
-//!    the other on `UserspaceDataplane`; ping both ways. This shows the two backends
-//!    speak the same wire format.
+//!    the other on `UserspaceDataplane`; ping both ways, over IPv4 and over IPv6
+//!    endpoints. This shows the two backends speak the same wire format.
 //!
 //! 3. kernel link-down events: a link the daemon wants up, set down or deleted by
 //!    someone else, is reported as `LinkDown`.
 //!
 //! Exits 0 when every scenario passed.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -24,77 +26,91 @@ mod common;
 use common::*;
 
 /// Runs a configured kernel backend in `ns` until told to stop, reporting the packet
-/// counts of the SAs towards and from the peer when it stops.
+/// counts of the SAs towards and from the peer (summed over the inner families) when it
+/// stops.
 fn kernel_end(
     ns: String,
-    local: Ipv4Addr,
-    remote: Ipv4Addr,
-    inner: &'static str,
+    local: IpAddr,
+    remote: IpAddr,
+    inners: &'static [&'static str],
     alg: AeadAlg,
     encap: bool,
 ) -> Res<(Stop, EndThread<(u64, u64)>)> {
     let name = ns.clone();
+    let any = if local.is_ipv4() {
+        Family::V4
+    } else {
+        Family::V6
+    }
+    .any();
     let setup = move || async move {
         let dp = KernelDataplane::open()?;
         // For ESP in UDP the kernel decapsulates on a socket marked as such.
-        let sock = tokio::net::UdpSocket::bind("0.0.0.0:4500").await?;
+        let sock = tokio::net::UdpSocket::bind((any, iiptran_xfrm::NAT_T_PORT)).await?;
         if encap {
             enable_espinudp(&sock)?;
         }
-        configure(&dp, local, remote, inner, alg, encap).await?;
+        configure(&dp, local, remote, inners, alg, encap).await?;
         Ok((dp, sock))
     };
     let report = move |(dp, _sock): (KernelDataplane, tokio::net::UdpSocket)| async move {
-        let (out_spi, in_spi) = if local == A {
-            (SPI_AB, SPI_BA)
-        } else {
-            (SPI_BA, SPI_AB)
-        };
-        let out = dp
-            .sa_stats(SaId {
-                src: local.into(),
-                dst: remote.into(),
-                spi: out_spi,
-            })
-            .await?;
-        let inp = dp
-            .sa_stats(SaId {
-                src: remote.into(),
-                dst: local.into(),
-                spi: in_spi,
-            })
-            .await?;
-        println!("  {name}: out SA {out:?}\n  {name}: in SA {inp:?}");
+        let (mut out_packets, mut in_packets) = (0, 0);
+        for inner in inners {
+            let (_, out_spi, in_spi) = carriage(local, inner.parse()?);
+            let stats = |src, dst, spi| dp.sa_stats(SaId { src, dst, spi });
+            let out = stats(local, remote, out_spi).await?;
+            let inp = stats(remote, local, in_spi).await?;
+            println!("  {name}: out SA {out:?}\n  {name}: in SA {inp:?}");
+            out_packets += out.packets;
+            in_packets += inp.packets;
+        }
         dp.flush_ours().await?;
         dp.delete_link(LINK).await?;
-        Ok((out.packets, inp.packets))
+        Ok((out_packets, in_packets))
     };
     spawn_end(ns, setup, report)
 }
 
-fn kernel_to_kernel(alg: AeadAlg) -> Res<()> {
+/// With IPv6 endpoints the `ip6tnl` link carries IPv6 inner packets too (protocol 41,
+/// their own SAs).
+fn kernel_to_kernel(alg: AeadAlg, family: Family) -> Res<()> {
     let ns = Namespaces::new("")?;
-    let (stop_a, ta) = kernel_end(ns.a.clone(), A, B, "10.99.0.1", alg, false)?;
-    let (stop_b, tb) = kernel_end(ns.b.clone(), B, A, "10.99.0.2", alg, false)?;
-    let pinged = ping(&ns.a, "10.99.0.2");
+    let (a, b) = family.endpoints();
+    let (inners_a, inners_b, pings): (&[&str], &[&str], &[&str]) = match family {
+        Family::V4 => (&["10.99.0.1"], &["10.99.0.2"], &["10.99.0.2"]),
+        Family::V6 => (
+            &["10.99.0.1", "fd00:99::1"],
+            &["10.99.0.2", "fd00:99::2"],
+            &["10.99.0.2", "fd00:99::2"],
+        ),
+    };
+    let (stop_a, ta) = kernel_end(ns.a.clone(), a, b, inners_a, alg, false)?;
+    let (stop_b, tb) = kernel_end(ns.b.clone(), b, a, inners_b, alg, false)?;
+    let failed: Vec<&str> = pings
+        .iter()
+        .copied()
+        .filter(|dst| !ping(&ns.a, dst))
+        .collect();
     let (a_out, a_in) = finish(stop_a, ta)?;
     let (b_out, b_in) = finish(stop_b, tb)?;
-    if !pinged {
-        return Err("ping a -> b failed".into());
+    if !failed.is_empty() {
+        return Err(format!("ping a -> {failed:?} failed").into());
     }
-    if a_out < 3 || b_in < 3 || b_out < 3 || a_in < 3 {
+    let least = 3 * pings.len() as u64;
+    if a_out < least || b_in < least || b_out < least || a_in < least {
         return Err(format!(
-            "ESP counters too low: a out {a_out} in {a_in}, b out {b_out} in {b_in}"
+            "ESP counters below {least}: a out {a_out} in {a_in}, b out {b_out} in {b_in}"
         )
         .into());
     }
     Ok(())
 }
 
-fn kernel_to_userspace(alg: AeadAlg) -> Res<()> {
+fn kernel_to_userspace(alg: AeadAlg, family: Family) -> Res<()> {
     let ns = Namespaces::new("")?;
-    let (stop_a, ta) = kernel_end(ns.a.clone(), A, B, "10.99.0.1", alg, true)?;
-    let (stop_b, tb) = userspace_end(ns.b.clone(), B, A, "10.99.0.2", alg)?;
+    let (a, b) = family.endpoints();
+    let (stop_a, ta) = kernel_end(ns.a.clone(), a, b, &["10.99.0.1"], alg, true)?;
+    let (stop_b, tb) = userspace_end(ns.b.clone(), b, a, &["10.99.0.2"], alg)?;
     let ab = ping(&ns.a, "10.99.0.2");
     let ba = ping(&ns.b, "10.99.0.1");
     let (a_out, a_in) = finish(stop_a, ta)?;
@@ -127,8 +143,8 @@ fn kernel_link_down_events() -> Res<()> {
         let mut events = dp.subscribe();
         let link = LinkSpec {
             name: LINK.into(),
-            local: A,
-            remote: B,
+            local: A.into(),
+            remote: B.into(),
             addresses: vec![],
             mtu: 1400,
         };
@@ -150,19 +166,25 @@ fn kernel_link_down_events() -> Res<()> {
 type Scenario = fn() -> Res<()>;
 
 fn main() -> ExitCode {
-    let scenarios: [(&str, Scenario); 5] = [
+    let scenarios: [(&str, Scenario); 7] = [
         ("kernel link-down events", kernel_link_down_events),
         ("kernel <-> kernel, ChaCha20-Poly1305", || {
-            kernel_to_kernel(AeadAlg::ChaCha20Poly1305)
+            kernel_to_kernel(AeadAlg::ChaCha20Poly1305, Family::V4)
         }),
         ("kernel <-> kernel, AES-GCM-128", || {
-            kernel_to_kernel(AeadAlg::AesGcm128)
+            kernel_to_kernel(AeadAlg::AesGcm128, Family::V4)
+        }),
+        ("kernel <-> kernel over IPv6 (ip6tnl), AES-GCM-128", || {
+            kernel_to_kernel(AeadAlg::AesGcm128, Family::V6)
         }),
         ("kernel <-> userspace, ChaCha20-Poly1305", || {
-            kernel_to_userspace(AeadAlg::ChaCha20Poly1305)
+            kernel_to_userspace(AeadAlg::ChaCha20Poly1305, Family::V4)
         }),
         ("kernel <-> userspace, AES-GCM-256", || {
-            kernel_to_userspace(AeadAlg::AesGcm256)
+            kernel_to_userspace(AeadAlg::AesGcm256, Family::V4)
+        }),
+        ("kernel <-> userspace over IPv6, ChaCha20-Poly1305", || {
+            kernel_to_userspace(AeadAlg::ChaCha20Poly1305, Family::V6)
         }),
     ];
     let mut failed = 0;

@@ -1,11 +1,14 @@
-//! The IPIP outer header of an IIPtran virtual link (RFC 2003 with DF copied from the
-//! inner packet), and the few inner-header facts the data plane needs.
+//! The IP-in-IP outer header of an IIPtran virtual link (IPv4: RFC 2003 with DF copied
+//! from the inner packet; IPv6: RFC 2473 without the encapsulation limit option), and the
+//! few inner-header facts the data plane needs.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::model::{IPPROTO_IPIP, IPPROTO_IPV6};
 
-pub const OUTER_LEN: usize = 20;
+pub const OUTER_V4_LEN: usize = 20;
+pub const OUTER_V6_LEN: usize = 40;
+/// The outer TTL (IPv4) or hop limit (IPv6).
 const DEFAULT_TTL: u8 = 64;
 const DF: u16 = 0x4000;
 
@@ -56,17 +59,79 @@ impl Inner {
     }
 }
 
-/// Builds the outer IPv4 header `local -> remote` for `inner_len` octets of inner packet:
-/// TTL 64, protocol 4 or 41, DF copied from the inner packet, `id` for fragments.
-pub fn outer_header(
+/// An outer header as the tunnel would put it on the wire; the SA is selected on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outer {
+    V4([u8; OUTER_V4_LEN]),
+    V6([u8; OUTER_V6_LEN]),
+}
+
+impl Outer {
+    /// Builds the outer header `local -> remote` for `inner_len` octets of inner packet:
+    /// TTL or hop limit 64, protocol (next header) 4 or 41. IPv4 copies DF from the inner
+    /// packet and carries `id` for fragments; IPv6 has no DF (it is never fragmented on
+    /// the path, and the tunnel does not fragment: the link MTU and PMTU keep packets
+    /// small enough). `None` when the endpoints' families differ or the packet is too long
+    /// for the outer length field.
+    pub fn new(
+        local: IpAddr,
+        remote: IpAddr,
+        inner: Inner,
+        inner_len: usize,
+        id: u16,
+    ) -> Option<Self> {
+        match (local, remote) {
+            (IpAddr::V4(l), IpAddr::V4(r)) => v4_header(l, r, inner, inner_len, id).map(Self::V4),
+            (IpAddr::V6(l), IpAddr::V6(r)) => v6_header(l, r, inner, inner_len).map(Self::V6),
+            _ => None,
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Self::V4(h) => h,
+            Self::V6(h) => h,
+        }
+    }
+
+    /// The protocol (IPv4) or next header (IPv6): 4 or 41.
+    pub fn proto(&self) -> u8 {
+        match self {
+            Self::V4(h) => h[9],
+            Self::V6(h) => h[6],
+        }
+    }
+
+    pub fn src(&self) -> IpAddr {
+        match self {
+            Self::V4(h) => IpAddr::from([h[12], h[13], h[14], h[15]]),
+            Self::V6(h) => IpAddr::from(v6_at(h, 8)),
+        }
+    }
+
+    pub fn dst(&self) -> IpAddr {
+        match self {
+            Self::V4(h) => IpAddr::from([h[16], h[17], h[18], h[19]]),
+            Self::V6(h) => IpAddr::from(v6_at(h, 24)),
+        }
+    }
+}
+
+fn v6_at(h: &[u8; OUTER_V6_LEN], at: usize) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&h[at..at + 16]);
+    a
+}
+
+fn v4_header(
     local: Ipv4Addr,
     remote: Ipv4Addr,
     inner: Inner,
     inner_len: usize,
     id: u16,
-) -> Option<[u8; OUTER_LEN]> {
-    let total = u16::try_from(OUTER_LEN + inner_len).ok()?;
-    let mut h = [0u8; OUTER_LEN];
+) -> Option<[u8; OUTER_V4_LEN]> {
+    let total = u16::try_from(OUTER_V4_LEN + inner_len).ok()?;
+    let mut h = [0u8; OUTER_V4_LEN];
     h[0] = 0x45;
     h[2..4].copy_from_slice(&total.to_be_bytes());
     h[4..6].copy_from_slice(&id.to_be_bytes());
@@ -79,6 +144,25 @@ pub fn outer_header(
     h[16..20].copy_from_slice(&remote.octets());
     let sum = checksum(&h);
     h[10..12].copy_from_slice(&sum.to_be_bytes());
+    Some(h)
+}
+
+fn v6_header(
+    local: Ipv6Addr,
+    remote: Ipv6Addr,
+    inner: Inner,
+    inner_len: usize,
+) -> Option<[u8; OUTER_V6_LEN]> {
+    // Jumbograms (RFC 2675) are not tunnelled.
+    let payload = u16::try_from(inner_len).ok()?;
+    let mut h = [0u8; OUTER_V6_LEN];
+    // Version 6, traffic class and flow label 0.
+    h[0] = 0x60;
+    h[4..6].copy_from_slice(&payload.to_be_bytes());
+    h[6] = inner.proto;
+    h[7] = DEFAULT_TTL;
+    h[8..24].copy_from_slice(&local.octets());
+    h[24..40].copy_from_slice(&remote.octets());
     Some(h)
 }
 
@@ -134,7 +218,10 @@ mod tests {
             let inner = ipv4_inner(df);
             let info = Inner::classify(&inner).unwrap();
             assert_eq!(info, Inner { proto: 4, df });
-            let h = outer_header(a, b, info, inner.len(), 7).unwrap();
+            let outer = Outer::new(a.into(), b.into(), info, inner.len(), 7).unwrap();
+            let Outer::V4(h) = outer else {
+                panic!("IPv4 endpoints give an IPv4 header")
+            };
             assert_eq!(h[0], 0x45);
             assert_eq!(u16::from_be_bytes([h[2], h[3]]), 48);
             assert_eq!(u16::from_be_bytes([h[4], h[5]]), 7);
@@ -143,8 +230,45 @@ mod tests {
             assert_eq!(&h[12..16], &a.octets());
             assert_eq!(&h[16..20], &b.octets());
             assert_eq!(checksum(&h), 0);
+            assert_eq!(
+                (outer.src(), outer.dst(), outer.proto()),
+                (a.into(), b.into(), 4)
+            );
         }
-        assert!(outer_header(a, b, Inner { proto: 4, df: true }, 65_516, 0).is_none());
+        let big = Inner { proto: 4, df: true };
+        assert!(Outer::new(a.into(), b.into(), big, 65_516, 0).is_none());
+    }
+
+    #[test]
+    fn ipv6_outer_header_has_next_header_hop_limit_and_no_checksum() {
+        let a: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let b: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let inner = ipv4_inner(false);
+        let info = Inner::classify(&inner).unwrap();
+        let outer = Outer::new(a.into(), b.into(), info, inner.len(), 7).unwrap();
+        let expected = hex::decode(concat!(
+            "60000000",
+            "001c",
+            "04",
+            "40",
+            "20010db8000000000000000000000001",
+            "20010db8000000000000000000000002"
+        ))
+        .unwrap();
+        assert_eq!(outer.bytes(), &expected[..]);
+        assert_eq!(
+            (outer.src(), outer.dst(), outer.proto()),
+            (a.into(), b.into(), 4)
+        );
+        let v6_inner = Inner {
+            proto: 41,
+            df: true,
+        };
+        let o = Outer::new(a.into(), b.into(), v6_inner, 1280, 0).unwrap();
+        assert_eq!((o.proto(), o.bytes().len()), (41, 40));
+        assert!(Outer::new(a.into(), b.into(), v6_inner, 65_536, 0).is_none());
+        let v4: Ipv4Addr = "192.0.2.1".parse().unwrap();
+        assert!(Outer::new(a.into(), v4.into(), info, 28, 0).is_none());
     }
 
     #[test]

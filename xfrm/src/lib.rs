@@ -2,8 +2,9 @@
 //! interface, and its backends (Linux XFRM netlink, userspace ESP over UDP).
 //!
 //! Both backends follow RFC 3884 exactly: a VN packet routed onto a virtual link is
-//! IPIP-encapsulated between the two tunnel endpoints, then protected by ESP in transport
-//! mode with the SA selected on that outer header (`local/32 -> remote/32`, protocol 4).
+//! IP-in-IP-encapsulated between the two tunnel endpoints, then protected by ESP in
+//! transport mode with the SA selected on that outer header (`local/32 -> remote/32` for
+//! IPv4 endpoints, `/128` for IPv6 ones; protocol 4 for IPv4 inner packets, 41 for IPv6).
 
 mod dataplane;
 pub mod esp;

@@ -2,7 +2,7 @@
 //! counters and events. It knows nothing of IKE; the daemon translates into it.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::time::{Duration, SystemTime};
 
@@ -18,9 +18,10 @@ pub const OWNED_REQIDS: RangeInclusive<u32> = 0x3884_0000..=0x3884_ffff;
 pub const OWNED_PRIORITIES: RangeInclusive<u32> = 0x3884_0000..=0x3884_00ff;
 /// The priority the daemon uses unless it has a reason to order its own policies.
 pub const DEFAULT_PRIORITY: u32 = 0x3884_0080;
-/// IP protocol number of IPv4-in-IP (the IIPtran outer header for IPv4 inner packets).
+/// IP protocol number of IPv4-in-IP (the IIPtran outer header, IPv4 or IPv6, for IPv4
+/// inner packets).
 pub const IPPROTO_IPIP: u8 = 4;
-/// IP protocol number of IPv6-in-IPv4.
+/// IP protocol number of IPv6-in-IP (the outer header for IPv6 inner packets).
 pub const IPPROTO_IPV6: u8 = 41;
 /// The IKE NAT-T port; ESP in UDP (RFC 3948) is sent to it unless an SA says otherwise.
 pub const NAT_T_PORT: u16 = 4500;
@@ -292,12 +293,14 @@ impl SaSpec {
         }
     }
 
-    /// Rejects what no backend may install: a zero SPI, a foreign reqid, or a selector
-    /// that is not exactly this SA's endpoints.
+    /// Rejects what no backend may install: a zero SPI, a foreign reqid, endpoints of two
+    /// address families, or a selector that is not exactly this SA's endpoints (/32 for
+    /// IPv4, /128 for IPv6).
     pub fn validate(&self) -> Result<(), Error> {
         if self.spi == 0 {
             return Err(Error::Invalid("SPI 0 is reserved".into()));
         }
+        same_family(self.src, self.dst)?;
         if !OWNED_REQIDS.contains(&self.reqid) {
             return Err(Error::Invalid(format!(
                 "reqid {:#x} is outside the owned range",
@@ -377,16 +380,29 @@ impl PolicySpec {
                 self.priority, self.template.reqid
             )));
         }
-        Ok(())
+        same_family(self.template.src, self.template.dst)
     }
 }
 
-/// One IIPtran virtual link: an IPIP interface towards one neighbor.
+/// Fails unless both tunnel endpoints are of one address family.
+fn same_family(a: IpAddr, b: IpAddr) -> Result<(), Error> {
+    if a.is_ipv4() != b.is_ipv4() {
+        return Err(Error::Invalid(format!(
+            "tunnel endpoints {a} and {b} are of different address families"
+        )));
+    }
+    Ok(())
+}
+
+/// One IIPtran virtual link: an IP-in-IP interface towards one neighbor. With IPv4
+/// endpoints it carries IPv4 inner packets (`ipip`); with IPv6 endpoints it carries IPv4
+/// and IPv6 inner packets (`ip6tnl` in mode `any`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkSpec {
     pub name: String,
-    pub local: Ipv4Addr,
-    pub remote: Ipv4Addr,
+    /// Tunnel endpoints, both IPv4 or both IPv6.
+    pub local: IpAddr,
+    pub remote: IpAddr,
     /// Inner (VN) addresses of this end, IPv4 and/or IPv6.
     pub addresses: Vec<IpPrefix>,
     pub mtu: u16,
@@ -407,7 +423,13 @@ impl LinkSpec {
                 self.mtu
             )));
         }
-        Ok(())
+        if self.mtu < 1280 && self.addresses.iter().any(|p| p.addr().is_ipv6()) {
+            return Err(Error::Invalid(format!(
+                "MTU {} below the IPv6 minimum for IPv6 inner addresses",
+                self.mtu
+            )));
+        }
+        same_family(self.local, self.remote)
     }
 }
 
@@ -491,23 +513,28 @@ mod tests {
         assert!(KeyMaterial::from_keymat(AeadAlg::AesGcm128, &km).is_err());
     }
 
-    #[test]
-    fn sa_validation_rejects_foreign_or_wildcard_specs() {
-        let a = v4("192.0.2.1");
-        let b = v4("192.0.2.2");
-        let sa = SaSpec {
+    /// A valid SA `a -> b` selecting protocol `proto`.
+    fn sa_between(direction: Direction, a: IpAddr, b: IpAddr, proto: u8) -> SaSpec {
+        SaSpec {
             spi: 0x100,
-            direction: Direction::Out,
+            direction,
             src: a,
             dst: b,
-            selector: Selector::tunnel(a, b, IPPROTO_IPIP),
+            selector: Selector::tunnel(a, b, proto),
             key: KeyMaterial::from_keymat(AeadAlg::AesGcm128, &[7; 20]).unwrap(),
             replay: Replay::default(),
             lifetimes: Lifetimes::default(),
             encap: None,
             reqid: *OWNED_REQIDS.start(),
             mark: None,
-        };
+        }
+    }
+
+    #[test]
+    fn sa_validation_rejects_foreign_or_wildcard_specs() {
+        let a = v4("192.0.2.1");
+        let b = v4("192.0.2.2");
+        let sa = sa_between(Direction::Out, a, b, IPPROTO_IPIP);
         sa.validate().unwrap();
         assert!(
             SaSpec {
@@ -558,5 +585,70 @@ mod tests {
             .validate()
             .is_err()
         );
+    }
+
+    #[test]
+    fn ipv6_endpoints_take_128_bit_selectors_and_one_family() {
+        let (a, b) = (v4("2001:db8::1"), v4("2001:db8::2"));
+        let sa = sa_between(Direction::In, a, b, IPPROTO_IPV6);
+        assert_eq!(sa.selector.src.prefix_len(), 128);
+        sa.validate().unwrap();
+        SaSpec {
+            selector: Selector::tunnel(a, b, IPPROTO_IPIP),
+            ..sa.clone()
+        }
+        .validate()
+        .unwrap();
+        let slash64 = Selector {
+            src: IpPrefix::new(a, 64).unwrap(),
+            ..sa.selector
+        };
+        assert!(
+            SaSpec {
+                selector: slash64,
+                ..sa.clone()
+            }
+            .validate()
+            .is_err()
+        );
+        let mixed = v4("192.0.2.2");
+        assert!(
+            SaSpec {
+                dst: mixed,
+                selector: Selector::tunnel(a, mixed, IPPROTO_IPIP),
+                ..sa.clone()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            SaSpec {
+                selector: Selector {
+                    proto: Some(50),
+                    ..sa.selector
+                },
+                ..sa
+            }
+            .validate()
+            .is_err()
+        );
+
+        let link = LinkSpec {
+            name: "ipt0".into(),
+            local: a,
+            remote: b,
+            addresses: vec![IpPrefix::new(v4("fd00::1"), 64).unwrap()],
+            mtu: 1400,
+        };
+        link.validate().unwrap();
+        assert!(
+            LinkSpec {
+                remote: mixed,
+                ..link.clone()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(LinkSpec { mtu: 1200, ..link }.validate().is_err());
     }
 }

@@ -1,19 +1,26 @@
 //! The kernel backend against this machine's XFRM, each test in a fresh network
-//! namespace. This kernel has XFRM but no ESP: policies, ALLOCSPI and ACQUIRE work,
-//! NEWSA must fail cleanly. Needs root.
+//! namespace, over IPv4 and over IPv6 tunnel endpoints. This kernel has XFRM but no ESP,
+//! ipip or ip6tnl: policies, ALLOCSPI and ACQUIRE work, NEWSA and link creation must fail
+//! cleanly. Needs root.
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use common::fixtures::Family;
 use common::node::{REQID, policy, sa_with_key};
 use common::{Netns, sh};
 use iiptran_xfrm::kernel::KernelDataplane;
 use iiptran_xfrm::{AeadAlg, Dataplane, DataplaneEvent, Direction, Error, OWNED_REQIDS};
 
-const A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// A foreign policy's endpoints, and the prefix length of the veth address, per family.
+fn foreign(family: Family) -> (&'static str, &'static str, u8) {
+    match family {
+        Family::V4 => ("198.51.100.1", "198.51.100.2", 24),
+        Family::V6 => ("2001:db8:1::1", "2001:db8:1::2", 64),
+    }
+}
 
 /// Runs `f` with a kernel backend inside `ns`.
 fn in_ns<T: Send + 'static, Fut: std::future::Future<Output = T>>(
@@ -32,7 +39,18 @@ fn in_ns<T: Send + 'static, Fut: std::future::Future<Output = T>>(
 
 #[test]
 fn policies_install_dump_delete_and_flush_ours_spares_foreign() {
+    policies_install_dump_delete(Family::V4);
+}
+
+#[test]
+fn ipv6_policies_install_dump_delete_and_flush_ours_spares_foreign() {
+    policies_install_dump_delete(Family::V6);
+}
+
+fn policies_install_dump_delete(family: Family) {
     let ns = Netns::new("k");
+    let (a, b) = family.endpoints();
+    let (fa, fb, _) = foreign(family);
     // A policy someone else installed (foreign reqid and priority).
     sh(&[
         "ip",
@@ -42,9 +60,9 @@ fn policies_install_dump_delete_and_flush_ours_spares_foreign() {
         "policy",
         "add",
         "src",
-        "198.51.100.1",
+        fa,
         "dst",
-        "198.51.100.2",
+        fb,
         "proto",
         "4",
         "dir",
@@ -53,9 +71,9 @@ fn policies_install_dump_delete_and_flush_ours_spares_foreign() {
         "100",
         "tmpl",
         "src",
-        "198.51.100.1",
+        fa,
         "dst",
-        "198.51.100.2",
+        fb,
         "proto",
         "esp",
         "reqid",
@@ -63,8 +81,8 @@ fn policies_install_dump_delete_and_flush_ours_spares_foreign() {
         "mode",
         "transport",
     ]);
-    let out = policy(Direction::Out, A, B);
-    let inp = policy(Direction::In, B, A);
+    let out = policy(Direction::Out, a, b);
+    let inp = policy(Direction::In, b, a);
     let (dumped, after_delete, after_flush, dup) = in_ns(&ns, move |dp| async move {
         dp.install_policy(&out).await.unwrap();
         dp.install_policy(&inp).await.unwrap();
@@ -85,28 +103,41 @@ fn policies_install_dump_delete_and_flush_ours_spares_foreign() {
     assert!(!after_flush[0].is_ours());
     let listed = sh(&["ip", "-n", &ns.name, "xfrm", "policy", "list"]);
     assert!(
-        listed.contains("198.51.100.2") && !listed.contains("192.0.2.2"),
+        listed.contains(fb) && !listed.contains(&format!("{b}/")),
         "{listed}"
     );
+    if family == Family::V6 {
+        let sel = dumped.iter().find(|p| **p == out).map(|p| p.selector);
+        let lens = sel.map(|s| (s.src.prefix_len(), s.dst.prefix_len(), s.proto));
+        assert_eq!(lens, Some((128, 128, Some(4))), "{dumped:?}");
+    }
 }
 
 #[test]
 fn allocspi_gives_distinct_spis_and_flush_removes_them() {
+    allocspi(Family::V4);
+}
+
+#[test]
+fn ipv6_allocspi_gives_distinct_spis_and_flush_removes_them() {
+    allocspi(Family::V6);
+}
+
+fn allocspi(family: Family) {
     let ns = Netns::new("k");
-    let (s1, s2) = in_ns(&ns, |dp| async move {
-        let s1 = dp
-            .allocate_spi(IpAddr::V4(B), IpAddr::V4(A), REQID)
-            .await
-            .unwrap();
-        let s2 = dp
-            .allocate_spi(IpAddr::V4(B), IpAddr::V4(A), REQID)
-            .await
-            .unwrap();
+    let (a, b) = family.endpoints();
+    let (s1, s2) = in_ns(&ns, move |dp| async move {
+        let s1 = dp.allocate_spi(b, a, REQID).await.unwrap();
+        let s2 = dp.allocate_spi(b, a, REQID).await.unwrap();
         (s1, s2)
     });
     assert!(s1 >= 0x100 && s2 >= 0x100 && s1 != s2, "{s1:#x} {s2:#x}");
     let states = sh(&["ip", "-n", &ns.name, "xfrm", "state", "list"]);
     assert!(states.contains(&format!("spi {s1:#010x}")), "{states}");
+    assert!(
+        states.contains(&format!("src {b} dst {a}")),
+        "SA placeholder between the endpoints: {states}"
+    );
     in_ns(&ns, |dp| async move { dp.flush_ours().await.unwrap() });
     let states = sh(&["ip", "-n", &ns.name, "xfrm", "state", "list"]);
     assert!(states.trim().is_empty(), "{states}");
@@ -114,8 +145,18 @@ fn allocspi_gives_distinct_spis_and_flush_removes_them() {
 
 #[test]
 fn newsa_without_kernel_esp_is_a_clean_error() {
+    newsa_refused(Family::V4);
+}
+
+#[test]
+fn ipv6_newsa_without_kernel_esp_is_a_clean_error() {
+    newsa_refused(Family::V6);
+}
+
+fn newsa_refused(family: Family) {
     let ns = Netns::new("k");
-    let errs = in_ns(&ns, |dp| async move {
+    let (a, b) = family.endpoints();
+    let errs = in_ns(&ns, move |dp| async move {
         let mut errs = Vec::new();
         for alg in [
             AeadAlg::ChaCha20Poly1305,
@@ -123,7 +164,7 @@ fn newsa_without_kernel_esp_is_a_clean_error() {
             AeadAlg::AesGcm256,
         ] {
             let keymat = vec![9; alg.key_len() + 4];
-            let spec = sa_with_key(Direction::Out, A, B, 0xa01, alg, &keymat).unwrap();
+            let spec = sa_with_key(Direction::Out, a, b, 0xa01, alg, &keymat).unwrap();
             errs.push(dp.install_sa(&spec).await.unwrap_err());
         }
         errs
@@ -137,9 +178,9 @@ fn newsa_without_kernel_esp_is_a_clean_error() {
         );
     }
     // A reqid outside the owned range never reaches the kernel.
-    let foreign = in_ns(&ns, |dp| async move {
+    let foreign = in_ns(&ns, move |dp| async move {
         let mut spec =
-            sa_with_key(Direction::Out, A, B, 0xa01, AeadAlg::AesGcm128, &[1; 20]).unwrap();
+            sa_with_key(Direction::Out, a, b, 0xa01, AeadAlg::AesGcm128, &[1; 20]).unwrap();
         spec.reqid = OWNED_REQIDS.start() - 1;
         dp.install_sa(&spec).await.unwrap_err()
     });
@@ -148,8 +189,19 @@ fn newsa_without_kernel_esp_is_a_clean_error() {
 
 #[test]
 fn traffic_matching_a_policy_without_sa_raises_acquire() {
+    acquire(Family::V4);
+}
+
+#[test]
+fn ipv6_traffic_matching_a_policy_without_sa_raises_acquire() {
+    acquire(Family::V6);
+}
+
+fn acquire(family: Family) {
     let ns = Netns::new("k");
-    // A veth pair gives the namespace an address and a route towards B.
+    let (a, b) = family.endpoints();
+    let (_, _, len) = foreign(family);
+    // A veth pair gives the namespace an address and a route towards b.
     sh(&[
         "ip", "-n", &ns.name, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
     ]);
@@ -159,28 +211,30 @@ fn traffic_matching_a_policy_without_sa_raises_acquire() {
         &ns.name,
         "addr",
         "add",
-        "192.0.2.1/24",
+        &format!("{a}/{len}"),
         "dev",
         "v0",
+        "nodad",
     ]);
     sh(&["ip", "-n", &ns.name, "link", "set", "v0", "up"]);
     sh(&["ip", "-n", &ns.name, "link", "set", "v1", "up"]);
-    let event = in_ns(&ns, |dp| async move {
+    let event = in_ns(&ns, move |dp| async move {
         let mut events = dp.subscribe();
-        dp.install_policy(&policy(Direction::Out, A, B))
+        dp.install_policy(&policy(Direction::Out, a, b))
             .await
             .unwrap();
-        // An IPIP packet A -> B: a raw protocol-4 socket goes through the XFRM lookup.
-        let s = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::RAW,
-            Some(socket2::Protocol::from(4)),
-        )
-        .unwrap();
-        s.bind(&std::net::SocketAddr::from((A, 0)).into()).unwrap();
+        // An IPv4-in-IP packet a -> b (next header 4 for IPv6): a raw protocol-4 socket
+        // goes through the XFRM lookup.
+        let domain = match family {
+            Family::V4 => socket2::Domain::IPV4,
+            Family::V6 => socket2::Domain::IPV6,
+        };
+        let s = socket2::Socket::new(domain, socket2::Type::RAW, Some(socket2::Protocol::from(4)))
+            .unwrap();
+        s.bind(&SocketAddr::from((a, 0)).into()).unwrap();
         let inner = [0x45u8; 20];
         // The kernel holds or drops the packet until an SA exists; the send result is moot.
-        let _ = s.send_to(&inner, &std::net::SocketAddr::from((B, 0)).into());
+        let _ = s.send_to(&inner, &SocketAddr::from((b, 0)).into());
         let ev = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
         dp.flush_ours().await.unwrap();
         ev
@@ -189,8 +243,8 @@ fn traffic_matching_a_policy_without_sa_raises_acquire() {
     assert_eq!(
         event,
         DataplaneEvent::Acquire {
-            src: IpAddr::V4(A),
-            dst: IpAddr::V4(B),
+            src: a,
+            dst: b,
             reqid: REQID
         }
     );
@@ -198,19 +252,52 @@ fn traffic_matching_a_policy_without_sa_raises_acquire() {
 
 #[test]
 fn ipip_link_without_kernel_support_is_a_clean_error() {
+    link_refused(Family::V4);
+}
+
+#[test]
+fn ip6tnl_link_without_kernel_support_is_a_clean_error() {
+    link_refused(Family::V6);
+}
+
+/// A virtual link `ipt0` without inner addresses.
+fn bare_link(local: IpAddr, remote: IpAddr) -> iiptran_xfrm::LinkSpec {
+    iiptran_xfrm::LinkSpec {
+        name: "ipt0".into(),
+        local,
+        remote,
+        addresses: vec![],
+        mtu: 1400,
+    }
+}
+
+fn link_refused(family: Family) {
     let ns = Netns::new("k");
-    let err = in_ns(&ns, |dp| async move {
-        let link = iiptran_xfrm::LinkSpec {
-            name: "ipt0".into(),
-            local: A,
-            remote: B,
-            addresses: vec![],
-            mtu: 1400,
-        };
-        dp.create_link(&link).await.unwrap_err()
+    let (a, b) = family.endpoints();
+    let err = in_ns(&ns, move |dp| async move {
+        dp.create_link(&bare_link(a, b)).await.unwrap_err()
     });
-    // This kernel has no ipip: RTM_NEWLINK is refused, and nothing is left behind.
+    // This kernel has neither ipip nor ip6tnl: RTM_NEWLINK is refused, and nothing is
+    // left behind.
     assert!(matches!(err, Error::Kernel { .. }), "{err}");
     let links = sh(&["ip", "-n", &ns.name, "link", "show"]);
     assert!(!links.contains("ipt0"), "{links}");
+}
+
+#[test]
+fn mixed_family_specs_never_reach_the_kernel() {
+    let ns = Netns::new("k");
+    let (a4, _) = Family::V4.endpoints();
+    let (_, b6) = Family::V6.endpoints();
+    let errs = in_ns(&ns, move |dp| async move {
+        let link = bare_link(a4, b6);
+        let mut p = policy(Direction::Out, a4, a4);
+        p.template.dst = b6;
+        (
+            dp.create_link(&link).await.unwrap_err(),
+            dp.install_policy(&p).await.unwrap_err(),
+        )
+    });
+    assert!(matches!(errs.0, Error::Invalid(_)), "{}", errs.0);
+    assert!(matches!(errs.1, Error::Invalid(_)), "{}", errs.1);
 }

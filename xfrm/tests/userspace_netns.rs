@@ -1,32 +1,44 @@
 //! The userspace data plane between two network namespaces joined by veth: real TUN
 //! devices, real UDP, real ping and TCP through the tunnel, and forged traffic that must
-//! be rejected. Needs root and `ping` (iputils-ping).
+//! be rejected, over IPv4 and over IPv6 tunnel endpoints (IPv4 inner packets). Needs root
+//! and `ping` (iputils-ping).
 
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use common::node::{EndConfig, LINK, UserspaceNode};
-use common::{ADDR_A, ADDR_B, Pair, wait_until};
+use common::fixtures::Family;
+use common::node::{EndConfig, INNER6_SPI_OFFSET, LINK, UserspaceNode};
+use common::{ADDR_A, ADDR_A6, ADDR_B, ADDR_B6, Pair, wait_until};
 use iiptran_xfrm::{AeadAlg, DataplaneEvent, Error, IpPrefix, Lifetimes, Limits, SaId};
 
 const SPI_AB: u32 = 0x0000_0a01;
 const SPI_BA: u32 = 0x0000_0b01;
 
-fn ip(s: &str) -> Ipv4Addr {
+fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn ends(alg: AeadAlg) -> (EndConfig, EndConfig) {
+/// The tunnel endpoints of `a` and `b` in `family`.
+fn endpoints(family: Family) -> (IpAddr, IpAddr) {
+    match family {
+        Family::V4 => (ip(ADDR_A), ip(ADDR_B)),
+        Family::V6 => (ip(ADDR_A6), ip(ADDR_B6)),
+    }
+}
+
+fn ends(alg: AeadAlg, family: Family) -> (EndConfig, EndConfig) {
+    let (addr_a, addr_b) = endpoints(family);
     let n = alg.key_len() + 4;
     let k_ab: Vec<u8> = (0..n as u8).collect();
     let k_ba: Vec<u8> = (0..n as u8).map(|b| b ^ 0x5a).collect();
     let a = EndConfig {
-        local: ip(ADDR_A),
-        remote: ip(ADDR_B),
+        local: addr_a,
+        remote: addr_b,
         inner: IpPrefix::new("10.99.0.1".parse().unwrap(), 30).unwrap(),
+        inner6: None,
         alg,
         out_spi: SPI_AB,
         out_keymat: k_ab.clone(),
@@ -36,9 +48,10 @@ fn ends(alg: AeadAlg) -> (EndConfig, EndConfig) {
         out_lifetimes: Lifetimes::default(),
     };
     let b = EndConfig {
-        local: ip(ADDR_B),
-        remote: ip(ADDR_A),
+        local: addr_b,
+        remote: addr_a,
         inner: IpPrefix::new("10.99.0.2".parse().unwrap(), 30).unwrap(),
+        inner6: None,
         out_spi: SPI_BA,
         out_keymat: k_ba,
         in_spi: SPI_AB,
@@ -48,12 +61,8 @@ fn ends(alg: AeadAlg) -> (EndConfig, EndConfig) {
     (a, b)
 }
 
-fn id(src: &str, dst: &str, spi: u32) -> SaId {
-    SaId {
-        src: src.parse().unwrap(),
-        dst: dst.parse().unwrap(),
-        spi,
-    }
+fn id(src: IpAddr, dst: IpAddr, spi: u32) -> SaId {
+    SaId { src, dst, spi }
 }
 
 fn ping(pair_ns: &common::Netns, dst: &str) -> bool {
@@ -70,8 +79,18 @@ fn ping(pair_ns: &common::Netns, dst: &str) -> bool {
 
 #[test]
 fn ping_and_tcp_cross_the_userspace_tunnel() {
+    ping_and_tcp(Family::V4);
+}
+
+#[test]
+fn ping_and_tcp_cross_the_userspace_tunnel_over_ipv6() {
+    ping_and_tcp(Family::V6);
+}
+
+fn ping_and_tcp(family: Family) {
     let pair = Pair::new();
-    let (ca, cb) = ends(AeadAlg::ChaCha20Poly1305);
+    let (addr_a, addr_b) = endpoints(family);
+    let (ca, cb) = ends(AeadAlg::ChaCha20Poly1305, family);
     let a = UserspaceNode::start(&pair.a, ca);
     let b = UserspaceNode::start(&pair.b, cb);
 
@@ -79,9 +98,9 @@ fn ping_and_tcp_cross_the_userspace_tunnel() {
         ping(&pair.a, "10.99.0.2"),
         "ping a -> b over the virtual link"
     );
-    let ab_out = a.stats(id(ADDR_A, ADDR_B, SPI_AB));
-    let ab_in = b.stats(id(ADDR_A, ADDR_B, SPI_AB));
-    let ba_in = a.stats(id(ADDR_B, ADDR_A, SPI_BA));
+    let ab_out = a.stats(id(addr_a, addr_b, SPI_AB));
+    let ab_in = b.stats(id(addr_a, addr_b, SPI_AB));
+    let ba_in = a.stats(id(addr_b, addr_a, SPI_BA));
     assert!(
         ab_out.packets >= 3 && ab_in.packets >= 3 && ba_in.packets >= 3,
         "{ab_out:?} {ab_in:?} {ba_in:?}"
@@ -135,7 +154,7 @@ fn ping_and_tcp_cross_the_userspace_tunnel() {
     server.join().unwrap().unwrap();
     assert_eq!(back.len(), data.len());
     assert!(back == data, "echoed bytes differ");
-    let after = b.stats(id(ADDR_A, ADDR_B, SPI_AB));
+    let after = b.stats(id(addr_a, addr_b, SPI_AB));
     assert!(after.bytes >= ab_in.bytes + data.len() as u64, "{after:?}");
     // Batched sends must neither repeat nor mangle a datagram.
     assert_eq!(
@@ -143,7 +162,7 @@ fn ping_and_tcp_cross_the_userspace_tunnel() {
         (0, 0),
         "{after:?}"
     );
-    let back_in = a.stats(id(ADDR_B, ADDR_A, SPI_BA));
+    let back_in = a.stats(id(addr_b, addr_a, SPI_BA));
     assert_eq!(
         (back_in.replay_drops, back_in.auth_failures),
         (0, 0),
@@ -151,10 +170,52 @@ fn ping_and_tcp_cross_the_userspace_tunnel() {
     );
 }
 
+#[test]
+fn ipv6_inner_packets_take_their_own_sas_over_ipv4_endpoints() {
+    ipv6_inner(Family::V4);
+}
+
+#[test]
+fn ipv6_inner_packets_take_their_own_sas_over_ipv6_endpoints() {
+    ipv6_inner(Family::V6);
+}
+
+/// IPv6 inner packets travel with outer protocol 41 under the protocol-41 SAs, never
+/// under the protocol-4 ones.
+fn ipv6_inner(family: Family) {
+    let pair = Pair::new();
+    let (addr_a, addr_b) = endpoints(family);
+    let (mut ca, mut cb) = ends(AeadAlg::ChaCha20Poly1305, family);
+    ca.inner6 = Some(IpPrefix::new("fd00:99::1".parse().unwrap(), 64).unwrap());
+    cb.inner6 = Some(IpPrefix::new("fd00:99::2".parse().unwrap(), 64).unwrap());
+    let a = UserspaceNode::start(&pair.a, ca);
+    let b = UserspaceNode::start(&pair.b, cb);
+
+    assert!(
+        ping(&pair.a, "fd00:99::2"),
+        "ping -6 a -> b over the virtual link"
+    );
+    let ab6 = id(addr_a, addr_b, SPI_AB + INNER6_SPI_OFFSET);
+    let ba6 = id(addr_b, addr_a, SPI_BA + INNER6_SPI_OFFSET);
+    let (out6, in6, back6) = (a.stats(ab6), b.stats(ab6), a.stats(ba6));
+    assert!(
+        out6.packets >= 3 && in6.packets >= 3 && back6.packets >= 3,
+        "{out6:?} {in6:?} {back6:?}"
+    );
+    assert_eq!((in6.auth_failures, in6.replay_drops), (0, 0));
+    let ab4 = b.stats(id(addr_a, addr_b, SPI_AB));
+    assert_eq!(
+        ab4.packets, 0,
+        "IPv6 inner never under the protocol-4 SA: {ab4:?}"
+    );
+    assert!(ping(&pair.a, "10.99.0.2"), "IPv4 inner still crosses");
+    assert!(b.stats(id(addr_a, addr_b, SPI_AB)).packets >= 3);
+}
+
 /// Copies the next ESP-in-UDP datagram arriving in the current namespace (a raw socket
-/// sees a copy of every UDP packet), returning its UDP payload and whether its IP header
-/// carried DF.
-fn capture_esp(raw: &socket2::Socket, spi: u32) -> Option<(Vec<u8>, bool)> {
+/// sees a copy of every UDP packet), returning its UDP payload and, for IPv4, whether its
+/// IP header carried DF (an IPv6 raw socket sees no IP header, and IPv6 has no DF).
+fn capture_esp(raw: &socket2::Socket, family: Family, spi: u32) -> Option<(Vec<u8>, bool)> {
     let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
     loop {
         let n = raw.recv(&mut buf).ok()?;
@@ -163,32 +224,45 @@ fn capture_esp(raw: &socket2::Socket, spi: u32) -> Option<(Vec<u8>, bool)> {
             .iter()
             .map(|b| unsafe { b.assume_init() })
             .collect();
-        let ihl = usize::from(pkt[0] & 0x0f) * 4;
-        let udp = pkt.get(ihl..)?;
+        let (udp_at, df) = match family {
+            Family::V4 => (usize::from(pkt[0] & 0x0f) * 4, pkt[6] & 0x40 != 0),
+            Family::V6 => (0, false),
+        };
+        let udp = pkt.get(udp_at..)?;
         let payload = udp.get(8..)?;
         if udp.get(2..4) == Some(&4500u16.to_be_bytes()[..])
             && payload.get(..4) == Some(&spi.to_be_bytes()[..])
         {
-            return Some((payload.to_vec(), pkt[6] & 0x40 != 0));
+            return Some((payload.to_vec(), df));
         }
     }
 }
 
 #[test]
 fn tampered_replayed_and_unknown_spi_packets_are_rejected() {
+    forgeries_rejected(Family::V4);
+}
+
+#[test]
+fn tampered_replayed_and_unknown_spi_packets_are_rejected_over_ipv6() {
+    forgeries_rejected(Family::V6);
+}
+
+fn forgeries_rejected(family: Family) {
     let pair = Pair::new();
-    let (ca, cb) = ends(AeadAlg::AesGcm128);
+    let (addr_a, addr_b) = endpoints(family);
+    let (ca, cb) = ends(AeadAlg::AesGcm128, family);
     let _a = UserspaceNode::start(&pair.a, ca);
     let b = UserspaceNode::start(&pair.b, cb);
 
     // Capture, inside b, one genuine datagram a sends.
-    let raw = iiptran_xfrm::netns::spawn_in(&pair.b.path(), || async {
-        let s = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::RAW,
-            Some(socket2::Protocol::UDP),
-        )
-        .unwrap();
+    let raw = iiptran_xfrm::netns::spawn_in(&pair.b.path(), move || async move {
+        let domain = match family {
+            Family::V4 => socket2::Domain::IPV4,
+            Family::V6 => socket2::Domain::IPV6,
+        };
+        let s =
+            socket2::Socket::new(domain, socket2::Type::RAW, Some(socket2::Protocol::UDP)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s
     })
@@ -197,10 +271,13 @@ fn tampered_replayed_and_unknown_spi_packets_are_rejected() {
     .unwrap()
     .unwrap();
     assert!(ping(&pair.a, "10.99.0.2"));
-    let (genuine, df) = capture_esp(&raw, SPI_AB).expect("captured a's ESP datagram");
-    // ping sends with DF; the outer header must not lose it.
-    assert!(df, "outer DF set for a DF inner packet");
-    let in_id = id(ADDR_A, ADDR_B, SPI_AB);
+    let (genuine, df) = capture_esp(&raw, family, SPI_AB).expect("captured a's ESP datagram");
+    // ping sends with DF; an IPv4 outer header must not lose it.
+    assert!(
+        df || family == Family::V6,
+        "outer DF set for a DF inner packet"
+    );
+    let in_id = id(addr_a, addr_b, SPI_AB);
     let before = b.stats(in_id);
     let tun_before = pair.b.if_stat(LINK, "rx_packets");
     assert_eq!((before.auth_failures, before.replay_drops), (0, 0));
@@ -208,9 +285,9 @@ fn tampered_replayed_and_unknown_spi_packets_are_rejected() {
     // Inject from a's address, as a forger on the path would.
     let inject = |payloads: Vec<Vec<u8>>| {
         iiptran_xfrm::netns::spawn_in(&pair.a.path(), move || async move {
-            let s = UdpSocket::bind((ip(ADDR_A), 0)).unwrap();
+            let s = UdpSocket::bind((addr_a, 0)).unwrap();
             for p in payloads {
-                s.send_to(&p, (ip(ADDR_B), 4500)).unwrap();
+                s.send_to(&p, (addr_b, 4500)).unwrap();
             }
         })
         .unwrap()
@@ -268,16 +345,26 @@ fn tampered_replayed_and_unknown_spi_packets_are_rejected() {
 
 #[test]
 fn ike_is_handed_up_and_missing_sa_raises_acquire() {
+    ike_and_acquire(Family::V4);
+}
+
+#[test]
+fn ike_is_handed_up_and_missing_sa_raises_acquire_over_ipv6() {
+    ike_and_acquire(Family::V6);
+}
+
+fn ike_and_acquire(family: Family) {
     let pair = Pair::new();
-    let (mut ca, cb) = ends(AeadAlg::ChaCha20Poly1305);
+    let (addr_a, addr_b) = endpoints(family);
+    let (mut ca, cb) = ends(AeadAlg::ChaCha20Poly1305, family);
     ca.with_out_sa = false;
     let a = UserspaceNode::start(&pair.a, ca);
     let b = UserspaceNode::start(&pair.b, cb);
 
     // IKE on the shared port: non-ESP marker, then the message.
-    iiptran_xfrm::netns::spawn_in(&pair.a.path(), || async {
-        let s = UdpSocket::bind((ip(ADDR_A), 0)).unwrap();
-        s.send_to(&[0, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef], (ip(ADDR_B), 4500))
+    iiptran_xfrm::netns::spawn_in(&pair.a.path(), move || async move {
+        let s = UdpSocket::bind((addr_a, 0)).unwrap();
+        s.send_to(&[0, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef], (addr_b, 4500))
             .unwrap();
         s.local_addr().unwrap()
     })
@@ -289,8 +376,9 @@ fn ike_is_handed_up_and_missing_sa_raises_acquire() {
         .next_ike(Duration::from_secs(5))
         .expect("IKE datagram handed up");
     assert_eq!(d.data, vec![0xde, 0xad, 0xbe, 0xef]);
-    assert_eq!(d.from.ip(), IpAddr::V4(ip(ADDR_A)));
-    assert_eq!(d.to, Some(IpAddr::V4(ip(ADDR_B))));
+    // The dual-stack socket reports IPv4 peers as IPv4, not IPv4-mapped.
+    assert_eq!(d.from.ip(), addr_a);
+    assert_eq!(d.to, Some(addr_b));
 
     // a has the policy but no outbound SA: traffic on the link asks for one.
     let _ = pair.a.exec(&["ping", "-c", "1", "-W", "1", "10.99.0.2"]);
@@ -298,8 +386,8 @@ fn ike_is_handed_up_and_missing_sa_raises_acquire() {
     assert_eq!(
         ev,
         DataplaneEvent::Acquire {
-            src: IpAddr::V4(ip(ADDR_A)),
-            dst: IpAddr::V4(ip(ADDR_B)),
+            src: addr_a,
+            dst: addr_b,
             reqid: common::node::REQID
         }
     );
@@ -308,7 +396,7 @@ fn ike_is_handed_up_and_missing_sa_raises_acquire() {
 #[test]
 fn packet_limits_raise_soft_then_hard_expire_and_remove_the_sa() {
     let pair = Pair::new();
-    let (mut ca, cb) = ends(AeadAlg::ChaCha20Poly1305);
+    let (mut ca, cb) = ends(AeadAlg::ChaCha20Poly1305, Family::V4);
     ca.out_lifetimes = Lifetimes {
         soft: Limits {
             packets: Some(2),
@@ -321,7 +409,7 @@ fn packet_limits_raise_soft_then_hard_expire_and_remove_the_sa() {
     };
     let a = UserspaceNode::start(&pair.a, ca);
     let _b = UserspaceNode::start(&pair.b, cb);
-    let out = id(ADDR_A, ADDR_B, SPI_AB);
+    let out = id(ip(ADDR_A), ip(ADDR_B), SPI_AB);
     let reqid = common::node::REQID;
 
     // Six echo requests: the 2nd crosses the soft limit, the 4th the hard one, the 5th
@@ -341,8 +429,8 @@ fn packet_limits_raise_soft_then_hard_expire_and_remove_the_sa() {
     assert_eq!(
         a.next_event(t),
         Some(DataplaneEvent::Acquire {
-            src: IpAddr::V4(ip(ADDR_A)),
-            dst: IpAddr::V4(ip(ADDR_B)),
+            src: ip(ADDR_A),
+            dst: ip(ADDR_B),
             reqid
         })
     );
@@ -352,7 +440,7 @@ fn packet_limits_raise_soft_then_hard_expire_and_remove_the_sa() {
 #[test]
 fn virtual_link_deleted_behind_our_back_is_reported() {
     let pair = Pair::new();
-    let (ca, _) = ends(AeadAlg::ChaCha20Poly1305);
+    let (ca, _) = ends(AeadAlg::ChaCha20Poly1305, Family::V4);
     let a = UserspaceNode::start(&pair.a, ca);
     common::sh(&["ip", "-n", &pair.a.name, "link", "del", LINK]);
     assert_eq!(
@@ -364,7 +452,7 @@ fn virtual_link_deleted_behind_our_back_is_reported() {
 #[test]
 fn time_limits_expire_an_idle_sa() {
     let pair = Pair::new();
-    let (mut ca, _) = ends(AeadAlg::AesGcm256);
+    let (mut ca, _) = ends(AeadAlg::AesGcm256, Family::V4);
     ca.out_lifetimes = Lifetimes {
         soft: Limits {
             time: Some(Duration::from_secs(1)),
@@ -376,7 +464,7 @@ fn time_limits_expire_an_idle_sa() {
         },
     };
     let a = UserspaceNode::start(&pair.a, ca);
-    let out = id(ADDR_A, ADDR_B, SPI_AB);
+    let out = id(ip(ADDR_A), ip(ADDR_B), SPI_AB);
     let reqid = common::node::REQID;
     let t = Duration::from_secs(4);
     assert_eq!(

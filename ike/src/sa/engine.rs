@@ -443,6 +443,8 @@ impl<P: Policy> Engine<P> {
 fn wall_time((then, wall): (Instant, SystemTime), now: Instant) -> SystemTime {
     match now.checked_duration_since(then) {
         Some(ahead) => wall + ahead,
-        None => wall - then.duration_since(now),
+        None => wall
+            .checked_sub(then.duration_since(now))
+            .unwrap_or(SystemTime::UNIX_EPOCH),
     }
 }

@@ -8,7 +8,25 @@
 //! Port 4500: the engine adds the four-byte non-ESP marker to every datagram it sends
 //! from or to port 4500 and expects it on every datagram received there, so the caller
 //! passes UDP payloads through unchanged and only has to divert ESP-in-UDP (a datagram
-//! on 4500 whose first four bytes are not zero) to its data plane.
+//! on 4500 whose first four bytes are not zero) to its data plane. The initiator moves
+//! to 4500 for IKE_AUTH when NAT detection finds a NAT or `Config::force_nat_t` is set;
+//! the responder follows.
+//!
+//! Rules the engine applies on its own:
+//! - Rekeys are make-before-break: [`Event::ChildSaRekeyed`] names the new pair when it
+//!   is up; the old one stays installed until [`Event::ChildSaRetired`]. A rekey is
+//!   never reported as a deletion or as the IKE SA going down, and an IKE SA keeps its
+//!   [`IkeSaId`] across rekeys.
+//! - Rekey collisions (RFC 7296 §2.8.1, §2.8.2): the exchange with the lowest of the four
+//!   nonces made the redundant SA, and its initiator deletes that SA; the initiator of
+//!   the other exchange deletes the old one. Requests that would cross an IKE SA rekey
+//!   are answered with TEMPORARY_FAILURE (§2.25) and retried by their sender.
+//! - Simultaneous initiation: once two IKE SAs with the same peer identity are up, both
+//!   ends keep the one whose lower nonce (of Ni, Nr) is higher; whoever initiated the
+//!   other deletes it ([`DownReason::Duplicate`]). INITIAL_CONTACT makes the engine check
+//!   the liveness of older IKE SAs with that peer at once.
+//! - A child SA request without USE_TRANSPORT_MODE is refused with NO_PROPOSAL_CHOSEN
+//!   and the IKE SA is kept; selectors are the caller's decision ([`Policy`]).
 
 mod child;
 mod cookie;

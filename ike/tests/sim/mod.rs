@@ -181,6 +181,33 @@ impl Node {
 /// Sees (from, to, payload) of every datagram; returning false drops it.
 pub type Filter = Box<dyn FnMut(SocketAddr, SocketAddr, &[u8]) -> bool>;
 
+/// A NAT in front of the node at `inside`: its datagrams leave from `outside` with the
+/// port moved up by `PORT_SHIFT`, and datagrams to such a port of `outside` go back in.
+#[derive(Clone, Copy, Debug)]
+pub struct Nat {
+    pub inside: IpAddr,
+    pub outside: IpAddr,
+}
+
+impl Nat {
+    pub const PORT_SHIFT: u16 = 10_000;
+
+    fn outbound(self, from: SocketAddr) -> SocketAddr {
+        if from.ip() == self.inside {
+            SocketAddr::new(self.outside, from.port() + Self::PORT_SHIFT)
+        } else {
+            from
+        }
+    }
+
+    fn inbound(self, to: SocketAddr) -> SocketAddr {
+        match to.port().checked_sub(Self::PORT_SHIFT) {
+            Some(port) if to.ip() == self.outside => SocketAddr::new(self.inside, port),
+            _ => to,
+        }
+    }
+}
+
 /// A simulation taking more steps than this has an engine that keeps asking for a
 /// deadline it does not clear.
 const MAX_STEPS: u64 = 2_000_000;
@@ -203,6 +230,8 @@ pub struct Net {
     in_flight: Vec<InFlight>,
     seq: u64,
     pub sent: usize,
+    /// One node behind a NAT.
+    pub nat: Option<Nat>,
     steps: u64,
     /// Sees every datagram before faults apply; returning false drops it.
     pub filter: Option<Filter>,
@@ -221,6 +250,7 @@ impl Net {
             in_flight: Vec::new(),
             seq: 0,
             sent: 0,
+            nat: None,
             steps: 0,
             filter: None,
         }
@@ -357,7 +387,7 @@ impl Net {
                     self.in_flight.push(InFlight {
                         at: self.now + self.latency + jitter,
                         seq: self.seq,
-                        from: t.local,
+                        from: self.nat.map_or(t.local, |nat| nat.outbound(t.local)),
                         to: t.remote,
                         payload: t.payload.clone(),
                     });
@@ -418,8 +448,9 @@ impl Net {
                 .position(|f| f.seq == seq)
                 .expect("in flight");
             let f = self.in_flight.swap_remove(i);
-            if let Some(node) = self.nodes.iter_mut().find(|n| n.ip == f.to.ip()) {
-                node.engine.handle(self.now, f.to, f.from, &f.payload);
+            let to = self.nat.map_or(f.to, |nat| nat.inbound(f.to));
+            if let Some(node) = self.nodes.iter_mut().find(|n| n.ip == to.ip()) {
+                node.engine.handle(self.now, to, f.from, &f.payload);
             }
         } else {
             let now = self.now;

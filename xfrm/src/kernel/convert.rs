@@ -418,4 +418,53 @@ mod tests {
         );
         assert_eq!(from_policy(&info, &nlas), Some(p));
     }
+
+    #[test]
+    fn ipv6_endpoints_fill_every_address_with_family_inet6() {
+        let (a, b): (IpAddr, IpAddr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+        let sa = SaSpec {
+            src: a,
+            dst: b,
+            selector: Selector::tunnel(a, b, IPPROTO_IPIP),
+            ..spec(AeadAlg::AesGcm128, false)
+        };
+        let (info, _) = sa_info(&sa);
+        let inet6 = libc::AF_INET6 as u16;
+        assert_eq!((info.family, info.selector.family), (inet6, inet6));
+        assert_eq!(
+            (
+                info.selector.prefixlen_s,
+                info.selector.prefixlen_d,
+                info.selector.proto
+            ),
+            (128, 128, 4)
+        );
+        assert_eq!(info.saddr, Address::from_ip(&a));
+        assert_eq!(
+            info.id.daddr.to_ipv6(),
+            "2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        assert_eq!(sa_id_of(&info), sa.id());
+        assert_eq!(sa_id(sa.id()).family, inet6);
+        let p = PolicySpec {
+            direction: Direction::Out,
+            selector: Selector::tunnel(a, b, crate::model::IPPROTO_IPV6),
+            template: Template {
+                src: a,
+                dst: b,
+                reqid: *OWNED_REQIDS.start(),
+            },
+            priority: crate::model::DEFAULT_PRIORITY,
+            mark: None,
+        };
+        let (pinfo, nlas) = policy_info(&p);
+        let Some(XfrmAttrs::Template(t)) = nlas.first() else {
+            panic!("template first")
+        };
+        assert_eq!((pinfo.selector.family, t[0].family), (inet6, inet6));
+        assert_eq!(from_policy(&pinfo, &nlas), Some(p));
+    }
 }

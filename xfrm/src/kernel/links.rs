@@ -1,14 +1,16 @@
-//! IPIP virtual links through rtnetlink, and the link-down watch.
+//! IP-in-IP virtual links (`ipip`, `ip6tnl`) through rtnetlink, and the link-down watch.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use futures_util::{StreamExt, TryStreamExt};
 use netlink_packet_core::NetlinkPayload;
+use rtnetlink::packet_route::IpProtocol;
 use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::link::{Ip6TunnelFlags, LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::sys::AsyncSocket;
-use rtnetlink::{Handle, LinkIpIp, LinkUnspec};
+use rtnetlink::{Handle, LinkIp6Tnl, LinkIpIp, LinkUnspec};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
@@ -123,21 +125,45 @@ impl Links {
         }
     }
 
-    /// Creates the `ipip` link (path-MTU discovery on, so outer DF is set), its
-    /// addresses and MTU; it stays down.
+    /// Creates the link, its addresses and MTU; it stays down. IPv4 endpoints get an
+    /// `ipip` link with path-MTU discovery on (outer DF set). IPv6 endpoints get an
+    /// `ip6tnl` link in mode `any` (IPv4 and IPv6 inner packets, next header 4 or 41)
+    /// without the tunnel encapsulation limit option, so the outer header is exactly the
+    /// IPv6 header the SA selector names.
     pub async fn create(&self, spec: &LinkSpec) -> Result<()> {
-        let msg = LinkIpIp::new(&spec.name)
-            .local(spec.local)
-            .remote(spec.remote)
-            .pmtudisc(true)
-            .mtu(u32::from(spec.mtu))
-            .build();
+        let (msg, op) = match (spec.local, spec.remote) {
+            (IpAddr::V4(local), IpAddr::V4(remote)) => (
+                LinkIpIp::new(&spec.name)
+                    .local(local)
+                    .remote(remote)
+                    .pmtudisc(true)
+                    .mtu(u32::from(spec.mtu))
+                    .build(),
+                "RTM_NEWLINK ipip",
+            ),
+            (IpAddr::V6(local), IpAddr::V6(remote)) => (
+                LinkIp6Tnl::new(&spec.name)
+                    .local(local)
+                    .remote(remote)
+                    // IPPROTO_IP (0) is ip6tnl's mode `any`.
+                    .mode(IpProtocol::Hopopts)
+                    .set_flag(Ip6TunnelFlags::IgnEncapLimit, true)
+                    .mtu(u32::from(spec.mtu))
+                    .build(),
+                "RTM_NEWLINK ip6tnl",
+            ),
+            (l, r) => {
+                return Err(Error::Invalid(format!(
+                    "link endpoints {l} and {r} of different families"
+                )));
+            }
+        };
         self.handle
             .link()
             .add(msg)
             .execute()
             .await
-            .map_err(rt_err("RTM_NEWLINK ipip"))?;
+            .map_err(rt_err(op))?;
         let index = self.index(&spec.name).await?;
         lock(&self.wanted).insert(spec.name.clone(), false);
         for p in &spec.addresses {

@@ -1,5 +1,6 @@
 //! Batched UDP receive (`recvmmsg`) with the destination address of each datagram
-//! (IP_PKTINFO), over buffers allocated once.
+//! (IP_PKTINFO / IPV6_PKTINFO), over buffers allocated once. Addresses come out in
+//! canonical form: an IPv4-mapped address (IPv4 on a dual-stack socket) as IPv4.
 
 use std::io;
 use std::mem;
@@ -169,12 +170,11 @@ fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
             // SAFETY: the family says this storage holds a sockaddr_in6.
             let a: &libc::sockaddr_in6 = unsafe { &*(ss as *const libc::sockaddr_storage).cast() };
             let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                ip,
-                u16::from_be(a.sin6_port),
-                0,
-                a.sin6_scope_id,
-            )))
+            let port = u16::from_be(a.sin6_port);
+            Some(match ip.to_ipv4_mapped() {
+                Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+                None => SocketAddr::V6(SocketAddrV6::new(ip, port, 0, a.sin6_scope_id)),
+            })
         }
         _ => None,
     }
@@ -195,7 +195,7 @@ fn pktinfo_dst(hdr: &libc::msghdr) -> Option<IpAddr> {
             }
             if level == libc::IPPROTO_IPV6 && ty == libc::IPV6_PKTINFO {
                 let info = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::in6_pktinfo>());
-                return Some(IpAddr::V6(info.ipi6_addr.s6_addr.into()));
+                return Some(IpAddr::V6(info.ipi6_addr.s6_addr.into()).to_canonical());
             }
             c = libc::CMSG_NXTHDR(hdr, c);
         }

@@ -6,13 +6,18 @@
 //! to the caller through the [`IkeDatagram`] channel (marker removed); everything else is
 //! ESP. The caller keeps sending IKE on the same socket (with the marker in front).
 //!
-//! The IPIP outer header is built for every packet and the SA is chosen on it, as the
-//! kernel does; on the wire its place is taken by the UDP datagram's IP header, which the
-//! kernel writes. The socket's default path-MTU mode (`IP_PMTUDISC_WANT`) sets DF on every
-//! datagram that fits the path, so DF is never cleared when the inner packet has it (a
-//! socket switched to `IP_PMTUDISC_DONT` would break that). With a NAT-T SA (`encap`) the
-//! peer's address may be rewritten on the way, so only then is the datagram's source not
-//! required to be the SA's source endpoint.
+//! The IP-in-IP outer header (IPv4 or IPv6, after the link's endpoints) is built for
+//! every packet and the SA is chosen on it, as the kernel does; on the wire its place is
+//! taken by the UDP datagram's IP header, which the kernel writes. The socket's default
+//! path-MTU mode (`IP_PMTUDISC_WANT`) sets DF on every IPv4 datagram that fits the path,
+//! so DF is never cleared when the inner packet has it (a socket switched to
+//! `IP_PMTUDISC_DONT` would break that); IPv6 has no DF and is never fragmented on the
+//! path. With a NAT-T SA (`encap`) the peer's address may be rewritten on the way, so
+//! only then is the datagram's source not required to be the SA's source endpoint.
+//!
+//! IPv6 tunnel endpoints need an IPv6 socket (normally `[::]:4500`); a dual-stack one
+//! carries IPv4 endpoints too. Addresses are handled and reported in canonical form: an
+//! IPv4 peer reached through a dual-stack socket is an IPv4 address, never IPv4-mapped.
 
 mod batch;
 mod rx;
@@ -20,7 +25,7 @@ mod sad;
 mod tx;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -56,11 +61,43 @@ struct Link {
     task: JoinHandle<()>,
 }
 
+/// Which endpoint families the shared socket can carry.
+#[derive(Clone, Copy)]
+struct Families {
+    v4: bool,
+    v6: bool,
+}
+
+impl Families {
+    fn of(socket: &UdpSocket) -> Result<Self> {
+        Ok(match socket.local_addr()? {
+            SocketAddr::V4(_) => Self {
+                v4: true,
+                v6: false,
+            },
+            SocketAddr::V6(_) => Self {
+                v4: !socket2::SockRef::from(socket).only_v6()?,
+                v6: true,
+            },
+        })
+    }
+
+    fn check(self, ip: IpAddr) -> Result<()> {
+        if (ip.is_ipv4() && !self.v4) || (ip.is_ipv6() && !self.v6) {
+            return Err(Error::Unsupported(format!(
+                "endpoint {ip}: the ESP socket does not carry its address family"
+            )));
+        }
+        Ok(())
+    }
+}
+
 struct Shared {
     socket: Arc<UdpSocket>,
+    families: Families,
     tables: RwLock<Tables>,
     /// Up links by (local, remote) endpoint, for delivering decrypted packets.
-    delivery: RwLock<HashMap<(Ipv4Addr, Ipv4Addr), Arc<tun_rs::AsyncDevice>>>,
+    delivery: RwLock<HashMap<(IpAddr, IpAddr), Arc<tun_rs::AsyncDevice>>>,
     events: broadcast::Sender<DataplaneEvent>,
     acquired: Mutex<HashMap<u32, Instant>>,
 }
@@ -106,6 +143,14 @@ impl Shared {
         self.emit(DataplaneEvent::Acquire { src, dst, reqid });
     }
 
+    /// Where to send to `ip`: IPv4 peers are IPv4-mapped on an IPv6 socket.
+    fn peer(&self, ip: IpAddr, port: u16) -> SocketAddr {
+        match ip {
+            IpAddr::V4(a) if self.families.v6 => SocketAddr::new(a.to_ipv6_mapped().into(), port),
+            _ => SocketAddr::new(ip, port),
+        }
+    }
+
     fn read_tables(&self) -> std::sync::RwLockReadGuard<'_, Tables> {
         self.tables.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -128,9 +173,11 @@ impl UserspaceDataplane {
     /// inside a tokio runtime.
     pub fn new(socket: Arc<UdpSocket>) -> Result<(Self, mpsc::Receiver<IkeDatagram>)> {
         batch::enable_pktinfo(&socket)?;
+        let families = Families::of(&socket)?;
         let (events, _) = broadcast::channel(256);
         let shared = Arc::new(Shared {
             socket,
+            families,
             tables: RwLock::new(Tables::default()),
             delivery: RwLock::new(HashMap::new()),
             events,
@@ -233,8 +280,7 @@ impl Dataplane for UserspaceDataplane {
 
     async fn install_sa(&self, sa: &SaSpec) -> Result<()> {
         sa.validate()?;
-        require_v4(sa.src)?;
-        require_v4(sa.dst)?;
+        self.shared.families.check(sa.dst)?;
         let mut t = self.shared.write_tables();
         if t.find(sa.id()).is_some()
             || (sa.direction == Direction::In && t.inbound.contains_key(&sa.spi))
@@ -310,6 +356,7 @@ impl Dataplane for UserspaceDataplane {
 
     async fn create_link(&self, link: &LinkSpec) -> Result<()> {
         link.validate()?;
+        self.shared.families.check(link.remote)?;
         let mut links = self.links.lock().await;
         if links.contains_key(&link.name) {
             return Err(Error::Exists(format!("link {}", link.name)));
@@ -369,15 +416,6 @@ impl Dataplane for UserspaceDataplane {
         t.outbound.retain(keep);
         t.reserved.clear();
         Ok(())
-    }
-}
-
-fn require_v4(ip: IpAddr) -> Result<Ipv4Addr> {
-    match ip {
-        IpAddr::V4(a) => Ok(a),
-        IpAddr::V6(_) => Err(Error::Unsupported(
-            "IPv6 tunnel endpoints in the userspace data plane".into(),
-        )),
     }
 }
 

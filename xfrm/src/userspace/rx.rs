@@ -2,7 +2,6 @@
 //! back into inner packets on the virtual link of the neighbor that sent them.
 
 use std::io::IoSlice;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -105,28 +104,27 @@ async fn receive_esp(shared: &Shared, meta: Meta, packet: &mut [u8]) {
         return;
     }
     let expiry = sa.account(inner.len());
-    if let (IpAddr::V4(local), IpAddr::V4(remote)) = (sa.id.dst, sa.id.src) {
-        let dev = shared
-            .delivery
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(local, remote))
-            .cloned();
-        match dev {
-            Some(dev) => {
-                // An all-zero virtio-net header: one plain packet, checksums complete.
-                let frame = [IoSlice::new(&VNET_NONE), IoSlice::new(inner)];
-                if let Err(e) = dev.send_vectored(&frame).await {
-                    tracing::debug!(error = %e, "writing to virtual link");
-                }
+    let (local, remote) = (sa.id.dst, sa.id.src);
+    let dev = shared
+        .delivery
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&(local, remote))
+        .cloned();
+    match dev {
+        Some(dev) => {
+            // An all-zero virtio-net header: one plain packet, checksums complete.
+            let frame = [IoSlice::new(&VNET_NONE), IoSlice::new(inner)];
+            if let Err(e) = dev.send_vectored(&frame).await {
+                tracing::debug!(error = %e, "writing to virtual link");
             }
-            None => tracing::trace!(%remote, "no virtual link up for this neighbor"),
         }
+        None => tracing::trace!(%remote, "no virtual link up for this neighbor"),
     }
     shared.expire(&sa, expiry);
 }
 
-/// RFC 3884 §4.2.3: the decrypted packet is IPIP from exactly this SA's peer to us, and an
+/// RFC 3884 §4.2.3: the decrypted packet is IP-in-IP from exactly this SA's peer to us, and an
 /// inbound policy for that outer header requires exactly this SA.
 fn accept_inner(shared: &Shared, sa: &SaState, next_header: u8, inner: &[u8]) -> bool {
     let Some(info) = Inner::classify(inner) else {

@@ -179,18 +179,23 @@ pub struct Tables {
 }
 
 impl Tables {
-    /// The newest live outbound SA for these endpoints and reqid (after a rekey the new SA
-    /// takes over while the old one drains).
+    /// The newest live outbound SA for these endpoints and reqid whose selector takes a
+    /// packet of protocol `proto` between them, as the kernel matches an SA's selector
+    /// against the flow (after a rekey the new SA takes over while the old one drains).
     pub fn outbound_sa(
         &self,
         src: IpAddr,
         dst: IpAddr,
         reqid: u32,
+        proto: u8,
     ) -> Option<&std::sync::Arc<SaState>> {
-        self.outbound
-            .iter()
-            .rev()
-            .find(|s| s.id.src == src && s.id.dst == dst && s.reqid == reqid && !s.is_dead())
+        self.outbound.iter().rev().find(|s| {
+            s.id.src == src
+                && s.id.dst == dst
+                && s.reqid == reqid
+                && s.selector.matches(src, dst, proto, None)
+                && !s.is_dead()
+        })
     }
 
     /// The winning policy for a packet: lowest priority value among the matches.

@@ -1,17 +1,17 @@
 //! Outbound: one task per virtual link reads inner packets from its TUN device, adds the
-//! IPIP outer header, selects the SA on that header and sends ESP in UDP to the neighbor.
+//! IP-in-IP outer header, selects the SA on that header and sends ESP in UDP to the neighbor.
 //! The device runs with segmentation offload: one read can yield dozens of packets, and
 //! everything queued is drained and sent with one `sendmmsg`.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::Shared;
 use super::batch::SendBatch;
 use super::sad::{Expiry, SaState};
 use crate::esp::{HEADER_LEN, MAX_TRAILER_LEN};
-use crate::ipip::{self, Inner};
+use crate::ipip::{Inner, Outer};
 use crate::model::{DataplaneEvent, Direction, LinkSpec};
 
 /// A sealed datagram waiting in slot `buf` of the batch.
@@ -116,7 +116,7 @@ fn seal(
     // Link-up chatter (IPv6 MLD/RS) and anything else is filtered by IP version and then
     // by policy like every other packet.
     let info = Inner::classify(inner)?;
-    let outer = ipip::outer_header(link.local, link.remote, info, n, id)?;
+    let outer = Outer::new(link.local, link.remote, info, n, id)?;
     let sa = select_sa(shared, &outer)?;
     let Some(seq) = sa.next_seq() else {
         shared.expire(&sa, Expiry::Hard);
@@ -124,7 +124,7 @@ fn seal(
     };
     let len = match sa
         .cipher
-        .seal(sa.id.spi, seq, seq.to_be_bytes(), outer[9], buf, n)
+        .seal(sa.id.spi, seq, seq.to_be_bytes(), outer.proto(), buf, n)
     {
         Ok(len) => len,
         Err(e) => {
@@ -132,7 +132,7 @@ fn seal(
             return None;
         }
     };
-    let to = SocketAddr::new(sa.id.dst, sa.dst_port());
+    let to = shared.peer(sa.id.dst, sa.dst_port());
     Some(Ready {
         buf: slot,
         len,
@@ -142,17 +142,14 @@ fn seal(
     })
 }
 
-/// The SA for an outer IPIP header: the winning outbound policy's template names it. A
+/// The SA for an outer header: the winning outbound policy's template names it. A
 /// policy without an SA asks the daemon for one; no policy means the packet is dropped.
-fn select_sa(shared: &Shared, outer: &[u8; ipip::OUTER_LEN]) -> Option<Arc<SaState>> {
-    let src = IpAddr::from([outer[12], outer[13], outer[14], outer[15]]);
-    let dst = IpAddr::from([outer[16], outer[17], outer[18], outer[19]]);
-    let proto = outer[9];
+fn select_sa(shared: &Shared, outer: &Outer) -> Option<Arc<SaState>> {
     let (sa, missing) = {
         let t = shared.read_tables();
-        let policy = t.policy(Direction::Out, src, dst, proto)?;
+        let policy = t.policy(Direction::Out, outer.src(), outer.dst(), outer.proto())?;
         let tmpl = policy.template;
-        match t.outbound_sa(tmpl.src, tmpl.dst, tmpl.reqid) {
+        match t.outbound_sa(tmpl.src, tmpl.dst, tmpl.reqid, outer.proto()) {
             Some(sa) => (Some(sa.clone()), None),
             None => (None, Some(tmpl)),
         }

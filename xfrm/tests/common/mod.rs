@@ -77,7 +77,8 @@ impl Drop for Netns {
     }
 }
 
-/// Two namespaces joined by a veth pair: `a` has 192.0.2.1/24, `b` 192.0.2.2/24.
+/// Two namespaces joined by a veth pair: `a` has 192.0.2.1/24 and 2001:db8::1/64, `b`
+/// 192.0.2.2/24 and 2001:db8::2/64.
 pub struct Pair {
     pub a: Netns,
     pub b: Netns,
@@ -85,6 +86,8 @@ pub struct Pair {
 
 pub const ADDR_A: &str = "192.0.2.1";
 pub const ADDR_B: &str = "192.0.2.2";
+pub const ADDR_A6: &str = "2001:db8::1";
+pub const ADDR_B6: &str = "2001:db8::2";
 
 impl Pair {
     pub fn new() -> Self {
@@ -114,6 +117,20 @@ impl Pair {
             "dev",
             "vb",
         ]);
+        // No duplicate address detection: the addresses are usable at once.
+        for (ns, dev, addr) in [(&a, "va", ADDR_A6), (&b, "vb", ADDR_B6)] {
+            sh(&[
+                "ip",
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                &format!("{addr}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+        }
         sh(&["ip", "-n", &a.name, "link", "set", "va", "up"]);
         sh(&["ip", "-n", &b.name, "link", "set", "vb", "up"]);
         Self { a, b }

@@ -1,13 +1,14 @@
 //! A userspace data plane running in its own namespace thread, driven by commands.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use iiptran_xfrm::userspace::{IkeDatagram, UserspaceDataplane};
 use iiptran_xfrm::{
-    AeadAlg, Dataplane, DataplaneEvent, Direction, IpPrefix, Lifetimes, LinkSpec, SaId, SaStats,
+    AeadAlg, Dataplane, DataplaneEvent, Direction, IPPROTO_IPIP, IPPROTO_IPV6, IpPrefix, Lifetimes,
+    LinkSpec, SaId, SaSpec, SaStats,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -24,9 +25,11 @@ pub enum Cmd {
 /// How one end is keyed: its endpoint, the peer's, and the SPIs/keys of both directions.
 #[derive(Clone)]
 pub struct EndConfig {
-    pub local: Ipv4Addr,
-    pub remote: Ipv4Addr,
+    pub local: IpAddr,
+    pub remote: IpAddr,
     pub inner: IpPrefix,
+    /// An IPv6 inner address, carried with SAs of its own (protocol 41).
+    pub inner6: Option<IpPrefix>,
     pub alg: AeadAlg,
     pub out_spi: u32,
     pub out_keymat: Vec<u8>,
@@ -37,49 +40,78 @@ pub struct EndConfig {
     pub out_lifetimes: Lifetimes,
 }
 
-/// Installs SAs, policies and the virtual link for one end through any backend.
-pub async fn configure(dp: &impl Dataplane, c: &EndConfig) -> iiptran_xfrm::Result<()> {
+/// How much the SPIs of the SAs for IPv6 inner packets (protocol 41) exceed the others'.
+pub const INNER6_SPI_OFFSET: u32 = 0x10;
+
+/// SAs both ways and policies for outer protocol `proto`; SPIs are offset by `spi_add`
+/// and keys XORed with `key_xor`, so no two SAs share a key.
+async fn protect(
+    dp: &impl Dataplane,
+    c: &EndConfig,
+    proto: u8,
+    spi_add: u32,
+    key_xor: u8,
+) -> iiptran_xfrm::Result<()> {
+    let key = |k: &[u8]| k.iter().map(|b| b ^ key_xor).collect::<Vec<u8>>();
+    let select = |mut sa: SaSpec| {
+        sa.selector.proto = Some(proto);
+        sa
+    };
     if c.with_out_sa {
-        let mut out = sa_with_key(
+        let out = sa_with_key(
             Direction::Out,
             c.local,
             c.remote,
-            c.out_spi,
+            c.out_spi + spi_add,
             c.alg,
-            &c.out_keymat,
+            &key(&c.out_keymat),
         )
         .expect("SA spec");
+        let mut out = select(out);
         out.lifetimes = c.out_lifetimes;
         dp.install_sa(&out).await?;
     }
-    dp.install_sa(
-        &sa_with_key(
-            Direction::In,
-            c.remote,
-            c.local,
-            c.in_spi,
-            c.alg,
-            &c.in_keymat,
-        )
-        .expect("SA spec"),
+    let inb = sa_with_key(
+        Direction::In,
+        c.remote,
+        c.local,
+        c.in_spi + spi_add,
+        c.alg,
+        &key(&c.in_keymat),
     )
-    .await?;
-    dp.install_policy(&policy(Direction::Out, c.local, c.remote))
-        .await?;
-    dp.install_policy(&policy(Direction::In, c.remote, c.local))
-        .await?;
+    .expect("SA spec");
+    dp.install_sa(&select(inb)).await?;
+    for (dir, src, dst) in [
+        (Direction::Out, c.local, c.remote),
+        (Direction::In, c.remote, c.local),
+    ] {
+        let mut p = policy(dir, src, dst);
+        p.selector.proto = Some(proto);
+        dp.install_policy(&p).await?;
+    }
+    Ok(())
+}
+
+/// Installs SAs, policies and the virtual link for one end through any backend; with
+/// `inner6`, a second set of SAs and policies for IPv6 inner packets.
+pub async fn configure(dp: &impl Dataplane, c: &EndConfig) -> iiptran_xfrm::Result<()> {
+    protect(dp, c, IPPROTO_IPIP, 0, 0).await?;
+    if c.inner6.is_some() {
+        protect(dp, c, IPPROTO_IPV6, INNER6_SPI_OFFSET, 0x33).await?;
+    }
     let link = LinkSpec {
         name: LINK.into(),
         local: c.local,
         remote: c.remote,
-        addresses: vec![c.inner],
+        addresses: std::iter::once(c.inner).chain(c.inner6).collect(),
         mtu: 1400,
     };
     dp.create_link(&link).await?;
     dp.set_link_up(LINK, true).await
 }
 
-/// A userspace data plane on UDP 4500 in namespace `ns`, configured per `cfg`.
+/// A userspace data plane on a dual-stack UDP socket, port 4500, in namespace `ns`,
+/// configured per `cfg`.
 pub struct UserspaceNode {
     cmd: Option<mpsc::UnboundedSender<Cmd>>,
     thread: Option<JoinHandle<std::io::Result<()>>>,
@@ -91,7 +123,7 @@ impl UserspaceNode {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = iiptran_xfrm::netns::spawn_in(&ns.path(), move || async move {
             let socket = Arc::new(
-                tokio::net::UdpSocket::bind("0.0.0.0:4500")
+                tokio::net::UdpSocket::bind("[::]:4500")
                     .await
                     .expect("bind 4500"),
             );

@@ -2,6 +2,8 @@
 //! negotiation that CREATE_CHILD_SA shares.
 
 use super::*;
+use crate::ts::TrafficSelector;
+use crate::wire::Proposal;
 
 impl IkeSa {
     /// The octets one side signs (RFC 7296 §2.15): its IKE_SA_INIT message, the other
@@ -104,13 +106,7 @@ impl IkeSa {
         let Some(peer) = self.peer.as_ref() else {
             return Vec::new();
         };
-        let suites: Vec<_> = ctx
-            .config
-            .esp_suites
-            .iter()
-            .copied()
-            .filter(crate::sa::keys::esp_suite_supported)
-            .collect();
+        let suites = ctx.esp_suites();
         vec![
             notify(NotifyType::USE_TRANSPORT_MODE, Vec::new()),
             notify(NotifyType::ESP_TFC_PADDING_NOT_SUPPORTED, Vec::new()),
@@ -253,23 +249,9 @@ impl IkeSa {
         ni: &[u8],
         nr: &[u8],
     ) -> Result<(ChildSa, Vec<Payload>), NotifyType> {
-        let offered = find_payload!(payloads, Payload::Sa);
-        let tsi = find_payload!(payloads, Payload::TsI);
-        let tsr = find_payload!(payloads, Payload::TsR);
-        let (Some(offered), Some(tsi), Some(tsr)) = (offered, tsi, tsr) else {
-            return Err(NotifyType::INVALID_SYNTAX);
-        };
-        if !has_notify(payloads, NotifyType::USE_TRANSPORT_MODE) {
-            return Err(NotifyType::NO_PROPOSAL_CHOSEN);
-        }
+        let (offered, tsi, tsr) = transport_child(payloads)?;
         let pfs = find_payload!(payloads, Payload::Ke).map(|k| k.group);
-        let suites: Vec<_> = ctx
-            .config
-            .esp_suites
-            .iter()
-            .copied()
-            .filter(crate::sa::keys::esp_suite_supported)
-            .collect();
+        let suites = ctx.esp_suites();
         let (suite, chosen) =
             proposal::choose_esp(&suites, pfs, offered).ok_or(NotifyType::NO_PROPOSAL_CHOSEN)?;
         let spi_out = u32::from_be_bytes(
@@ -332,15 +314,7 @@ impl IkeSa {
         if let Some(kind) = error_notify(payloads) {
             return Err(kind);
         }
-        let answer = find_payload!(payloads, Payload::Sa).map(Vec::as_slice);
-        let tsi = find_payload!(payloads, Payload::TsI);
-        let tsr = find_payload!(payloads, Payload::TsR);
-        let (Some(answer), Some(tsi), Some(tsr)) = (answer, tsi, tsr) else {
-            return Err(NotifyType::INVALID_SYNTAX);
-        };
-        if !has_notify(payloads, NotifyType::USE_TRANSPORT_MODE) {
-            return Err(NotifyType::NO_PROPOSAL_CHOSEN);
-        }
+        let (answer, tsi, tsr) = transport_child(payloads)?;
         let (suite, spi_out) = proposal::accepted_esp(&ctx.config.esp_suites, pfs, answer)
             .ok_or(NotifyType::NO_PROPOSAL_CHOSEN)?;
         let peer = self
@@ -357,8 +331,8 @@ impl IkeSa {
                     inbound: spi_in,
                     outbound: spi_out,
                 },
-                ts_local: tsi.clone(),
-                ts_remote: tsr.clone(),
+                ts_local: tsi.to_vec(),
+                ts_remote: tsr.to_vec(),
                 shared,
                 ni,
                 nr,
@@ -438,4 +412,22 @@ impl IkeSa {
             }),
         }
     }
+}
+
+/// The SA, TSi and TSr payloads of a child SA request or answer.
+type ChildPayloads<'a> = (&'a [Proposal], &'a [TrafficSelector], &'a [TrafficSelector]);
+
+/// The child SA payloads of a request or answer, which must be for transport mode:
+/// iiptran never creates tunnel-mode SAs.
+fn transport_child(payloads: &[Payload]) -> Result<ChildPayloads<'_>, NotifyType> {
+    let sa = find_payload!(payloads, Payload::Sa);
+    let tsi = find_payload!(payloads, Payload::TsI);
+    let tsr = find_payload!(payloads, Payload::TsR);
+    let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
+        return Err(NotifyType::INVALID_SYNTAX);
+    };
+    if !has_notify(payloads, NotifyType::USE_TRANSPORT_MODE) {
+        return Err(NotifyType::NO_PROPOSAL_CHOSEN);
+    }
+    Ok((sa, tsi, tsr))
 }

@@ -269,7 +269,7 @@ impl IkeSa {
                     (Some(old), Some((theirs, _))) => self.replace_child(ctx, old, theirs),
                     (Some(old), None) => {
                         // Try again later unless the peer rekeyed or deleted it meanwhile.
-                        let retry = ctx.now + ctx.config.retransmission.wait(2);
+                        let retry = ctx.retry_time();
                         if let Some(c) = self
                             .children
                             .iter_mut()
@@ -299,13 +299,7 @@ impl IkeSa {
         let offered = find_payload!(payloads, Payload::Sa)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let supported: Vec<IkeSuite> = ctx
-            .config
-            .ike_suites
-            .iter()
-            .copied()
-            .filter(crate::sa::keys::ike_suite_supported)
-            .collect();
+        let supported = ctx.ike_suites();
         let Some((suite, chosen)) = proposal::choose_ike(&supported, offered) else {
             return vec![notify(NotifyType::NO_PROPOSAL_CHOSEN, Vec::new())];
         };
@@ -438,7 +432,7 @@ impl IkeSa {
             debug!(sa = ?self.id, "IKE SA rekey refused");
             match collision {
                 Some((theirs, _)) => self.hand_over(ctx, theirs),
-                None => self.rekey_at = Some(ctx.now + ctx.config.retransmission.wait(2)),
+                None => self.rekey_at = Some(ctx.retry_time()),
             }
             return;
         };

@@ -134,13 +134,7 @@ impl IkeSa {
         if !(16..=256).contains(&ni.len()) {
             return refuse(ctx, NotifyType::INVALID_SYNTAX, Vec::new());
         }
-        let supported: Vec<IkeSuite> = ctx
-            .config
-            .ike_suites
-            .iter()
-            .copied()
-            .filter(crate::sa::keys::ike_suite_supported)
-            .collect();
+        let supported = ctx.ike_suites();
         let Some((suite, chosen)) = proposal::choose_ike(&supported, offered) else {
             return refuse(ctx, NotifyType::NO_PROPOSAL_CHOSEN, Vec::new());
         };

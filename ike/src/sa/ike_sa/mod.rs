@@ -7,7 +7,7 @@ use super::nat::detection_hash;
 use super::proposal;
 use super::window::{Expiry, Incoming, Requests, Responses};
 use crate::auth::{self, AuthError};
-use crate::config::{Config, IkeSuite};
+use crate::config::{Config, EspSuite, IkeSuite};
 use crate::crypto::{CryptoError, DhPrivate};
 use crate::iana::{AuthMethod, CertEncoding, DhId, ExchangeType, NotifyType, ProtocolId};
 use crate::sa::exchange::{
@@ -54,6 +54,30 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// When to try a refused rekey again: after one to three retransmission timeouts at
+    /// random, so that two peers refusing each other (§2.25) do not meet again.
+    fn retry_time(&self) -> Instant {
+        let timeout = self.config.retransmission.timeout;
+        let per_mille = random_u32().map_or(0, |r| r % 2000);
+        self.now + timeout + timeout * per_mille / 1000
+    }
+
+    /// Our IKE suites that the crypto module implements, in our order of preference.
+    fn ike_suites(&self) -> Vec<IkeSuite> {
+        let suites = self.config.ike_suites.iter().copied();
+        suites
+            .filter(crate::sa::keys::ike_suite_supported)
+            .collect()
+    }
+
+    /// Our ESP suites that we can key, in our order of preference.
+    fn esp_suites(&self) -> Vec<EspSuite> {
+        let suites = self.config.esp_suites.iter().copied();
+        suites
+            .filter(crate::sa::keys::esp_suite_supported)
+            .collect()
+    }
+
     /// When to rekey an SA with this lifetime: up to a tenth earlier at random, so that
     /// two peers with the same lifetimes rarely rekey at the same moment (§2.8.1).
     fn rekey_time(&self, lifetime: Option<Duration>) -> Option<Instant> {
@@ -760,3 +784,6 @@ impl IkeSa {
             .any(|c| c.sa.spis == spis && c.state == ChildState::Installed)
     }
 }
+
+#[cfg(test)]
+mod tests;
