@@ -1,7 +1,7 @@
 //! The data-plane objects of one neighbor, built from its configuration and its child
 //! SAs: the virtual link, the two SAs of a pair, and the two policies.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use iiptran_ike::iana::EncrId;
 use iiptran_ike::sa::ChildSa;
@@ -23,15 +23,6 @@ pub struct NeighborObjects<'a> {
     pub local: IpAddr,
     pub neighbor: &'a Neighbor,
     pub reqid: u32,
-}
-
-fn v4(addr: IpAddr) -> Result<Ipv4Addr, Error> {
-    match addr {
-        IpAddr::V4(a) => Ok(a),
-        IpAddr::V6(_) => Err(Error::Unsupported(
-            "IPv6 tunnel endpoints for virtual links".into(),
-        )),
-    }
 }
 
 fn aead(child: &ChildSa) -> Result<AeadAlg, Error> {
@@ -64,8 +55,8 @@ impl NeighborObjects<'_> {
         let link = &self.neighbor.link;
         Ok(LinkSpec {
             name: link.name.to_string(),
-            local: v4(self.local)?,
-            remote: v4(self.remote())?,
+            local: self.local,
+            remote: self.remote(),
             addresses: link
                 .addresses
                 .iter()

@@ -186,10 +186,10 @@ impl<D: Dataplane> Runtime<D> {
         };
         for o in &installed {
             // SAs and policies go with flush_ours below; links need their names.
-            if let KernelObject::Link { name } = &o.object {
-                if let Err(e) = gone_ok(self.dataplane.delete_link(name).await) {
-                    warn!(link = name.as_str(), error = %e, "removing a stale link");
-                }
+            if let KernelObject::Link { name } = &o.object
+                && let Err(e) = gone_ok(self.dataplane.delete_link(name).await)
+            {
+                warn!(link = name.as_str(), error = %e, "removing a stale link");
             }
         }
         if let Err(e) = self.dataplane.flush_ours().await {
@@ -556,9 +556,7 @@ impl<D: Dataplane> Runtime<D> {
             }
             Command::Initiate => {
                 let remote = SocketAddr::new(n.config.endpoint, IKE_PORT);
-                let Some(peer) = self.engine.policy().peer_config(name) else {
-                    return None;
-                };
+                let peer = self.engine.policy().peer_config(name)?;
                 let local = self.local_ike();
                 if let Err(e) = self.engine.initiate(Instant::now(), local, remote, peer) {
                     warn!(neighbor = name, error = %e, "cannot initiate");
