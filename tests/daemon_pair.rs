@@ -1,8 +1,10 @@
 //! Two real `iiptrand` processes in two network namespaces joined by a veth pair, with
 //! the userspace data plane: the adjacency comes up on both, a ping crosses the virtual
 //! link with ESP counters growing, and when one daemon dies the other takes its link
-//! down within the liveness bound. Needs root.
+//! down within the liveness bound; once with a pre-shared key, once with certificates
+//! from the VN CA through `iiptrand enroll`. Needs root.
 
+mod enroll_common;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -32,8 +34,20 @@ struct Node {
     config: PathBuf,
 }
 
+/// How the two nodes authenticate each other.
+enum Auth {
+    Psk,
+    /// The directory `iiptrand enroll` wrote each node's key.pem, cert.pem and ca.pem to.
+    Certificates {
+        a: PathBuf,
+        b: PathBuf,
+    },
+}
+
 struct Side<'a> {
     name: &'a str,
+    /// The `[auth]` section, or the neighbor's `psk` line.
+    credentials: (String, String),
     endpoint: &'a str,
     inner: &'a str,
     peer: &'a str,
@@ -46,9 +60,11 @@ fn write_config(dir: &Path, side: &Side<'_>) -> Result<(PathBuf, PathBuf)> {
     let text = format!(
         "[node]\nname = \"{name}\"\nidentity = \"{name}.vn.example\"\nendpoint = \"{endpoint}\"\n\
          dataplane = \"userspace\"\nstate_dir = \"{state}\"\ncontrol_socket = \"{socket}\"\n\n\
-         [ike]\n{LIVENESS}\n\
+         {auth}[ike]\n{LIVENESS}\n\
          [[neighbor]]\nname = \"{peer}\"\nidentity = \"{peer}.vn.example\"\nendpoint = \"{peer_endpoint}\"\n\
-         link = {{ name = \"vn-{peer}\", address = \"{inner}\", mtu = 1400 }}\npsk = \"{PSK}\"\n",
+         link = {{ name = \"vn-{peer}\", address = \"{inner}\", mtu = 1400 }}\n{psk}",
+        auth = side.credentials.0,
+        psk = side.credentials.1,
         name = side.name,
         endpoint = side.endpoint,
         state = state.display(),
@@ -93,11 +109,66 @@ fn established(socket: &Path) -> Result<Option<NeighborReport>> {
         .find(|n| n.adjacency == "established" && n.link_state == LinkState::Up))
 }
 
+fn credentials(auth: &Auth, node: &str) -> (String, String) {
+    let dir = match (auth, node) {
+        (Auth::Psk, _) => return (String::new(), format!("psk = \"{PSK}\"\n")),
+        (Auth::Certificates { a, .. }, "a") => a,
+        (Auth::Certificates { b, .. }, _) => b,
+    };
+    let file = |name: &str| dir.join(name).display().to_string();
+    let section = format!(
+        "[auth]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n",
+        file("ca.pem"),
+        file("cert.pem"),
+        file("key.pem")
+    );
+    (section, String::new())
+}
+
 #[test]
-fn pair_comes_up_carries_traffic_and_notices_a_dead_peer() {
-    if !have_root("pair_comes_up_carries_traffic_and_notices_a_dead_peer") {
+fn psk_pair_comes_up_carries_traffic_and_notices_a_dead_peer() {
+    if !have_root("psk_pair_comes_up_carries_traffic_and_notices_a_dead_peer") {
         return;
     }
+    pair(&Auth::Psk);
+}
+
+#[test]
+fn certificate_pair_comes_up_carries_traffic_and_notices_a_dead_peer() {
+    if !have_root("certificate_pair_comes_up_carries_traffic_and_notices_a_dead_peer") {
+        return;
+    }
+    let ca = enroll_common::TestCa::new();
+    let server = ca.serve(&[]);
+    let scratch = TempDir::new("daemon-pair-certs").or_panic();
+    let enroll = |name: &str, endpoint: &str| {
+        let identity = format!("{name}.vn.example");
+        let token = ca.token(&identity, endpoint, "1h");
+        let dir = scratch.join(name);
+        enroll_common::ok(
+            IIPTRAND,
+            &[
+                "enroll",
+                "--server",
+                &server.url(""),
+                "--token",
+                &token,
+                "--ca-fingerprint",
+                &ca.fingerprint,
+                "--identity",
+                &identity,
+                "--dir",
+                enroll_common::path_str(&dir),
+            ],
+        );
+        dir
+    };
+    let a = enroll("a", "198.51.100.1");
+    let b = enroll("b", "198.51.100.2");
+    pair(&Auth::Certificates { a, b });
+}
+
+fn pair(auth: &Auth) {
     let dir = TempDir::new("daemon-pair").or_panic();
     let a_ns = Netns::new("dpa").or_panic();
     let b_ns = Netns::new("dpb").or_panic();
@@ -114,6 +185,7 @@ fn pair_comes_up_carries_traffic_and_notices_a_dead_peer() {
         dir.path(),
         &Side {
             name: "a",
+            credentials: credentials(auth, "a"),
             endpoint: &a_ip,
             inner: "10.255.0.0/31",
             peer: "b",
@@ -125,6 +197,7 @@ fn pair_comes_up_carries_traffic_and_notices_a_dead_peer() {
         dir.path(),
         &Side {
             name: "b",
+            credentials: credentials(auth, "b"),
             endpoint: &b_ip,
             inner: "10.255.0.1/31",
             peer: "a",
