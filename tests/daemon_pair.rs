@@ -81,7 +81,7 @@ fn write_config(dir: &Path, side: &Side<'_>) -> Result<(PathBuf, PathBuf)> {
 fn start(node: &Node, dir: &Path, name: &str) -> Result<Process> {
     let mut command = node.ns.command(IIPTRAND);
     command.arg("--config").arg(&node.config);
-    command.env("RUST_LOG", "debug");
+    command.env("RUST_LOG", "info,iiptran=debug,iiptran_ike=debug");
     Process::spawn(name, command, dir)
 }
 
@@ -130,7 +130,7 @@ fn psk_pair_comes_up_carries_traffic_and_notices_a_dead_peer() {
     if !have_root("psk_pair_comes_up_carries_traffic_and_notices_a_dead_peer") {
         return;
     }
-    pair(&Auth::Psk);
+    pair(&Auth::Psk, Stop::Kill);
 }
 
 #[test]
@@ -151,8 +151,8 @@ fn certificate_pair_comes_up_carries_traffic_and_notices_a_dead_peer() {
                 "enroll",
                 "--server",
                 &server.url(""),
-                "--token",
-                &token,
+                // A token may begin with '-'.
+                &format!("--token={token}"),
                 "--ca-fingerprint",
                 &ca.fingerprint,
                 "--identity",
@@ -165,10 +165,20 @@ fn certificate_pair_comes_up_carries_traffic_and_notices_a_dead_peer() {
     };
     let a = enroll("a", "198.51.100.1");
     let b = enroll("b", "198.51.100.2");
-    pair(&Auth::Certificates { a, b });
+    pair(&Auth::Certificates { a, b }, Stop::Terminate);
 }
 
-fn pair(auth: &Auth) {
+/// How the second daemon is stopped at the end.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGKILL: the first notices by liveness checks.
+    Kill,
+    /// SIGTERM: the second deletes its SAs with the first before it exits, well before
+    /// a liveness check could notice.
+    Terminate,
+}
+
+fn pair(auth: &Auth, stop: Stop) {
     let dir = TempDir::new("daemon-pair").or_panic();
     let a_ns = Netns::new("dpa").or_panic();
     let b_ns = Netns::new("dpb").or_panic();
@@ -246,16 +256,38 @@ fn pair(auth: &Auth) {
         after.traffic
     );
 
-    b_daemon.signal(libc::SIGKILL).or_panic();
-    wait_until(
-        "a's link to go down after b died",
-        LIVENESS_BOUND,
-        Duration::from_millis(200),
+    let (signal, bound) = match stop {
+        Stop::Kill => (libc::SIGKILL, LIVENESS_BOUND),
+        Stop::Terminate => (libc::SIGTERM, Duration::from_secs(2)),
+    };
+    b_daemon.signal(signal).or_panic();
+    let down = wait_until(
+        "a's link to go down after b stopped",
+        bound,
+        Duration::from_millis(100),
         || {
             let n = neighbors(&a.socket)?;
-            Ok(n.iter()
-                .any(|n| n.name == "b" && n.link_state == LinkState::Down))
+            Ok(n.into_iter()
+                .find(|n| n.name == "b" && n.link_state == LinkState::Down))
         },
     )
     .or_panic();
+    let error = down.last_error.map(|e| e.message).unwrap_or_default();
+    assert_eq!(
+        error.contains("liveness"),
+        stop == Stop::Kill,
+        "why a's adjacency went down: {error:?}"
+    );
+    if stop == Stop::Terminate {
+        let status = wait_until(
+            "b to exit after SIGTERM",
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            || b_daemon.exited(),
+        )
+        .or_panic();
+        assert!(status.success(), "b exited with {status}");
+        let links = b.ns.ip(&["-o", "link", "show"]).or_panic();
+        assert!(!links.contains("vn-a"), "b left its link behind: {links}");
+    }
 }

@@ -415,6 +415,11 @@ impl<D: Dataplane> Runtime<D> {
                 }
             }
             Event::ChildSaDeleted { ike_sa, spis } => {
+                // Children of a dying IKE SA go with it: its IkeSaDown follows and
+                // tells the adjacency why.
+                if !self.engine.ike_sas().contains(&ike_sa) {
+                    return;
+                }
                 if let Some((name, initiated)) = self.neighbor_of_sa(ike_sa) {
                     let pair = pair_of(ike_sa, initiated, spis);
                     self.feed(&name, AdjEvent::ChildSaDeleted(pair)).await;
@@ -647,10 +652,19 @@ impl<D: Dataplane> Runtime<D> {
         };
         let now = Instant::now();
         let ike = IkeSaId(pair.ike_sa);
-        if matches!(n.adjacency.state(), State::Configured | State::Removed) {
+        let spis = spis_of(pair);
+        let children = self.engine.child_sas(ike);
+        // An IKE SA whose last child goes and that the adjacency no longer uses (the
+        // loser of crossing initiations) goes too.
+        let orphaned = children.iter().all(|c| *c == spis)
+            && !n
+                .adjacency
+                .current()
+                .is_some_and(|c| c.ike_sa == pair.ike_sa);
+        if orphaned || matches!(n.adjacency.state(), State::Configured | State::Removed) {
             self.engine.delete_ike(now, ike);
-        } else if self.engine.child_sas(ike).contains(&spis_of(pair)) {
-            self.engine.delete_child(now, ike, spis_of(pair));
+        } else if children.contains(&spis) {
+            self.engine.delete_child(now, ike, spis);
         }
     }
 
