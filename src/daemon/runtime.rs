@@ -657,10 +657,9 @@ impl<D: Dataplane> Runtime<D> {
         // An IKE SA whose last child goes and that the adjacency no longer uses (the
         // loser of crossing initiations) goes too.
         let orphaned = children.iter().all(|c| *c == spis)
-            && !n
-                .adjacency
+            && n.adjacency
                 .current()
-                .is_some_and(|c| c.ike_sa == pair.ike_sa);
+                .is_none_or(|c| c.ike_sa != pair.ike_sa);
         if orphaned || matches!(n.adjacency.state(), State::Configured | State::Removed) {
             self.engine.delete_ike(now, ike);
         } else if children.contains(&spis) {
