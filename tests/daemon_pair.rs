@@ -291,3 +291,57 @@ fn pair(auth: &Auth, stop: Stop) {
         assert!(!links.contains("vn-a"), "b left its link behind: {links}");
     }
 }
+
+#[test]
+fn reload_replaces_a_removed_neighbor_with_an_added_one() {
+    if !have_root("reload_replaces_a_removed_neighbor_with_an_added_one") {
+        return;
+    }
+    let dir = TempDir::new("daemon-reload").or_panic();
+    let ns = Netns::new("drl").or_panic();
+    ns.ip(&["addr", "add", "198.51.100.1/24", "dev", "lo"])
+        .or_panic();
+    let side = |peer: &'static str, peer_endpoint: &'static str| Side {
+        name: "a",
+        credentials: credentials(&Auth::Psk, "a"),
+        endpoint: "198.51.100.1",
+        inner: "10.255.0.0/31",
+        peer,
+        peer_endpoint,
+    };
+    let (config, socket) = write_config(dir.path(), &side("b", "198.51.100.2")).or_panic();
+    let node = Node { ns, socket, config };
+    let _daemon = start(&node, dir.path(), "iiptrand-a").or_panic();
+    let names = |socket: &Path| -> Result<Option<Vec<String>>> {
+        let n = neighbors(socket)?;
+        Ok((!n.is_empty()).then(|| n.into_iter().map(|n| n.name).collect()))
+    };
+    let before = wait_until(
+        "the daemon to answer",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || names(&node.socket),
+    )
+    .or_panic();
+    assert_eq!(before, ["b"]);
+    assert!(node.ns.ip(&["link", "show", "vn-b"]).is_ok());
+
+    write_config(dir.path(), &side("c", "198.51.100.3")).or_panic();
+    let out = Command::new(IIPTRANCTL)
+        .arg("--socket")
+        .arg(&node.socket)
+        .arg("reload")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "reload failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(names(&node.socket).or_panic().unwrap_or_default(), ["c"]);
+    assert!(node.ns.ip(&["link", "show", "vn-c"]).is_ok());
+    assert!(
+        node.ns.ip(&["link", "show", "vn-b"]).is_err(),
+        "the removed neighbor's link is still there"
+    );
+}
