@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use iiptran::control::protocol::{LinkState, NeighborReport};
+use iiptran::control::protocol::{CertReport, LinkState, NeighborReport};
 use iiptran::control::{Body, Response};
 use support::netns::{Netns, veth};
 use support::process::Process;
@@ -85,20 +85,32 @@ fn start(node: &Node, dir: &Path, name: &str) -> Result<Process> {
     Process::spawn(name, command, dir)
 }
 
-fn neighbors(socket: &Path) -> Result<Vec<NeighborReport>> {
+/// The answer of `iiptranctl --json VERB`, or `None` while the daemon does not answer.
+fn ask(socket: &Path, verb: &str) -> Result<Option<Body>> {
     let out = Command::new(IIPTRANCTL)
         .arg("--socket")
         .arg(socket)
-        .args(["--json", "list-neighbors"])
+        .args(["--json", verb])
         .output()
         .context("running iiptranctl")?;
     if !out.status.success() {
-        // Not listening yet.
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let response: Response = serde_json::from_slice(&out.stdout)?;
-    match response.body {
-        Body::Neighbors(n) => Ok(n),
+    Ok(Some(response.body))
+}
+
+fn neighbors(socket: &Path) -> Result<Vec<NeighborReport>> {
+    match ask(socket, "list-neighbors")? {
+        None => Ok(Vec::new()),
+        Some(Body::Neighbors(n)) => Ok(n),
+        Some(other) => bail!("unexpected answer {other:?}"),
+    }
+}
+
+fn list_certs(socket: &Path) -> Result<Vec<CertReport>> {
+    match ask(socket, "list-certs")? {
+        Some(Body::Certs(c)) => Ok(c),
         other => bail!("unexpected answer {other:?}"),
     }
 }
@@ -243,6 +255,16 @@ fn pair(auth: &Auth, stop: Stop) {
     )
     .or_panic();
 
+    if let Auth::Certificates { .. } = auth {
+        let certs = list_certs(&a.socket).or_panic();
+        assert!(
+            certs
+                .iter()
+                .any(|c| c.identities == ["a.vn.example", "198.51.100.1"]
+                    && c.issuer == "CN=vn.example"),
+            "a's certificate is not listed: {certs:?}"
+        );
+    }
     a.ns.run("ping", &["-c", "3", "-W", "2", "-i", "0.2", "10.255.0.1"])
         .or_panic();
     let after = established(&a.socket)

@@ -134,10 +134,10 @@ impl<D: Dataplane> Runtime<D> {
         match request {
             Request::Status => Ok(Body::Status(self.status())),
             Request::ListNeighbors => Ok(Body::Neighbors(self.neighbor_reports().await)),
-            // The engine does not expose IKE SPIs or child SA lifetimes, and the daemon
-            // does not parse certificates yet: say so rather than show made-up values.
+            // The engine does not expose IKE SPIs or child SA lifetimes: say so rather
+            // than show made-up values.
             Request::ListSas => Err(unsupported("list-sas")),
-            Request::ListCerts => Err(unsupported("list-certs")),
+            Request::ListCerts => self.certs().map(Body::Certs),
             Request::Initiate { name } => {
                 self.known(&name)?;
                 self.feed(&name, AdjEvent::Initiate).await;
@@ -156,6 +156,20 @@ impl<D: Dataplane> Runtime<D> {
                 .await
                 .map(|m| Body::Done(ActionReport { message: m })),
         }
+    }
+
+    /// The node's certificate chain and its CA, as configured in `[auth]`.
+    fn certs(&self) -> Result<Vec<CertReport>, ControlError> {
+        let Some(files) = &self.config.auth else {
+            return Ok(Vec::new());
+        };
+        let mut all = super::cert_report::reports(&files.cert)
+            .map_err(|e| ControlError::new(ErrorKind::Failed, e))?;
+        all.extend(
+            super::cert_report::reports(&files.ca)
+                .map_err(|e| ControlError::new(ErrorKind::Failed, e))?,
+        );
+        Ok(all)
     }
 
     fn known(&self, name: &str) -> Result<(), ControlError> {

@@ -2,6 +2,7 @@
 //! adjacencies ([`runtime`]); the control server runs beside it and reaches it through a
 //! channel ([`handler`]).
 
+mod cert_report;
 mod dataplane;
 mod handler;
 mod ike_policy;
