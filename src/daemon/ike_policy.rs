@@ -264,3 +264,90 @@ pub fn neighbor_of<'a>(
 ) -> Option<&'a Neighbor> {
     config.neighbors.iter().find(|n| &n.identity == identity)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iiptran_ike::iana::{DhId, EncrId, PrfId};
+    use iiptran_policy::config::Proposal;
+
+    fn settings(ike: &[&str], esp: &[&str], pfs: bool) -> IkeSettings {
+        let config = Config::parse(
+            "[node]\nname = \"a\"\nidentity = \"a.vn.example\"\nendpoint = \"192.0.2.1\"\n",
+            "node.toml",
+            Path::new("."),
+        )
+        .unwrap();
+        IkeSettings {
+            proposals: ike.iter().map(|p| Proposal::ike(p).unwrap()).collect(),
+            esp_proposals: esp.iter().map(|p| Proposal::esp(p).unwrap()).collect(),
+            pfs,
+            ..config.ike
+        }
+    }
+
+    #[test]
+    fn proposals_expand_into_suites_in_preference_order() {
+        let s = settings(
+            &[
+                "chacha20poly1305-prfsha256-x25519-ecp256",
+                "aes256gcm16-prfsha384-ecp256",
+            ],
+            &["aes128gcm16", "chacha20poly1305"],
+            false,
+        );
+        let c = engine_config(&s, false);
+        let ike: Vec<(EncrId, DhId, PrfId)> =
+            c.ike_suites.iter().map(|s| (s.encr, s.dh, s.prf)).collect();
+        assert_eq!(
+            ike,
+            [
+                (
+                    EncrId::CHACHA20_POLY1305,
+                    DhId::CURVE25519,
+                    PrfId::HMAC_SHA2_256
+                ),
+                (
+                    EncrId::CHACHA20_POLY1305,
+                    DhId::ECP_256,
+                    PrfId::HMAC_SHA2_256
+                ),
+                (EncrId::AES_GCM_16, DhId::ECP_256, PrfId::HMAC_SHA2_384),
+            ]
+        );
+        assert!(c.ike_suites.iter().all(|s| s.integ == IntegId::NONE));
+        let esp: Vec<(EncrId, Option<u16>)> =
+            c.esp_suites.iter().map(|s| (s.encr, s.key_bits)).collect();
+        assert_eq!(
+            esp,
+            [
+                (EncrId::AES_GCM_16, Some(128)),
+                (EncrId::CHACHA20_POLY1305, None)
+            ]
+        );
+        assert_eq!(c.child_pfs, None);
+        assert!(!c.delete_duplicates);
+    }
+
+    #[test]
+    fn pfs_uses_the_esp_group_or_else_the_ike_group() {
+        let with_esp_group = settings(
+            &["chacha20poly1305-prfsha256-x25519"],
+            &["chacha20poly1305-ecp256"],
+            true,
+        );
+        assert_eq!(
+            engine_config(&with_esp_group, false).child_pfs,
+            Some(DhId::ECP_256)
+        );
+        let without = settings(
+            &["chacha20poly1305-prfsha256-x25519"],
+            &["chacha20poly1305"],
+            true,
+        );
+        assert_eq!(
+            engine_config(&without, false).child_pfs,
+            Some(DhId::CURVE25519)
+        );
+    }
+}
