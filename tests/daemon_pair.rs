@@ -2,7 +2,8 @@
 //! the userspace data plane: the adjacency comes up on both, a ping crosses the virtual
 //! link with ESP counters growing, and when one daemon dies the other takes its link
 //! down within the liveness bound; once with a pre-shared key, once with certificates
-//! from the VN CA through `iiptrand enroll`. Needs root.
+//! from the VN CA through `iiptrand enroll`. A single daemon also shows its readiness
+//! (sd_notify) and applies a reload. Needs root.
 
 mod enroll_common;
 mod support;
@@ -78,8 +79,10 @@ fn write_config(dir: &Path, side: &Side<'_>) -> Result<(PathBuf, PathBuf)> {
     Ok((config, socket))
 }
 
-fn start(node: &Node, dir: &Path, name: &str) -> Result<Process> {
+/// Starts a daemon; `env` adds to its environment.
+fn start(node: &Node, dir: &Path, name: &str, env: &[(&str, &Path)]) -> Result<Process> {
     let mut command = node.ns.command(IIPTRAND);
+    command.envs(env.iter().copied());
     command.arg("--config").arg(&node.config);
     command.env("RUST_LOG", "info,iiptran=debug,iiptran_ike=debug");
     Process::spawn(name, command, dir)
@@ -237,8 +240,8 @@ fn pair(auth: &Auth, stop: Stop) {
         socket: b_socket,
         config: b_config,
     };
-    let _a_daemon = start(&a, dir.path(), "iiptrand-a").or_panic();
-    let mut b_daemon = start(&b, dir.path(), "iiptrand-b").or_panic();
+    let _a_daemon = start(&a, dir.path(), "iiptrand-a", &[]).or_panic();
+    let mut b_daemon = start(&b, dir.path(), "iiptrand-b", &[]).or_panic();
 
     let up_a = wait_until(
         "the adjacency up on a",
@@ -315,8 +318,8 @@ fn pair(auth: &Auth, stop: Stop) {
 }
 
 #[test]
-fn reload_replaces_a_removed_neighbor_with_an_added_one() {
-    if !have_root("reload_replaces_a_removed_neighbor_with_an_added_one") {
+fn ready_then_reload_replaces_a_removed_neighbor_with_an_added_one() {
+    if !have_root("ready_then_reload_replaces_a_removed_neighbor_with_an_added_one") {
         return;
     }
     let dir = TempDir::new("daemon-reload").or_panic();
@@ -333,7 +336,25 @@ fn reload_replaces_a_removed_neighbor_with_an_added_one() {
     };
     let (config, socket) = write_config(dir.path(), &side("b", "198.51.100.2")).or_panic();
     let node = Node { ns, socket, config };
-    let _daemon = start(&node, dir.path(), "iiptrand-a").or_panic();
+    let notify_path = dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let _daemon = start(
+        &node,
+        dir.path(),
+        "iiptrand-a",
+        &[("NOTIFY_SOCKET", &notify_path)],
+    )
+    .or_panic();
+    let mut datagram = [0u8; 512];
+    let n = notify.recv(&mut datagram).expect("no sd_notify datagram");
+    let message = String::from_utf8_lossy(&datagram[..n]);
+    assert!(
+        message.lines().any(|l| l == "READY=1"),
+        "not ready: {message:?}"
+    );
     let names = |socket: &Path| -> Result<Option<Vec<String>>> {
         let n = neighbors(socket)?;
         Ok((!n.is_empty()).then(|| n.into_iter().map(|n| n.name).collect()))
