@@ -7,5 +7,6 @@ pub use iiptran_policy as policy;
 pub use iiptran_xfrm as xfrm;
 
 pub mod control;
+pub mod daemon;
 pub mod notify;
 pub mod render;

@@ -11,12 +11,16 @@ use iiptran::notify::{State, notify};
 use iiptran_certs::duration::parse_duration;
 use iiptran_certs::est::{self, Credentials, Limits, Server, ServerConfig};
 use iiptran_certs::{Algorithm, Ca, NodeId};
+use iiptran_policy::config::Config;
 use iiptran_policy::store::SharedCaDb;
 
 /// IKEv2 key-management daemon for RFC 3884 (IIPtran) secure virtual networks.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Args {
+    /// Run the daemon with this node configuration (TOML).
+    #[arg(long)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -82,11 +86,20 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let Some(command) = Args::parse().command else {
+    let args = Args::parse();
+    est::install_crypto_provider();
+    if let Some(path) = args.config {
+        let config = Config::load(&path).unwrap_or_else(|e| {
+            eprintln!("{e}");
+            std::process::exit(2);
+        });
+        let runtime = tokio::runtime::Runtime::new()?;
+        return runtime.block_on(iiptran::daemon::run(config, &path));
+    }
+    let Some(command) = args.command else {
         Args::command().print_help()?;
         std::process::exit(2);
     };
-    est::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run(command))
 }

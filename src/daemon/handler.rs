@@ -1,0 +1,286 @@
+//! The control verbs: the [`ControlHandler`] the control server calls forwards each
+//! request to the runtime task, which answers it from the engine and the adjacencies.
+
+use std::time::Instant;
+
+use iiptran_ike::sa::{ChildSpis, IkeSaId};
+use iiptran_policy::adjacency::{Event as AdjEvent, State, Time};
+use iiptran_xfrm::Dataplane;
+use tokio::sync::{mpsc, oneshot};
+
+use super::runtime::{ControlRequest, Runtime};
+use crate::control::protocol::{
+    ActionReport, CertReport, Counts, IkeSaReport, LastError, LinkState, NeighborReport,
+    StatusReport, Traffic,
+};
+use crate::control::{Body, ControlError, ControlHandler, ErrorKind, Request};
+
+/// Forwards control requests to the runtime task.
+pub struct Handler {
+    requests: mpsc::Sender<ControlRequest>,
+}
+
+impl Handler {
+    pub fn new(requests: mpsc::Sender<ControlRequest>) -> Self {
+        Self { requests }
+    }
+
+    async fn ask<T>(
+        &self,
+        request: Request,
+        unwrap: impl FnOnce(Body) -> Option<T>,
+    ) -> Result<T, ControlError> {
+        let stopped = || ControlError::new(ErrorKind::Failed, "the daemon is stopping");
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(ControlRequest { request, reply })
+            .await
+            .map_err(|_| stopped())?;
+        let body = answer.await.map_err(|_| stopped())??;
+        unwrap(body).ok_or_else(|| ControlError::new(ErrorKind::Failed, "unexpected answer"))
+    }
+
+    async fn action(&self, request: Request) -> Result<ActionReport, ControlError> {
+        self.ask(request, |b| match b {
+            Body::Done(d) => Some(d),
+            _ => None,
+        })
+        .await
+    }
+}
+
+impl ControlHandler for Handler {
+    async fn status(&self) -> Result<StatusReport, ControlError> {
+        self.ask(Request::Status, |b| match b {
+            Body::Status(s) => Some(s),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn list_neighbors(&self) -> Result<Vec<NeighborReport>, ControlError> {
+        self.ask(Request::ListNeighbors, |b| match b {
+            Body::Neighbors(n) => Some(n),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn list_sas(&self) -> Result<Vec<IkeSaReport>, ControlError> {
+        self.ask(Request::ListSas, |b| match b {
+            Body::Sas(s) => Some(s),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn list_certs(&self) -> Result<Vec<CertReport>, ControlError> {
+        self.ask(Request::ListCerts, |b| match b {
+            Body::Certs(c) => Some(c),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn initiate(&self, name: &str) -> Result<ActionReport, ControlError> {
+        self.action(Request::Initiate { name: name.into() }).await
+    }
+
+    async fn terminate(&self, name: &str) -> Result<ActionReport, ControlError> {
+        self.action(Request::Terminate { name: name.into() }).await
+    }
+
+    async fn rekey(&self, name: &str, ike: bool) -> Result<ActionReport, ControlError> {
+        let name = name.into();
+        self.action(Request::Rekey { name, ike }).await
+    }
+
+    async fn reload(&self) -> Result<ActionReport, ControlError> {
+        self.action(Request::Reload).await
+    }
+}
+
+fn unix(t: Time) -> u64 {
+    t.0 / 1000
+}
+
+/// The adjacency states as `list-neighbors` names them.
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::Configured => "configured",
+        State::Connecting => "connecting",
+        State::Up => "established",
+        State::Rekeying => "rekeying",
+        State::Down { .. } => "backoff",
+        State::Removed => "removed",
+    }
+}
+
+fn done(message: impl Into<String>) -> Result<Body, ControlError> {
+    Ok(Body::Done(ActionReport {
+        message: message.into(),
+    }))
+}
+
+fn unsupported(what: &str) -> ControlError {
+    ControlError::new(
+        ErrorKind::Failed,
+        format!("{what} is not available from this daemon yet"),
+    )
+}
+
+impl<D: Dataplane> Runtime<D> {
+    pub(super) async fn answer(&mut self, request: Request) -> Result<Body, ControlError> {
+        match request {
+            Request::Status => Ok(Body::Status(self.status())),
+            Request::ListNeighbors => Ok(Body::Neighbors(self.neighbor_reports().await)),
+            // The engine does not expose IKE SPIs or child SA lifetimes: say so rather
+            // than show made-up values.
+            Request::ListSas => Err(unsupported("list-sas")),
+            Request::ListCerts => self.certs().map(Body::Certs),
+            Request::Initiate { name } => {
+                self.known(&name)?;
+                self.feed(&name, AdjEvent::Initiate).await;
+                self.drain().await;
+                done(format!("initiating {name}"))
+            }
+            Request::Terminate { name } => {
+                self.known(&name)?;
+                self.feed(&name, AdjEvent::Terminate).await;
+                self.drain().await;
+                done(format!("terminated {name}"))
+            }
+            Request::Rekey { name, ike } => self.rekey(&name, ike).await,
+            Request::Reload => self
+                .reload()
+                .await
+                .map(|m| Body::Done(ActionReport { message: m })),
+        }
+    }
+
+    /// The node's certificate chain and its CA, as configured in `[auth]`.
+    fn certs(&self) -> Result<Vec<CertReport>, ControlError> {
+        let Some(files) = &self.config.auth else {
+            return Ok(Vec::new());
+        };
+        let mut all = super::cert_report::reports(&files.cert)
+            .map_err(|e| ControlError::new(ErrorKind::Failed, e))?;
+        all.extend(
+            super::cert_report::reports(&files.ca)
+                .map_err(|e| ControlError::new(ErrorKind::Failed, e))?,
+        );
+        Ok(all)
+    }
+
+    fn known(&self, name: &str) -> Result<(), ControlError> {
+        if self.neighbors.contains_key(name) {
+            Ok(())
+        } else {
+            Err(ControlError::new(
+                ErrorKind::NotFound,
+                format!("no neighbor {name:?}"),
+            ))
+        }
+    }
+
+    async fn rekey(&mut self, name: &str, ike: bool) -> Result<Body, ControlError> {
+        self.known(name)?;
+        let Some(pair) = self.neighbors[name].adjacency.current() else {
+            return Err(ControlError::new(
+                ErrorKind::Failed,
+                format!("{name} has no child SAs to rekey"),
+            ));
+        };
+        let now = Instant::now();
+        let sa = IkeSaId(pair.ike_sa);
+        let started = if ike {
+            self.engine.rekey_ike(now, sa)
+        } else {
+            let spis = ChildSpis {
+                inbound: pair.spi_in,
+                outbound: pair.spi_out,
+            };
+            self.engine.rekey_child(now, sa, spis)
+        };
+        if !started {
+            return Err(ControlError::new(
+                ErrorKind::Failed,
+                "the SA cannot be rekeyed now",
+            ));
+        }
+        if !ike {
+            self.feed(name, AdjEvent::RekeyStarted).await;
+        }
+        self.drain().await;
+        done(format!("rekeying {name}"))
+    }
+
+    fn status(&self) -> StatusReport {
+        let up = self
+            .neighbors
+            .values()
+            .filter(|n| matches!(n.adjacency.state(), State::Up | State::Rekeying))
+            .count();
+        let ike_sas = self.engine.ike_sas();
+        let child_sas: usize = ike_sas
+            .iter()
+            .map(|&s| self.engine.child_sas(s).len())
+            .sum();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        StatusReport {
+            node: self.config.node.name.clone(),
+            identity: self.config.node.identity.to_string(),
+            endpoint: self.config.node.endpoint,
+            data_plane: self.kind,
+            uptime_secs: self.started.elapsed().as_secs(),
+            counts: Counts {
+                adjacencies_up: count(up),
+                adjacencies_down: count(self.neighbors.len() - up),
+                ike_sas: count(ike_sas.len()),
+                child_sas: count(child_sas),
+                // The engine does not count its half-open SAs for us.
+                half_open: 0,
+            },
+        }
+    }
+
+    async fn neighbor_reports(&self) -> Vec<NeighborReport> {
+        let mut reports = Vec::with_capacity(self.neighbors.len());
+        for (name, n) in &self.neighbors {
+            let mut traffic = Traffic::default();
+            if let Some(pair) = n.adjacency.current() {
+                let [inbound, outbound] = self.objects(n).sa_ids(&pair);
+                if let Ok(s) = self.dataplane.sa_stats(inbound).await {
+                    traffic.bytes_in = s.bytes;
+                    traffic.packets_in = s.packets;
+                }
+                if let Ok(s) = self.dataplane.sa_stats(outbound).await {
+                    traffic.bytes_out = s.bytes;
+                    traffic.packets_out = s.packets;
+                }
+            }
+            let history = n.adjacency.history();
+            reports.push(NeighborReport {
+                name: name.clone(),
+                link: n.config.link.name.to_string(),
+                link_state: if n.adjacency.link_up() {
+                    LinkState::Up
+                } else {
+                    LinkState::Down
+                },
+                local_endpoint: self.config.node.endpoint,
+                remote_endpoint: n.config.endpoint,
+                identity: n.config.identity.to_string(),
+                adjacency: state_name(n.adjacency.state()).to_owned(),
+                last_established: history.last_established.map(unix),
+                next_rekey: None,
+                traffic,
+                last_error: history.last_error.as_ref().map(|(at, message)| LastError {
+                    at: unix(*at),
+                    message: message.clone(),
+                }),
+            });
+        }
+        reports
+    }
+}

@@ -1,0 +1,353 @@
+//! The IKE engine's questions answered from the VN configuration: which neighbor a peer
+//! is, how both sides authenticate, and the IIPtran selector rule for its child SAs.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use iiptran_ike::auth::{SigningKey, TrustAnchors};
+use iiptran_ike::config::{Config as EngineConfig, EspSuite, IkeSuite, Lifetimes, Retransmission};
+use iiptran_ike::iana::{IntegId, NotifyType};
+use iiptran_ike::sa::{LocalAuth, PeerAuth, PeerConfig, Policy};
+use iiptran_ike::ts::{IiptranSelectors, TrafficSelector};
+use iiptran_policy::config::{CertFiles, Config, Credentials, IkeSettings, NatTraversal, Neighbor};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use super::DaemonError;
+
+/// One configured peer as the engine sees it.
+struct Peer {
+    neighbor: String,
+    config: Arc<PeerConfig>,
+    selectors: IiptranSelectors,
+}
+
+/// The engine's [`Policy`] over the neighbors of the configuration.
+pub struct VnPolicy {
+    peers: Vec<Peer>,
+}
+
+/// The certificate credentials of `[auth]`, loaded once.
+struct Certificates {
+    key: Arc<SigningKey>,
+    chain: Vec<Vec<u8>>,
+    anchors: Arc<TrustAnchors>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, DaemonError> {
+    std::fs::read(path).map_err(|e| DaemonError::File {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+impl Certificates {
+    fn load(files: &CertFiles) -> Result<Self, DaemonError> {
+        let bad = |path: &Path, e: &dyn std::fmt::Display| DaemonError::File {
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        let key =
+            SigningKey::from_pkcs8_pem(&read(&files.key)?).map_err(|e| bad(&files.key, &e))?;
+        let chain = CertificateDer::pem_slice_iter(&read(&files.cert)?)
+            .map(|c| c.map(|c| c.to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&files.cert, &e))?;
+        if chain.is_empty() {
+            return Err(bad(&files.cert, &"no certificate in the file"));
+        }
+        if !key.matches_certificate(&chain[0]) {
+            return Err(bad(
+                &files.key,
+                &"the key does not belong to the certificate",
+            ));
+        }
+        let anchors = TrustAnchors::from_pem(&read(&files.ca)?).map_err(|e| bad(&files.ca, &e))?;
+        Ok(Self {
+            key: Arc::new(key),
+            chain,
+            anchors: Arc::new(anchors),
+        })
+    }
+}
+
+impl VnPolicy {
+    pub fn new(config: &Config) -> Result<Self, DaemonError> {
+        let certificates = match &config.auth {
+            Some(files) if needs_certificates(config) => Some(Certificates::load(files)?),
+            _ => None,
+        };
+        let peers = config
+            .neighbors
+            .iter()
+            .map(|n| {
+                let (local_auth, remote_auth) = match (&n.credentials, &certificates) {
+                    (Credentials::Psk(psk), _) => {
+                        (LocalAuth::Psk(psk.clone()), PeerAuth::Psk(psk.clone()))
+                    }
+                    (Credentials::Certificates, Some(c)) => (
+                        LocalAuth::Certificate {
+                            key: c.key.clone(),
+                            chain: c.chain.clone(),
+                        },
+                        PeerAuth::Certificate(c.anchors.clone()),
+                    ),
+                    (Credentials::Certificates, None) => {
+                        return Err(DaemonError::Config(format!(
+                            "neighbor {:?} needs the [auth] certificates",
+                            n.name
+                        )));
+                    }
+                };
+                let (ts_local, ts_remote) = n.selectors.proposal(true);
+                Ok(Peer {
+                    neighbor: n.name.clone(),
+                    config: Arc::new(PeerConfig {
+                        local_id: config.node.identity.clone(),
+                        local_auth,
+                        remote_id: n.identity.clone(),
+                        remote_auth,
+                        ts_local,
+                        ts_remote,
+                    }),
+                    selectors: n.selectors.clone(),
+                })
+            })
+            .collect::<Result<_, DaemonError>>()?;
+        Ok(Self { peers })
+    }
+
+    /// The engine configuration of a neighbor, for initiating towards it.
+    pub fn peer_config(&self, neighbor: &str) -> Option<Arc<PeerConfig>> {
+        self.peers
+            .iter()
+            .find(|p| p.neighbor == neighbor)
+            .map(|p| p.config.clone())
+    }
+
+    fn by_identity(&self, peer: &PeerConfig) -> Option<&Peer> {
+        self.peers
+            .iter()
+            .find(|p| p.config.remote_id == peer.remote_id)
+    }
+}
+
+fn needs_certificates(config: &Config) -> bool {
+    config
+        .neighbors
+        .iter()
+        .any(|n| n.credentials == Credentials::Certificates)
+}
+
+impl Policy for VnPolicy {
+    fn peer(
+        &self,
+        remote_id: &iiptran_ike::identity::Identity,
+        remote: SocketAddr,
+    ) -> Option<Arc<PeerConfig>> {
+        // The identity must be the one configured for the endpoint it speaks from.
+        self.peers
+            .iter()
+            .find(|p| &p.config.remote_id == remote_id && p.selectors.remote() == remote.ip())
+            .map(|p| p.config.clone())
+    }
+
+    fn narrow(
+        &self,
+        peer: &PeerConfig,
+        tsi: &[TrafficSelector],
+        tsr: &[TrafficSelector],
+    ) -> Result<(Vec<TrafficSelector>, Vec<TrafficSelector>), NotifyType> {
+        let p = self.by_identity(peer).ok_or(NotifyType::TS_UNACCEPTABLE)?;
+        p.selectors
+            .narrow_as_responder(tsi, tsr)
+            .map_err(|e| e.notify())
+    }
+
+    fn accept_narrowed(
+        &self,
+        peer: &PeerConfig,
+        tsi: &[TrafficSelector],
+        tsr: &[TrafficSelector],
+    ) -> Result<(), NotifyType> {
+        let p = self.by_identity(peer).ok_or(NotifyType::TS_UNACCEPTABLE)?;
+        p.selectors
+            .check_initiator_answer(tsi, tsr)
+            .map_err(|e| e.notify())
+    }
+}
+
+/// The engine's node-wide settings from `[ike]`. The engine has one suite list for all
+/// peers, so per-neighbor proposal overrides are not applied.
+pub fn engine_config(ike: &IkeSettings, force_nat_t: bool) -> EngineConfig {
+    let mut ike_suites = Vec::new();
+    for p in &ike.proposals {
+        for e in &p.encr {
+            for &prf in &p.prf {
+                for &dh in &p.dh {
+                    let integs = if p.integ.is_empty() {
+                        vec![IntegId::NONE]
+                    } else {
+                        p.integ.clone()
+                    };
+                    for integ in integs {
+                        ike_suites.push(IkeSuite {
+                            encr: e.id,
+                            key_bits: e.key_bits,
+                            integ,
+                            prf,
+                            dh,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let mut esp_suites = Vec::new();
+    for p in &ike.esp_proposals {
+        for e in &p.encr {
+            let integs = if p.integ.is_empty() {
+                vec![IntegId::NONE]
+            } else {
+                p.integ.clone()
+            };
+            for integ in integs {
+                esp_suites.push(EspSuite {
+                    encr: e.id,
+                    key_bits: e.key_bits,
+                    integ,
+                    esn: p
+                        .esn
+                        .first()
+                        .is_some_and(|&esn| esn == iiptran_ike::iana::EsnId::ESN),
+                });
+            }
+        }
+    }
+    let child_pfs = ike.pfs.then(|| {
+        ike.esp_proposals
+            .iter()
+            .chain(&ike.proposals)
+            .find_map(|p| p.dh.first().copied())
+    });
+    let child_rekey = ike.child_rekey_time;
+    EngineConfig {
+        ike_suites,
+        esp_suites,
+        child_pfs: child_pfs.flatten(),
+        retransmission: Retransmission {
+            timeout: ike.retransmit_timeout,
+            base: ike.retransmit_base,
+            tries: ike.retransmit_tries,
+        },
+        liveness_interval: Some(ike.liveness),
+        lifetimes: Lifetimes {
+            child_rekey: Some(child_rekey),
+            child_hard: child_rekey + child_rekey / 5,
+            ike_rekey: Some(ike.rekey_time),
+        },
+        fragment_size: usize::from(ike.fragment_size),
+        force_nat_t: force_nat_t || ike.nat_t == NatTraversal::Force,
+        // Crossing initiations are settled by the adjacency's rule for child SA pairs
+        // (`policy::adjacency::keep_of`), which both nodes apply alike; the engine's own
+        // choice of IKE SA could pick the other one and leave no pair at all.
+        delete_duplicates: false,
+        ..EngineConfig::default()
+    }
+}
+
+/// The neighbor a configuration names by its identity.
+pub fn neighbor_of<'a>(
+    config: &'a Config,
+    identity: &iiptran_ike::identity::Identity,
+) -> Option<&'a Neighbor> {
+    config.neighbors.iter().find(|n| &n.identity == identity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iiptran_ike::iana::{DhId, EncrId, PrfId};
+    use iiptran_policy::config::Proposal;
+
+    fn settings(ike: &[&str], esp: &[&str], pfs: bool) -> IkeSettings {
+        let config = Config::parse(
+            "[node]\nname = \"a\"\nidentity = \"a.vn.example\"\nendpoint = \"192.0.2.1\"\n",
+            "node.toml",
+            Path::new("."),
+        )
+        .unwrap();
+        IkeSettings {
+            proposals: ike.iter().map(|p| Proposal::ike(p).unwrap()).collect(),
+            esp_proposals: esp.iter().map(|p| Proposal::esp(p).unwrap()).collect(),
+            pfs,
+            ..config.ike
+        }
+    }
+
+    #[test]
+    fn proposals_expand_into_suites_in_preference_order() {
+        let s = settings(
+            &[
+                "chacha20poly1305-prfsha256-x25519-ecp256",
+                "aes256gcm16-prfsha384-ecp256",
+            ],
+            &["aes128gcm16", "chacha20poly1305"],
+            false,
+        );
+        let c = engine_config(&s, false);
+        let ike: Vec<(EncrId, DhId, PrfId)> =
+            c.ike_suites.iter().map(|s| (s.encr, s.dh, s.prf)).collect();
+        assert_eq!(
+            ike,
+            [
+                (
+                    EncrId::CHACHA20_POLY1305,
+                    DhId::CURVE25519,
+                    PrfId::HMAC_SHA2_256
+                ),
+                (
+                    EncrId::CHACHA20_POLY1305,
+                    DhId::ECP_256,
+                    PrfId::HMAC_SHA2_256
+                ),
+                (EncrId::AES_GCM_16, DhId::ECP_256, PrfId::HMAC_SHA2_384),
+            ]
+        );
+        assert!(c.ike_suites.iter().all(|s| s.integ == IntegId::NONE));
+        let esp: Vec<(EncrId, Option<u16>)> =
+            c.esp_suites.iter().map(|s| (s.encr, s.key_bits)).collect();
+        assert_eq!(
+            esp,
+            [
+                (EncrId::AES_GCM_16, Some(128)),
+                (EncrId::CHACHA20_POLY1305, None)
+            ]
+        );
+        assert_eq!(c.child_pfs, None);
+        assert!(!c.delete_duplicates);
+    }
+
+    #[test]
+    fn pfs_uses_the_esp_group_or_else_the_ike_group() {
+        let with_esp_group = settings(
+            &["chacha20poly1305-prfsha256-x25519"],
+            &["chacha20poly1305-ecp256"],
+            true,
+        );
+        assert_eq!(
+            engine_config(&with_esp_group, false).child_pfs,
+            Some(DhId::ECP_256)
+        );
+        let without = settings(
+            &["chacha20poly1305-prfsha256-x25519"],
+            &["chacha20poly1305"],
+            true,
+        );
+        assert_eq!(
+            engine_config(&without, false).child_pfs,
+            Some(DhId::CURVE25519)
+        );
+    }
+}

@@ -1,0 +1,731 @@
+//! The task that owns the engine: it takes every input (datagrams, timers, control
+//! requests, data-plane events, signals), feeds the engine and the adjacencies, and
+//! carries out what they ask for.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use iiptran_ike::sa::{ChildSa, ChildSpis, DownReason, Engine, Event, IkeSaId};
+use iiptran_policy::adjacency::{
+    Adjacency, AdjacencyRecord, ChildPair, Command, Event as AdjEvent, State, Time, Timing,
+};
+use iiptran_policy::config::{Config, Neighbor, diff};
+use iiptran_policy::store::{InstalledObject, KernelObject, Store};
+use iiptran_xfrm::userspace::IkeDatagram;
+use iiptran_xfrm::{Dataplane, DataplaneEvent, Error as DpError, OWNED_REQIDS};
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::ike_policy::{VnPolicy, neighbor_of};
+use super::kernel_objects::{NeighborObjects, policy_object, sa_object};
+use super::sockets::{IKE_PORT, NAT_T_PORT, Sockets};
+use crate::control::protocol::DataPlaneKind;
+use crate::control::{Body, ControlError, ErrorKind, Request};
+
+/// A control request and where its answer goes.
+pub struct ControlRequest {
+    pub request: Request,
+    pub reply: oneshot::Sender<Result<Body, ControlError>>,
+}
+
+/// Where IKE datagrams on port 4500 come from: the userspace data plane reads that socket
+/// and hands them up without the non-ESP marker; with the kernel data plane the socket
+/// only ever sees IKE.
+pub enum NatT {
+    Userspace(mpsc::Receiver<IkeDatagram>),
+    Kernel(Arc<UdpSocket>),
+}
+
+const MARKER: [u8; 4] = [0; 4];
+const MAX_DATAGRAM: usize = 65_536;
+
+impl NatT {
+    /// The next datagram, as the engine expects it on port 4500 (with the marker).
+    async fn recv(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, Vec<u8>)> {
+        match self {
+            Self::Userspace(rx) => {
+                let d = rx.recv().await?;
+                Some((d.from, [MARKER.as_slice(), &d.data].concat()))
+            }
+            Self::Kernel(socket) => match socket.recv_from(buf).await {
+                Ok((n, from)) => Some((from, buf.get(..n)?.to_vec())),
+                Err(e) => {
+                    warn!(error = %e, "receiving on port 4500");
+                    None
+                }
+            },
+        }
+    }
+}
+
+/// What the daemon knows of an established IKE SA.
+struct IkeSaInfo {
+    neighbor: String,
+    initiated: bool,
+}
+
+/// One neighbor: its configuration, adjacency and negotiated child SAs.
+pub(super) struct NeighborState {
+    pub config: Neighbor,
+    pub adjacency: Adjacency,
+    pub reqid: u32,
+    timer: Option<Time>,
+    children: HashMap<ChildSpis, ChildSa>,
+    record: Option<AdjacencyRecord>,
+}
+
+pub struct Runtime<D: Dataplane> {
+    pub(super) config: Config,
+    config_path: PathBuf,
+    pub(super) engine: Engine<VnPolicy>,
+    pub(super) dataplane: D,
+    pub(super) kind: DataPlaneKind,
+    sockets: Sockets,
+    store: Store,
+    pub(super) neighbors: BTreeMap<String, NeighborState>,
+    ike_sas: HashMap<IkeSaId, IkeSaInfo>,
+    next_reqid: u32,
+    pub(super) started: Instant,
+}
+
+pub fn wall_now() -> Time {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    Time(u64::try_from(ms).unwrap_or(u64::MAX))
+}
+
+/// The instant of a wall-clock time, for sleeping until it.
+fn instant_of(at: Time) -> Instant {
+    Instant::now() + at.since(wall_now())
+}
+
+fn pair_of(ike_sa: IkeSaId, initiated: bool, spis: ChildSpis) -> ChildPair {
+    ChildPair {
+        ike_sa: ike_sa.0,
+        ike_initiated_locally: initiated,
+        spi_in: spis.inbound,
+        spi_out: spis.outbound,
+    }
+}
+
+fn spis_of(pair: &ChildPair) -> ChildSpis {
+    ChildSpis {
+        inbound: pair.spi_in,
+        outbound: pair.spi_out,
+    }
+}
+
+/// Removal of something already gone is not a failure.
+fn gone_ok(result: Result<(), DpError>) -> Result<(), DpError> {
+    match result {
+        Err(DpError::NotFound(_)) => Ok(()),
+        other => other,
+    }
+}
+
+impl<D: Dataplane> Runtime<D> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Config,
+        config_path: PathBuf,
+        engine: Engine<VnPolicy>,
+        dataplane: D,
+        kind: DataPlaneKind,
+        sockets: Sockets,
+        store: Store,
+    ) -> Self {
+        Self {
+            config,
+            config_path,
+            engine,
+            dataplane,
+            kind,
+            sockets,
+            store,
+            neighbors: BTreeMap::new(),
+            ike_sas: HashMap::new(),
+            next_reqid: *OWNED_REQIDS.start() + 1,
+            started: Instant::now(),
+        }
+    }
+
+    fn local_ike(&self) -> SocketAddr {
+        SocketAddr::new(self.config.node.endpoint, IKE_PORT)
+    }
+
+    pub(super) fn objects<'a>(&self, n: &'a NeighborState) -> NeighborObjects<'a> {
+        NeighborObjects {
+            local: self.config.node.endpoint,
+            neighbor: &n.config,
+            reqid: n.reqid,
+        }
+    }
+
+    /// Removes what a previous run left in the data plane, then starts every adjacency.
+    pub async fn start(&mut self) {
+        self.remove_stale().await;
+        let neighbors = self.config.neighbors.clone();
+        for n in neighbors {
+            self.add_neighbor(n).await;
+        }
+        self.drain().await;
+    }
+
+    async fn remove_stale(&mut self) {
+        let installed = match self.store.installed().and_then(|db| db.list()) {
+            Ok(list) => list,
+            Err(e) => {
+                warn!(error = %e, "reading the installed objects");
+                Vec::new()
+            }
+        };
+        for o in &installed {
+            // SAs and policies go with flush_ours below; links need their names.
+            if let KernelObject::Link { name } = &o.object
+                && let Err(e) = gone_ok(self.dataplane.delete_link(name).await)
+            {
+                warn!(link = name.as_str(), error = %e, "removing a stale link");
+            }
+        }
+        if let Err(e) = self.dataplane.flush_ours().await {
+            warn!(error = %e, "removing stale SAs and policies");
+        }
+        let objects: Vec<KernelObject> = installed.into_iter().map(|o| o.object).collect();
+        self.forget(&objects);
+    }
+
+    fn record(&self, neighbor: &str, objects: Vec<KernelObject>) {
+        let installed_at = wall_now();
+        let list: Vec<InstalledObject> = objects
+            .into_iter()
+            .map(|object| InstalledObject {
+                neighbor: neighbor.to_owned(),
+                object,
+                installed_at,
+            })
+            .collect();
+        if let Err(e) = self.store.installed().and_then(|db| db.record(&list)) {
+            warn!(error = %e, "recording installed objects");
+        }
+    }
+
+    fn forget(&self, objects: &[KernelObject]) {
+        if let Err(e) = self.store.installed().and_then(|db| db.forget(objects)) {
+            warn!(error = %e, "forgetting removed objects");
+        }
+    }
+
+    async fn add_neighbor(&mut self, config: Neighbor) {
+        let seed = wall_now().0 ^ u64::from(self.next_reqid).rotate_left(32);
+        let adjacency = Adjacency::new(
+            &config.name,
+            self.config.node.endpoint,
+            config.endpoint,
+            config.passive,
+            Timing::default(),
+            seed,
+        );
+        let name = config.name.clone();
+        self.neighbors.insert(
+            name.clone(),
+            NeighborState {
+                config,
+                adjacency,
+                reqid: self.next_reqid,
+                timer: None,
+                children: HashMap::new(),
+                record: None,
+            },
+        );
+        self.next_reqid += 1;
+        self.feed(&name, AdjEvent::Start).await;
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down.
+    pub async fn run(
+        mut self,
+        mut nat_t: NatT,
+        mut control: mpsc::Receiver<ControlRequest>,
+    ) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut events = self.dataplane.subscribe();
+        let ike = self.sockets.ike.clone();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut nat_t_buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                received = ike.recv_from(&mut buf) => match received {
+                    Ok((n, from)) => {
+                        let local = self.local_ike();
+                        if let Some(data) = buf.get(..n) {
+                            self.engine.handle(Instant::now(), local, from, data);
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "receiving on port 500"),
+                },
+                Some((from, data)) = nat_t.recv(&mut nat_t_buf) => {
+                    let local = SocketAddr::new(self.config.node.endpoint, NAT_T_PORT);
+                    self.engine.handle(Instant::now(), local, from, &data);
+                }
+                () = tokio::time::sleep_until(deadline.into()) => self.on_timeout().await,
+                Some(request) = control.recv() => {
+                    let answer = self.answer(request.request).await;
+                    // The client may have gone; its answer is then of no use.
+                    let _ = request.reply.send(answer);
+                }
+                event = events.recv() => match event {
+                    Ok(event) => self.on_dataplane(event).await,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(lost = n, "data-plane events lost");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        events = self.dataplane.subscribe();
+                    }
+                },
+                _ = hup.recv() => {
+                    if let Err(e) = self.reload().await {
+                        warn!(error = %e.message, "reload failed");
+                    }
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+            self.drain().await;
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let timers = self
+            .neighbors
+            .values()
+            .filter_map(|n| n.timer.map(instant_of));
+        self.engine
+            .poll_timeout()
+            .into_iter()
+            .chain(timers)
+            .min()
+            .map_or(far, |d| d.min(far))
+    }
+
+    async fn on_timeout(&mut self) {
+        let now = Instant::now();
+        if self.engine.poll_timeout().is_some_and(|d| d <= now) {
+            self.engine.handle_timeout(now);
+        }
+        let wall = wall_now();
+        let due: Vec<String> = self
+            .neighbors
+            .iter_mut()
+            .filter(|(_, n)| n.timer.is_some_and(|t| t <= wall))
+            .map(|(name, n)| {
+                n.timer = None;
+                name.clone()
+            })
+            .collect();
+        for name in due {
+            self.feed(&name, AdjEvent::Timer).await;
+        }
+    }
+
+    /// Sends what the engine has to send and acts on its events, until both are empty.
+    pub(super) async fn drain(&mut self) {
+        loop {
+            while let Some(t) = self.engine.poll_transmit() {
+                let socket = self.sockets.for_local(t.local);
+                if let Err(e) = socket.send_to(&t.payload, t.remote).await {
+                    debug!(remote = %t.remote, error = %e, "sending an IKE datagram");
+                }
+            }
+            let Some(event) = self.engine.poll_event() else {
+                return;
+            };
+            self.on_engine(event).await;
+        }
+    }
+
+    fn neighbor_of_sa(&self, sa: IkeSaId) -> Option<(String, bool)> {
+        self.ike_sas
+            .get(&sa)
+            .map(|i| (i.neighbor.clone(), i.initiated))
+    }
+
+    async fn on_engine(&mut self, event: Event) {
+        debug!(?event, "engine event");
+        match event {
+            Event::IkeSaUp {
+                sa,
+                peer,
+                remote,
+                we_initiated,
+                ..
+            } => {
+                let Some(name) = neighbor_of(&self.config, &peer).map(|n| n.name.clone()) else {
+                    warn!(%peer, "IKE SA with a peer that is no neighbor");
+                    self.engine.delete_ike(Instant::now(), sa);
+                    return;
+                };
+                info!(neighbor = name.as_str(), %remote, "IKE SA up");
+                self.ike_sas.insert(
+                    sa,
+                    IkeSaInfo {
+                        neighbor: name.clone(),
+                        initiated: we_initiated,
+                    },
+                );
+                self.feed(&name, AdjEvent::IkeSaUp { ike_sa: sa.0 }).await;
+            }
+            Event::ChildSaUp(child) => {
+                let Some((name, initiated)) = self.neighbor_of_sa(child.ike_sa) else {
+                    return;
+                };
+                let pair = pair_of(child.ike_sa, initiated, child.spis);
+                if let Some(n) = self.neighbors.get_mut(&name) {
+                    n.children.insert(child.spis, child);
+                }
+                self.feed(&name, AdjEvent::ChildSaEstablished(pair)).await;
+            }
+            Event::ChildSaRekeyed { old, new } => {
+                let Some((name, initiated)) = self.neighbor_of_sa(new.ike_sa) else {
+                    return;
+                };
+                let old = pair_of(new.ike_sa, initiated, old);
+                let new_pair = pair_of(new.ike_sa, initiated, new.spis);
+                if let Some(n) = self.neighbors.get_mut(&name) {
+                    n.children.insert(new.spis, new);
+                }
+                let event = AdjEvent::ChildSaRekeyed { old, new: new_pair };
+                self.feed(&name, event).await;
+            }
+            Event::ChildSaRetired { ike_sa, spis } => {
+                if let Some((name, initiated)) = self.neighbor_of_sa(ike_sa) {
+                    self.remove_sas(&name, &pair_of(ike_sa, initiated, spis))
+                        .await;
+                }
+            }
+            Event::ChildSaDeleted { ike_sa, spis } => {
+                // Children of a dying IKE SA go with it: its IkeSaDown follows and
+                // tells the adjacency why.
+                if !self.engine.ike_sas().contains(&ike_sa) {
+                    return;
+                }
+                if let Some((name, initiated)) = self.neighbor_of_sa(ike_sa) {
+                    let pair = pair_of(ike_sa, initiated, spis);
+                    self.feed(&name, AdjEvent::ChildSaDeleted(pair)).await;
+                }
+            }
+            Event::ChildSaFailed { ike_sa, notify } => {
+                let name = self.neighbor_of_sa(ike_sa).map(|(n, _)| n);
+                warn!(neighbor = ?name, %notify, "child SA refused");
+            }
+            Event::IkeSaDown { sa, reason } => {
+                let Some(info) = self.ike_sas.remove(&sa) else {
+                    debug!(?reason, "IKE SA down before it was up");
+                    return;
+                };
+                info!(neighbor = info.neighbor.as_str(), ?reason, "IKE SA down");
+                let event = match reason {
+                    DownReason::LivenessFailed => AdjEvent::LivenessFailed,
+                    DownReason::AuthFailed => AdjEvent::AuthFailed {
+                        reason: "AUTHENTICATION_FAILED".into(),
+                    },
+                    _ => AdjEvent::PeerDeleted { ike_sa: sa.0 },
+                };
+                self.feed(&info.neighbor, event).await;
+            }
+            Event::AuthFailed { remote, peer, .. } => {
+                let neighbor = peer
+                    .as_ref()
+                    .and_then(|p| neighbor_of(&self.config, p))
+                    .or_else(|| self.config.neighbor_at(remote.ip()))
+                    .map(|n| n.name.clone());
+                warn!(%remote, ?peer, ?neighbor, "authentication failed");
+                if let Some(name) = neighbor {
+                    let reason = "AUTHENTICATION_FAILED".to_owned();
+                    self.feed(&name, AdjEvent::AuthFailed { reason }).await;
+                }
+            }
+        }
+    }
+
+    async fn on_dataplane(&mut self, event: DataplaneEvent) {
+        debug!(?event, "data-plane event");
+        let DataplaneEvent::HardExpire { sa, reqid } = event else {
+            return;
+        };
+        let found = self.neighbors.iter().find_map(|(name, n)| {
+            let current = n.adjacency.current()?;
+            (n.reqid == reqid && (current.spi_in == sa.spi || current.spi_out == sa.spi))
+                .then(|| (name.clone(), current))
+        });
+        if let Some((name, pair)) = found {
+            self.feed(&name, AdjEvent::HardExpire(pair)).await;
+        }
+    }
+
+    /// Feeds an event to a neighbor's adjacency and carries out its commands, with the
+    /// events they cause, until it settles.
+    pub(super) async fn feed(&mut self, name: &str, event: AdjEvent) {
+        let mut queue = VecDeque::from([event]);
+        while let Some(event) = queue.pop_front() {
+            let Some(n) = self.neighbors.get_mut(name) else {
+                return;
+            };
+            let commands = n.adjacency.handle(wall_now(), event);
+            for command in commands {
+                if let Some(follow) = self.execute(name, command).await {
+                    queue.push_back(follow);
+                }
+            }
+            self.persist(name);
+        }
+    }
+
+    fn persist(&mut self, name: &str) {
+        let Some(n) = self.neighbors.get_mut(name) else {
+            return;
+        };
+        let record = n.adjacency.record();
+        if n.record.as_ref() == Some(&record) {
+            return;
+        }
+        if n.record.as_ref().map(|r| r.state) != Some(record.state) {
+            info!(neighbor = name, state = ?record.state, "adjacency");
+        }
+        let stored = self.store.adjacencies().and_then(|db| db.put(&record));
+        if let Err(e) = stored {
+            warn!(error = %e, "storing the adjacency");
+        }
+        n.record = Some(record);
+    }
+
+    /// Carries out one adjacency command; returns the event its success means.
+    async fn execute(&mut self, name: &str, command: Command) -> Option<AdjEvent> {
+        let n = self.neighbors.get(name)?;
+        let objects = self.objects(n);
+        let result = match command {
+            Command::CreateLink => {
+                let spec = match objects.link() {
+                    Ok(spec) => spec,
+                    Err(e) => {
+                        warn!(neighbor = name, error = %e, "cannot build the link");
+                        return None;
+                    }
+                };
+                self.record(
+                    name,
+                    vec![KernelObject::Link {
+                        name: spec.name.clone(),
+                    }],
+                );
+                self.dataplane.create_link(&spec).await
+            }
+            Command::DeleteLink => {
+                let link = n.config.link.name.to_string();
+                let policies = objects.policies();
+                for p in &policies {
+                    if let Err(e) = gone_ok(self.dataplane.delete_policy(p.id()).await) {
+                        warn!(neighbor = name, error = %e, "deleting a policy");
+                    }
+                }
+                let result = gone_ok(self.dataplane.delete_link(&link).await);
+                let mut gone: Vec<KernelObject> = policies.iter().map(policy_object).collect();
+                gone.push(KernelObject::Link { name: link });
+                self.forget(&gone);
+                result
+            }
+            Command::SetLinkUp => {
+                let link = n.config.link.name.to_string();
+                return match self.dataplane.set_link_up(&link, true).await {
+                    Ok(()) => Some(AdjEvent::LinkUp),
+                    Err(e) => {
+                        warn!(neighbor = name, error = %e, "cannot set the link up");
+                        None
+                    }
+                };
+            }
+            Command::SetLinkDown => {
+                let link = n.config.link.name.to_string();
+                gone_ok(self.dataplane.set_link_up(&link, false).await)
+            }
+            Command::Initiate => {
+                let remote = SocketAddr::new(n.config.endpoint, IKE_PORT);
+                let peer = self.engine.policy().peer_config(name)?;
+                let local = self.local_ike();
+                if let Err(e) = self.engine.initiate(Instant::now(), local, remote, peer) {
+                    warn!(neighbor = name, error = %e, "cannot initiate");
+                }
+                Ok(())
+            }
+            Command::InstallSas(pair) => {
+                return match self.install(name, &pair).await {
+                    Ok(()) => Some(AdjEvent::ChildSaInstalled(pair)),
+                    Err(e) => {
+                        warn!(neighbor = name, error = %e, "cannot install the child SAs");
+                        None
+                    }
+                };
+            }
+            Command::DeleteSas(pair) => {
+                self.delete_sas(name, &pair).await;
+                Ok(())
+            }
+            Command::ArmTimer(at) => {
+                if let Some(n) = self.neighbors.get_mut(name) {
+                    n.timer = Some(at);
+                }
+                Ok(())
+            }
+            Command::Log(message) => {
+                info!(neighbor = name, "{message}");
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            warn!(neighbor = name, error = %e, "data-plane operation failed");
+        }
+        None
+    }
+
+    async fn install(&mut self, name: &str, pair: &ChildPair) -> Result<(), DpError> {
+        let n = self
+            .neighbors
+            .get(name)
+            .ok_or_else(|| DpError::NotFound(name.to_owned()))?;
+        let child = n
+            .children
+            .get(&spis_of(pair))
+            .ok_or_else(|| DpError::NotFound(format!("child SA {pair:?}")))?;
+        let objects = self.objects(n);
+        let sas = objects.sas(child)?;
+        let policies = objects.policies();
+        let mut record: Vec<KernelObject> = sas.iter().map(|s| sa_object(&s.id())).collect();
+        record.extend(policies.iter().map(policy_object));
+        self.record(name, record);
+        for sa in &sas {
+            self.dataplane.install_sa(sa).await?;
+        }
+        // The policies outlive each pair: a rekey finds them in place.
+        for p in &policies {
+            match self.dataplane.install_policy(p).await {
+                Ok(()) | Err(DpError::Exists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a pair from the data plane.
+    async fn remove_sas(&mut self, name: &str, pair: &ChildPair) {
+        let Some(n) = self.neighbors.get_mut(name) else {
+            return;
+        };
+        n.children.remove(&spis_of(pair));
+        let n = &self.neighbors[name];
+        let ids = self.objects(n).sa_ids(pair);
+        for id in &ids {
+            if let Err(e) = gone_ok(self.dataplane.delete_sa(*id).await) {
+                warn!(neighbor = name, error = %e, "deleting an SA");
+            }
+        }
+        let gone: Vec<KernelObject> = ids.iter().map(sa_object).collect();
+        self.forget(&gone);
+    }
+
+    /// Removes a pair from the data plane and deletes it with the peer; a stopped
+    /// adjacency's IKE SA goes with it.
+    async fn delete_sas(&mut self, name: &str, pair: &ChildPair) {
+        self.remove_sas(name, pair).await;
+        let Some(n) = self.neighbors.get(name) else {
+            return;
+        };
+        let now = Instant::now();
+        let ike = IkeSaId(pair.ike_sa);
+        let spis = spis_of(pair);
+        let children = self.engine.child_sas(ike);
+        // An IKE SA whose last child goes and that the adjacency no longer uses (the
+        // loser of crossing initiations) goes too.
+        let orphaned = children.iter().all(|c| *c == spis)
+            && n.adjacency
+                .current()
+                .is_none_or(|c| c.ike_sa != pair.ike_sa);
+        if orphaned || matches!(n.adjacency.state(), State::Configured | State::Removed) {
+            self.engine.delete_ike(now, ike);
+        } else if children.contains(&spis) {
+            self.engine.delete_child(now, ike, spis);
+        }
+    }
+
+    /// Reloads the configuration file and applies what changed.
+    pub(super) async fn reload(&mut self) -> Result<String, ControlError> {
+        let failed = |m: String| ControlError::new(ErrorKind::Failed, m);
+        let new = Config::load(&self.config_path).map_err(|e| failed(e.to_string()))?;
+        let d = diff(&self.config, &new);
+        if d.is_empty() {
+            return Ok("configuration unchanged".into());
+        }
+        if let Some(section) = d.sections.iter().find(|s| ["node", "ike"].contains(s)) {
+            return Err(failed(format!(
+                "the [{section}] section changed: restart the daemon to apply it"
+            )));
+        }
+        let policy = VnPolicy::new(&new).map_err(|e| failed(e.to_string()))?;
+        for name in d.removed.iter().chain(&d.changed) {
+            self.feed(name, AdjEvent::Remove).await;
+            self.neighbors.remove(name);
+            if let Err(e) = self.store.adjacencies().and_then(|db| db.remove(name)) {
+                warn!(error = %e, "removing the adjacency record");
+            }
+        }
+        *self.engine.policy_mut() = policy;
+        self.config = new;
+        for name in d.added.iter().chain(&d.changed) {
+            if let Some(n) = self.config.neighbor(name).cloned() {
+                self.add_neighbor(n).await;
+            }
+        }
+        self.drain().await;
+        info!(?d, "configuration reloaded");
+        Ok(format!(
+            "reloaded: {} added, {} removed, {} changed",
+            d.added.len(),
+            d.removed.len(),
+            d.changed.len()
+        ))
+    }
+
+    /// Takes every adjacency down: links down, SAs out of the data plane, IKE SAs
+    /// deleted with the peers, links removed.
+    async fn shutdown(&mut self) {
+        crate::notify::notify(&[crate::notify::State::Stopping]);
+        let names: Vec<String> = self.neighbors.keys().cloned().collect();
+        for name in &names {
+            self.feed(name, AdjEvent::Remove).await;
+        }
+        for sa in self.engine.ike_sas() {
+            self.engine.delete_ike(Instant::now(), sa);
+        }
+        // The deletes are sent once; the peers see the SAs die by liveness otherwise.
+        while let Some(t) = self.engine.poll_transmit() {
+            let socket = self.sockets.for_local(t.local);
+            if let Err(e) = socket.send_to(&t.payload, t.remote).await {
+                debug!(error = %e, "sending an IKE delete");
+            }
+        }
+        if let Err(e) = self.dataplane.flush_ours().await {
+            warn!(error = %e, "flushing SAs and policies");
+        }
+        info!("stopped");
+    }
+}
