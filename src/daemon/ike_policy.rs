@@ -10,7 +10,9 @@ use iiptran_ike::config::{Config as EngineConfig, EspSuite, IkeSuite, Lifetimes,
 use iiptran_ike::iana::{IntegId, NotifyType};
 use iiptran_ike::sa::{LocalAuth, PeerAuth, PeerConfig, Policy};
 use iiptran_ike::ts::{IiptranSelectors, TrafficSelector};
-use iiptran_policy::config::{CertFiles, Config, Credentials, IkeSettings, NatTraversal, Neighbor};
+use iiptran_policy::config::{
+    CertFiles, Config, Credentials, IkeSettings, NatTraversal, Neighbor, Proposal,
+};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -178,6 +180,16 @@ impl Policy for VnPolicy {
     }
 }
 
+/// A proposal's integrity algorithms; AEAD proposals name none, which the engine spells
+/// INTEG NONE.
+fn integs_or_none(p: &Proposal) -> Vec<IntegId> {
+    if p.integ.is_empty() {
+        vec![IntegId::NONE]
+    } else {
+        p.integ.clone()
+    }
+}
+
 /// The engine's node-wide settings from `[ike]`. The engine has one suite list for all
 /// peers, so per-neighbor proposal overrides are not applied.
 pub fn engine_config(ike: &IkeSettings, force_nat_t: bool) -> EngineConfig {
@@ -186,12 +198,7 @@ pub fn engine_config(ike: &IkeSettings, force_nat_t: bool) -> EngineConfig {
         for e in &p.encr {
             for &prf in &p.prf {
                 for &dh in &p.dh {
-                    let integs = if p.integ.is_empty() {
-                        vec![IntegId::NONE]
-                    } else {
-                        p.integ.clone()
-                    };
-                    for integ in integs {
+                    for integ in integs_or_none(p) {
                         ike_suites.push(IkeSuite {
                             encr: e.id,
                             key_bits: e.key_bits,
@@ -207,12 +214,7 @@ pub fn engine_config(ike: &IkeSettings, force_nat_t: bool) -> EngineConfig {
     let mut esp_suites = Vec::new();
     for p in &ike.esp_proposals {
         for e in &p.encr {
-            let integs = if p.integ.is_empty() {
-                vec![IntegId::NONE]
-            } else {
-                p.integ.clone()
-            };
-            for integ in integs {
+            for integ in integs_or_none(p) {
                 esp_suites.push(EspSuite {
                     encr: e.id,
                     key_bits: e.key_bits,
