@@ -8,32 +8,16 @@
 mod enroll_common;
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use iiptran::control::protocol::{CertReport, LinkState, NeighborReport};
-use iiptran::control::{Body, Response};
+use anyhow::Result;
+use support::daemon::{Credentials, Daemon, IIPTRAND, LIVENESS_BOUND, Neighbor, NodeConfig};
 use support::netns::{Netns, veth};
-use support::process::Process;
 use support::wait::wait_until;
 use support::{OrPanic, TempDir, have_root};
 
-const IIPTRAND: &str = env!("CARGO_BIN_EXE_iiptrand");
-const IIPTRANCTL: &str = env!("CARGO_BIN_EXE_iiptranctl");
 const PSK: &str = "a long pre-shared key for the daemon pair test";
-/// Idle time before a liveness check, and the retransmissions after it: 2 s + 3 × 1 s.
-const LIVENESS: &str =
-    "liveness = \"2s\"\nretransmit_timeout = \"1s\"\nretransmit_base = 1.0\nretransmit_tries = 2\n";
-const LIVENESS_BOUND: Duration = Duration::from_secs(20);
-
-/// One node of the pair: its namespace, files and daemon.
-struct Node {
-    ns: Netns,
-    socket: PathBuf,
-    config: PathBuf,
-}
 
 /// How the two nodes authenticate each other.
 enum Auth {
@@ -45,99 +29,12 @@ enum Auth {
     },
 }
 
-struct Side<'a> {
-    name: &'a str,
-    /// The `[auth]` section, or the neighbor's `psk` line.
-    credentials: (String, String),
-    endpoint: &'a str,
-    inner: &'a str,
-    peer: &'a str,
-    peer_endpoint: &'a str,
-}
-
-fn write_config(dir: &Path, side: &Side<'_>) -> Result<(PathBuf, PathBuf)> {
-    let state = dir.join(format!("{}-state", side.name));
-    let socket = dir.join(format!("{}.sock", side.name));
-    let text = format!(
-        "[node]\nname = \"{name}\"\nidentity = \"{name}.vn.example\"\nendpoint = \"{endpoint}\"\n\
-         dataplane = \"userspace\"\nstate_dir = \"{state}\"\ncontrol_socket = \"{socket}\"\n\n\
-         {auth}[ike]\n{LIVENESS}\n\
-         [[neighbor]]\nname = \"{peer}\"\nidentity = \"{peer}.vn.example\"\nendpoint = \"{peer_endpoint}\"\n\
-         link = {{ name = \"vn-{peer}\", address = \"{inner}\", mtu = 1400 }}\n{psk}",
-        auth = side.credentials.0,
-        psk = side.credentials.1,
-        name = side.name,
-        endpoint = side.endpoint,
-        state = state.display(),
-        socket = socket.display(),
-        peer = side.peer,
-        peer_endpoint = side.peer_endpoint,
-        inner = side.inner,
-    );
-    let config = dir.join(format!("{}.toml", side.name));
-    std::fs::write(&config, text)?;
-    Ok((config, socket))
-}
-
-/// Starts a daemon; `env` adds to its environment.
-fn start(node: &Node, dir: &Path, name: &str, env: &[(&str, &Path)]) -> Result<Process> {
-    let mut command = node.ns.command(IIPTRAND);
-    command.envs(env.iter().copied());
-    command.arg("--config").arg(&node.config);
-    command.env("RUST_LOG", "info,iiptran=debug,iiptran_ike=debug");
-    Process::spawn(name, command, dir)
-}
-
-/// The answer of `iiptranctl --json VERB`, or `None` while the daemon does not answer.
-fn ask(socket: &Path, verb: &str) -> Result<Option<Body>> {
-    let out = Command::new(IIPTRANCTL)
-        .arg("--socket")
-        .arg(socket)
-        .args(["--json", verb])
-        .output()
-        .context("running iiptranctl")?;
-    if !out.status.success() {
-        return Ok(None);
+fn credentials(auth: &Auth, node: &str) -> Credentials {
+    match (auth, node) {
+        (Auth::Psk, _) => Credentials::Psk(PSK.to_owned()),
+        (Auth::Certificates { a, .. }, "a") => Credentials::Enrolled(a.clone()),
+        (Auth::Certificates { b, .. }, _) => Credentials::Enrolled(b.clone()),
     }
-    let response: Response = serde_json::from_slice(&out.stdout)?;
-    Ok(Some(response.body))
-}
-
-fn neighbors(socket: &Path) -> Result<Vec<NeighborReport>> {
-    match ask(socket, "list-neighbors")? {
-        None => Ok(Vec::new()),
-        Some(Body::Neighbors(n)) => Ok(n),
-        Some(other) => bail!("unexpected answer {other:?}"),
-    }
-}
-
-fn list_certs(socket: &Path) -> Result<Vec<CertReport>> {
-    match ask(socket, "list-certs")? {
-        Some(Body::Certs(c)) => Ok(c),
-        other => bail!("unexpected answer {other:?}"),
-    }
-}
-
-fn established(socket: &Path) -> Result<Option<NeighborReport>> {
-    Ok(neighbors(socket)?
-        .into_iter()
-        .find(|n| n.adjacency == "established" && n.link_state == LinkState::Up))
-}
-
-fn credentials(auth: &Auth, node: &str) -> (String, String) {
-    let dir = match (auth, node) {
-        (Auth::Psk, _) => return (String::new(), format!("psk = \"{PSK}\"\n")),
-        (Auth::Certificates { a, .. }, "a") => a,
-        (Auth::Certificates { b, .. }, _) => b,
-    };
-    let file = |name: &str| dir.join(name).display().to_string();
-    let section = format!(
-        "[auth]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n",
-        file("ca.pem"),
-        file("cert.pem"),
-        file("key.pem")
-    );
-    (section, String::new())
 }
 
 #[test]
@@ -206,60 +103,24 @@ fn pair(auth: &Auth, stop: Stop) {
     )
     .or_panic();
     let (a_ip, b_ip) = (a_end.addr.to_string(), b_end.addr.to_string());
-    let (a_config, a_socket) = write_config(
-        dir.path(),
-        &Side {
-            name: "a",
-            credentials: credentials(auth, "a"),
-            endpoint: &a_ip,
-            inner: "10.255.0.0/31",
-            peer: "b",
-            peer_endpoint: &b_ip,
-        },
-    )
-    .or_panic();
-    let (b_config, b_socket) = write_config(
-        dir.path(),
-        &Side {
-            name: "b",
-            credentials: credentials(auth, "b"),
-            endpoint: &b_ip,
-            inner: "10.255.0.1/31",
-            peer: "a",
-            peer_endpoint: &a_ip,
-        },
-    )
-    .or_panic();
-    let a = Node {
-        ns: a_ns,
-        socket: a_socket,
-        config: a_config,
-    };
-    let b = Node {
-        ns: b_ns,
-        socket: b_socket,
-        config: b_config,
-    };
-    let _a_daemon = start(&a, dir.path(), "iiptrand-a", &[]).or_panic();
-    let mut b_daemon = start(&b, dir.path(), "iiptrand-b", &[]).or_panic();
+    let a_config = NodeConfig::new("a", &a_ip, credentials(auth, "a")).neighbor(Neighbor::new(
+        "b",
+        &b_ip,
+        "10.255.0.0/31",
+    ));
+    let b_config = NodeConfig::new("b", &b_ip, credentials(auth, "b")).neighbor(Neighbor::new(
+        "a",
+        &a_ip,
+        "10.255.0.1/31",
+    ));
+    let a = Daemon::start(&a_ns, dir.path(), &a_config, &[]).or_panic();
+    let mut b = Daemon::start(&b_ns, dir.path(), &b_config, &[]).or_panic();
 
-    let up_a = wait_until(
-        "the adjacency up on a",
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-        || established(&a.socket),
-    )
-    .or_panic();
-    wait_until(
-        "the adjacency up on b",
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-        || established(&b.socket),
-    )
-    .or_panic();
+    let up_a = a.wait_established("b", Duration::from_secs(30)).or_panic();
+    b.wait_established("a", Duration::from_secs(30)).or_panic();
 
     if let Auth::Certificates { .. } = auth {
-        let certs = list_certs(&a.socket).or_panic();
+        let certs = a.certs().or_panic();
         assert!(
             certs
                 .iter()
@@ -268,9 +129,10 @@ fn pair(auth: &Auth, stop: Stop) {
             "a's certificate is not listed: {certs:?}"
         );
     }
-    a.ns.run("ping", &["-c", "3", "-W", "2", "-i", "0.2", "10.255.0.1"])
+    a_ns.run("ping", &["-c", "3", "-W", "2", "-i", "0.2", "10.255.0.1"])
         .or_panic();
-    let after = established(&a.socket)
+    let after = a
+        .established("b")
         .or_panic()
         .expect("still up after the ping");
     assert!(
@@ -285,18 +147,8 @@ fn pair(auth: &Auth, stop: Stop) {
         Stop::Kill => (libc::SIGKILL, LIVENESS_BOUND),
         Stop::Terminate => (libc::SIGTERM, Duration::from_secs(2)),
     };
-    b_daemon.signal(signal).or_panic();
-    let down = wait_until(
-        "a's link to go down after b stopped",
-        bound,
-        Duration::from_millis(100),
-        || {
-            let n = neighbors(&a.socket)?;
-            Ok(n.into_iter()
-                .find(|n| n.name == "b" && n.link_state == LinkState::Down))
-        },
-    )
-    .or_panic();
+    b.process.signal(signal).or_panic();
+    let down = a.wait_link_down("b", bound).or_panic();
     let error = down.last_error.map(|e| e.message).unwrap_or_default();
     assert_eq!(
         error.contains("liveness"),
@@ -308,11 +160,11 @@ fn pair(auth: &Auth, stop: Stop) {
             "b to exit after SIGTERM",
             Duration::from_secs(5),
             Duration::from_millis(50),
-            || b_daemon.exited(),
+            || b.process.exited(),
         )
         .or_panic();
         assert!(status.success(), "b exited with {status}");
-        let links = b.ns.ip(&["-o", "link", "show"]).or_panic();
+        let links = b_ns.ip(&["-o", "link", "show"]).or_panic();
         assert!(!links.contains("vn-a"), "b left its link behind: {links}");
     }
 }
@@ -326,25 +178,20 @@ fn ready_then_reload_replaces_a_removed_neighbor_with_an_added_one() {
     let ns = Netns::new("drl").or_panic();
     ns.ip(&["addr", "add", "198.51.100.1/24", "dev", "lo"])
         .or_panic();
-    let side = |peer: &'static str, peer_endpoint: &'static str| Side {
-        name: "a",
-        credentials: credentials(&Auth::Psk, "a"),
-        endpoint: "198.51.100.1",
-        inner: "10.255.0.0/31",
-        peer,
-        peer_endpoint,
-    };
-    let (config, socket) = write_config(dir.path(), &side("b", "198.51.100.2")).or_panic();
-    let node = Node { ns, socket, config };
+    let config =
+        |peer: &str, peer_endpoint: &str| {
+            NodeConfig::new("a", "198.51.100.1", credentials(&Auth::Psk, "a"))
+                .neighbor(Neighbor::new(peer, peer_endpoint, "10.255.0.0/31"))
+        };
     let notify_path = dir.join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     notify
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let _daemon = start(
-        &node,
+    let mut daemon = Daemon::start(
+        &ns,
         dir.path(),
-        "iiptrand-a",
+        &config("b", "198.51.100.2"),
         &[("NOTIFY_SOCKET", &notify_path)],
     )
     .or_panic();
@@ -355,36 +202,31 @@ fn ready_then_reload_replaces_a_removed_neighbor_with_an_added_one() {
         message.lines().any(|l| l == "READY=1"),
         "not ready: {message:?}"
     );
-    let names = |socket: &Path| -> Result<Option<Vec<String>>> {
-        let n = neighbors(socket)?;
+    let names = |daemon: &Daemon| -> Result<Option<Vec<String>>> {
+        let n = daemon.neighbors()?;
         Ok((!n.is_empty()).then(|| n.into_iter().map(|n| n.name).collect()))
     };
     let before = wait_until(
         "the daemon to answer",
         Duration::from_secs(10),
         Duration::from_millis(100),
-        || names(&node.socket),
+        || names(&daemon),
     )
     .or_panic();
     assert_eq!(before, ["b"]);
-    assert!(node.ns.ip(&["link", "show", "vn-b"]).is_ok());
+    assert!(ns.ip(&["link", "show", "vn-b"]).is_ok());
 
-    write_config(dir.path(), &side("c", "198.51.100.3")).or_panic();
-    let out = Command::new(IIPTRANCTL)
-        .arg("--socket")
-        .arg(&node.socket)
-        .arg("reload")
-        .output()
-        .unwrap();
+    daemon.rewrite(&config("c", "198.51.100.3")).or_panic();
+    let out = daemon.ctl(&["reload"]).unwrap();
     assert!(
         out.status.success(),
         "reload failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(names(&node.socket).or_panic().unwrap_or_default(), ["c"]);
-    assert!(node.ns.ip(&["link", "show", "vn-c"]).is_ok());
+    assert_eq!(names(&daemon).or_panic().unwrap_or_default(), ["c"]);
+    assert!(ns.ip(&["link", "show", "vn-c"]).is_ok());
     assert!(
-        node.ns.ip(&["link", "show", "vn-b"]).is_err(),
+        ns.ip(&["link", "show", "vn-b"]).is_err(),
         "the removed neighbor's link is still there"
     );
 }

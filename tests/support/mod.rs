@@ -7,6 +7,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod capture;
+pub mod daemon;
 pub mod netns;
 pub mod process;
 pub mod strongswan;

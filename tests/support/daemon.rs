@@ -1,0 +1,285 @@
+//! `iiptrand` as a test process: a node's configuration, the daemon in its namespace, and
+//! its control socket through `iiptranctl --json`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use iiptran::control::protocol::{
+    CertReport, IkeSaReport, LinkState, NeighborReport, StatusReport,
+};
+use iiptran::control::{Body, Response};
+
+use super::netns::Netns;
+use super::process::Process;
+use super::wait::wait_until;
+
+pub const IIPTRAND: &str = env!("CARGO_BIN_EXE_iiptrand");
+pub const IIPTRANCTL: &str = env!("CARGO_BIN_EXE_iiptranctl");
+
+/// Short liveness settings for tests: 2 s idle, then retransmissions 1 s apart, so a dead
+/// peer is noticed within `LIVENESS_BOUND`.
+pub const FAST_LIVENESS: &str =
+    "liveness = \"2s\"\nretransmit_timeout = \"1s\"\nretransmit_base = 1.0\nretransmit_tries = 2\n";
+pub const LIVENESS_BOUND: Duration = Duration::from_secs(20);
+
+/// How a node authenticates.
+#[derive(Clone, Debug)]
+pub enum Credentials {
+    /// One pre-shared key, written into every neighbor.
+    Psk(String),
+    /// Files as `iiptrand enroll` writes them: `ca.pem`, `cert.pem` and `key.pem` in `dir`.
+    Enrolled(PathBuf),
+}
+
+/// One `[[neighbor]]`.
+#[derive(Clone, Debug)]
+pub struct Neighbor {
+    pub name: String,
+    pub identity: String,
+    pub endpoint: String,
+    pub link: String,
+    /// The link's address with prefix, e.g. `10.255.0.0/31`.
+    pub address: String,
+    /// Further `key = value` lines of this neighbor, e.g. `passive = true`.
+    pub extra: String,
+}
+
+impl Neighbor {
+    /// A neighbor named `name` with identity `<name>.vn.example` and link `vn-<name>`.
+    pub fn new(name: &str, endpoint: &str, address: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            identity: format!("{name}.vn.example"),
+            endpoint: endpoint.to_owned(),
+            link: format!("vn-{name}"),
+            address: address.to_owned(),
+            extra: String::new(),
+        }
+    }
+}
+
+/// A node's configuration file.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub name: String,
+    pub identity: String,
+    pub endpoint: String,
+    pub dataplane: String,
+    pub credentials: Credentials,
+    /// Lines of the `[ike]` section.
+    pub ike: String,
+    /// Further top-level sections, e.g. `[enroll.server]`.
+    pub sections: String,
+    pub neighbors: Vec<Neighbor>,
+}
+
+impl NodeConfig {
+    /// A node with the userspace data plane, fast liveness and no neighbors yet.
+    pub fn new(name: &str, endpoint: &str, credentials: Credentials) -> Self {
+        Self {
+            name: name.to_owned(),
+            identity: format!("{name}.vn.example"),
+            endpoint: endpoint.to_owned(),
+            dataplane: "userspace".to_owned(),
+            credentials,
+            ike: FAST_LIVENESS.to_owned(),
+            sections: String::new(),
+            neighbors: Vec::new(),
+        }
+    }
+
+    pub fn neighbor(mut self, neighbor: Neighbor) -> Self {
+        self.neighbors.push(neighbor);
+        self
+    }
+
+    /// The TOML text, with the state directory and control socket given.
+    pub fn render(&self, state_dir: &Path, socket: &Path) -> String {
+        let mut text = format!(
+            "[node]\nname = \"{}\"\nidentity = \"{}\"\nendpoint = \"{}\"\ndataplane = \"{}\"\n\
+             state_dir = \"{}\"\ncontrol_socket = \"{}\"\n\n",
+            self.name,
+            self.identity,
+            self.endpoint,
+            self.dataplane,
+            state_dir.display(),
+            socket.display()
+        );
+        let psk = match &self.credentials {
+            Credentials::Psk(psk) => Some(psk),
+            Credentials::Enrolled(dir) => {
+                let file = |name: &str| dir.join(name).display().to_string();
+                let _ = write!(
+                    text,
+                    "[auth]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n",
+                    file("ca.pem"),
+                    file("cert.pem"),
+                    file("key.pem")
+                );
+                None
+            }
+        };
+        let _ = write!(text, "[ike]\n{}\n{}\n", self.ike, self.sections);
+        for n in &self.neighbors {
+            let _ = write!(
+                text,
+                "[[neighbor]]\nname = \"{}\"\nidentity = \"{}\"\nendpoint = \"{}\"\n\
+                 link = {{ name = \"{}\", address = \"{}\", mtu = 1400 }}\n{}",
+                n.name, n.identity, n.endpoint, n.link, n.address, n.extra
+            );
+            if let Some(psk) = psk {
+                let _ = writeln!(text, "psk = \"{psk}\"");
+            }
+            text.push('\n');
+        }
+        text
+    }
+}
+
+/// A running `iiptrand`: stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Daemon {
+    pub name: String,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub process: Process,
+}
+
+impl Daemon {
+    /// Writes `<dir>/<name>.toml` and starts the daemon on it inside `ns`; `env` adds to
+    /// its environment. Its output goes to `<dir>/iiptrand-<name>.stdout|stderr`.
+    pub fn start(
+        ns: &Netns,
+        dir: &Path,
+        config: &NodeConfig,
+        env: &[(&str, &Path)],
+    ) -> Result<Self> {
+        let name = config.name.clone();
+        let state_dir = dir.join(format!("{name}-state"));
+        let socket = dir.join(format!("{name}.sock"));
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config.render(&state_dir, &socket))?;
+        let process = Self::spawn(ns, dir, &name, &path, env)?;
+        Ok(Self {
+            name,
+            config: path,
+            socket,
+            state_dir,
+            process,
+        })
+    }
+
+    fn spawn(
+        ns: &Netns,
+        dir: &Path,
+        name: &str,
+        config: &Path,
+        env: &[(&str, &Path)],
+    ) -> Result<Process> {
+        let mut command = ns.command(IIPTRAND);
+        command.envs(env.iter().copied());
+        command.arg("--config").arg(config);
+        command.env("RUST_LOG", "info,iiptran=debug,iiptran_ike=debug");
+        Process::spawn(&format!("iiptrand-{name}"), command, dir)
+    }
+
+    /// Starts the daemon again on the same files (after it was stopped or killed).
+    pub fn restart(&mut self, ns: &Netns, dir: &Path) -> Result<()> {
+        self.process.stop()?;
+        self.process = Self::spawn(ns, dir, &self.name, &self.config, &[])?;
+        Ok(())
+    }
+
+    /// Rewrites the configuration file (the daemon reads it on `reload`).
+    pub fn rewrite(&mut self, config: &NodeConfig) -> Result<()> {
+        std::fs::write(&self.config, config.render(&self.state_dir, &self.socket))?;
+        Ok(())
+    }
+
+    /// Runs `iiptranctl --socket <socket> <args>` and returns its output.
+    pub fn ctl(&self, args: &[&str]) -> Result<std::process::Output> {
+        Command::new(IIPTRANCTL)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .context("running iiptranctl")
+    }
+
+    /// The answer of `iiptranctl --json <args>`, or `None` while the daemon does not answer.
+    pub fn ask(&self, args: &[&str]) -> Result<Option<Body>> {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        let out = self.ctl(&full)?;
+        if !out.status.success() && out.stdout.is_empty() {
+            return Ok(None);
+        }
+        let response: Response = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("parsing {:?}", String::from_utf8_lossy(&out.stdout)))?;
+        Ok(Some(response.body))
+    }
+
+    /// `list-neighbors`, empty while the daemon does not answer.
+    pub fn neighbors(&self) -> Result<Vec<NeighborReport>> {
+        match self.ask(&["list-neighbors"])? {
+            None => Ok(Vec::new()),
+            Some(Body::Neighbors(n)) => Ok(n),
+            Some(other) => bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    pub fn neighbor(&self, name: &str) -> Result<Option<NeighborReport>> {
+        Ok(self.neighbors()?.into_iter().find(|n| n.name == name))
+    }
+
+    pub fn status(&self) -> Result<Option<StatusReport>> {
+        match self.ask(&["status"])? {
+            None => Ok(None),
+            Some(Body::Status(s)) => Ok(Some(s)),
+            Some(other) => bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    pub fn sas(&self) -> Result<Vec<IkeSaReport>> {
+        match self.ask(&["list-sas"])? {
+            None => Ok(Vec::new()),
+            Some(Body::Sas(s)) => Ok(s),
+            Some(other) => bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    pub fn certs(&self) -> Result<Vec<CertReport>> {
+        match self.ask(&["list-certs"])? {
+            Some(Body::Certs(c)) => Ok(c),
+            other => bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    /// The neighbor's report once its adjacency is established and its link up.
+    pub fn established(&self, name: &str) -> Result<Option<NeighborReport>> {
+        Ok(self
+            .neighbor(name)?
+            .filter(|n| n.adjacency == "established" && n.link_state == LinkState::Up))
+    }
+
+    /// Waits until the adjacency with `name` is established and its link up.
+    pub fn wait_established(&self, name: &str, timeout: Duration) -> Result<NeighborReport> {
+        let what = format!("{}'s adjacency with {name} to be up", self.name);
+        wait_until(&what, timeout, Duration::from_millis(200), || {
+            self.established(name)
+        })
+    }
+
+    /// Waits until the link to `name` is down, and returns the neighbor's report then.
+    pub fn wait_link_down(&self, name: &str, timeout: Duration) -> Result<NeighborReport> {
+        let what = format!("{}'s link to {name} to go down", self.name);
+        wait_until(&what, timeout, Duration::from_millis(100), || {
+            Ok(self
+                .neighbor(name)?
+                .filter(|n| n.link_state == LinkState::Down))
+        })
+    }
+}
