@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use support::daemon::{Credentials, Daemon, IIPTRAND, LIVENESS_BOUND, Neighbor, NodeConfig};
+use support::daemon::{Credentials, Daemon, LIVENESS_BOUND, Neighbor, NodeConfig};
 use support::netns::{Netns, veth};
 use support::wait::wait_until;
 use support::{OrPanic, TempDir, have_root};
@@ -54,25 +54,8 @@ fn certificate_pair_comes_up_carries_traffic_and_notices_a_dead_peer() {
     let server = ca.serve(&[]);
     let scratch = TempDir::new("daemon-pair-certs").or_panic();
     let enroll = |name: &str, endpoint: &str| {
-        let identity = format!("{name}.vn.example");
-        let token = ca.token(&identity, endpoint, "1h");
         let dir = scratch.join(name);
-        enroll_common::ok(
-            IIPTRAND,
-            &[
-                "enroll",
-                "--server",
-                &server.url(""),
-                // A token may begin with '-'.
-                &format!("--token={token}"),
-                "--ca-fingerprint",
-                &ca.fingerprint,
-                "--identity",
-                &identity,
-                "--dir",
-                enroll_common::path_str(&dir),
-            ],
-        );
+        ca.enroll(&server, &format!("{name}.vn.example"), endpoint, &dir);
         dir
     };
     let a = enroll("a", "198.51.100.1");

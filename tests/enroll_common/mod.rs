@@ -118,6 +118,28 @@ impl TestCa {
         ok(IIPTRANCTL, &all)
     }
 
+    /// Enrolls a node through `server` with `iiptrand enroll` and a fresh token for
+    /// `identity` at `endpoint`: its key, certificate and the CA land in `dir`.
+    pub fn enroll(&self, server: &EnrollServer, identity: &str, endpoint: &str, dir: &Path) {
+        let token = self.token(identity, endpoint, "1h");
+        ok(
+            IIPTRAND,
+            &[
+                "enroll",
+                "--server",
+                &server.url(""),
+                // A token may begin with '-'.
+                &format!("--token={token}"),
+                "--ca-fingerprint",
+                &self.fingerprint,
+                "--identity",
+                identity,
+                "--dir",
+                path_str(dir),
+            ],
+        );
+    }
+
     /// Starts `iiptrand enroll-server` on a free loopback port.
     pub fn serve(&self, extra: &[&str]) -> EnrollServer {
         let dir = self.ca_dir();

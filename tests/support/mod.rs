@@ -6,6 +6,7 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code, unused_imports)]
 
+pub mod bird;
 pub mod capture;
 pub mod daemon;
 pub mod netns;

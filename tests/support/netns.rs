@@ -100,26 +100,61 @@ pub fn veth(
     b_addr: IpAddr,
     prefix_len: u8,
 ) -> Result<(VethEnd, VethEnd)> {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let ifname = format!("veth{}", N.fetch_add(1, Ordering::Relaxed));
-    a.ip(&[
-        "link", "add", &ifname, "type", "veth", "peer", "name", &ifname, "netns", &b.name,
-    ])?;
+    let ifname = veth_pair(a, b)?;
     for (ns, addr) in [(a, a_addr), (b, b_addr)] {
-        let cidr = format!("{addr}/{prefix_len}");
-        let mut args = vec!["addr", "add", &cidr, "dev", &ifname];
-        if addr.is_ipv6() {
-            // otherwise the address stays tentative while duplicate detection runs
-            args.push("nodad");
-        }
-        ns.ip(&args)?;
-        ns.ip(&["link", "set", &ifname, "up"])?;
+        address_up(ns, &ifname, addr, prefix_len)?;
     }
     let end = |addr| VethEnd {
         ifname: ifname.clone(),
         addr,
     };
     Ok((end(a_addr), end(b_addr)))
+}
+
+/// A veth pair between `a` and `b` whose ends have the same name, unique in this process.
+fn veth_pair(a: &Netns, b: &Netns) -> Result<String> {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let ifname = format!("veth{}", N.fetch_add(1, Ordering::Relaxed));
+    a.ip(&[
+        "link", "add", &ifname, "type", "veth", "peer", "name", &ifname, "netns", &b.name,
+    ])?;
+    Ok(ifname)
+}
+
+fn address_up(ns: &Netns, ifname: &str, addr: IpAddr, prefix_len: u8) -> Result<()> {
+    let cidr = format!("{addr}/{prefix_len}");
+    let mut args = vec!["addr", "add", &cidr, "dev", ifname];
+    if addr.is_ipv6() {
+        // otherwise the address stays tentative while duplicate detection runs
+        args.push("nodad");
+    }
+    ns.ip(&args)?;
+    ns.ip(&["link", "set", ifname, "up"])?;
+    Ok(())
+}
+
+/// A namespace holding one Linux bridge: a shared segment that any number of namespaces
+/// plug into, each with its own veth pair.
+pub struct Switch {
+    ns: Netns,
+}
+
+impl Switch {
+    pub fn new() -> Result<Self> {
+        let ns = Netns::new("sw")?;
+        ns.ip(&["link", "add", "br0", "type", "bridge"])?;
+        ns.ip(&["link", "set", "br0", "up"])?;
+        Ok(Self { ns })
+    }
+
+    /// Plugs `node` into the bridge; the node's end gets `addr/prefix_len` and comes up.
+    pub fn plug(&self, node: &Netns, addr: IpAddr, prefix_len: u8) -> Result<VethEnd> {
+        let ifname = veth_pair(&self.ns, node)?;
+        self.ns.ip(&["link", "set", &ifname, "master", "br0"])?;
+        self.ns.ip(&["link", "set", &ifname, "up"])?;
+        address_up(node, &ifname, addr, prefix_len)?;
+        Ok(VethEnd { ifname, addr })
+    }
 }
 
 /// Runs a host command that must succeed; returns its stdout.
