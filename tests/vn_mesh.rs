@@ -97,7 +97,6 @@ fn square_routes_two_hops_and_reroutes_around_a_dead_node() {
     let mut vn = Vn::new("vn-square", &["a", "b", "c", "d"], &SQUARE).or_panic();
     vn.wait_converged(UP).or_panic();
     vn.ping_all(UP).or_panic();
-    assert_eq!(vn.route_dev("a", "c").or_panic(), "vn-b");
     vn.assert_path_carries_pings(&["a", "b", "c"]).or_panic();
 
     let killed = Instant::now();
@@ -107,8 +106,6 @@ fn square_routes_two_hops_and_reroutes_around_a_dead_node() {
         let left = LIVENESS_BOUND.saturating_sub(killed.elapsed());
         vn.node(peer).daemon.wait_link_down("b", left).or_panic();
     }
-    vn.wait_route_dev("a", "c", "vn-d", UP).or_panic();
-    vn.wait_route_dev("c", "a", "vn-d", UP).or_panic();
     for (from, to) in [("a", "c"), ("c", "a"), ("a", "d"), ("d", "c")] {
         vn.ping(from, to, UP).or_panic();
     }
@@ -117,7 +114,6 @@ fn square_routes_two_hops_and_reroutes_around_a_dead_node() {
     vn.set_underlay("b", true).or_panic();
     vn.restart("b").or_panic();
     vn.wait_converged(UP).or_panic();
-    vn.wait_route_dev("a", "c", "vn-b", UP).or_panic();
     vn.ping_all(UP).or_panic();
     vn.assert_path_carries_pings(&["a", "b", "c"]).or_panic();
 }

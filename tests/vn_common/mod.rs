@@ -22,6 +22,8 @@ use crate::support::wait::wait_until;
 /// the ESP counters stand out from the OSPF hellos on the same links.
 const PATH_PINGS: u64 = 5;
 const PATH_PAYLOAD: u64 = 1000;
+/// How long OSPF may take to compute routes once its adjacencies are Full.
+const ROUTES_SETTLE: Duration = Duration::from_secs(15);
 
 /// A virtual link between two nodes. Its /31 is `10.255.0.<2·net>`, `a` taking the even
 /// address; the same `net` keeps the same addresses across reconfigurations.
@@ -264,7 +266,7 @@ impl Vn {
             .with_context(|| format!("no device in {route:?}"))
     }
 
-    pub fn wait_route_dev(&self, from: &str, to: &str, dev: &str, timeout: Duration) -> Result<()> {
+    fn wait_route_dev(&self, from: &str, to: &str, dev: &str, timeout: Duration) -> Result<()> {
         let what = format!("{from}'s route to {to} to leave through {dev}");
         wait_until(&what, timeout, Duration::from_millis(100), || {
             Ok(self.route_dev(from, to).is_ok_and(|d| d == dev))
@@ -289,6 +291,12 @@ impl Vn {
             bail!("empty path");
         };
         let hops: Vec<(&str, &str)> = path.windows(2).map(|w| (w[0], w[1])).collect();
+        // OSPF may still be settling on another path (its SPF runs after adjacencies are
+        // Full): wait until the routes both ways follow `path`.
+        for &(x, y) in &hops {
+            self.wait_route_dev(x, last, &link_name(y), ROUTES_SETTLE)?;
+            self.wait_route_dev(y, first, &link_name(x), ROUTES_SETTLE)?;
+        }
         let sample = |pairs: &[(&str, &str)]| -> Result<Vec<Traffic>> {
             pairs.iter().map(|(n, p)| self.traffic(n, p)).collect()
         };
