@@ -68,22 +68,13 @@ fn triangle_converges_and_a_daemon_killed_and_restarted_leaves_nothing_stale() {
     vn.ping_all(UP).or_panic();
     vn.assert_path_carries_pings(&["a", "b"]).or_panic();
 
-    let before = vn.node("c").daemon.neighbors().or_panic();
     vn.kill("c").or_panic();
     vn.restart("c").or_panic();
     vn.wait_converged(UP).or_panic();
-    vn.assert_nothing_stale("c").or_panic();
+    vn.assert_nothing_stale("c", UP).or_panic();
     // The peers replaced the SAs they had with the killed daemon and keep one pair each.
     for peer in ["a", "b"] {
         vn.wait_sa_counts(peer, UP).or_panic();
-    }
-    let after = vn.node("c").daemon.neighbors().or_panic();
-    for (old, new) in before.iter().zip(&after) {
-        assert!(
-            new.last_established > old.last_established,
-            "c's adjacency with {} was not established anew: {old:?} -> {new:?}",
-            new.name
-        );
     }
     vn.ping_all(UP).or_panic();
     vn.assert_path_carries_pings(&["c", "a"]).or_panic();

@@ -1,5 +1,6 @@
-//! Test support for integration tests that need network namespaces, child processes and
-//! strongSwan's charon as a peer. Each `tests/*.rs` that needs it declares `mod support;`.
+//! Test support for integration tests that need network namespaces, child processes,
+//! `iiptrand`, BIRD as a routing daemon and strongSwan's charon as a peer. Each
+//! `tests/*.rs` that needs it declares `mod support;`.
 //!
 //! Everything that creates something outside the test process (namespaces, processes,
 //! directories) is a guard that removes it on drop, also when the test fails.

@@ -417,8 +417,9 @@ impl Vn {
 
     /// After a restart: `name` has exactly one virtual link per neighbor and no other,
     /// nothing in the kernel's SAD or SPD (the userspace data plane keeps its SAs in the
-    /// daemon), and the daemon holds one IKE SA and one child SA pair per neighbor.
-    pub fn assert_nothing_stale(&self, name: &str) -> Result<()> {
+    /// daemon), and the daemon comes to hold one IKE SA and one child SA pair per neighbor
+    /// within `timeout` (a crossing initiation may briefly add a second).
+    pub fn assert_nothing_stale(&self, name: &str, timeout: Duration) -> Result<()> {
         let mut links: Vec<String> = self
             .links(name)?
             .into_iter()
@@ -436,12 +437,7 @@ impl Vn {
             let out = ns.ip(&["xfrm", what, "list"])?;
             ensure!(out.trim().is_empty(), "{name}'s kernel XFRM {what}: {out}");
         }
-        let counts = self.counts(name)?;
-        ensure!(
-            counts == self.steady_counts(name),
-            "{name}'s status counts {counts:?}"
-        );
-        Ok(())
+        self.wait_sa_counts(name, timeout)
     }
 
     fn counts(&self, name: &str) -> Result<Counts> {
