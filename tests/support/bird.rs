@@ -102,7 +102,7 @@ impl Bird {
             .arg("-P")
             .arg(&pid);
         let process = Process::spawn(&format!("bird-{name}"), command, dir)?;
-        let bird = Self {
+        let mut bird = Self {
             name: name.to_owned(),
             socket,
             process,
@@ -111,7 +111,12 @@ impl Bird {
             &format!("bird-{name} to answer on its socket"),
             Duration::from_secs(10),
             Duration::from_millis(50),
-            || Ok(bird.birdc(&["show", "status"]).is_ok()),
+            || {
+                if let Some(status) = bird.process.exited()? {
+                    bail!("bird-{name} exited with {status}:\n{}", bird.process.dump());
+                }
+                Ok(bird.birdc(&["show", "status"]).is_ok())
+            },
         )?;
         Ok(bird)
     }
