@@ -199,6 +199,26 @@ impl Daemon {
         Ok(())
     }
 
+    /// The daemon's log so far (its stderr), without terminal colour codes.
+    pub fn log(&self) -> String {
+        let raw = self.process.stderr();
+        let mut plain = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                // CSI sequences end with a letter: `ESC [ 1 ; 32 m`
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                plain.push(c);
+            }
+        }
+        plain
+    }
+
     /// Runs `iiptranctl --socket <socket> <args>` and returns its output.
     pub fn ctl(&self, args: &[&str]) -> Result<std::process::Output> {
         Command::new(IIPTRANCTL)

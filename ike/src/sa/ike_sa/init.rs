@@ -183,6 +183,12 @@ impl IkeSa {
             Payload::Nonce(sa.nr.clone()),
         ];
         out.extend(sa.init_notifies(ctx, spi_r));
+        if let Some(anchors) = ctx.policy.certificate_request(remote) {
+            out.push(Payload::CertReq(Certificate {
+                encoding: CertEncoding::X509_SIGNATURE,
+                data: anchors.certreq_data(),
+            }));
+        }
         let reply = plain(sa.header(ExchangeType::IKE_SA_INIT, true, 0), out)?;
         sa.init_ours = reply.clone();
         let reply = with_marker(sa.nat_t, reply);
