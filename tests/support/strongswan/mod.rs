@@ -6,6 +6,7 @@
 //! directory bind-mounted over `/run` inside the mount namespace `ip netns exec` gives it.
 
 mod config;
+mod keylog;
 mod pki;
 mod sas;
 
@@ -207,6 +208,12 @@ impl Charon {
 
     pub fn list_sas(&self) -> Result<Vec<IkeSa>> {
         parse_list_sas(&self.swanctl(&["--list-sas", "--raw"])?)
+    }
+
+    /// The keys of `sa` from the log, for decrypting captures; needs `ike_log_level = 4`
+    /// and a log that holds no other IKE SA's keys.
+    pub fn ike_keys(&self, sa: &IkeSa) -> Result<crate::support::capture::IkeKeys> {
+        keylog::ike_keys(&self.log(), sa)
     }
 
     /// The file log so far.

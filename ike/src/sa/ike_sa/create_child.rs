@@ -265,6 +265,7 @@ impl IkeSa {
             }
             (Err(kind), rekey) => {
                 debug!(sa = ?self.id, notify = ?kind, "child SA refused");
+                self.delete_refused_answer(payloads, spi_in);
                 match (rekey, collision) {
                     (Some(old), Some((theirs, _))) => self.replace_child(ctx, old, theirs),
                     (Some(old), None) => {
