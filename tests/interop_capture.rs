@@ -1,11 +1,13 @@
 //! One IIPtran setup between iiptrand and strongSwan's charon captured with tcpdump and
 //! dissected by tshark: with AES-CBC-256/HMAC-SHA2-256 for IKE, tshark decrypts IKE_AUTH
-//! with the keys charon logs at `ike = 4`, and must find nothing malformed, the
-//! USE_TRANSPORT_MODE notify and traffic selectors for IP protocol 4 only.
+//! with the keys charon logs at `ike = 4` and must find nothing malformed, the
+//! USE_TRANSPORT_MODE notify and traffic selectors for IP protocol 4 only. iiptrand, with
+//! its opt-in key logging (`IIPTRAN_LOG_IKE_KEYS=1`), logs the same keys.
 //! Needs root and `tests/interop/setup`.
 
 mod support;
 
+use iiptran::daemon::LOG_IKE_KEYS;
 use support::OrPanic;
 use support::capture::Capture;
 use support::peering::{Keys, OURS, Peering, Plan, THEIRS};
@@ -19,6 +21,7 @@ fn ike_auth_decrypted_shows_transport_mode_and_ipip_selectors() {
     let install = Installation::find().or_panic();
     let mut plan = Plan::new(Keys::Psk, false).suite("aes256-sha256-x25519", "aes256gcm16");
     plan.charon.ike_log_level = 4;
+    plan.daemon_env = vec![(LOG_IKE_KEYS, "1".into())];
     let peering = Peering::start(&install, &plan).or_panic();
     let mut capture = Capture::start(
         &peering.ours,
@@ -29,6 +32,8 @@ fn ike_auth_decrypted_shows_transport_mode_and_ipip_selectors() {
     let sa = peering.establish(&plan).or_panic();
     capture.stop().or_panic();
     let keys = peering.charon.ike_keys(&sa).or_panic();
+    let logged = peering.daemon.ike_keys();
+    assert_eq!(logged, std::slice::from_ref(&keys), "iiptrand's key log");
     let auth = capture
         .dissect_decrypted(&keys, "isakmp.exchangetype == 35")
         .or_panic();

@@ -50,6 +50,8 @@ pub struct Plan {
     /// Lines of iiptrand's `[ike]` section (fast liveness checks are always there).
     pub ike: String,
     pub charon: CharonOptions,
+    /// Environment variables for iiptrand, e.g. `IIPTRAN_LOG_IKE_KEYS=1`.
+    pub daemon_env: Vec<(&'static str, PathBuf)>,
     /// charon's connection, from the IIPtran one.
     pub connection: Connection,
 }
@@ -65,6 +67,7 @@ impl Plan {
             iiptran_initiates,
             ike: String::new(),
             charon: CharonOptions::default(),
+            daemon_env: Vec::new(),
             connection: Connection::iiptran(THEIRS, CHARON_ID, OURS, OUR_ID, auth),
         }
     }
@@ -121,7 +124,12 @@ impl Peering {
         }
         let mut config = NodeConfig::new("a", &OURS.to_string(), credentials).neighbor(neighbor);
         config.ike = format!("{FAST_LIVENESS}{}", plan.ike);
-        let daemon = Daemon::start(&ours, dir.path(), &config, &[])?;
+        let env: Vec<(&str, &std::path::Path)> = plan
+            .daemon_env
+            .iter()
+            .map(|(k, v)| (*k, v.as_path()))
+            .collect();
+        let daemon = Daemon::start(&ours, dir.path(), &config, &env)?;
         Ok(Self {
             daemon,
             charon,

@@ -368,7 +368,14 @@ impl IkeSa {
             spi_i,
             spi_r,
         };
-        let keys = IkeKeys::derive(&suite, &x, Some((old.prf, &old.sk_d)), we_initiated).ok()?;
+        let keys = IkeKeys::derive(
+            &suite,
+            &x,
+            Some((old.prf, &old.sk_d)),
+            we_initiated,
+            ctx.config.log_keys,
+        )
+        .ok()?;
         let mut sa = Self::blank(
             self.id,
             we_initiated,

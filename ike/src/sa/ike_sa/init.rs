@@ -173,7 +173,7 @@ impl IkeSa {
             spi_i: sa.spi_i,
             spi_r,
         };
-        sa.keys = Some(IkeKeys::derive(&suite, &x, None, false).ok()?);
+        sa.keys = Some(IkeKeys::derive(&suite, &x, None, false, ctx.config.log_keys).ok()?);
         let mut out = vec![
             Payload::Sa(vec![proposal::ike_answer(&suite, chosen, Vec::new())]),
             Payload::Ke(KeyExchange {
@@ -268,7 +268,7 @@ impl IkeSa {
             spi_i: self.spi_i,
             spi_r: self.spi_r,
         };
-        match IkeKeys::derive(&suite, &x, None, true) {
+        match IkeKeys::derive(&suite, &x, None, true, ctx.config.log_keys) {
             Ok(k) => self.keys = Some(k),
             Err(e) => return self.down(ctx, DownReason::Local(e.to_string())),
         }
