@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use iiptran::control::protocol::LinkState;
 use support::OrPanic;
-use support::daemon::IIPTRAND;
 use support::peering::{
     CHARON_ID, Keys, NEIGHBOR, OUR_ID, OURS, Peering, Plan, SETUP, THEIRS, child,
 };
@@ -61,24 +60,8 @@ fn vn_ca(scratch: &support::TempDir) -> (enroll_common::TestCa, Keys) {
     let ca = enroll_common::TestCa::new();
     let server = ca.serve(&[]);
     let enroll = |identity: &str, endpoint: std::net::IpAddr| {
-        let token = ca.token(identity, &endpoint.to_string(), "1h");
         let dir = scratch.join(identity);
-        enroll_common::ok(
-            IIPTRAND,
-            &[
-                "enroll",
-                "--server",
-                &server.url(""),
-                // A token may begin with '-'.
-                &format!("--token={token}"),
-                "--ca-fingerprint",
-                &ca.fingerprint,
-                "--identity",
-                identity,
-                "--dir",
-                enroll_common::path_str(&dir),
-            ],
-        );
+        ca.enroll(&server, identity, &endpoint.to_string(), &dir);
         dir
     };
     let ours = enroll(OUR_ID, OURS);

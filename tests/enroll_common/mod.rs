@@ -118,6 +118,28 @@ impl TestCa {
         ok(IIPTRANCTL, &all)
     }
 
+    /// Enrolls `identity` at `endpoint` through `server` with `iiptrand enroll`, which
+    /// writes key.pem, cert.pem and ca.pem into `dir`.
+    pub fn enroll(&self, server: &EnrollServer, identity: &str, endpoint: &str, dir: &Path) {
+        let token = self.token(identity, endpoint, "1h");
+        ok(
+            IIPTRAND,
+            &[
+                "enroll",
+                "--server",
+                &server.url(""),
+                // A token may begin with '-'.
+                &format!("--token={token}"),
+                "--ca-fingerprint",
+                &self.fingerprint,
+                "--identity",
+                identity,
+                "--dir",
+                path_str(dir),
+            ],
+        );
+    }
+
     /// Starts `iiptrand enroll-server` on a free loopback port.
     pub fn serve(&self, extra: &[&str]) -> EnrollServer {
         let dir = self.ca_dir();
