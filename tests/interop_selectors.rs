@@ -2,7 +2,7 @@
 //! as responder iiptrand narrows a broader proposal (any protocol, subnets) to protocol 4
 //! between the two endpoints, and refuses tunnel mode (NO_PROPOSAL_CHOSEN) and selectors
 //! that do not cover the tunnel (TS_UNACCEPTABLE); as initiator it refuses charon's
-//! tunnel-mode answer. Each decision is checked in iiptrand's log and `list-neighbors`, and
+//! tunnel-mode answer and an answer narrowed to one port. Each decision is checked in iiptrand's log and `list-neighbors`, and
 //! in what charon logs and lists. Needs root and `tests/interop/setup`.
 
 mod support;
@@ -159,4 +159,24 @@ fn initiator_refuses_a_tunnel_mode_answer() {
     refused(&peering, "NO_PROPOSAL_CHOSEN");
     let log = peering.charon.log();
     assert!(log.contains("CHILD_SA ipip{1} established"), "{log}");
+}
+
+/// iiptrand initiates; charon, configured with a port range on protocol 4, narrows
+/// iiptrand's selectors to it: iiptrand refuses the answer (TS_UNACCEPTABLE), as an
+/// IIPtran SA covers all of protocol 4 between the endpoints, and deletes charon's child.
+#[test]
+fn initiator_refuses_narrowed_selectors() {
+    if !support::have_root("initiator_refuses_narrowed_selectors") {
+        return;
+    }
+    let (_plan, peering) = peering(true, |mut conn| {
+        conn.local_ts = "dynamic[ipencap/1000]".into();
+        conn
+    });
+    refused(&peering, "TS_UNACCEPTABLE");
+    let log = peering.charon.log();
+    assert!(
+        log.contains("TS 192.0.2.2/32[ipencap/1000] === 192.0.2.1/32[ipencap]"),
+        "{log}"
+    );
 }
