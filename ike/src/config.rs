@@ -137,6 +137,9 @@ pub struct Config {
     pub force_nat_t: bool,
     /// Of two IKE SAs with the same peer (simultaneous initiation) delete the duplicate.
     pub delete_duplicates: bool,
+    /// INSECURE, for debugging only: log every IKE SA's SPIs and SK_e/SK_a keys (hex, at
+    /// WARN level), so captures of its messages can be decrypted (e.g. by Wireshark).
+    pub log_keys: bool,
 }
 
 impl Default for Config {
@@ -156,6 +159,7 @@ impl Default for Config {
             half_open_timeout: Duration::from_secs(30),
             force_nat_t: false,
             delete_duplicates: true,
+            log_keys: false,
         }
     }
 }

@@ -5,9 +5,9 @@ mod sim;
 
 use iiptran_ike::auth::TrustAnchors;
 use iiptran_ike::config::Config;
-use iiptran_ike::iana::ExchangeType;
+use iiptran_ike::iana::{ExchangeType, PayloadType};
 use iiptran_ike::sa::{DownReason, Event, LocalAuth, PeerAuth};
-use iiptran_ike::wire::Header;
+use iiptran_ike::wire::{Header, Message, Payload};
 use sim::{Ca, Net};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -152,6 +152,43 @@ fn revoked_certificate_fails_and_unrevoked_one_passes() {
 
 /// RFC 7296 §2.21.2: an initiator that cannot authenticate the responder says so in an
 /// INFORMATIONAL request, which the responder can open (it answers it).
+/// The payload types of the IKE_SA_INIT response Bob sends, when Alice initiates.
+fn init_response_payloads(net: &mut Net) -> Vec<PayloadType> {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let sink = seen.clone();
+    let bob = net.nodes[1].addr();
+    net.filter = Some(Box::new(move |from, _, payload| {
+        if let Ok(message) = Message::parse(payload)
+            && from == bob
+            && message.header.exchange == ExchangeType::IKE_SA_INIT
+        {
+            sink.borrow_mut()
+                .extend(message.payloads.iter().map(Payload::kind));
+        }
+        true
+    }));
+    net.initiate(0, 1);
+    net.run_for(Duration::from_secs(5));
+    seen.take()
+}
+
+/// Peers such as strongSwan send their certificate only when asked: a responder that
+/// authenticates its peer by certificate asks in IKE_SA_INIT, one with a PSK does not.
+#[test]
+fn responder_requests_a_certificate_in_ike_sa_init() {
+    let mut net = nodes(48);
+    net.pair_certs(0, 1, &rcgen::PKCS_ED25519);
+    let payloads = init_response_payloads(&mut net);
+    assert!(payloads.contains(&PayloadType::CERTREQ), "{payloads:?}");
+    assert!(!net.nodes[1].ike_up().is_empty());
+
+    let mut net = nodes(49);
+    net.pair_psk(0, 1);
+    let payloads = init_response_payloads(&mut net);
+    assert!(payloads.contains(&PayloadType::NONCE), "{payloads:?}");
+    assert!(!payloads.contains(&PayloadType::CERTREQ), "{payloads:?}");
+}
+
 #[test]
 fn initiator_refusing_the_responder_tells_it() {
     let mut net = certificates_from_another_ca(47, 0);

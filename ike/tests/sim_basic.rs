@@ -4,8 +4,9 @@
 mod sim;
 
 use iiptran_ike::config::{Config, IkeSuite, Retransmission};
-use iiptran_ike::iana::{DhId, NotifyType};
+use iiptran_ike::iana::{DhId, IpProtocol, NotifyType};
 use iiptran_ike::sa::{DownReason, Event};
+use iiptran_ike::ts::TrafficSelector;
 use sim::{Faults, Net};
 use std::sync::Arc;
 use std::time::Duration;
@@ -319,6 +320,43 @@ fn refused_selectors_keep_the_ike_sa_without_child() {
     )));
     assert!(net.nodes[0].live_children().is_empty());
     assert!(net.nodes[1].live_children().is_empty());
+}
+
+/// The responder accepts and narrows; the initiator finds the answer is not what its
+/// policy wants (here: it asked for the responder's whole /24) and refuses it, and deletes
+/// the child the responder made, so neither keeps an SA the other does not use.
+#[test]
+fn refused_answer_deletes_the_responders_child() {
+    let mut net = two(13, Config::default());
+    net.edit_peer(0, |peer| {
+        peer.ts_remote = vec![TrafficSelector {
+            ip_protocol: IpProtocol::IPIP.0,
+            start_port: 0,
+            end_port: u16::MAX,
+            start_addr: "192.0.2.0".parse().unwrap(),
+            end_addr: "192.0.2.255".parse().unwrap(),
+        }];
+    });
+    net.initiate(0, 1);
+    assert!(net.run_until(Duration::from_secs(10), |n| {
+        n.nodes[1].count(|e| matches!(e, Event::ChildSaDeleted { .. })) == 1
+    }));
+    assert!(net.nodes[0].events.iter().any(|e| matches!(
+        e,
+        Event::ChildSaFailed {
+            notify: NotifyType::TS_UNACCEPTABLE,
+            ..
+        }
+    )));
+    assert_eq!(
+        net.nodes[1].count(|e| matches!(e, Event::ChildSaUp(_))),
+        1,
+        "the responder made the child"
+    );
+    assert!(net.nodes[0].live_children().is_empty());
+    assert!(net.nodes[1].live_children().is_empty());
+    assert_eq!(net.nodes[0].ike_up().len(), 1);
+    assert_eq!(net.nodes[1].ike_up().len(), 1);
 }
 
 #[test]

@@ -155,6 +155,16 @@ impl Policy for VnPolicy {
             .map(|p| p.config.clone())
     }
 
+    fn certificate_request(&self, remote: SocketAddr) -> Option<Arc<TrustAnchors>> {
+        self.peers
+            .iter()
+            .filter(|p| p.selectors.remote() == remote.ip())
+            .find_map(|p| match &p.config.remote_auth {
+                PeerAuth::Certificate(anchors) => Some(anchors.clone()),
+                PeerAuth::Psk(_) => None,
+            })
+    }
+
     fn narrow(
         &self,
         peer: &PeerConfig,

@@ -41,6 +41,10 @@ pub enum DaemonError {
     Config(String),
 }
 
+/// With the value `1`, the daemon logs every IKE SA's keys so captures can be decrypted.
+/// Insecure: anyone who reads the log can read and forge that SA's messages.
+pub const LOG_IKE_KEYS: &str = "IIPTRAN_LOG_IKE_KEYS";
+
 /// Runs the daemon for a loaded configuration until SIGTERM or SIGINT.
 pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     let state_dir = &config.node.state_dir;
@@ -54,13 +58,13 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     tracing::info!(data_plane = %kind, "starting");
     let sockets = Sockets::bind(config.node.endpoint).await?;
     let policy = VnPolicy::new(&config)?;
-    let engine = Engine::new(
-        engine_config(&config.ike, false),
-        policy,
-        Instant::now(),
-        SystemTime::now(),
-    )
-    .context("starting the IKE engine")?;
+    let mut settings = engine_config(&config.ike, false);
+    settings.log_keys = std::env::var_os(LOG_IKE_KEYS).is_some_and(|v| v == "1");
+    if settings.log_keys {
+        tracing::warn!("{LOG_IKE_KEYS}=1: IKE SA keys go to the log (insecure, debugging only)");
+    }
+    let engine = Engine::new(settings, policy, Instant::now(), SystemTime::now())
+        .context("starting the IKE engine")?;
     let server = ControlServer::bind(ServerConfig::new(&config.node.control_socket))?;
     let parts = Parts {
         config,

@@ -69,6 +69,13 @@ impl Capture {
         self.tshark(&["-V"], display_filter)
     }
 
+    /// `dissect` with IKE SA keys for tshark's `ikev2_decryption_table`, so the encrypted
+    /// payloads of that SA (IKE_AUTH onwards) are dissected too.
+    pub fn dissect_decrypted(&self, keys: &IkeKeys, display_filter: &str) -> Result<String> {
+        let uat = format!("uat:ikev2_decryption_table:{}", keys.uat_record());
+        self.tshark(&["-o", &uat, "-V"], display_filter)
+    }
+
     fn tshark(&self, extra: &[&str], display_filter: &str) -> Result<String> {
         let file = self.file.display().to_string();
         let mut args = vec!["-n", "-r", &file];
@@ -82,5 +89,27 @@ impl Capture {
     /// The directory holding the pcap and tcpdump's output (kept if the test fails).
     pub fn dir(&self) -> &TempDir {
         &self.dir
+    }
+}
+
+/// The keys of one IKE SA with AES-CBC-256 and HMAC-SHA2-256-128 (the suites tshark 4.0
+/// can decrypt), all in lower-case hex.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IkeKeys {
+    pub spi_i: String,
+    pub spi_r: String,
+    pub sk_ei: String,
+    pub sk_er: String,
+    pub sk_ai: String,
+    pub sk_ar: String,
+}
+
+impl IkeKeys {
+    /// One record of tshark's `ikev2_decryption_table` UAT: bytes in bare hex, names quoted.
+    fn uat_record(&self) -> String {
+        format!(
+            "{},{},{},{},\"AES-CBC-256 [RFC3602]\",{},{},\"HMAC_SHA2_256_128 [RFC4868]\"",
+            self.spi_i, self.spi_r, self.sk_ei, self.sk_er, self.sk_ai, self.sk_ar
+        )
     }
 }

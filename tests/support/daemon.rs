@@ -12,6 +12,7 @@ use iiptran::control::protocol::{
 };
 use iiptran::control::{Body, Response};
 
+use super::capture::IkeKeys;
 use super::netns::Netns;
 use super::process::Process;
 use super::wait::wait_until;
@@ -197,6 +198,49 @@ impl Daemon {
     pub fn rewrite(&mut self, config: &NodeConfig) -> Result<()> {
         std::fs::write(&self.config, config.render(&self.state_dir, &self.socket))?;
         Ok(())
+    }
+
+    /// The daemon's log so far (its stderr), without terminal colour codes.
+    pub fn log(&self) -> String {
+        let raw = self.process.stderr();
+        let mut plain = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                // CSI sequences end with a letter: `ESC [ 1 ; 32 m`
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                plain.push(c);
+            }
+        }
+        plain
+    }
+
+    /// The keys of every IKE SA the daemon logged, oldest first; it logs them only when
+    /// started with `IIPTRAN_LOG_IKE_KEYS=1`.
+    pub fn ike_keys(&self) -> Vec<IkeKeys> {
+        let field = |line: &str, name: &str| {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        self.log()
+            .lines()
+            .filter(|l| l.contains("IKE SA keys (insecure key logging is on)"))
+            .map(|l| IkeKeys {
+                spi_i: field(l, "spi_i"),
+                spi_r: field(l, "spi_r"),
+                sk_ei: field(l, "sk_ei"),
+                sk_er: field(l, "sk_er"),
+                sk_ai: field(l, "sk_ai"),
+                sk_ar: field(l, "sk_ar"),
+            })
+            .collect()
     }
 
     /// Runs `iiptranctl --socket <socket> <args>` and returns its output.

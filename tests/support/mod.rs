@@ -11,6 +11,7 @@ pub mod bird;
 pub mod capture;
 pub mod daemon;
 pub mod netns;
+pub mod peering;
 pub mod process;
 pub mod strongswan;
 pub mod wait;

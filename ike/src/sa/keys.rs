@@ -6,6 +6,7 @@ use crate::config::{EspSuite, IkeSuite};
 use crate::crypto::{CryptoError, DhGroup, DhPrivate, IkeSaKeys, Prf, SkCipher, child_keymat};
 use crate::iana::DhId;
 use crate::secret::Secret;
+use tracing::warn;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
@@ -84,12 +85,13 @@ pub(crate) struct Exchanged<'a> {
 
 impl IkeKeys {
     /// Derives the keys (RFC 7296 §2.14), or for a rekey (§2.18) from the old SA's
-    /// `SK_d` and PRF.
+    /// `SK_d` and PRF. `log_keys` is [`crate::config::Config::log_keys`].
     pub fn derive(
         suite: &IkeSuite,
         x: &Exchanged<'_>,
         rekey_of: Option<(Prf, &Secret)>,
         we_are_initiator: bool,
+        log_keys: bool,
     ) -> Result<Self, KeyError> {
         let prf = Prf::from_id(suite.prf).ok_or(CryptoError::Unsupported("PRF"))?;
         let skeyseed = match rekey_of {
@@ -117,6 +119,18 @@ impl IkeKeys {
                 a.expose(),
             )
         };
+        if log_keys {
+            let hex = |s: &Secret| hex::encode(s.expose());
+            warn!(
+                spi_i = %format!("{:016x}", x.spi_i),
+                spi_r = %format!("{:016x}", x.spi_r),
+                sk_ei = %hex(&k.sk_ei),
+                sk_er = %hex(&k.sk_er),
+                sk_ai = %hex(&k.sk_ai),
+                sk_ar = %hex(&k.sk_ar),
+                "IKE SA keys (insecure key logging is on)"
+            );
+        }
         let ci = cipher(&k.sk_ei, &k.sk_ai)?;
         let cr = cipher(&k.sk_er, &k.sk_ar)?;
         let (out, inb, ours, peer) = if we_are_initiator {

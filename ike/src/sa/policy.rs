@@ -61,6 +61,13 @@ pub trait Policy {
     /// or `None` to refuse it (AUTHENTICATION_FAILED).
     fn peer(&self, remote_id: &Identity, remote: SocketAddr) -> Option<Arc<PeerConfig>>;
 
+    /// As responder, in IKE_SA_INIT (before the peer has said who it is): the CAs to name
+    /// in a CERTREQ for a peer at `remote`, if it is to authenticate with a certificate.
+    /// Peers such as strongSwan send their certificate only when asked.
+    fn certificate_request(&self, _remote: SocketAddr) -> Option<Arc<TrustAnchors>> {
+        None
+    }
+
     /// As responder: the selectors of a child SA the peer proposed (TSi its side, TSr
     /// ours), narrowed to what we accept, or the error notification that refuses it
     /// (TS_UNACCEPTABLE).

@@ -84,6 +84,16 @@ impl Policy for TestPolicy {
             .cloned()
     }
 
+    fn certificate_request(&self, remote: SocketAddr) -> Option<Arc<TrustAnchors>> {
+        self.peers
+            .iter()
+            .filter(|p| p.ts_remote.first().map(|t| t.start_addr) == Some(remote.ip()))
+            .find_map(|p| match &p.remote_auth {
+                PeerAuth::Certificate(anchors) => Some(anchors.clone()),
+                PeerAuth::Psk(_) => None,
+            })
+    }
+
     fn narrow(
         &self,
         peer: &PeerConfig,

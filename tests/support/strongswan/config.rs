@@ -19,6 +19,8 @@ pub struct CharonOptions {
     /// Use the load-tester plugin's fake kernel interface: child SAs are "installed"
     /// without touching XFRM, so transport mode works on a kernel without ESP.
     pub fake_kernel: bool,
+    /// Further lines of the `charon` section, e.g. `retransmit_timeout = 1`.
+    pub settings: String,
 }
 
 impl Default for CharonOptions {
@@ -26,6 +28,7 @@ impl Default for CharonOptions {
         Self {
             ike_log_level: 2,
             fake_kernel: true,
+            settings: String::new(),
         }
     }
 }
@@ -46,6 +49,7 @@ pub(super) fn strongswan_conf(dir: &Path, options: &CharonOptions) -> String {
     load = {first}{PLUGINS}
     install_routes = no
     install_virtual_ip = no
+{settings}
     plugins {{
         vici {{
             socket = unix://{dir}/run/charon.vici
@@ -65,7 +69,8 @@ swanctl {{
     load = pem pkcs1 pkcs8 x509 pubkey curve25519 openssl sha1 sha2 random nonce
 }}
 ",
-        ike = options.ike_log_level
+        ike = options.ike_log_level,
+        settings = options.settings,
     )
 }
 

@@ -6,6 +6,7 @@
 //! directory bind-mounted over `/run` inside the mount namespace `ip netns exec` gives it.
 
 mod config;
+mod keylog;
 mod pki;
 mod sas;
 
@@ -107,48 +108,48 @@ impl Charon {
             &swanctl_conf(&dir, connections)?,
         )?;
 
-        let preload = if options.fake_kernel {
-            install.load_tester.display().to_string()
-        } else {
-            String::new()
-        };
-        let mut command = ns.command("sh");
-        command
-            .env("STRONGSWAN_CONF", dir.join("strongswan.conf"))
-            .args([
-                "-c",
-                r#"mount --bind "$0/run" /run || exit 1
-                   if [ -n "$2" ]; then exec env LD_PRELOAD="$2" "$1"; else exec "$1"; fi"#,
-            ])
-            .arg(dir.path())
-            .args([CHARON, &preload]);
-        let process = Process::spawn("charon", command, dir.path())?;
-        let mut charon = Self {
+        let process = launch(install, ns, &dir, name, options)?;
+        let charon = Self {
             name: name.into(),
             process,
             dir,
         };
-        let vici = charon.dir.join("run/charon.vici");
-        let what = format!("charon {name}'s vici socket");
-        wait_until(
-            &what,
-            Duration::from_secs(10),
-            Duration::from_millis(20),
-            || {
-                if let Some(status) = charon.process.exited()? {
-                    bail!("charon {name} exited ({status}): {}", charon.process.dump());
-                }
-                Ok(vici.exists())
-            },
-        )?;
-        let swanctl_conf = charon.dir.join("swanctl/swanctl.conf");
-        charon.swanctl(&[
+        charon.load()?;
+        Ok(charon)
+    }
+
+    /// Stops charon and starts it again on the same files, as a reboot of the peer would:
+    /// it remembers no SAs.
+    pub fn restart(
+        &mut self,
+        install: &Installation,
+        ns: &Netns,
+        options: &CharonOptions,
+    ) -> Result<()> {
+        self.process.stop()?;
+        // A killed charon leaves its pid file and socket; the new one would refuse to start.
+        for stale in ["run/charon.pid", "run/charon.vici"] {
+            let _ = std::fs::remove_file(self.dir.join(stale));
+        }
+        self.process = launch(install, ns, &self.dir, &self.name, options)?;
+        self.load()
+    }
+
+    /// Sends `signal` to charon (e.g. SIGKILL: it dies without deleting its SAs).
+    pub fn signal(&mut self, signal: libc::c_int) -> Result<()> {
+        self.process.signal(signal)
+    }
+
+    /// Loads the connections, credentials and secrets of swanctl.conf.
+    fn load(&self) -> Result<()> {
+        let swanctl_conf = self.dir.join("swanctl/swanctl.conf");
+        self.swanctl(&[
             "--load-all",
             "--noprompt",
             "--file",
             &swanctl_conf.display().to_string(),
         ])?;
-        Ok(charon)
+        Ok(())
     }
 
     pub fn name(&self) -> &str {
@@ -209,6 +210,12 @@ impl Charon {
         parse_list_sas(&self.swanctl(&["--list-sas", "--raw"])?)
     }
 
+    /// The keys of `sa` from the log, for decrypting captures; needs `ike_log_level = 4`
+    /// and a log that holds no other IKE SA's keys.
+    pub fn ike_keys(&self, sa: &IkeSa) -> Result<crate::support::capture::IkeKeys> {
+        keylog::ike_keys(&self.log(), sa)
+    }
+
     /// The file log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("charon.log")).unwrap_or_default()
@@ -237,6 +244,46 @@ impl Drop for Charon {
             eprintln!("--- charon {} log\n{}", self.name, self.log());
         }
     }
+}
+
+/// Starts charon in `ns` on the files in `dir` and waits for its vici socket.
+fn launch(
+    install: &Installation,
+    ns: &Netns,
+    dir: &TempDir,
+    name: &str,
+    options: &CharonOptions,
+) -> Result<Process> {
+    let preload = if options.fake_kernel {
+        install.load_tester.display().to_string()
+    } else {
+        String::new()
+    };
+    let mut command = ns.command("sh");
+    command
+        .env("STRONGSWAN_CONF", dir.join("strongswan.conf"))
+        .args([
+            "-c",
+            r#"mount --bind "$0/run" /run || exit 1
+               if [ -n "$2" ]; then exec env LD_PRELOAD="$2" "$1"; else exec "$1"; fi"#,
+        ])
+        .arg(dir.path())
+        .args([CHARON, &preload]);
+    let mut process = Process::spawn("charon", command, dir.path())?;
+    let vici = dir.join("run/charon.vici");
+    let what = format!("charon {name}'s vici socket");
+    wait_until(
+        &what,
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            if let Some(status) = process.exited()? {
+                bail!("charon {name} exited ({status}): {}", process.dump());
+            }
+            Ok(vici.exists())
+        },
+    )?;
+    Ok(process)
 }
 
 fn swanctl_conf(dir: &TempDir, connections: &[Connection]) -> Result<String> {

@@ -33,6 +33,22 @@ pub struct NodeCert {
     pub ca: PathBuf,
 }
 
+impl NodeCert {
+    /// Writes the files as `iiptrand enroll` does (`ca.pem`, `cert.pem`, and `key.pem` in
+    /// PKCS#8, mode 0600) into `dir`, for a daemon that authenticates with this certificate.
+    pub fn export_for_iiptrand(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::copy(&self.ca, dir.join("ca.pem"))?;
+        std::fs::copy(&self.cert, dir.join("cert.pem"))?;
+        // pki writes ECDSA keys in SEC1 form; iiptrand reads PKCS#8 only.
+        let key = run(
+            "openssl",
+            &["pkcs8", "-topk8", "-nocrypt", "-in", &path(&self.key)],
+        )?;
+        super::write_private(&dir.join("key.pem"), &key)
+    }
+}
+
 /// A self-signed CA in a temporary directory.
 pub struct Ca {
     dir: TempDir,

@@ -407,10 +407,26 @@ impl IkeSa {
                 ctx.events.push_back(Event::ChildSaUp(child.clone()));
                 self.add_child(ctx, child);
             }
-            Err(kind) => ctx.events.push_back(Event::ChildSaFailed {
-                ike_sa: self.id,
-                notify: kind,
-            }),
+            Err(kind) => {
+                self.delete_refused_answer(payloads, spi_in);
+                ctx.events.push_back(Event::ChildSaFailed {
+                    ike_sa: self.id,
+                    notify: kind,
+                });
+            }
+        }
+    }
+
+    /// We refused a responder's answer (tunnel mode, selectors, suite) that created a
+    /// child SA on its side: delete it there, so the peer does not keep an SA we never use.
+    /// An answer that refused the child itself created nothing.
+    pub(super) fn delete_refused_answer(&mut self, payloads: &[Payload], spi_in: u32) {
+        if error_notify(payloads).is_none() && find_payload!(payloads, Payload::Sa).is_some() {
+            // Only our inbound SPI goes into the DELETE; no child of ours has it.
+            self.queue(Task::DeleteChild(ChildSpis {
+                inbound: spi_in,
+                outbound: 0,
+            }));
         }
     }
 }

@@ -265,6 +265,7 @@ impl IkeSa {
             }
             (Err(kind), rekey) => {
                 debug!(sa = ?self.id, notify = ?kind, "child SA refused");
+                self.delete_refused_answer(payloads, spi_in);
                 match (rekey, collision) {
                     (Some(old), Some((theirs, _))) => self.replace_child(ctx, old, theirs),
                     (Some(old), None) => {
@@ -367,7 +368,14 @@ impl IkeSa {
             spi_i,
             spi_r,
         };
-        let keys = IkeKeys::derive(&suite, &x, Some((old.prf, &old.sk_d)), we_initiated).ok()?;
+        let keys = IkeKeys::derive(
+            &suite,
+            &x,
+            Some((old.prf, &old.sk_d)),
+            we_initiated,
+            ctx.config.log_keys,
+        )
+        .ok()?;
         let mut sa = Self::blank(
             self.id,
             we_initiated,

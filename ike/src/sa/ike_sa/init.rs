@@ -173,7 +173,7 @@ impl IkeSa {
             spi_i: sa.spi_i,
             spi_r,
         };
-        sa.keys = Some(IkeKeys::derive(&suite, &x, None, false).ok()?);
+        sa.keys = Some(IkeKeys::derive(&suite, &x, None, false, ctx.config.log_keys).ok()?);
         let mut out = vec![
             Payload::Sa(vec![proposal::ike_answer(&suite, chosen, Vec::new())]),
             Payload::Ke(KeyExchange {
@@ -183,6 +183,12 @@ impl IkeSa {
             Payload::Nonce(sa.nr.clone()),
         ];
         out.extend(sa.init_notifies(ctx, spi_r));
+        if let Some(anchors) = ctx.policy.certificate_request(remote) {
+            out.push(Payload::CertReq(Certificate {
+                encoding: CertEncoding::X509_SIGNATURE,
+                data: anchors.certreq_data(),
+            }));
+        }
         let reply = plain(sa.header(ExchangeType::IKE_SA_INIT, true, 0), out)?;
         sa.init_ours = reply.clone();
         let reply = with_marker(sa.nat_t, reply);
@@ -262,7 +268,7 @@ impl IkeSa {
             spi_i: self.spi_i,
             spi_r: self.spi_r,
         };
-        match IkeKeys::derive(&suite, &x, None, true) {
+        match IkeKeys::derive(&suite, &x, None, true, ctx.config.log_keys) {
             Ok(k) => self.keys = Some(k),
             Err(e) => return self.down(ctx, DownReason::Local(e.to_string())),
         }

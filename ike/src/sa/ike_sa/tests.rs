@@ -51,7 +51,7 @@ fn responder(now: Instant) -> IkeSa {
         spi_i: 1,
         spi_r: 2,
     };
-    sa.keys = Some(IkeKeys::derive(&suite, &x, None, false).unwrap());
+    sa.keys = Some(IkeKeys::derive(&suite, &x, None, false, false).unwrap());
     sa.peer = Some(Arc::new(PeerConfig {
         local_id: Identity::Fqdn("bob.example".into()),
         local_auth: LocalAuth::Psk(Secret::from_slice(b"k")),
