@@ -8,6 +8,7 @@ mod handler;
 mod ike_policy;
 mod kernel_objects;
 mod runtime;
+mod sa_report;
 mod sockets;
 
 use std::os::unix::fs::DirBuilderExt;

@@ -113,7 +113,7 @@ fn pair_of(ike_sa: IkeSaId, initiated: bool, spis: ChildSpis) -> ChildPair {
     }
 }
 
-fn spis_of(pair: &ChildPair) -> ChildSpis {
+pub(super) fn spis_of(pair: &ChildPair) -> ChildSpis {
     ChildSpis {
         inbound: pair.spi_in,
         outbound: pair.spi_out,
@@ -355,7 +355,7 @@ impl<D: Dataplane> Runtime<D> {
         }
     }
 
-    fn neighbor_of_sa(&self, sa: IkeSaId) -> Option<(String, bool)> {
+    pub(super) fn neighbor_of_sa(&self, sa: IkeSaId) -> Option<(String, bool)> {
         self.ike_sas
             .get(&sa)
             .map(|i| (i.neighbor.clone(), i.initiated))
@@ -633,7 +633,7 @@ impl<D: Dataplane> Runtime<D> {
         };
         n.children.remove(&spis_of(pair));
         let n = &self.neighbors[name];
-        let ids = self.objects(n).sa_ids(pair);
+        let ids = self.objects(n).sa_ids(spis_of(pair));
         for id in &ids {
             if let Err(e) = gone_ok(self.dataplane.delete_sa(*id).await) {
                 warn!(neighbor = name, error = %e, "deleting an SA");

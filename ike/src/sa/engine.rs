@@ -10,6 +10,7 @@ use super::exchange::{
 use super::ike_sa::{Ctx, IkeSa, Phase, Task, refuse_init};
 use super::keys::KeyError;
 use super::policy::{PeerConfig, Policy};
+use super::snapshot::IkeSaSnapshot;
 use crate::config::Config;
 use crate::iana::{ExchangeType, NotifyType};
 use crate::wire::{self, Datagram, Header, Payload};
@@ -109,6 +110,17 @@ impl<P: Policy> Engine<P> {
     /// The installed (not rekeyed or deleting) child SAs of an IKE SA.
     pub fn child_sas(&self, sa: IkeSaId) -> Vec<ChildSpis> {
         self.current(sa).map(IkeSa::child_spis).unwrap_or_default()
+    }
+
+    /// Every IKE SA, established or on its way, with its child SAs, by id.
+    pub fn snapshot(&self) -> Vec<IkeSaSnapshot> {
+        let mut all: Vec<IkeSaSnapshot> = self
+            .handles
+            .values()
+            .filter_map(|spi| self.sas.get(spi)?.snapshot(&self.config))
+            .collect();
+        all.sort_by_key(|s| s.id);
+        all
     }
 
     fn current(&self, sa: IkeSaId) -> Option<&IkeSa> {

@@ -38,6 +38,7 @@ mod keys;
 mod nat;
 mod policy;
 mod proposal;
+mod snapshot;
 mod window;
 
 pub use child::{ChildSa, ChildSpis, EspKeys, Mode};
@@ -45,3 +46,4 @@ pub use engine::{Engine, Transmit};
 pub use event::{DownReason, Event, IkeSaId};
 pub use keys::KeyError;
 pub use policy::{LocalAuth, PeerAuth, PeerConfig, Policy};
+pub use snapshot::{ChildSaSnapshot, ChildSaState, IkeSaSnapshot, IkeSaState};

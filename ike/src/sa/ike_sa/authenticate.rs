@@ -196,6 +196,7 @@ impl IkeSa {
         out.extend(self.our_certificates());
         out.push(Payload::Auth(our_auth));
         self.phase = Phase::Established;
+        self.established = Some(ctx.now);
         self.last_heard = ctx.now;
         self.rekey_at = ctx.rekey_time(ctx.config.lifetimes.ike_rekey);
         ctx.events.push_back(self.up_event(&peer));
@@ -234,6 +235,7 @@ impl IkeSa {
         self.children.push(Child {
             sa,
             state: ChildState::Installed,
+            established: ctx.now,
             rekey_at: ctx.rekey_time(ctx.config.lifetimes.child_rekey),
             collision: None,
             announced: true,
@@ -388,6 +390,7 @@ impl IkeSa {
             return self.down(ctx, DownReason::AuthFailed);
         }
         self.phase = Phase::Established;
+        self.established = Some(ctx.now);
         self.last_heard = ctx.now;
         self.rekey_at = ctx.rekey_time(ctx.config.lifetimes.ike_rekey);
         ctx.events.push_back(self.up_event(&peer));

@@ -381,6 +381,7 @@ impl IkeSa {
         sa.nat_t = self.nat_t;
         sa.peer_fragmentation = self.peer_fragmentation;
         sa.phase = Phase::Established;
+        sa.established = Some(ctx.now);
         sa.peer = self.peer.clone();
         sa.keys = Some(keys);
         sa.ni = ni.to_vec();

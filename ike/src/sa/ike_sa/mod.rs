@@ -5,6 +5,7 @@ use super::child::{ChildSa, ChildSpis, Negotiated};
 use super::event::{DownReason, Event, IkeSaId};
 use super::nat::detection_hash;
 use super::proposal;
+use super::snapshot::{ChildSaSnapshot, ChildSaState, IkeSaSnapshot, IkeSaState};
 use super::window::{Expiry, Incoming, Requests, Responses};
 use crate::auth::{self, AuthError};
 use crate::config::{Config, EspSuite, IkeSuite};
@@ -163,6 +164,7 @@ enum ChildState {
 struct Child {
     sa: ChildSa,
     state: ChildState,
+    established: Instant,
     rekey_at: Option<Instant>,
     /// A child we created answering the peer's rekey of this one while our own rekey
     /// of it was outstanding (§2.8.1), with the lowest nonce of that exchange.
@@ -196,6 +198,7 @@ pub(super) struct IkeSa {
     children: Vec<Child>,
     /// When the SA entered its phase (half-open and replaced SAs time out).
     pub since: Instant,
+    established: Option<Instant>,
     last_heard: Instant,
     rekey_at: Option<Instant>,
     /// For a responder's half-open SA: (remote, SPIi) under which the engine finds it.
@@ -269,6 +272,7 @@ impl IkeSa {
             tasks: VecDeque::new(),
             children: Vec::new(),
             since: now,
+            established: None,
             last_heard: now,
             rekey_at: None,
             init_key: None,
@@ -776,6 +780,57 @@ impl IkeSa {
             }
         }
         self.successor_of = None;
+    }
+
+    /// What an operator sees of this SA; `None` once it is gone or while a rekey's result
+    /// has not taken over yet.
+    pub fn snapshot(&self, config: &Config) -> Option<IkeSaSnapshot> {
+        let state = match self.phase {
+            Phase::InitSent | Phase::AuthSent => IkeSaState::Connecting,
+            Phase::HalfOpen => IkeSaState::HalfOpen,
+            Phase::Established if self.successor_of.is_some() => return None,
+            Phase::Established if self.duplicate => IkeSaState::Duplicate,
+            Phase::Established => IkeSaState::Established,
+            Phase::Rekeyed | Phase::Dead => return None,
+        };
+        let children = self
+            .children
+            .iter()
+            .filter(|c| c.announced)
+            .map(|c| ChildSaSnapshot {
+                spis: c.sa.spis,
+                state: match c.state {
+                    ChildState::Installed => ChildSaState::Installed,
+                    ChildState::Rekeyed => ChildSaState::Rekeyed,
+                    ChildState::Deleting => ChildSaState::Deleting,
+                },
+                suite: c.sa.suite,
+                mode: c.sa.mode,
+                ts_local: c.sa.ts_local.clone(),
+                ts_remote: c.sa.ts_remote.clone(),
+                udp_encap: c.sa.udp_encap,
+                established: c.established,
+                rekey_at: c.rekey_at,
+                expire_at: c.established + c.sa.hard_lifetime,
+            })
+            .collect();
+        Some(IkeSaSnapshot {
+            id: self.id,
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            initiator: self.initiator,
+            state,
+            suite: self.suite,
+            local_id: self.peer.as_ref().map(|p| p.local_id.clone()),
+            remote_id: self.peer_id().cloned(),
+            local: self.local,
+            remote: self.remote,
+            established: self.established,
+            rekey_at: self.rekey_at,
+            expire_at: (self.phase == Phase::HalfOpen)
+                .then(|| self.since + config.half_open_timeout),
+            children,
+        })
     }
 
     pub fn has_child(&self, spis: ChildSpis) -> bool {
