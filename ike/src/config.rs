@@ -135,8 +135,6 @@ pub struct Config {
     pub half_open_timeout: Duration,
     /// Move to port 4500 for IKE_AUTH even without NAT.
     pub force_nat_t: bool,
-    /// Of two IKE SAs with the same peer (simultaneous initiation) delete the duplicate.
-    pub delete_duplicates: bool,
 }
 
 impl Default for Config {
@@ -155,7 +153,6 @@ impl Default for Config {
             max_message: 64 * 1024,
             half_open_timeout: Duration::from_secs(30),
             force_nat_t: false,
-            delete_duplicates: true,
         }
     }
 }

@@ -575,7 +575,6 @@ mod tests {
             state,
             current: Some(ChildPair {
                 ike_sa: 0x1122_3344_5566_7788,
-                ike_initiated_locally: true,
                 spi_in: 0xc000_0001,
                 spi_out: 0xc000_0002,
             }),

@@ -251,10 +251,6 @@ pub fn engine_config(ike: &IkeSettings, force_nat_t: bool) -> EngineConfig {
         },
         fragment_size: usize::from(ike.fragment_size),
         force_nat_t: force_nat_t || ike.nat_t == NatTraversal::Force,
-        // Crossing initiations are settled by the adjacency's rule for child SA pairs
-        // (`policy::adjacency::keep_of`), which both nodes apply alike; the engine's own
-        // choice of IKE SA could pick the other one and leave no pair at all.
-        delete_duplicates: false,
         ..EngineConfig::default()
     }
 }
@@ -328,7 +324,6 @@ mod tests {
             ]
         );
         assert_eq!(c.child_pfs, None);
-        assert!(!c.delete_duplicates);
     }
 
     #[test]

@@ -97,17 +97,15 @@ impl<D: Dataplane> Runtime<D> {
     /// The neighbor an IKE SA belongs to: as recorded when it came up, else by the
     /// identity or the address of the peer.
     fn neighbor_of_snapshot(&self, sa: &IkeSaSnapshot) -> Option<String> {
-        self.neighbor_of_sa(sa.id)
-            .map(|(name, _)| name)
-            .or_else(|| {
-                let by_id = sa
-                    .remote_id
-                    .as_ref()
-                    .and_then(|id| neighbor_of(&self.config, id));
-                by_id
-                    .or_else(|| self.config.neighbor_at(sa.remote.ip()))
-                    .map(|n| n.name.clone())
-            })
+        self.neighbor_of_sa(sa.id).or_else(|| {
+            let by_id = sa
+                .remote_id
+                .as_ref()
+                .and_then(|id| neighbor_of(&self.config, id));
+            by_id
+                .or_else(|| self.config.neighbor_at(sa.remote.ip()))
+                .map(|n| n.name.clone())
+        })
     }
 
     pub(super) async fn sa_reports(&self) -> Vec<IkeSaReport> {

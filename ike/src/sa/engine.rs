@@ -123,6 +123,13 @@ impl<P: Policy> Engine<P> {
         all
     }
 
+    /// Whether another IKE SA with the same peer is kept instead of this one
+    /// (simultaneous initiation): its child SAs are not to be used, and the engine
+    /// deletes it.
+    pub fn is_duplicate(&self, sa: IkeSaId) -> bool {
+        self.current(sa).is_some_and(|s| s.duplicate)
+    }
+
     fn current(&self, sa: IkeSaId) -> Option<&IkeSa> {
         self.handles.get(&sa).and_then(|spi| self.sas.get(spi))
     }
@@ -427,9 +434,6 @@ impl<P: Policy> Engine<P> {
                     sa.drive(ctx);
                 });
             }
-        }
-        if !self.config.delete_duplicates {
-            return;
         }
         let key = |sa: &IkeSa| std::cmp::min(sa.ni.clone(), sa.nr.clone());
         let mut same: Vec<(Vec<u8>, u64)> = self
