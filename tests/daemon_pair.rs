@@ -13,7 +13,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use iiptran::control::protocol::{CertReport, LinkState, NeighborReport};
+use iiptran::control::protocol::{
+    CertReport, IkeSaReport, LinkState, Mode, NeighborReport, StatusReport, TrafficSelector,
+};
 use iiptran::control::{Body, Response};
 use support::netns::{Netns, veth};
 use support::process::Process;
@@ -118,6 +120,70 @@ fn list_certs(socket: &Path) -> Result<Vec<CertReport>> {
     }
 }
 
+fn list_sas(socket: &Path) -> Result<Vec<IkeSaReport>> {
+    match ask(socket, "list-sas")? {
+        Some(Body::Sas(s)) => Ok(s),
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+fn status(socket: &Path) -> Result<Option<StatusReport>> {
+    match ask(socket, "status")? {
+        None => Ok(None),
+        Some(Body::Status(s)) => Ok(Some(s)),
+        Some(other) => bail!("unexpected answer {other:?}"),
+    }
+}
+
+/// The IKE SA of a and of b once each has exactly one, established, with exactly one
+/// installed child SA pair, and the two describe the same SAs: the IKE SPIs are equal and
+/// each child's inbound SPI is the other's outbound. The selectors must be IP-in-IP
+/// between the two endpoints, in transport mode.
+fn one_pair_on_both(a: &Node, b: &Node) -> Result<Option<(IkeSaReport, IkeSaReport)>> {
+    let single = |sas: Vec<IkeSaReport>| {
+        let [sa] = <[IkeSaReport; 1]>::try_from(sas).ok()?;
+        (sa.state == "ESTABLISHED"
+            && sa.child_sas.len() == 1
+            && sa.child_sas[0].state == "INSTALLED")
+            .then_some(sa)
+    };
+    let (Some(x), Some(y)) = (single(list_sas(&a.socket)?), single(list_sas(&b.socket)?)) else {
+        return Ok(None);
+    };
+    assert_eq!((x.name.as_str(), y.name.as_str()), ("b", "a"));
+    assert_eq!(
+        (x.spi_initiator, x.spi_responder),
+        (y.spi_initiator, y.spi_responder)
+    );
+    assert_ne!(x.spi_initiator.0, 0);
+    assert_ne!(x.spi_responder.0, 0);
+    assert_ne!(x.initiator, y.initiator);
+    assert_eq!(
+        (x.local_identity.as_str(), x.remote_identity.as_str()),
+        ("a.vn.example", "b.vn.example")
+    );
+    assert_eq!(x.local_addr.ip(), y.remote_addr.ip());
+    assert!(x.established_at.is_some() && x.rekey_at.is_some());
+    let (cx, cy) = (&x.child_sas[0], &y.child_sas[0]);
+    assert_eq!(cx.inbound.spi, cy.outbound.spi);
+    assert_eq!(cx.outbound.spi, cy.inbound.spi);
+    for (c, local, remote) in [
+        (cx, &x.local_addr, &x.remote_addr),
+        (cy, &y.local_addr, &y.remote_addr),
+    ] {
+        assert_eq!(c.mode, Mode::Transport);
+        let ts = |addr: std::net::IpAddr| TrafficSelector {
+            addr,
+            prefix_len: 32,
+            protocol: 4,
+        };
+        assert_eq!(c.local_ts, [ts(local.ip())]);
+        assert_eq!(c.remote_ts, [ts(remote.ip())]);
+        assert!(c.rekey_at.is_some() && c.expire_at > c.rekey_at);
+    }
+    Ok(Some((x, y)))
+}
+
 fn established(socket: &Path) -> Result<Option<NeighborReport>> {
     Ok(neighbors(socket)?
         .into_iter()
@@ -193,8 +259,8 @@ enum Stop {
     Terminate,
 }
 
-fn pair(auth: &Auth, stop: Stop) {
-    let dir = TempDir::new("daemon-pair").or_panic();
+/// Two namespaces joined by a veth pair, each with its node's configuration.
+fn two_nodes(dir: &Path, auth: &Auth) -> (Node, Node) {
     let a_ns = Netns::new("dpa").or_panic();
     let b_ns = Netns::new("dpb").or_panic();
     let (a_end, b_end) = veth(
@@ -207,7 +273,7 @@ fn pair(auth: &Auth, stop: Stop) {
     .or_panic();
     let (a_ip, b_ip) = (a_end.addr.to_string(), b_end.addr.to_string());
     let (a_config, a_socket) = write_config(
-        dir.path(),
+        dir,
         &Side {
             name: "a",
             credentials: credentials(auth, "a"),
@@ -219,7 +285,7 @@ fn pair(auth: &Auth, stop: Stop) {
     )
     .or_panic();
     let (b_config, b_socket) = write_config(
-        dir.path(),
+        dir,
         &Side {
             name: "b",
             credentials: credentials(auth, "b"),
@@ -240,6 +306,12 @@ fn pair(auth: &Auth, stop: Stop) {
         socket: b_socket,
         config: b_config,
     };
+    (a, b)
+}
+
+fn pair(auth: &Auth, stop: Stop) {
+    let dir = TempDir::new("daemon-pair").or_panic();
+    let (a, b) = two_nodes(dir.path(), auth);
     let _a_daemon = start(&a, dir.path(), "iiptrand-a", &[]).or_panic();
     let mut b_daemon = start(&b, dir.path(), "iiptrand-b", &[]).or_panic();
 
@@ -268,8 +340,30 @@ fn pair(auth: &Auth, stop: Stop) {
             "a's certificate is not listed: {certs:?}"
         );
     }
+    let sas_before = wait_until(
+        "one IKE SA with one child SA pair on both",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || one_pair_on_both(&a, &b),
+    )
+    .or_panic();
     a.ns.run("ping", &["-c", "3", "-W", "2", "-i", "0.2", "10.255.0.1"])
         .or_panic();
+    let sas_after = one_pair_on_both(&a, &b)
+        .or_panic()
+        .expect("one IKE SA with one child SA pair after the ping");
+    assert_eq!(
+        sas_before.0.spi_initiator, sas_after.0.spi_initiator,
+        "the IKE SA changed"
+    );
+    let (before, after) = (&sas_before.0.child_sas[0], &sas_after.0.child_sas[0]);
+    assert!(
+        after.outbound.packets >= before.outbound.packets + 3
+            && after.inbound.packets >= before.inbound.packets + 3
+            && after.outbound.bytes > before.outbound.bytes
+            && after.inbound.last_use.is_some(),
+        "list-sas counters did not grow by the three pings: {before:?} -> {after:?}"
+    );
     let after = established(&a.socket)
         .or_panic()
         .expect("still up after the ping");
@@ -387,4 +481,81 @@ fn ready_then_reload_replaces_a_removed_neighbor_with_an_added_one() {
         node.ns.ip(&["link", "show", "vn-b"]).is_err(),
         "the removed neighbor's link is still there"
     );
+}
+
+#[test]
+fn crossing_initiations_leave_one_ike_sa_and_one_pair() {
+    if !have_root("crossing_initiations_leave_one_ike_sa_and_one_pair") {
+        return;
+    }
+    let dir = TempDir::new("daemon-crossing").or_panic();
+    let (a, b) = two_nodes(dir.path(), &Auth::Psk);
+    // IKE is held back in both namespaces until both daemons have initiated, so that
+    // their IKE_SA_INIT requests (retransmitted a second later) cross.
+    let hold = dir.join("hold.nft");
+    std::fs::write(
+        &hold,
+        "add table inet hold\n\
+         add chain inet hold out { type filter hook output priority 0; }\n\
+         add rule inet hold out udp dport 500 drop\n",
+    )
+    .unwrap();
+    for node in [&a, &b] {
+        node.ns
+            .run("nft", &["-f", hold.to_str().unwrap()])
+            .or_panic();
+    }
+    let a_daemon = start(&a, dir.path(), "iiptrand-a", &[]).or_panic();
+    let b_daemon = start(&b, dir.path(), "iiptrand-b", &[]).or_panic();
+    for node in [&a, &b] {
+        wait_until(
+            "both daemons to initiate",
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            || Ok(status(&node.socket)?.filter(|s| s.counts.half_open >= 1)),
+        )
+        .or_panic();
+    }
+    for node in [&a, &b] {
+        node.ns
+            .run("nft", &["delete", "table", "inet", "hold"])
+            .or_panic();
+    }
+    let (x, y) = wait_until(
+        "one IKE SA with one child SA pair on both",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || one_pair_on_both(&a, &b),
+    )
+    .or_panic();
+    for (node, sa) in [(&a, &x), (&b, &y)] {
+        let s = status(&node.socket).or_panic().expect("status");
+        assert_eq!(
+            (s.counts.ike_sas, s.counts.child_sas, s.counts.half_open),
+            (1, 1, 0),
+            "{s:?}"
+        );
+        let n = established(&node.socket).or_panic().expect("adjacency up");
+        assert!(
+            n.next_rekey
+                .is_some_and(|t| Some(t) == sa.child_sas[0].rekey_at)
+        );
+    }
+    // Nothing else settles later: the same single pair a while on.
+    std::thread::sleep(Duration::from_secs(3));
+    let (x2, y2) = one_pair_on_both(&a, &b)
+        .or_panic()
+        .expect("still one IKE SA with one pair");
+    assert_eq!(x2.child_sas[0].inbound.spi, x.child_sas[0].inbound.spi);
+    assert_eq!(y2.child_sas[0].inbound.spi, y.child_sas[0].inbound.spi);
+    for daemon in [&a_daemon, &b_daemon] {
+        assert!(
+            daemon
+                .stderr()
+                .lines()
+                .any(|l| l.contains("IKE SA down") && l.contains("Duplicate")),
+            "the initiations did not cross: {}",
+            daemon.dump()
+        );
+    }
 }
