@@ -11,7 +11,7 @@ use super::ike_sa::{Ctx, IkeSa, Phase, Task, refuse_init};
 use super::keys::KeyError;
 use super::policy::{PeerConfig, Policy};
 use super::snapshot::IkeSaSnapshot;
-use crate::config::Config;
+use crate::config::{Config, Suites};
 use crate::iana::{ExchangeType, NotifyType};
 use crate::wire::{self, Datagram, Header, Payload};
 use std::collections::{HashMap, VecDeque};
@@ -26,6 +26,8 @@ const INVALID_SPI_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Engine<P: Policy> {
     config: Config,
+    /// The suites of `config`, for peers the policy has none of their own for.
+    suites: Arc<Suites>,
     policy: P,
     /// By our SPI.
     sas: HashMap<u64, IkeSa>,
@@ -53,6 +55,7 @@ impl<P: Policy> Engine<P> {
         wall: SystemTime,
     ) -> Result<Self, KeyError> {
         Ok(Self {
+            suites: Arc::new(config.suites()),
             config,
             policy,
             sas: HashMap::new(),
@@ -150,7 +153,7 @@ impl<P: Policy> Engine<P> {
         peer: Arc<PeerConfig>,
     ) -> Result<IkeSaId, KeyError> {
         let id = self.fresh_id();
-        let mut ctx = self.ctx(now);
+        let mut ctx = self.ctx(now, remote);
         let sa = IkeSa::initiate(&mut ctx, id, local, remote, peer)?;
         self.handles.insert(id, sa.local_spi());
         self.sas.insert(sa.local_spi(), sa);
@@ -231,7 +234,7 @@ impl<P: Policy> Engine<P> {
             Ok((header, _)) => header,
             Err(wire::Error::UnsupportedVersion { header, .. }) => {
                 if !header.response {
-                    let mut ctx = self.ctx(now);
+                    let mut ctx = self.ctx(now, remote);
                     refuse_init(
                         &mut ctx,
                         local,
@@ -302,10 +305,16 @@ impl<P: Policy> Engine<P> {
         }
     }
 
-    fn ctx(&mut self, now: Instant) -> Ctx<'_> {
+    /// What an IKE SA with the peer at `remote` works with.
+    fn ctx(&mut self, now: Instant, remote: SocketAddr) -> Ctx<'_> {
+        let suites = self
+            .policy
+            .suites(remote)
+            .unwrap_or_else(|| self.suites.clone());
         Ctx {
             now,
             config: &self.config,
+            suites,
             policy: &self.policy,
             wall: wall_time(self.clock, now),
             transmits: &mut self.transmits,
@@ -334,7 +343,7 @@ impl<P: Policy> Engine<P> {
         let payloads = match Datagram::parse(raw) {
             Ok(d) => d.message.payloads,
             Err(wire::Error::UnsupportedCritical(ty)) => {
-                let mut ctx = self.ctx(now);
+                let mut ctx = self.ctx(now, remote);
                 return refuse_init(
                     &mut ctx,
                     local,
@@ -357,12 +366,12 @@ impl<P: Policy> Engine<P> {
                 let Ok(cookie) = self.cookies.make(now, ni, remote, header.spi_i) else {
                     return;
                 };
-                let mut ctx = self.ctx(now);
+                let mut ctx = self.ctx(now, remote);
                 return refuse_init(&mut ctx, local, remote, header, NotifyType::COOKIE, cookie);
             }
         }
         let id = self.fresh_id();
-        let mut ctx = self.ctx(now);
+        let mut ctx = self.ctx(now, remote);
         let Some(sa) = IkeSa::respond_init(&mut ctx, id, local, remote, header, &payloads, raw)
         else {
             return;
@@ -379,7 +388,7 @@ impl<P: Policy> Engine<P> {
             return;
         };
         let was_established = sa.is_established();
-        let mut ctx = self.ctx(now);
+        let mut ctx = self.ctx(now, sa.remote);
         f(&mut sa, &mut ctx);
         let spawned = std::mem::take(&mut ctx.spawned);
         let handovers = std::mem::take(&mut ctx.handovers);

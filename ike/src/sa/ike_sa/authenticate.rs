@@ -318,7 +318,7 @@ impl IkeSa {
             return Err(kind);
         }
         let (answer, tsi, tsr) = transport_child(payloads)?;
-        let (suite, spi_out) = proposal::accepted_esp(&ctx.config.esp_suites, pfs, answer)
+        let (suite, spi_out) = proposal::accepted_esp(&ctx.suites.esp, pfs, answer)
             .ok_or(NotifyType::NO_PROPOSAL_CHOSEN)?;
         let peer = self
             .peer

@@ -8,7 +8,7 @@ use super::proposal;
 use super::snapshot::{ChildSaSnapshot, ChildSaState, IkeSaSnapshot, IkeSaState};
 use super::window::{Expiry, Incoming, Requests, Responses};
 use crate::auth::{self, AuthError};
-use crate::config::{Config, EspSuite, IkeSuite};
+use crate::config::{Config, EspSuite, IkeSuite, Suites};
 use crate::crypto::{CryptoError, DhPrivate};
 use crate::iana::{AuthMethod, CertEncoding, DhId, ExchangeType, NotifyType, ProtocolId};
 use crate::sa::exchange::{
@@ -43,6 +43,8 @@ const MAX_INIT_RETRIES: u8 = 4;
 pub(super) struct Ctx<'a> {
     pub now: Instant,
     pub config: &'a Config,
+    /// The suites for the peer at hand.
+    pub suites: Arc<Suites>,
     pub policy: &'a dyn Policy,
     pub transmits: &'a mut VecDeque<Transmit>,
     pub events: &'a mut VecDeque<Event>,
@@ -65,7 +67,7 @@ impl Ctx<'_> {
 
     /// Our IKE suites that the crypto module implements, in our order of preference.
     fn ike_suites(&self) -> Vec<IkeSuite> {
-        let suites = self.config.ike_suites.iter().copied();
+        let suites = self.suites.ike.iter().copied();
         suites
             .filter(crate::sa::keys::ike_suite_supported)
             .collect()
@@ -73,7 +75,7 @@ impl Ctx<'_> {
 
     /// Our ESP suites that we can key, in our order of preference.
     fn esp_suites(&self) -> Vec<EspSuite> {
-        let suites = self.config.esp_suites.iter().copied();
+        let suites = self.suites.esp.iter().copied();
         suites
             .filter(crate::sa::keys::esp_suite_supported)
             .collect()
