@@ -196,8 +196,14 @@ pub enum Direction {
 /// Something the daemon put into the kernel, named by what the kernel identifies it by.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KernelObject {
-    /// An XFRM state: (destination, SPI, protocol).
-    Sa { dst: IpAddr, spi: u32, protocol: u8 },
+    /// An XFRM state: (destination, SPI, protocol), and its source, which the kernel
+    /// needs to find it again.
+    Sa {
+        src: IpAddr,
+        dst: IpAddr,
+        spi: u32,
+        protocol: u8,
+    },
     /// An XFRM policy: its selector addresses and protocol, and its direction.
     Policy {
         src: IpAddr,
@@ -623,11 +629,13 @@ mod tests {
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         [
             KernelObject::Sa {
+                src: b,
                 dst: a,
                 spi,
                 protocol: 50,
             },
             KernelObject::Sa {
+                src: a,
                 dst: b,
                 spi: spi + 1,
                 protocol: 50,

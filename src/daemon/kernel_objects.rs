@@ -157,6 +157,7 @@ impl NeighborObjects<'_> {
 /// How the store names an SA.
 pub fn sa_object(id: &SaId) -> KernelObject {
     KernelObject::Sa {
+        src: id.src,
         dst: id.dst,
         spi: id.spi,
         protocol: IPPROTO_ESP,

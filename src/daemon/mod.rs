@@ -10,6 +10,7 @@ mod kernel_objects;
 mod runtime;
 mod sa_report;
 mod sockets;
+mod stale;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};

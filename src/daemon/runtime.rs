@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use super::ike_policy::{VnPolicy, neighbor_of};
 use super::kernel_objects::{NeighborObjects, policy_object, sa_object};
 use super::sockets::{IKE_PORT, NAT_T_PORT, Sockets};
+use super::stale::{gone_ok, remove_recorded};
 use crate::control::protocol::DataPlaneKind;
 use crate::control::{Body, ControlError, ErrorKind, Request};
 
@@ -114,14 +115,6 @@ pub(super) fn spis_of(pair: &ChildPair) -> ChildSpis {
     }
 }
 
-/// Removal of something already gone is not a failure.
-fn gone_ok(result: Result<(), DpError>) -> Result<(), DpError> {
-    match result {
-        Err(DpError::NotFound(_)) => Ok(()),
-        other => other,
-    }
-}
-
 impl<D: Dataplane> Runtime<D> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -162,35 +155,12 @@ impl<D: Dataplane> Runtime<D> {
 
     /// Removes what a previous run left in the data plane, then starts every adjacency.
     pub async fn start(&mut self) {
-        self.remove_stale().await;
+        remove_recorded(&self.store, &self.dataplane).await;
         let neighbors = self.config.neighbors.clone();
         for n in neighbors {
             self.add_neighbor(n).await;
         }
         self.drain().await;
-    }
-
-    async fn remove_stale(&mut self) {
-        let installed = match self.store.installed().and_then(|db| db.list()) {
-            Ok(list) => list,
-            Err(e) => {
-                warn!(error = %e, "reading the installed objects");
-                Vec::new()
-            }
-        };
-        for o in &installed {
-            // SAs and policies go with flush_ours below; links need their names.
-            if let KernelObject::Link { name } = &o.object
-                && let Err(e) = gone_ok(self.dataplane.delete_link(name).await)
-            {
-                warn!(link = name.as_str(), error = %e, "removing a stale link");
-            }
-        }
-        if let Err(e) = self.dataplane.flush_ours().await {
-            warn!(error = %e, "removing stale SAs and policies");
-        }
-        let objects: Vec<KernelObject> = installed.into_iter().map(|o| o.object).collect();
-        self.forget(&objects);
     }
 
     fn record(&self, neighbor: &str, objects: Vec<KernelObject>) {
@@ -779,9 +749,7 @@ impl<D: Dataplane> Runtime<D> {
                 debug!(error = %e, "sending an IKE delete");
             }
         }
-        if let Err(e) = self.dataplane.flush_ours().await {
-            warn!(error = %e, "flushing SAs and policies");
-        }
+        remove_recorded(&self.store, &self.dataplane).await;
         info!("stopped");
     }
 }
