@@ -1,9 +1,13 @@
 //! Two real `iiptrand` processes in two network namespaces joined by a veth pair, with
-//! the userspace data plane: the adjacency comes up on both, a ping crosses the virtual
-//! link with ESP counters growing, and when one daemon dies the other takes its link
-//! down within the liveness bound; once with a pre-shared key, once with certificates
-//! from the VN CA through `iiptrand enroll`. A single daemon also shows its readiness
-//! (sd_notify) and applies a reload. Needs root.
+//! the userspace data plane: the adjacency comes up on both, `list-sas` shows the same
+//! single IKE SA and transport-mode IPIP child SA pair on both, a ping crosses the
+//! virtual link with ESP counters growing, and when one daemon dies the other takes its
+//! link down within the liveness bound; once with a pre-shared key, once with
+//! certificates from the VN CA through `iiptrand enroll`. Crossing initiations end with
+//! one IKE SA and one pair; a refused child SA fails the attempt at once with its reason;
+//! a link deleted behind the daemon's back takes the adjacency down and it recovers. A
+//! single daemon also shows its readiness (sd_notify) and applies a reload. Needs root
+//! and nft.
 
 mod enroll_common;
 mod support;
@@ -558,4 +562,80 @@ fn crossing_initiations_leave_one_ike_sa_and_one_pair() {
             daemon.dump()
         );
     }
+}
+
+/// a's report of its neighbor b once `accept` takes it, within `within`.
+fn wait_for_b(
+    a: &Node,
+    what: &str,
+    within: Duration,
+    accept: impl Fn(&NeighborReport) -> bool,
+) -> NeighborReport {
+    wait_until(what, within, Duration::from_millis(100), || {
+        Ok(neighbors(&a.socket)?
+            .into_iter()
+            .find(|n| n.name == "b" && accept(n)))
+    })
+    .or_panic()
+}
+
+fn last_error(n: &NeighborReport) -> &str {
+    n.last_error.as_ref().map_or("", |e| e.message.as_str())
+}
+
+#[test]
+fn a_refused_child_sa_fails_the_attempt_at_once_and_says_why() {
+    if !have_root("a_refused_child_sa_fails_the_attempt_at_once_and_says_why") {
+        return;
+    }
+    let dir = TempDir::new("daemon-refused").or_panic();
+    let (a, b) = two_nodes(dir.path(), &Auth::Psk);
+    // b carries only IPv6 over its link to a, so it accepts only protocol 41 selectors
+    // where a proposes protocol 4.
+    let text = std::fs::read_to_string(&b.config).unwrap();
+    let text = text.replace("10.255.0.1/31", "fd00:255::1/127");
+    std::fs::write(&b.config, text).unwrap();
+    let _a_daemon = start(&a, dir.path(), "iiptrand-a", &[]).or_panic();
+    let _b_daemon = start(&b, dir.path(), "iiptrand-b", &[]).or_panic();
+    // Well within the 30 s connect timeout: the refusal itself fails the attempt.
+    let n = wait_for_b(
+        &a,
+        "a to record the refusal",
+        Duration::from_secs(10),
+        |n| last_error(n) == "child SA refused: TS_UNACCEPTABLE",
+    );
+    assert_ne!(n.adjacency, "established");
+    assert_eq!(n.link_state, LinkState::Down);
+}
+
+#[test]
+fn a_lost_link_takes_the_adjacency_down_and_it_recovers() {
+    if !have_root("a_lost_link_takes_the_adjacency_down_and_it_recovers") {
+        return;
+    }
+    let dir = TempDir::new("daemon-link-lost").or_panic();
+    let (a, b) = two_nodes(dir.path(), &Auth::Psk);
+    let _a_daemon = start(&a, dir.path(), "iiptrand-a", &[]).or_panic();
+    let _b_daemon = start(&b, dir.path(), "iiptrand-b", &[]).or_panic();
+    wait_for_b(&a, "a up", Duration::from_secs(30), |n| {
+        n.adjacency == "established" && n.link_state == LinkState::Up
+    });
+    a.ns.ip(&["link", "delete", "vn-b"]).or_panic();
+    wait_for_b(
+        &a,
+        "a to notice the lost link",
+        Duration::from_secs(5),
+        |n| last_error(n) == "virtual link lost",
+    );
+    // The failure is recorded, so the adjacency went down: up again is a recovery.
+    let again = wait_for_b(&a, "a up again", Duration::from_secs(30), |n| {
+        n.adjacency == "established" && n.link_state == LinkState::Up
+    });
+    assert_eq!(last_error(&again), "virtual link lost");
+    assert!(
+        a.ns.ip(&["link", "show", "vn-b"]).is_ok(),
+        "the link was not made again"
+    );
+    a.ns.run("ping", &["-c", "2", "-W", "2", "-i", "0.2", "10.255.0.1"])
+        .or_panic();
 }
