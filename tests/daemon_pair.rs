@@ -124,10 +124,12 @@ fn list_certs(socket: &Path) -> Result<Vec<CertReport>> {
     }
 }
 
+/// The IKE SAs, none while the daemon does not answer.
 fn list_sas(socket: &Path) -> Result<Vec<IkeSaReport>> {
     match ask(socket, "list-sas")? {
+        None => Ok(Vec::new()),
         Some(Body::Sas(s)) => Ok(s),
-        other => bail!("unexpected answer {other:?}"),
+        Some(other) => bail!("unexpected answer {other:?}"),
     }
 }
 
@@ -635,6 +637,55 @@ fn a_lost_link_takes_the_adjacency_down_and_it_recovers() {
     assert!(
         a.ns.ip(&["link", "show", "vn-b"]).is_ok(),
         "the link was not made again"
+    );
+    a.ns.run("ping", &["-c", "2", "-W", "2", "-i", "0.2", "10.255.0.1"])
+        .or_panic();
+}
+
+#[test]
+fn a_daemon_killed_and_restarted_replaces_its_stale_sas_at_once() {
+    if !have_root("a_daemon_killed_and_restarted_replaces_its_stale_sas_at_once") {
+        return;
+    }
+    let dir = TempDir::new("daemon-restart").or_panic();
+    let (a, b) = two_nodes(dir.path(), &Auth::Psk);
+    let mut a_daemon = start(&a, dir.path(), "iiptrand-a", &[]).or_panic();
+    let b_daemon = start(&b, dir.path(), "iiptrand-b", &[]).or_panic();
+    let (before, _) = wait_until(
+        "one IKE SA with one child SA pair on both",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || one_pair_on_both(&a, &b),
+    )
+    .or_panic();
+    a_daemon.signal(libc::SIGKILL).or_panic();
+    wait_until(
+        "a to die",
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || a_daemon.exited(),
+    )
+    .or_panic();
+    let _a_again = start(&a, dir.path(), "iiptrand-a-again", &[]).or_panic();
+    // Sooner than b's liveness check could notice: a's INITIAL_CONTACT tells b.
+    let (after, _) = wait_until(
+        "one new IKE SA with one pair on both",
+        Duration::from_secs(3),
+        Duration::from_millis(50),
+        || Ok(one_pair_on_both(&a, &b)?.filter(|(x, _)| x.spi_initiator != before.spi_initiator)),
+    )
+    .or_panic();
+    assert_ne!(
+        after.child_sas[0].inbound.spi,
+        before.child_sas[0].inbound.spi
+    );
+    assert!(
+        b_daemon
+            .stderr()
+            .lines()
+            .any(|l| l.contains("IKE SA down") && l.contains("PeerRestarted")),
+        "b did not end the stale IKE SA: {}",
+        b_daemon.dump()
     );
     a.ns.run("ping", &["-c", "2", "-W", "2", "-i", "0.2", "10.255.0.1"])
         .or_panic();

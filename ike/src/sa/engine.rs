@@ -311,10 +311,16 @@ impl<P: Policy> Engine<P> {
             .policy
             .suites(remote)
             .unwrap_or_else(|| self.suites.clone());
+        // The SA being worked on is out of `sas` meanwhile (or not in yet).
+        let others_with_peer = self
+            .sas
+            .values()
+            .any(|sa| sa.remote.ip() == remote.ip() && sa.phase != Phase::Dead);
         Ctx {
             now,
             config: &self.config,
             suites,
+            others_with_peer,
             policy: &self.policy,
             wall: wall_time(self.clock, now),
             transmits: &mut self.transmits,
@@ -418,30 +424,33 @@ impl<P: Policy> Engine<P> {
         self.run(now, new, IkeSa::drive);
     }
 
-    /// Simultaneous initiation leaves two IKE SAs with one peer. Both ends keep the one
-    /// whose lowest nonce is higher (the rule of RFC 7296 §2.8.1 for rekey collisions);
-    /// whoever initiated the other deletes it.
+    /// A peer that restarted leaves stale IKE SAs, which go at once; simultaneous
+    /// initiation leaves two IKE SAs with one peer. Both ends keep the one whose lowest
+    /// nonce is higher (the rule of RFC 7296 §2.8.1 for rekey collisions); whoever
+    /// initiated the other deletes it.
     fn resolve_duplicates(&mut self, now: Instant, spi: u64) {
         let Some(sa) = self.sas.get(&spi) else { return };
         let Some(peer) = sa.peer_id().cloned() else {
             return;
         };
         if sa.initial_contact {
-            // The peer restarted, or initiated at the same time as we did: a liveness
-            // check tells which, quickly, for every other IKE SA with it.
-            let others: Vec<u64> = self
+            // The peer holds no other IKE SA with us (RFC 7296 §3.16): those established
+            // before this one began are from before it restarted. IKE SAs of crossing
+            // initiations were still being set up then and are left to the rule below.
+            let began = sa.since;
+            let stale: Vec<u64> = self
                 .sas
                 .iter()
                 .filter(|(other, s)| {
-                    **other != spi && s.is_established() && s.peer_id() == Some(&peer)
+                    **other != spi
+                        && s.is_established()
+                        && s.peer_id() == Some(&peer)
+                        && s.established_before(began)
                 })
                 .map(|(other, _)| *other)
                 .collect();
-            for other in others {
-                self.run(now, other, |sa, ctx| {
-                    sa.queue(Task::Liveness);
-                    sa.drive(ctx);
-                });
+            for other in stale {
+                self.run(now, other, IkeSa::end_stale);
             }
         }
         let key = |sa: &IkeSa| std::cmp::min(sa.ni.clone(), sa.nr.clone());

@@ -24,8 +24,9 @@
 //! - Simultaneous initiation: once two IKE SAs with the same peer identity are up, both
 //!   ends keep the one whose lower nonce (of Ni, Nr) is higher; whoever initiated the
 //!   other deletes it ([`DownReason::Duplicate`]); [`Engine::is_duplicate`] tells the
-//!   caller not to use the other's child SAs meanwhile. INITIAL_CONTACT makes the engine check
-//!   the liveness of older IKE SAs with that peer at once.
+//!   caller not to use the other's child SAs meanwhile.
+//! - Peer restart: a new IKE SA with INITIAL_CONTACT ends every IKE SA with that peer
+//!   established before it began ([`DownReason::PeerRestarted`]).
 //! - A child SA request without USE_TRANSPORT_MODE is refused with NO_PROPOSAL_CHOSEN
 //!   and the IKE SA is kept; selectors are the caller's decision ([`Policy`]).
 

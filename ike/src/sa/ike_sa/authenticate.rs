@@ -130,7 +130,12 @@ impl IkeSa {
         };
         let mut inner = vec![Payload::IdI(id)];
         inner.extend(self.our_certificates());
-        inner.push(notify(NotifyType::INITIAL_CONTACT, Vec::new()));
+        if !ctx.others_with_peer {
+            // Only then is it true that this is the only IKE SA between us (§3.16): the
+            // peer ends every older one, so saying it during crossing initiations would
+            // end the other's.
+            inner.push(notify(NotifyType::INITIAL_CONTACT, Vec::new()));
+        }
         if let PeerAuth::Certificate(anchors) = &peer.remote_auth {
             inner.push(Payload::CertReq(Certificate {
                 encoding: CertEncoding::X509_SIGNATURE,

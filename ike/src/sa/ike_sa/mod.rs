@@ -45,6 +45,8 @@ pub(super) struct Ctx<'a> {
     pub config: &'a Config,
     /// The suites for the peer at hand.
     pub suites: Arc<Suites>,
+    /// Whether the engine holds another IKE SA, in any state, with the peer's address.
+    pub others_with_peer: bool,
     pub policy: &'a dyn Policy,
     pub transmits: &'a mut VecDeque<Transmit>,
     pub events: &'a mut VecDeque<Event>,
@@ -833,6 +835,22 @@ impl IkeSa {
                 .then(|| self.since + config.half_open_timeout),
             children,
         })
+    }
+
+    pub fn established_before(&self, at: Instant) -> bool {
+        self.established.is_some_and(|e| e < at)
+    }
+
+    /// The peer restarted: tells it once that this SA is deleted, in case it has not,
+    /// and ends it without waiting for an answer that cannot come.
+    pub fn end_stale(&mut self, ctx: &mut Ctx<'_>) {
+        let header = self.header(ExchangeType::INFORMATIONAL, false, self.requests.next_id);
+        let delete = Payload::Delete(Delete {
+            protocol: ProtocolId::IKE,
+            spis: Vec::new(),
+        });
+        self.seal(ctx, &header, &[delete]);
+        self.down(ctx, DownReason::PeerRestarted);
     }
 
     pub fn has_child(&self, spis: ChildSpis) -> bool {
