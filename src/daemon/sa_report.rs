@@ -78,19 +78,18 @@ fn selectors(list: &[TrafficSelector]) -> Vec<TsReport> {
 }
 
 /// The prefix length of an address range that is a prefix; IIPtran selectors are single
-/// addresses, so anything else is shown by its first address and the full length.
+/// addresses, so any other range is shown by its first address and the full length.
 fn prefix_len(start: IpAddr, end: IpAddr) -> u8 {
-    let (diff, bits) = match (start, end) {
-        (IpAddr::V4(s), IpAddr::V4(e)) => (u128::from(u32::from(s) ^ u32::from(e)), 32),
-        (IpAddr::V6(s), IpAddr::V6(e)) => (u128::from(s) ^ u128::from(e), 128),
+    let (start, end, bits) = match (start, end) {
+        (IpAddr::V4(s), IpAddr::V4(e)) => (u128::from(u32::from(s)), u128::from(u32::from(e)), 32),
+        (IpAddr::V6(s), IpAddr::V6(e)) => (u128::from(s), u128::from(e), 128),
         _ => return 0,
     };
-    let host_bits = 128 - diff.leading_zeros();
-    if diff.count_ones() == host_bits {
-        u8::try_from(bits - host_bits).unwrap_or(0)
-    } else {
-        u8::try_from(bits).unwrap_or(0)
-    }
+    let host = start ^ end;
+    let host_bits = 128 - host.leading_zeros();
+    let is_prefix = host.count_ones() == host_bits && start & host == 0;
+    let len = if is_prefix { bits - host_bits } else { bits };
+    u8::try_from(len).unwrap_or(0)
 }
 
 impl<D: Dataplane> Runtime<D> {
@@ -175,5 +174,24 @@ impl<D: Dataplane> Runtime<D> {
             packets: stats.as_ref().map_or(0, |s| s.packets),
             last_use: stats.and_then(|s| s.last_used).map(unix),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn len(start: &str, end: &str) -> u8 {
+        prefix_len(start.parse().unwrap(), end.parse().unwrap())
+    }
+
+    #[test]
+    fn ranges_that_are_prefixes_show_their_length() {
+        assert_eq!(len("192.0.2.1", "192.0.2.1"), 32);
+        assert_eq!(len("10.1.0.0", "10.1.255.255"), 16);
+        assert_eq!(len("0.0.0.0", "255.255.255.255"), 0);
+        assert_eq!(len("2001:db8::", "2001:db8::ffff"), 112);
+        assert_eq!(len("10.0.0.1", "10.0.0.254"), 32, "not a prefix");
+        assert_eq!(len("10.0.0.0", "10.0.0.2"), 32, "not a prefix");
     }
 }
