@@ -1,9 +1,13 @@
 //! Two real `iiptrand` processes in two network namespaces joined by a veth pair, with
-//! the userspace data plane: the adjacency comes up on both, a ping crosses the virtual
-//! link with ESP counters growing, and when one daemon dies the other takes its link
-//! down within the liveness bound; once with a pre-shared key, once with certificates
-//! from the VN CA through `iiptrand enroll`. A single daemon also shows its readiness
-//! (sd_notify) and applies a reload. Needs root.
+//! the userspace data plane: the adjacency comes up on both, `list-sas` shows the same
+//! single IKE SA and transport-mode IPIP child SA pair on both, a ping crosses the
+//! virtual link with ESP counters growing, and when one daemon dies the other takes its
+//! link down within the liveness bound; once with a pre-shared key, once with
+//! certificates from the VN CA through `iiptrand enroll`. Crossing initiations end with
+//! one IKE SA and one pair; a refused child SA fails the attempt at once with its reason;
+//! a link deleted behind the daemon's back takes the adjacency down and it recovers. A
+//! single daemon also shows its readiness (sd_notify) and applies a reload. Needs root
+//! and nft.
 
 mod enroll_common;
 mod support;
@@ -12,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
+use iiptran::control::protocol::{IkeSaReport, LinkState, Mode, NeighborReport, TrafficSelector};
 use support::daemon::{Credentials, Daemon, LIVENESS_BOUND, Neighbor, NodeConfig};
 use support::netns::{Netns, veth};
 use support::wait::wait_until;
@@ -73,8 +78,15 @@ enum Stop {
     Terminate,
 }
 
-fn pair(auth: &Auth, stop: Stop) {
-    let dir = TempDir::new("daemon-pair").or_panic();
+/// Two namespaces joined by a veth pair and each node's configuration.
+struct TwoNodes {
+    a_ns: Netns,
+    b_ns: Netns,
+    a: NodeConfig,
+    b: NodeConfig,
+}
+
+fn two_nodes(auth: &Auth) -> TwoNodes {
     let a_ns = Netns::new("dpa").or_panic();
     let b_ns = Netns::new("dpb").or_panic();
     let (a_end, b_end) = veth(
@@ -86,18 +98,90 @@ fn pair(auth: &Auth, stop: Stop) {
     )
     .or_panic();
     let (a_ip, b_ip) = (a_end.addr.to_string(), b_end.addr.to_string());
-    let a_config = NodeConfig::new("a", &a_ip, credentials(auth, "a")).neighbor(Neighbor::new(
+    let a = NodeConfig::new("a", &a_ip, credentials(auth, "a")).neighbor(Neighbor::new(
         "b",
         &b_ip,
         "10.255.0.0/31",
     ));
-    let b_config = NodeConfig::new("b", &b_ip, credentials(auth, "b")).neighbor(Neighbor::new(
+    let b = NodeConfig::new("b", &b_ip, credentials(auth, "b")).neighbor(Neighbor::new(
         "a",
         &a_ip,
         "10.255.0.1/31",
     ));
-    let a = Daemon::start(&a_ns, dir.path(), &a_config, &[]).or_panic();
-    let mut b = Daemon::start(&b_ns, dir.path(), &b_config, &[]).or_panic();
+    TwoNodes { a_ns, b_ns, a, b }
+}
+
+impl TwoNodes {
+    fn start(&self, dir: &TempDir) -> (Daemon, Daemon) {
+        let a = Daemon::start(&self.a_ns, dir.path(), &self.a, &[]).or_panic();
+        let b = Daemon::start(&self.b_ns, dir.path(), &self.b, &[]).or_panic();
+        (a, b)
+    }
+}
+
+/// The IKE SA of a and of b once each has exactly one, established, with exactly one
+/// installed child SA pair, and the two describe the same SAs: the IKE SPIs are equal and
+/// each child's inbound SPI is the other's outbound. The selectors must be IP-in-IP
+/// between the two endpoints, in transport mode.
+fn one_pair_on_both(a: &Daemon, b: &Daemon) -> Result<Option<(IkeSaReport, IkeSaReport)>> {
+    let single = |sas: Vec<IkeSaReport>| {
+        let [sa] = <[IkeSaReport; 1]>::try_from(sas).ok()?;
+        (sa.state == "ESTABLISHED"
+            && sa.child_sas.len() == 1
+            && sa.child_sas[0].state == "INSTALLED")
+            .then_some(sa)
+    };
+    let (Some(x), Some(y)) = (single(a.sas()?), single(b.sas()?)) else {
+        return Ok(None);
+    };
+    assert_eq!((x.name.as_str(), y.name.as_str()), ("b", "a"));
+    assert_eq!(
+        (x.spi_initiator, x.spi_responder),
+        (y.spi_initiator, y.spi_responder)
+    );
+    assert_ne!(x.spi_initiator.0, 0);
+    assert_ne!(x.spi_responder.0, 0);
+    assert_ne!(x.initiator, y.initiator);
+    assert_eq!(
+        (x.local_identity.as_str(), x.remote_identity.as_str()),
+        ("a.vn.example", "b.vn.example")
+    );
+    assert_eq!(x.local_addr.ip(), y.remote_addr.ip());
+    assert!(x.established_at.is_some() && x.rekey_at.is_some());
+    let (cx, cy) = (&x.child_sas[0], &y.child_sas[0]);
+    assert_eq!(cx.inbound.spi, cy.outbound.spi);
+    assert_eq!(cx.outbound.spi, cy.inbound.spi);
+    for (c, local, remote) in [
+        (cx, &x.local_addr, &x.remote_addr),
+        (cy, &y.local_addr, &y.remote_addr),
+    ] {
+        assert_eq!(c.mode, Mode::Transport);
+        let ts = |addr: std::net::IpAddr| TrafficSelector {
+            addr,
+            prefix_len: 32,
+            protocol: 4,
+        };
+        assert_eq!(c.local_ts, [ts(local.ip())]);
+        assert_eq!(c.remote_ts, [ts(remote.ip())]);
+        assert!(c.rekey_at.is_some() && c.expire_at > c.rekey_at);
+    }
+    Ok(Some((x, y)))
+}
+
+fn wait_one_pair(a: &Daemon, b: &Daemon, within: Duration) -> (IkeSaReport, IkeSaReport) {
+    wait_until(
+        "one IKE SA with one child SA pair on both",
+        within,
+        Duration::from_millis(100),
+        || one_pair_on_both(a, b),
+    )
+    .or_panic()
+}
+
+fn pair(auth: &Auth, stop: Stop) {
+    let dir = TempDir::new("daemon-pair").or_panic();
+    let nodes = two_nodes(auth);
+    let (a, mut b) = nodes.start(&dir);
 
     let up_a = a.wait_established("b", Duration::from_secs(30)).or_panic();
     b.wait_established("a", Duration::from_secs(30)).or_panic();
@@ -112,8 +196,26 @@ fn pair(auth: &Auth, stop: Stop) {
             "a's certificate is not listed: {certs:?}"
         );
     }
-    a_ns.run("ping", &["-c", "3", "-W", "2", "-i", "0.2", "10.255.0.1"])
+    let sas_before = wait_one_pair(&a, &b, Duration::from_secs(10));
+    nodes
+        .a_ns
+        .run("ping", &["-c", "3", "-W", "2", "-i", "0.2", "10.255.0.1"])
         .or_panic();
+    let sas_after = one_pair_on_both(&a, &b)
+        .or_panic()
+        .expect("one IKE SA with one child SA pair after the ping");
+    assert_eq!(
+        sas_before.0.spi_initiator, sas_after.0.spi_initiator,
+        "the IKE SA changed"
+    );
+    let (before, after) = (&sas_before.0.child_sas[0], &sas_after.0.child_sas[0]);
+    assert!(
+        after.outbound.packets >= before.outbound.packets + 3
+            && after.inbound.packets >= before.inbound.packets + 3
+            && after.outbound.bytes > before.outbound.bytes
+            && after.inbound.last_use.is_some(),
+        "list-sas counters did not grow by the three pings: {before:?} -> {after:?}"
+    );
     let after = a
         .established("b")
         .or_panic()
@@ -147,7 +249,7 @@ fn pair(auth: &Auth, stop: Stop) {
         )
         .or_panic();
         assert!(status.success(), "b exited with {status}");
-        let links = b_ns.ip(&["-o", "link", "show"]).or_panic();
+        let links = nodes.b_ns.ip(&["-o", "link", "show"]).or_panic();
         assert!(!links.contains("vn-a"), "b left its link behind: {links}");
     }
 }
@@ -212,4 +314,186 @@ fn ready_then_reload_replaces_a_removed_neighbor_with_an_added_one() {
         ns.ip(&["link", "show", "vn-b"]).is_err(),
         "the removed neighbor's link is still there"
     );
+}
+
+#[test]
+fn crossing_initiations_leave_one_ike_sa_and_one_pair() {
+    if !have_root("crossing_initiations_leave_one_ike_sa_and_one_pair") {
+        return;
+    }
+    let dir = TempDir::new("daemon-crossing").or_panic();
+    let nodes = two_nodes(&Auth::Psk);
+    // IKE is held back in both namespaces until both daemons have initiated, so that
+    // their IKE_SA_INIT requests (retransmitted a second later) cross.
+    let hold = dir.join("hold.nft");
+    std::fs::write(
+        &hold,
+        "add table inet hold\n\
+         add chain inet hold out { type filter hook output priority 0; }\n\
+         add rule inet hold out udp dport 500 drop\n",
+    )
+    .unwrap();
+    for ns in [&nodes.a_ns, &nodes.b_ns] {
+        ns.run("nft", &["-f", hold.to_str().unwrap()]).or_panic();
+    }
+    let (a, b) = nodes.start(&dir);
+    for daemon in [&a, &b] {
+        wait_until(
+            "both daemons to initiate",
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            || Ok(daemon.status()?.filter(|s| s.counts.half_open >= 1)),
+        )
+        .or_panic();
+    }
+    for ns in [&nodes.a_ns, &nodes.b_ns] {
+        ns.run("nft", &["delete", "table", "inet", "hold"])
+            .or_panic();
+    }
+    let (x, y) = wait_one_pair(&a, &b, Duration::from_secs(20));
+    for (daemon, sa, peer) in [(&a, &x, "b"), (&b, &y, "a")] {
+        let s = daemon.status().or_panic().expect("status");
+        assert_eq!(
+            (s.counts.ike_sas, s.counts.child_sas, s.counts.half_open),
+            (1, 1, 0),
+            "{s:?}"
+        );
+        let n = daemon.established(peer).or_panic().expect("adjacency up");
+        assert!(
+            n.next_rekey
+                .is_some_and(|t| Some(t) == sa.child_sas[0].rekey_at)
+        );
+    }
+    // Nothing else settles later: the same single pair a while on.
+    std::thread::sleep(Duration::from_secs(3));
+    let (x2, y2) = one_pair_on_both(&a, &b)
+        .or_panic()
+        .expect("still one IKE SA with one pair");
+    assert_eq!(x2.child_sas[0].inbound.spi, x.child_sas[0].inbound.spi);
+    assert_eq!(y2.child_sas[0].inbound.spi, y.child_sas[0].inbound.spi);
+    for daemon in [&a, &b] {
+        assert!(
+            daemon
+                .log()
+                .lines()
+                .any(|l| l.contains("IKE SA down") && l.contains("Duplicate")),
+            "the initiations did not cross: {}",
+            daemon.process.dump()
+        );
+    }
+}
+
+/// a's report of its neighbor b once `accept` takes it, within `within`.
+fn wait_for_b(
+    a: &Daemon,
+    what: &str,
+    within: Duration,
+    accept: impl Fn(&NeighborReport) -> bool,
+) -> NeighborReport {
+    wait_until(what, within, Duration::from_millis(100), || {
+        Ok(a.neighbor("b")?.filter(|n| accept(n)))
+    })
+    .or_panic()
+}
+
+fn last_error(n: &NeighborReport) -> &str {
+    n.last_error.as_ref().map_or("", |e| e.message.as_str())
+}
+
+#[test]
+fn a_refused_child_sa_fails_the_attempt_at_once_and_says_why() {
+    if !have_root("a_refused_child_sa_fails_the_attempt_at_once_and_says_why") {
+        return;
+    }
+    let dir = TempDir::new("daemon-refused").or_panic();
+    let mut nodes = two_nodes(&Auth::Psk);
+    // b carries only IPv6 over its link to a, so it accepts only protocol 41 selectors
+    // where a proposes protocol 4.
+    nodes.b.neighbors[0].address = "fd00:255::1/127".to_owned();
+    let (a, _b) = nodes.start(&dir);
+    // Well within the 30 s connect timeout: the refusal itself fails the attempt.
+    let n = wait_for_b(
+        &a,
+        "a to record the refusal",
+        Duration::from_secs(10),
+        |n| last_error(n) == "child SA refused: TS_UNACCEPTABLE",
+    );
+    assert_ne!(n.adjacency, "established");
+    assert_eq!(n.link_state, LinkState::Down);
+}
+
+#[test]
+fn a_lost_link_takes_the_adjacency_down_and_it_recovers() {
+    if !have_root("a_lost_link_takes_the_adjacency_down_and_it_recovers") {
+        return;
+    }
+    let dir = TempDir::new("daemon-link-lost").or_panic();
+    let nodes = two_nodes(&Auth::Psk);
+    let (a, _b) = nodes.start(&dir);
+    wait_for_b(&a, "a up", Duration::from_secs(30), |n| {
+        n.adjacency == "established" && n.link_state == LinkState::Up
+    });
+    nodes.a_ns.ip(&["link", "delete", "vn-b"]).or_panic();
+    wait_for_b(
+        &a,
+        "a to notice the lost link",
+        Duration::from_secs(5),
+        |n| last_error(n) == "virtual link lost",
+    );
+    // The failure is recorded, so the adjacency went down: up again is a recovery.
+    let again = wait_for_b(&a, "a up again", Duration::from_secs(30), |n| {
+        n.adjacency == "established" && n.link_state == LinkState::Up
+    });
+    assert_eq!(last_error(&again), "virtual link lost");
+    assert!(
+        nodes.a_ns.ip(&["link", "show", "vn-b"]).is_ok(),
+        "the link was not made again"
+    );
+    nodes
+        .a_ns
+        .run("ping", &["-c", "2", "-W", "2", "-i", "0.2", "10.255.0.1"])
+        .or_panic();
+}
+
+#[test]
+fn a_daemon_killed_and_restarted_replaces_its_stale_sas_at_once() {
+    if !have_root("a_daemon_killed_and_restarted_replaces_its_stale_sas_at_once") {
+        return;
+    }
+    let dir = TempDir::new("daemon-restart").or_panic();
+    let nodes = two_nodes(&Auth::Psk);
+    let (mut a, b) = nodes.start(&dir);
+    let (before, _) = wait_one_pair(&a, &b, Duration::from_secs(30));
+    a.process.signal(libc::SIGKILL).or_panic();
+    wait_until(
+        "a to die",
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || a.process.exited(),
+    )
+    .or_panic();
+    a.restart(&nodes.a_ns, dir.path()).or_panic();
+    // Sooner than b's liveness check could notice: a's INITIAL_CONTACT tells b.
+    let (after, _) = wait_until(
+        "one new IKE SA with one pair on both",
+        Duration::from_secs(3),
+        Duration::from_millis(50),
+        || Ok(one_pair_on_both(&a, &b)?.filter(|(x, _)| x.spi_initiator != before.spi_initiator)),
+    )
+    .or_panic();
+    assert_ne!(
+        after.child_sas[0].inbound.spi,
+        before.child_sas[0].inbound.spi
+    );
+    assert!(
+        b.log()
+            .lines()
+            .any(|l| l.contains("IKE SA down") && l.contains("PeerRestarted")),
+        "b did not end the stale IKE SA: {}",
+        b.process.dump()
+    );
+    nodes
+        .a_ns
+        .run("ping", &["-c", "2", "-W", "2", "-i", "0.2", "10.255.0.1"])
+        .or_panic();
 }

@@ -56,6 +56,17 @@ impl EspSuite {
     };
 }
 
+/// The algorithms offered and accepted: node-wide from [`Config::suites`], or for one
+/// peer from [`crate::sa::Policy::suites`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Suites {
+    /// IKE suites, most preferred first; the first one's group is sent in KE.
+    pub ike: Vec<IkeSuite>,
+    pub esp: Vec<EspSuite>,
+    /// Send KE in CREATE_CHILD_SA for child SAs (perfect forward secrecy) with this group.
+    pub child_pfs: Option<DhId>,
+}
+
 /// Retransmission of requests (RFC 7296 §2.1). The n-th retransmission (n from 0) waits
 /// `timeout * base^n`; after `tries` retransmissions and one more wait the peer is dead.
 /// The defaults are strongSwan's: 4 s, 1.8, 5.
@@ -135,11 +146,20 @@ pub struct Config {
     pub half_open_timeout: Duration,
     /// Move to port 4500 for IKE_AUTH even without NAT.
     pub force_nat_t: bool,
-    /// Of two IKE SAs with the same peer (simultaneous initiation) delete the duplicate.
-    pub delete_duplicates: bool,
     /// INSECURE, for debugging only: log every IKE SA's SPIs and SK_e/SK_a keys (hex, at
     /// WARN level), so captures of its messages can be decrypted (e.g. by Wireshark).
     pub log_keys: bool,
+}
+
+impl Config {
+    /// The node-wide suites, for peers the policy has none of their own for.
+    pub fn suites(&self) -> Suites {
+        Suites {
+            ike: self.ike_suites.clone(),
+            esp: self.esp_suites.clone(),
+            child_pfs: self.child_pfs,
+        }
+    }
 }
 
 impl Default for Config {
@@ -158,7 +178,6 @@ impl Default for Config {
             max_message: 64 * 1024,
             half_open_timeout: Duration::from_secs(30),
             force_nat_t: false,
-            delete_duplicates: true,
             log_keys: false,
         }
     }

@@ -3,8 +3,8 @@
 
 mod sim;
 
-use iiptran_ike::config::{Config, IkeSuite, Retransmission};
-use iiptran_ike::iana::{DhId, IpProtocol, NotifyType};
+use iiptran_ike::config::{Config, EspSuite, IkeSuite, Retransmission, Suites};
+use iiptran_ike::iana::{DhId, EncrId, IntegId, IpProtocol, NotifyType, PrfId};
 use iiptran_ike::sa::{DownReason, Event};
 use iiptran_ike::ts::TrafficSelector;
 use sim::{Faults, Net};
@@ -386,19 +386,35 @@ fn peer_restart_leaves_one_sa() {
             net.initiate(1, 0);
         }
         assert!(net.run_until(Duration::from_secs(1), established));
+        net.run_for(Duration::from_secs(5));
         net.restart(0);
         net.initiate(0, 1);
+        // At once, not after a liveness check: the new SA says the old ones are gone.
         assert!(
-            net.run_until(Duration::from_secs(300), |n| n.paired(0, 1)
+            net.run_until(Duration::from_secs(1), |n| n.paired(0, 1)
                 && n.nodes[1].engine.ike_sas().len() == 1
                 && n.nodes[1].live_children().len() == 1),
             "seed {seed}"
         );
         assert_eq!(net.nodes[0].engine.ike_sas().len(), 1);
         assert_eq!(
-            net.nodes[1].count(|e| matches!(e, Event::IkeSaDown { .. })),
+            net.nodes[1].count(|e| matches!(
+                e,
+                Event::IkeSaDown {
+                    reason: DownReason::PeerRestarted,
+                    ..
+                }
+            )),
             1,
             "seed {seed}: the stale SA is gone"
+        );
+        let (a, b) = (
+            &net.nodes[0].live_children()[0],
+            &net.nodes[1].live_children()[0],
+        );
+        assert_eq!(
+            a.spis.inbound, b.spis.outbound,
+            "seed {seed}: one pair, the new one"
         );
     }
 }
@@ -433,4 +449,54 @@ fn ipv6_endpoints_with_loss_and_a_child_rekey() {
             "seed {seed}: child rekey over IPv6 did not complete"
         );
     }
+}
+
+#[test]
+fn per_peer_suites_replace_the_node_wide_ones() {
+    // Bob offers and accepts only AES-GCM and P-256 with Alice, though his engine's
+    // configuration prefers ChaCha20-Poly1305 and x25519, as Alice's does.
+    let aes = IkeSuite {
+        encr: EncrId::AES_GCM_16,
+        key_bits: Some(256),
+        integ: IntegId::NONE,
+        prf: PrfId::HMAC_SHA2_384,
+        dh: DhId::ECP_256,
+    };
+    let mut alice_config = Config::default();
+    alice_config.ike_suites.push(aes);
+    let only_aes = Arc::new(Suites {
+        ike: vec![aes],
+        esp: vec![EspSuite::AES256_GCM16],
+        child_pfs: None,
+    });
+    for initiator in [0, 1] {
+        let mut net = Net::new(30 + initiator as u64);
+        net.add("alice.example", "192.0.2.1", alice_config.clone());
+        net.add("bob.example", "192.0.2.2", Config::default());
+        net.pair_psk(0, 1);
+        let alice = net.nodes[0].ip;
+        net.nodes[1]
+            .engine
+            .policy_mut()
+            .suites
+            .push((alice, only_aes.clone()));
+        net.initiate(initiator, 1 - initiator);
+        assert!(
+            net.run_until(Duration::from_secs(2), established),
+            "{initiator}"
+        );
+        for n in 0..2 {
+            let sas = net.nodes[n].engine.snapshot();
+            assert_eq!(sas[0].suite, aes, "node {n}, {initiator} initiating");
+            assert_eq!(sas[0].children[0].suite, EspSuite::AES256_GCM16);
+        }
+    }
+    // Without the per-peer suites the two agree on the engines' first choice.
+    let mut net = two(32, Config::default());
+    net.initiate(0, 1);
+    assert!(net.run_until(Duration::from_secs(2), established));
+    assert_eq!(
+        net.nodes[1].engine.snapshot()[0].suite,
+        IkeSuite::CHACHA_X25519
+    );
 }

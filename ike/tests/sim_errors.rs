@@ -29,6 +29,7 @@ fn init_request(net: &Net, to: SocketAddr) -> Vec<u8> {
         TestPolicy {
             peers: Vec::new(),
             refuse_children: false,
+            suites: Vec::new(),
         },
         net.now,
         sim::wall_start(),

@@ -290,6 +290,18 @@ fn simultaneous_initiation_ends_with_one_pair() {
                 )),
                 1
             );
+            // Neither took the other's initiation for a restart.
+            assert_eq!(
+                net.nodes[n].count(|e| matches!(
+                    e,
+                    Event::IkeSaDown {
+                        reason: DownReason::PeerRestarted,
+                        ..
+                    }
+                )),
+                0,
+                "seed {seed} node {n}"
+            );
         }
     }
 }

@@ -21,7 +21,6 @@
 //! the previous one, and a [`Event::Timer`] before the armed time is ignored.
 
 use std::collections::VecDeque;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -48,41 +47,8 @@ impl Time {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChildPair {
     pub ike_sa: u64,
-    /// Whether this node initiated the IKE SA (decides crossing initiations).
-    pub ike_initiated_locally: bool,
     pub spi_in: u32,
     pub spi_out: u32,
-}
-
-impl ChildPair {
-    /// The same on both nodes (one's inbound SPI is the other's outbound).
-    fn symmetric_key(&self) -> (u32, u32) {
-        (self.spi_in.min(self.spi_out), self.spi_in.max(self.spi_out))
-    }
-}
-
-/// Which of two child SA pairs of one adjacency to keep. Both nodes apply the rule to the
-/// same two pairs and reach the same answer:
-///
-/// 1. keep the pair whose IKE SA was initiated by the node with the lower tunnel endpoint
-///    address;
-/// 2. if both IKE SAs have the same initiator, keep the pair with the lower SPIs, compared
-///    as (smaller SPI, larger SPI) of each pair.
-pub fn keep_of(a: ChildPair, b: ChildPair, local: IpAddr, remote: IpAddr) -> ChildPair {
-    let initiator_is_lower = |p: &ChildPair| {
-        let initiator = if p.ike_initiated_locally {
-            local
-        } else {
-            remote
-        };
-        initiator == local.min(remote)
-    };
-    match (initiator_is_lower(&a), initiator_is_lower(&b)) {
-        (true, false) => a,
-        (false, true) => b,
-        _ if a.symmetric_key() <= b.symmetric_key() => a,
-        _ => b,
-    }
 }
 
 /// Where an adjacency is in its life.
@@ -111,8 +77,14 @@ pub enum Event {
     IkeSaUp {
         ike_sa: u64,
     },
-    /// A child SA pair was negotiated; the adjacency decides whether to install it.
+    /// A child SA pair was negotiated. The newest pair replaces the one in use: the
+    /// daemon passes on no pair of an IKE SA that the IKE engine found redundant
+    /// (crossing initiations), so both nodes end with the same pair.
     ChildSaEstablished(ChildPair),
+    /// The peer refused the child SA of an initiation (or we refused the peer's).
+    ChildSaFailed {
+        reason: String,
+    },
     /// Both SAs of the pair are in the data plane.
     ChildSaInstalled(ChildPair),
     LinkUp,
@@ -126,6 +98,8 @@ pub enum Event {
     HardExpire(ChildPair),
     LivenessFailed,
     RekeyFailed,
+    /// The virtual link went down or vanished outside the daemon's control.
+    LinkLost,
     AuthFailed {
         reason: String,
     },
@@ -227,8 +201,6 @@ struct Installed {
 #[derive(Clone, Debug)]
 pub struct Adjacency {
     neighbor: String,
-    local: IpAddr,
-    remote: IpAddr,
     passive: bool,
     timing: Timing,
     state: State,
@@ -247,18 +219,9 @@ pub struct Adjacency {
 
 impl Adjacency {
     /// `seed` drives the back-off jitter; give each adjacency a different one.
-    pub fn new(
-        neighbor: &str,
-        local: IpAddr,
-        remote: IpAddr,
-        passive: bool,
-        timing: Timing,
-        seed: u64,
-    ) -> Self {
+    pub fn new(neighbor: &str, passive: bool, timing: Timing, seed: u64) -> Self {
         Self {
             neighbor: neighbor.to_owned(),
-            local,
-            remote,
             passive,
             timing,
             state: State::Configured,
@@ -334,6 +297,14 @@ impl Adjacency {
             Event::PeerDeleted { ike_sa } => self.ike_gone(now, ike_sa, &mut out),
             Event::LivenessFailed => self.fail(now, "liveness check failed", &mut out),
             Event::RekeyFailed => self.fail(now, "rekey failed", &mut out),
+            Event::ChildSaFailed { reason } => {
+                if self.state == State::Connecting && self.current.is_none() {
+                    self.fail(now, &reason, &mut out);
+                } else {
+                    out.push(Command::Log(reason));
+                }
+            }
+            Event::LinkLost => self.link_lost(now, &mut out),
             Event::AuthFailed { reason } => {
                 self.fail(now, &format!("authentication failed: {reason}"), &mut out);
             }
@@ -422,26 +393,20 @@ impl Adjacency {
         {
             return;
         }
-        let Some(current) = self.current else {
+        if self.current.is_none() {
             self.current = Some(Installed {
                 pair: p,
                 installed: false,
             });
             out.push(Command::InstallSas(p));
             return;
-        };
-        // A second pair: crossing initiations (or a peer re-initiating). Keep one.
-        let rival = self.next.map_or(current.pair, |n| n.pair);
-        let keep = keep_of(rival, p, self.local, self.remote);
-        if keep == rival {
-            out.push(Command::Log("deleting a redundant child SA pair".into()));
-            out.push(Command::DeleteSas(p));
-        } else {
-            if let Some(n) = self.next {
-                out.push(Command::DeleteSas(n.pair));
-            }
-            self.replace_with(now, p, "redundant child SA pair replaced", out);
         }
+        // A second pair: the surviving IKE SA of crossing initiations, or a peer that
+        // re-initiated. It replaces the one in use.
+        if let Some(n) = self.next {
+            out.push(Command::DeleteSas(n.pair));
+        }
+        self.replace_with(now, p, "child SA pair replaced by a newer one", out);
     }
 
     /// Makes `p` the next pair: installed first, the current one deleted once it is in.
@@ -582,6 +547,18 @@ impl Adjacency {
             State::Connecting => self.fail(now, "no SAs within the connect timeout", out),
             _ => {}
         }
+    }
+
+    /// The link is gone or down behind our back: what it carried fails, and it is made
+    /// afresh for the next attempt.
+    fn link_lost(&mut self, now: Time, out: &mut Vec<Command>) {
+        if !self.link_created {
+            return;
+        }
+        self.link = LinkState::Down;
+        self.fail(now, "virtual link lost", out);
+        out.push(Command::DeleteLink);
+        out.push(Command::CreateLink);
     }
 
     /// Takes everything down that carries traffic: link first, so routes go at once.

@@ -196,8 +196,14 @@ pub enum Direction {
 /// Something the daemon put into the kernel, named by what the kernel identifies it by.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KernelObject {
-    /// An XFRM state: (destination, SPI, protocol).
-    Sa { dst: IpAddr, spi: u32, protocol: u8 },
+    /// An XFRM state: (destination, SPI, protocol), and its source, which the kernel
+    /// needs to find it again.
+    Sa {
+        src: IpAddr,
+        dst: IpAddr,
+        spi: u32,
+        protocol: u8,
+    },
     /// An XFRM policy: its selector addresses and protocol, and its direction.
     Policy {
         src: IpAddr,
@@ -575,7 +581,6 @@ mod tests {
             state,
             current: Some(ChildPair {
                 ike_sa: 0x1122_3344_5566_7788,
-                ike_initiated_locally: true,
                 spi_in: 0xc000_0001,
                 spi_out: 0xc000_0002,
             }),
@@ -624,11 +629,13 @@ mod tests {
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         [
             KernelObject::Sa {
+                src: b,
                 dst: a,
                 spi,
                 protocol: 50,
             },
             KernelObject::Sa {
+                src: a,
                 dst: b,
                 spi: spi + 1,
                 protocol: 50,

@@ -1,5 +1,6 @@
 //! `iiptrand`: the iiptran IKEv2 key-management daemon.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -85,6 +86,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into journald or files.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     est::install_crypto_provider();

@@ -3,12 +3,13 @@
 
 use std::time::Instant;
 
-use iiptran_ike::sa::{ChildSpis, IkeSaId};
+use iiptran_ike::sa::{ChildSaState, IkeSaId, IkeSaState};
 use iiptran_policy::adjacency::{Event as AdjEvent, State, Time};
 use iiptran_xfrm::Dataplane;
 use tokio::sync::{mpsc, oneshot};
 
-use super::runtime::{ControlRequest, Runtime};
+use super::runtime::{ControlRequest, Runtime, spis_of};
+use super::sa_report::unix_of;
 use crate::control::protocol::{
     ActionReport, CertReport, Counts, IkeSaReport, LastError, LinkState, NeighborReport,
     StatusReport, Traffic,
@@ -122,21 +123,12 @@ fn done(message: impl Into<String>) -> Result<Body, ControlError> {
     }))
 }
 
-fn unsupported(what: &str) -> ControlError {
-    ControlError::new(
-        ErrorKind::Failed,
-        format!("{what} is not available from this daemon yet"),
-    )
-}
-
 impl<D: Dataplane> Runtime<D> {
     pub(super) async fn answer(&mut self, request: Request) -> Result<Body, ControlError> {
         match request {
             Request::Status => Ok(Body::Status(self.status())),
             Request::ListNeighbors => Ok(Body::Neighbors(self.neighbor_reports().await)),
-            // The engine does not expose IKE SPIs or child SA lifetimes: say so rather
-            // than show made-up values.
-            Request::ListSas => Err(unsupported("list-sas")),
+            Request::ListSas => Ok(Body::Sas(self.sa_reports().await)),
             Request::ListCerts => self.certs().map(Body::Certs),
             Request::Initiate { name } => {
                 self.known(&name)?;
@@ -196,11 +188,7 @@ impl<D: Dataplane> Runtime<D> {
         let started = if ike {
             self.engine.rekey_ike(now, sa)
         } else {
-            let spis = ChildSpis {
-                inbound: pair.spi_in,
-                outbound: pair.spi_out,
-            };
-            self.engine.rekey_child(now, sa, spis)
+            self.engine.rekey_child(now, sa, spis_of(&pair))
         };
         if !started {
             return Err(ControlError::new(
@@ -221,12 +209,15 @@ impl<D: Dataplane> Runtime<D> {
             .values()
             .filter(|n| matches!(n.adjacency.state(), State::Up | State::Rekeying))
             .count();
-        let ike_sas = self.engine.ike_sas();
-        let child_sas: usize = ike_sas
-            .iter()
-            .map(|&s| self.engine.child_sas(s).len())
-            .sum();
+        let sas = self.engine.snapshot();
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let in_state =
+            |states: &[IkeSaState]| count(sas.iter().filter(|s| states.contains(&s.state)).count());
+        let child_sas = sas
+            .iter()
+            .flat_map(|s| &s.children)
+            .filter(|c| c.state == ChildSaState::Installed)
+            .count();
         StatusReport {
             node: self.config.node.name.clone(),
             identity: self.config.node.identity.to_string(),
@@ -236,20 +227,29 @@ impl<D: Dataplane> Runtime<D> {
             counts: Counts {
                 adjacencies_up: count(up),
                 adjacencies_down: count(self.neighbors.len() - up),
-                ike_sas: count(ike_sas.len()),
+                ike_sas: in_state(&[IkeSaState::Established, IkeSaState::Duplicate]),
                 child_sas: count(child_sas),
-                // The engine does not count its half-open SAs for us.
-                half_open: 0,
+                half_open: in_state(&[IkeSaState::Connecting, IkeSaState::HalfOpen]),
             },
         }
     }
 
     async fn neighbor_reports(&self) -> Vec<NeighborReport> {
+        let sas = self.engine.snapshot();
         let mut reports = Vec::with_capacity(self.neighbors.len());
         for (name, n) in &self.neighbors {
             let mut traffic = Traffic::default();
+            let mut next_rekey = None;
             if let Some(pair) = n.adjacency.current() {
-                let [inbound, outbound] = self.objects(n).sa_ids(&pair);
+                let spis = spis_of(&pair);
+                next_rekey = sas
+                    .iter()
+                    .filter(|s| s.id == IkeSaId(pair.ike_sa))
+                    .flat_map(|s| &s.children)
+                    .find(|c| c.spis == spis)
+                    .and_then(|c| c.rekey_at)
+                    .map(unix_of);
+                let [inbound, outbound] = self.objects(n).sa_ids(spis);
                 if let Ok(s) = self.dataplane.sa_stats(inbound).await {
                     traffic.bytes_in = s.bytes;
                     traffic.packets_in = s.packets;
@@ -273,7 +273,7 @@ impl<D: Dataplane> Runtime<D> {
                 identity: n.config.identity.to_string(),
                 adjacency: state_name(n.adjacency.state()).to_owned(),
                 last_established: history.last_established.map(unix),
-                next_rekey: None,
+                next_rekey,
                 traffic,
                 last_error: history.last_error.as_ref().map(|(at, message)| LastError {
                     at: unix(*at),

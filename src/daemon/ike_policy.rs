@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use iiptran_ike::auth::{SigningKey, TrustAnchors};
-use iiptran_ike::config::{Config as EngineConfig, EspSuite, IkeSuite, Lifetimes, Retransmission};
+use iiptran_ike::config::{
+    Config as EngineConfig, EspSuite, IkeSuite, Lifetimes, Retransmission, Suites,
+};
 use iiptran_ike::iana::{IntegId, NotifyType};
 use iiptran_ike::sa::{LocalAuth, PeerAuth, PeerConfig, Policy};
 use iiptran_ike::ts::{IiptranSelectors, TrafficSelector};
@@ -23,6 +25,8 @@ struct Peer {
     neighbor: String,
     config: Arc<PeerConfig>,
     selectors: IiptranSelectors,
+    /// The neighbor's proposals (the node's unless it overrides them).
+    suites: Arc<Suites>,
 }
 
 /// The engine's [`Policy`] over the neighbors of the configuration.
@@ -114,6 +118,7 @@ impl VnPolicy {
                         ts_remote,
                     }),
                     selectors: n.selectors.clone(),
+                    suites: Arc::new(suites(&n.ike)),
                 })
             })
             .collect::<Result<_, DaemonError>>()?;
@@ -188,6 +193,13 @@ impl Policy for VnPolicy {
             .check_initiator_answer(tsi, tsr)
             .map_err(|e| e.notify())
     }
+
+    fn suites(&self, remote: SocketAddr) -> Option<Arc<Suites>> {
+        self.peers
+            .iter()
+            .find(|p| p.selectors.remote() == remote.ip())
+            .map(|p| p.suites.clone())
+    }
 }
 
 /// A proposal's integrity algorithms; AEAD proposals name none, which the engine spells
@@ -200,9 +212,9 @@ fn integs_or_none(p: &Proposal) -> Vec<IntegId> {
     }
 }
 
-/// The engine's node-wide settings from `[ike]`. The engine has one suite list for all
-/// peers, so per-neighbor proposal overrides are not applied.
-pub fn engine_config(ike: &IkeSettings, force_nat_t: bool) -> EngineConfig {
+/// The suites of a set of `[ike]` settings: every combination of each proposal's
+/// transforms, in the order of the proposals.
+fn suites(ike: &IkeSettings) -> Suites {
     let mut ike_suites = Vec::new();
     for p in &ike.proposals {
         for e in &p.encr {
@@ -243,11 +255,26 @@ pub fn engine_config(ike: &IkeSettings, force_nat_t: bool) -> EngineConfig {
             .chain(&ike.proposals)
             .find_map(|p| p.dh.first().copied())
     });
+    Suites {
+        ike: ike_suites,
+        esp: esp_suites,
+        child_pfs: child_pfs.flatten(),
+    }
+}
+
+/// The engine's node-wide settings from `[ike]`; each neighbor's own proposals reach the
+/// engine through [`VnPolicy`]'s [`Policy::suites`].
+pub fn engine_config(ike: &IkeSettings, force_nat_t: bool) -> EngineConfig {
+    let Suites {
+        ike: ike_suites,
+        esp: esp_suites,
+        child_pfs,
+    } = suites(ike);
     let child_rekey = ike.child_rekey_time;
     EngineConfig {
         ike_suites,
         esp_suites,
-        child_pfs: child_pfs.flatten(),
+        child_pfs,
         retransmission: Retransmission {
             timeout: ike.retransmit_timeout,
             base: ike.retransmit_base,
@@ -261,10 +288,6 @@ pub fn engine_config(ike: &IkeSettings, force_nat_t: bool) -> EngineConfig {
         },
         fragment_size: usize::from(ike.fragment_size),
         force_nat_t: force_nat_t || ike.nat_t == NatTraversal::Force,
-        // Crossing initiations are settled by the adjacency's rule for child SA pairs
-        // (`policy::adjacency::keep_of`), which both nodes apply alike; the engine's own
-        // choice of IKE SA could pick the other one and leave no pair at all.
-        delete_duplicates: false,
         ..EngineConfig::default()
     }
 }
@@ -338,7 +361,6 @@ mod tests {
             ]
         );
         assert_eq!(c.child_pfs, None);
-        assert!(!c.delete_duplicates);
     }
 
     #[test]
@@ -360,6 +382,38 @@ mod tests {
         assert_eq!(
             engine_config(&without, false).child_pfs,
             Some(DhId::CURVE25519)
+        );
+    }
+
+    #[test]
+    fn a_neighbors_proposals_are_its_suites_in_the_policy() {
+        let config = Config::parse(
+            "[node]\nname = \"a\"\nidentity = \"a.vn.example\"\nendpoint = \"192.0.2.1\"\n\
+             [[neighbor]]\nname = \"b\"\nidentity = \"b.vn.example\"\nendpoint = \"192.0.2.2\"\n\
+             link = { name = \"vn-b\" }\npsk = \"a pre-shared key for b\"\n\
+             proposals = [\"aes256gcm16-prfsha384-ecp256\"]\nesp_proposals = [\"aes256gcm16\"]\n\
+             [[neighbor]]\nname = \"c\"\nidentity = \"c.vn.example\"\nendpoint = \"192.0.2.3\"\n\
+             link = { name = \"vn-c\" }\npsk = \"a pre-shared key for c\"\n",
+            "node.toml",
+            Path::new("."),
+        )
+        .unwrap();
+        let policy = VnPolicy::new(&config).unwrap();
+        let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 500);
+        let b = policy.suites(at("192.0.2.2")).expect("b's suites");
+        let ike: Vec<(EncrId, DhId, PrfId)> = b.ike.iter().map(|s| (s.encr, s.dh, s.prf)).collect();
+        assert_eq!(
+            ike,
+            [(EncrId::AES_GCM_16, DhId::ECP_256, PrfId::HMAC_SHA2_384)]
+        );
+        assert_eq!(b.esp, [EspSuite::AES256_GCM16]);
+        let node = engine_config(&config.ike, false);
+        let c = policy.suites(at("192.0.2.3")).expect("c's suites");
+        assert_eq!(*c, node.suites(), "c keeps the node's proposals");
+        assert_ne!(b.ike, node.ike_suites);
+        assert!(
+            policy.suites(at("192.0.2.9")).is_none(),
+            "no neighbor there"
         );
     }
 }

@@ -4,8 +4,7 @@
 use std::net::IpAddr;
 
 use iiptran_ike::iana::EncrId;
-use iiptran_ike::sa::ChildSa;
-use iiptran_policy::adjacency::ChildPair;
+use iiptran_ike::sa::{ChildSa, ChildSpis};
 use iiptran_policy::config::Neighbor;
 use iiptran_policy::store::{Direction as StoreDirection, KernelObject};
 use iiptran_xfrm::{
@@ -119,17 +118,17 @@ impl NeighborObjects<'_> {
     }
 
     /// The SAs of a pair, by the endpoints they are installed between.
-    pub fn sa_ids(&self, pair: &ChildPair) -> [SaId; 2] {
+    pub fn sa_ids(&self, spis: ChildSpis) -> [SaId; 2] {
         [
             SaId {
                 src: self.remote(),
                 dst: self.local,
-                spi: pair.spi_in,
+                spi: spis.inbound,
             },
             SaId {
                 src: self.local,
                 dst: self.remote(),
-                spi: pair.spi_out,
+                spi: spis.outbound,
             },
         ]
     }
@@ -158,6 +157,7 @@ impl NeighborObjects<'_> {
 /// How the store names an SA.
 pub fn sa_object(id: &SaId) -> KernelObject {
     KernelObject::Sa {
+        src: id.src,
         dst: id.dst,
         spi: id.spi,
         protocol: IPPROTO_ESP,

@@ -8,7 +8,9 @@ mod handler;
 mod ike_policy;
 mod kernel_objects;
 mod runtime;
+mod sa_report;
 mod sockets;
+mod stale;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};

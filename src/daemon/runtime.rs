@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use super::ike_policy::{VnPolicy, neighbor_of};
 use super::kernel_objects::{NeighborObjects, policy_object, sa_object};
 use super::sockets::{IKE_PORT, NAT_T_PORT, Sockets};
+use super::stale::{gone_ok, remove_recorded};
 use crate::control::protocol::DataPlaneKind;
 use crate::control::{Body, ControlError, ErrorKind, Request};
 
@@ -62,12 +63,6 @@ impl NatT {
     }
 }
 
-/// What the daemon knows of an established IKE SA.
-struct IkeSaInfo {
-    neighbor: String,
-    initiated: bool,
-}
-
 /// One neighbor: its configuration, adjacency and negotiated child SAs.
 pub(super) struct NeighborState {
     pub config: Neighbor,
@@ -87,7 +82,8 @@ pub struct Runtime<D: Dataplane> {
     sockets: Sockets,
     store: Store,
     pub(super) neighbors: BTreeMap<String, NeighborState>,
-    ike_sas: HashMap<IkeSaId, IkeSaInfo>,
+    /// The neighbor of each established IKE SA.
+    ike_sas: HashMap<IkeSaId, String>,
     next_reqid: u32,
     pub(super) started: Instant,
 }
@@ -104,27 +100,18 @@ fn instant_of(at: Time) -> Instant {
     Instant::now() + at.since(wall_now())
 }
 
-fn pair_of(ike_sa: IkeSaId, initiated: bool, spis: ChildSpis) -> ChildPair {
+fn pair_of(ike_sa: IkeSaId, spis: ChildSpis) -> ChildPair {
     ChildPair {
         ike_sa: ike_sa.0,
-        ike_initiated_locally: initiated,
         spi_in: spis.inbound,
         spi_out: spis.outbound,
     }
 }
 
-fn spis_of(pair: &ChildPair) -> ChildSpis {
+pub(super) fn spis_of(pair: &ChildPair) -> ChildSpis {
     ChildSpis {
         inbound: pair.spi_in,
         outbound: pair.spi_out,
-    }
-}
-
-/// Removal of something already gone is not a failure.
-fn gone_ok(result: Result<(), DpError>) -> Result<(), DpError> {
-    match result {
-        Err(DpError::NotFound(_)) => Ok(()),
-        other => other,
     }
 }
 
@@ -168,35 +155,12 @@ impl<D: Dataplane> Runtime<D> {
 
     /// Removes what a previous run left in the data plane, then starts every adjacency.
     pub async fn start(&mut self) {
-        self.remove_stale().await;
+        remove_recorded(&self.store, &self.dataplane).await;
         let neighbors = self.config.neighbors.clone();
         for n in neighbors {
             self.add_neighbor(n).await;
         }
         self.drain().await;
-    }
-
-    async fn remove_stale(&mut self) {
-        let installed = match self.store.installed().and_then(|db| db.list()) {
-            Ok(list) => list,
-            Err(e) => {
-                warn!(error = %e, "reading the installed objects");
-                Vec::new()
-            }
-        };
-        for o in &installed {
-            // SAs and policies go with flush_ours below; links need their names.
-            if let KernelObject::Link { name } = &o.object
-                && let Err(e) = gone_ok(self.dataplane.delete_link(name).await)
-            {
-                warn!(link = name.as_str(), error = %e, "removing a stale link");
-            }
-        }
-        if let Err(e) = self.dataplane.flush_ours().await {
-            warn!(error = %e, "removing stale SAs and policies");
-        }
-        let objects: Vec<KernelObject> = installed.into_iter().map(|o| o.object).collect();
-        self.forget(&objects);
     }
 
     fn record(&self, neighbor: &str, objects: Vec<KernelObject>) {
@@ -222,14 +186,7 @@ impl<D: Dataplane> Runtime<D> {
 
     async fn add_neighbor(&mut self, config: Neighbor) {
         let seed = wall_now().0 ^ u64::from(self.next_reqid).rotate_left(32);
-        let adjacency = Adjacency::new(
-            &config.name,
-            self.config.node.endpoint,
-            config.endpoint,
-            config.passive,
-            Timing::default(),
-            seed,
-        );
+        let adjacency = Adjacency::new(&config.name, config.passive, Timing::default(), seed);
         let name = config.name.clone();
         self.neighbors.insert(
             name.clone(),
@@ -355,21 +312,15 @@ impl<D: Dataplane> Runtime<D> {
         }
     }
 
-    fn neighbor_of_sa(&self, sa: IkeSaId) -> Option<(String, bool)> {
-        self.ike_sas
-            .get(&sa)
-            .map(|i| (i.neighbor.clone(), i.initiated))
+    pub(super) fn neighbor_of_sa(&self, sa: IkeSaId) -> Option<String> {
+        self.ike_sas.get(&sa).cloned()
     }
 
     async fn on_engine(&mut self, event: Event) {
         debug!(?event, "engine event");
         match event {
             Event::IkeSaUp {
-                sa,
-                peer,
-                remote,
-                we_initiated,
-                ..
+                sa, peer, remote, ..
             } => {
                 let Some(name) = neighbor_of(&self.config, &peer).map(|n| n.name.clone()) else {
                     warn!(%peer, "IKE SA with a peer that is no neighbor");
@@ -377,31 +328,34 @@ impl<D: Dataplane> Runtime<D> {
                     return;
                 };
                 info!(neighbor = name.as_str(), %remote, "IKE SA up");
-                self.ike_sas.insert(
-                    sa,
-                    IkeSaInfo {
-                        neighbor: name.clone(),
-                        initiated: we_initiated,
-                    },
-                );
+                self.ike_sas.insert(sa, name.clone());
                 self.feed(&name, AdjEvent::IkeSaUp { ike_sa: sa.0 }).await;
             }
             Event::ChildSaUp(child) => {
-                let Some((name, initiated)) = self.neighbor_of_sa(child.ike_sa) else {
+                let Some(name) = self.neighbor_of_sa(child.ike_sa) else {
                     return;
                 };
-                let pair = pair_of(child.ike_sa, initiated, child.spis);
+                if self.engine.is_duplicate(child.ike_sa) {
+                    // Crossing initiations: the engine keeps the other IKE SA and deletes
+                    // this one with its child SAs.
+                    debug!(
+                        neighbor = name.as_str(),
+                        "child SA of a redundant IKE SA unused"
+                    );
+                    return;
+                }
+                let pair = pair_of(child.ike_sa, child.spis);
                 if let Some(n) = self.neighbors.get_mut(&name) {
                     n.children.insert(child.spis, child);
                 }
                 self.feed(&name, AdjEvent::ChildSaEstablished(pair)).await;
             }
             Event::ChildSaRekeyed { old, new } => {
-                let Some((name, initiated)) = self.neighbor_of_sa(new.ike_sa) else {
+                let Some(name) = self.neighbor_of_sa(new.ike_sa) else {
                     return;
                 };
-                let old = pair_of(new.ike_sa, initiated, old);
-                let new_pair = pair_of(new.ike_sa, initiated, new.spis);
+                let old = pair_of(new.ike_sa, old);
+                let new_pair = pair_of(new.ike_sa, new.spis);
                 if let Some(n) = self.neighbors.get_mut(&name) {
                     n.children.insert(new.spis, new);
                 }
@@ -409,9 +363,8 @@ impl<D: Dataplane> Runtime<D> {
                 self.feed(&name, event).await;
             }
             Event::ChildSaRetired { ike_sa, spis } => {
-                if let Some((name, initiated)) = self.neighbor_of_sa(ike_sa) {
-                    self.remove_sas(&name, &pair_of(ike_sa, initiated, spis))
-                        .await;
+                if let Some(name) = self.neighbor_of_sa(ike_sa) {
+                    self.remove_sas(&name, &pair_of(ike_sa, spis)).await;
                 }
             }
             Event::ChildSaDeleted { ike_sa, spis } => {
@@ -420,29 +373,52 @@ impl<D: Dataplane> Runtime<D> {
                 if !self.engine.ike_sas().contains(&ike_sa) {
                     return;
                 }
-                if let Some((name, initiated)) = self.neighbor_of_sa(ike_sa) {
-                    let pair = pair_of(ike_sa, initiated, spis);
+                if let Some(name) = self.neighbor_of_sa(ike_sa) {
+                    let pair = pair_of(ike_sa, spis);
                     self.feed(&name, AdjEvent::ChildSaDeleted(pair)).await;
                 }
             }
             Event::ChildSaFailed { ike_sa, notify } => {
-                let name = self.neighbor_of_sa(ike_sa).map(|(n, _)| n);
-                warn!(neighbor = ?name, %notify, "child SA refused");
+                let Some(name) = self.neighbor_of_sa(ike_sa) else {
+                    warn!(%notify, "child SA refused on an IKE SA of no neighbor");
+                    return;
+                };
+                warn!(neighbor = name.as_str(), %notify, "child SA refused");
+                let reason = format!("child SA refused: {notify}");
+                self.feed(&name, AdjEvent::ChildSaFailed { reason }).await;
+                // An IKE SA without child SAs carries nothing; the adjacency's next
+                // attempt makes a new one.
+                let in_use = self
+                    .neighbors
+                    .get(&name)
+                    .and_then(|n| n.adjacency.current());
+                if self.engine.child_sas(ike_sa).is_empty()
+                    && in_use.is_none_or(|p| p.ike_sa != ike_sa.0)
+                {
+                    self.engine.delete_ike(Instant::now(), ike_sa);
+                }
             }
             Event::IkeSaDown { sa, reason } => {
-                let Some(info) = self.ike_sas.remove(&sa) else {
+                let Some(name) = self.ike_sas.remove(&sa) else {
                     debug!(?reason, "IKE SA down before it was up");
                     return;
                 };
-                info!(neighbor = info.neighbor.as_str(), ?reason, "IKE SA down");
+                info!(neighbor = name.as_str(), ?reason, "IKE SA down");
+                let in_use = self
+                    .neighbors
+                    .get(&name)
+                    .and_then(|n| n.adjacency.current());
                 let event = match reason {
                     DownReason::LivenessFailed => AdjEvent::LivenessFailed,
                     DownReason::AuthFailed => AdjEvent::AuthFailed {
                         reason: "AUTHENTICATION_FAILED".into(),
                     },
+                    // The redundant IKE SA of crossing initiations matters only if its
+                    // pair is still the one in use.
+                    DownReason::Duplicate if in_use.is_none_or(|p| p.ike_sa != sa.0) => return,
                     _ => AdjEvent::PeerDeleted { ike_sa: sa.0 },
                 };
-                self.feed(&info.neighbor, event).await;
+                self.feed(&name, event).await;
             }
             Event::AuthFailed { remote, peer, .. } => {
                 let neighbor = peer
@@ -461,17 +437,63 @@ impl<D: Dataplane> Runtime<D> {
 
     async fn on_dataplane(&mut self, event: DataplaneEvent) {
         debug!(?event, "data-plane event");
-        let DataplaneEvent::HardExpire { sa, reqid } = event else {
-            return;
-        };
-        let found = self.neighbors.iter().find_map(|(name, n)| {
-            let current = n.adjacency.current()?;
-            (n.reqid == reqid && (current.spi_in == sa.spi || current.spi_out == sa.spi))
-                .then(|| (name.clone(), current))
-        });
-        if let Some((name, pair)) = found {
-            self.feed(&name, AdjEvent::HardExpire(pair)).await;
+        match event {
+            DataplaneEvent::HardExpire { sa, reqid } => {
+                if let Some((name, pair)) = self.in_use(sa.spi, reqid) {
+                    self.feed(&name, AdjEvent::HardExpire(pair)).await;
+                }
+            }
+            DataplaneEvent::SoftExpire { sa, reqid } => {
+                let Some((name, pair)) = self.in_use(sa.spi, reqid) else {
+                    return;
+                };
+                let ike = IkeSaId(pair.ike_sa);
+                if self.engine.rekey_child(Instant::now(), ike, spis_of(&pair)) {
+                    info!(neighbor = name.as_str(), "rekeying on a soft expiry");
+                    self.feed(&name, AdjEvent::RekeyStarted).await;
+                }
+            }
+            DataplaneEvent::Acquire { src, dst, reqid } => {
+                let local = self.config.node.endpoint;
+                let found = self
+                    .neighbors
+                    .iter()
+                    .find(|(_, n)| n.reqid == reqid || (src == local && dst == n.config.endpoint));
+                // Only an adjacency waiting out its back-off is hurried; one that is
+                // connecting or up needs nothing, one stopped by the operator stays so.
+                if let Some((name, n)) = found
+                    && matches!(n.adjacency.state(), State::Down { .. })
+                {
+                    let name = name.clone();
+                    info!(neighbor = name.as_str(), %dst, "traffic waits for SAs: initiating");
+                    self.feed(&name, AdjEvent::Initiate).await;
+                }
+            }
+            DataplaneEvent::LinkDown { name: link } => {
+                let found = self
+                    .neighbors
+                    .iter()
+                    .find(|(_, n)| n.config.link.name.to_string() == link)
+                    .map(|(name, _)| name.clone());
+                if let Some(name) = found {
+                    warn!(
+                        neighbor = name.as_str(),
+                        link = link.as_str(),
+                        "virtual link lost"
+                    );
+                    self.feed(&name, AdjEvent::LinkLost).await;
+                }
+            }
         }
+    }
+
+    /// The neighbor and pair in use that an SA of the data plane belongs to.
+    fn in_use(&self, spi: u32, reqid: u32) -> Option<(String, ChildPair)> {
+        self.neighbors.iter().find_map(|(name, n)| {
+            let current = n.adjacency.current()?;
+            (n.reqid == reqid && (current.spi_in == spi || current.spi_out == spi))
+                .then(|| (name.clone(), current))
+        })
     }
 
     /// Feeds an event to a neighbor's adjacency and carries out its commands, with the
@@ -633,7 +655,7 @@ impl<D: Dataplane> Runtime<D> {
         };
         n.children.remove(&spis_of(pair));
         let n = &self.neighbors[name];
-        let ids = self.objects(n).sa_ids(pair);
+        let ids = self.objects(n).sa_ids(spis_of(pair));
         for id in &ids {
             if let Err(e) = gone_ok(self.dataplane.delete_sa(*id).await) {
                 warn!(neighbor = name, error = %e, "deleting an SA");
@@ -652,6 +674,10 @@ impl<D: Dataplane> Runtime<D> {
         };
         let now = Instant::now();
         let ike = IkeSaId(pair.ike_sa);
+        if self.engine.is_duplicate(ike) {
+            // The engine deletes the redundant IKE SA of crossing initiations itself.
+            return;
+        }
         let spis = spis_of(pair);
         let children = self.engine.child_sas(ike);
         // An IKE SA whose last child goes and that the adjacency no longer uses (the
@@ -723,9 +749,7 @@ impl<D: Dataplane> Runtime<D> {
                 debug!(error = %e, "sending an IKE delete");
             }
         }
-        if let Err(e) = self.dataplane.flush_ours().await {
-            warn!(error = %e, "flushing SAs and policies");
-        }
+        remove_recorded(&self.store, &self.dataplane).await;
         info!("stopped");
     }
 }

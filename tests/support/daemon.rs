@@ -147,6 +147,8 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     pub process: Process,
+    /// How often it was started: each start logs to its own files.
+    starts: u32,
 }
 
 impl Daemon {
@@ -170,6 +172,7 @@ impl Daemon {
             socket,
             state_dir,
             process,
+            starts: 1,
         })
     }
 
@@ -187,10 +190,13 @@ impl Daemon {
         Process::spawn(&format!("iiptrand-{name}"), command, dir)
     }
 
-    /// Starts the daemon again on the same files (after it was stopped or killed).
+    /// Starts the daemon again on the same files (after it was stopped or killed); the
+    /// new process logs to `iiptrand-<name>-<n>.stdout|stderr`, the old logs stay.
     pub fn restart(&mut self, ns: &Netns, dir: &Path) -> Result<()> {
         self.process.stop()?;
-        self.process = Self::spawn(ns, dir, &self.name, &self.config, &[])?;
+        self.starts += 1;
+        let name = format!("{}-{}", self.name, self.starts);
+        self.process = Self::spawn(ns, dir, &name, &self.config, &[])?;
         Ok(())
     }
 
@@ -200,24 +206,9 @@ impl Daemon {
         Ok(())
     }
 
-    /// The daemon's log so far (its stderr), without terminal colour codes.
+    /// The daemon's log so far (its stderr; it writes no colour codes to a file).
     pub fn log(&self) -> String {
-        let raw = self.process.stderr();
-        let mut plain = String::with_capacity(raw.len());
-        let mut chars = raw.chars();
-        while let Some(c) = chars.next() {
-            if c == '\x1b' {
-                // CSI sequences end with a letter: `ESC [ 1 ; 32 m`
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            } else {
-                plain.push(c);
-            }
-        }
-        plain
+        self.process.stderr()
     }
 
     /// The keys of every IKE SA the daemon logged, oldest first; it logs them only when

@@ -10,7 +10,8 @@ use super::exchange::{
 use super::ike_sa::{Ctx, IkeSa, Phase, Task, refuse_init};
 use super::keys::KeyError;
 use super::policy::{PeerConfig, Policy};
-use crate::config::Config;
+use super::snapshot::IkeSaSnapshot;
+use crate::config::{Config, Suites};
 use crate::iana::{ExchangeType, NotifyType};
 use crate::wire::{self, Datagram, Header, Payload};
 use std::collections::{HashMap, VecDeque};
@@ -25,6 +26,8 @@ const INVALID_SPI_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Engine<P: Policy> {
     config: Config,
+    /// The suites of `config`, for peers the policy has none of their own for.
+    suites: Arc<Suites>,
     policy: P,
     /// By our SPI.
     sas: HashMap<u64, IkeSa>,
@@ -52,6 +55,7 @@ impl<P: Policy> Engine<P> {
         wall: SystemTime,
     ) -> Result<Self, KeyError> {
         Ok(Self {
+            suites: Arc::new(config.suites()),
             config,
             policy,
             sas: HashMap::new(),
@@ -111,6 +115,24 @@ impl<P: Policy> Engine<P> {
         self.current(sa).map(IkeSa::child_spis).unwrap_or_default()
     }
 
+    /// Every IKE SA, established or on its way, with its child SAs, by id.
+    pub fn snapshot(&self) -> Vec<IkeSaSnapshot> {
+        let mut all: Vec<IkeSaSnapshot> = self
+            .handles
+            .values()
+            .filter_map(|spi| self.sas.get(spi)?.snapshot(&self.config))
+            .collect();
+        all.sort_by_key(|s| s.id);
+        all
+    }
+
+    /// Whether another IKE SA with the same peer is kept instead of this one
+    /// (simultaneous initiation): its child SAs are not to be used, and the engine
+    /// deletes it.
+    pub fn is_duplicate(&self, sa: IkeSaId) -> bool {
+        self.current(sa).is_some_and(|s| s.duplicate)
+    }
+
     fn current(&self, sa: IkeSaId) -> Option<&IkeSa> {
         self.handles.get(&sa).and_then(|spi| self.sas.get(spi))
     }
@@ -131,7 +153,7 @@ impl<P: Policy> Engine<P> {
         peer: Arc<PeerConfig>,
     ) -> Result<IkeSaId, KeyError> {
         let id = self.fresh_id();
-        let mut ctx = self.ctx(now);
+        let mut ctx = self.ctx(now, remote);
         let sa = IkeSa::initiate(&mut ctx, id, local, remote, peer)?;
         self.handles.insert(id, sa.local_spi());
         self.sas.insert(sa.local_spi(), sa);
@@ -212,7 +234,7 @@ impl<P: Policy> Engine<P> {
             Ok((header, _)) => header,
             Err(wire::Error::UnsupportedVersion { header, .. }) => {
                 if !header.response {
-                    let mut ctx = self.ctx(now);
+                    let mut ctx = self.ctx(now, remote);
                     refuse_init(
                         &mut ctx,
                         local,
@@ -283,10 +305,22 @@ impl<P: Policy> Engine<P> {
         }
     }
 
-    fn ctx(&mut self, now: Instant) -> Ctx<'_> {
+    /// What an IKE SA with the peer at `remote` works with.
+    fn ctx(&mut self, now: Instant, remote: SocketAddr) -> Ctx<'_> {
+        let suites = self
+            .policy
+            .suites(remote)
+            .unwrap_or_else(|| self.suites.clone());
+        // The SA being worked on is out of `sas` meanwhile (or not in yet).
+        let others_with_peer = self
+            .sas
+            .values()
+            .any(|sa| sa.remote.ip() == remote.ip() && sa.phase != Phase::Dead);
         Ctx {
             now,
             config: &self.config,
+            suites,
+            others_with_peer,
             policy: &self.policy,
             wall: wall_time(self.clock, now),
             transmits: &mut self.transmits,
@@ -315,7 +349,7 @@ impl<P: Policy> Engine<P> {
         let payloads = match Datagram::parse(raw) {
             Ok(d) => d.message.payloads,
             Err(wire::Error::UnsupportedCritical(ty)) => {
-                let mut ctx = self.ctx(now);
+                let mut ctx = self.ctx(now, remote);
                 return refuse_init(
                     &mut ctx,
                     local,
@@ -338,12 +372,12 @@ impl<P: Policy> Engine<P> {
                 let Ok(cookie) = self.cookies.make(now, ni, remote, header.spi_i) else {
                     return;
                 };
-                let mut ctx = self.ctx(now);
+                let mut ctx = self.ctx(now, remote);
                 return refuse_init(&mut ctx, local, remote, header, NotifyType::COOKIE, cookie);
             }
         }
         let id = self.fresh_id();
-        let mut ctx = self.ctx(now);
+        let mut ctx = self.ctx(now, remote);
         let Some(sa) = IkeSa::respond_init(&mut ctx, id, local, remote, header, &payloads, raw)
         else {
             return;
@@ -360,7 +394,7 @@ impl<P: Policy> Engine<P> {
             return;
         };
         let was_established = sa.is_established();
-        let mut ctx = self.ctx(now);
+        let mut ctx = self.ctx(now, sa.remote);
         f(&mut sa, &mut ctx);
         let spawned = std::mem::take(&mut ctx.spawned);
         let handovers = std::mem::take(&mut ctx.handovers);
@@ -390,34 +424,34 @@ impl<P: Policy> Engine<P> {
         self.run(now, new, IkeSa::drive);
     }
 
-    /// Simultaneous initiation leaves two IKE SAs with one peer. Both ends keep the one
-    /// whose lowest nonce is higher (the rule of RFC 7296 §2.8.1 for rekey collisions);
-    /// whoever initiated the other deletes it.
+    /// A peer that restarted leaves stale IKE SAs, which go at once; simultaneous
+    /// initiation leaves two IKE SAs with one peer. Both ends keep the one whose lowest
+    /// nonce is higher (the rule of RFC 7296 §2.8.1 for rekey collisions); whoever
+    /// initiated the other deletes it.
     fn resolve_duplicates(&mut self, now: Instant, spi: u64) {
         let Some(sa) = self.sas.get(&spi) else { return };
         let Some(peer) = sa.peer_id().cloned() else {
             return;
         };
         if sa.initial_contact {
-            // The peer restarted, or initiated at the same time as we did: a liveness
-            // check tells which, quickly, for every other IKE SA with it.
-            let others: Vec<u64> = self
+            // The peer holds no other IKE SA with us (RFC 7296 §3.16): those established
+            // before this one began are from before it restarted. IKE SAs of crossing
+            // initiations were still being set up then and are left to the rule below.
+            let began = sa.since;
+            let stale: Vec<u64> = self
                 .sas
                 .iter()
                 .filter(|(other, s)| {
-                    **other != spi && s.is_established() && s.peer_id() == Some(&peer)
+                    **other != spi
+                        && s.is_established()
+                        && s.peer_id() == Some(&peer)
+                        && s.established_before(began)
                 })
                 .map(|(other, _)| *other)
                 .collect();
-            for other in others {
-                self.run(now, other, |sa, ctx| {
-                    sa.queue(Task::Liveness);
-                    sa.drive(ctx);
-                });
+            for other in stale {
+                self.run(now, other, IkeSa::end_stale);
             }
-        }
-        if !self.config.delete_duplicates {
-            return;
         }
         let key = |sa: &IkeSa| std::cmp::min(sa.ni.clone(), sa.nr.clone());
         let mut same: Vec<(Vec<u8>, u64)> = self

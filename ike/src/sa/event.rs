@@ -26,6 +26,9 @@ pub enum DownReason {
     Timeout,
     /// Another IKE SA with the same peer was kept (simultaneous initiation).
     Duplicate,
+    /// The peer set up a new IKE SA saying it holds no other (INITIAL_CONTACT): it
+    /// restarted, and this older one is gone on its side.
+    PeerRestarted,
     /// Our own configuration or randomness failed us.
     Local(String),
 }

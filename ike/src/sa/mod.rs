@@ -23,8 +23,10 @@
 //!   are answered with TEMPORARY_FAILURE (§2.25) and retried by their sender.
 //! - Simultaneous initiation: once two IKE SAs with the same peer identity are up, both
 //!   ends keep the one whose lower nonce (of Ni, Nr) is higher; whoever initiated the
-//!   other deletes it ([`DownReason::Duplicate`]). INITIAL_CONTACT makes the engine check
-//!   the liveness of older IKE SAs with that peer at once.
+//!   other deletes it ([`DownReason::Duplicate`]); [`Engine::is_duplicate`] tells the
+//!   caller not to use the other's child SAs meanwhile.
+//! - Peer restart: a new IKE SA with INITIAL_CONTACT ends every IKE SA with that peer
+//!   established before it began ([`DownReason::PeerRestarted`]).
 //! - A child SA request without USE_TRANSPORT_MODE is refused with NO_PROPOSAL_CHOSEN
 //!   and the IKE SA is kept; selectors are the caller's decision ([`Policy`]).
 
@@ -38,6 +40,7 @@ mod keys;
 mod nat;
 mod policy;
 mod proposal;
+mod snapshot;
 mod window;
 
 pub use child::{ChildSa, ChildSpis, EspKeys, Mode};
@@ -45,3 +48,4 @@ pub use engine::{Engine, Transmit};
 pub use event::{DownReason, Event, IkeSaId};
 pub use keys::KeyError;
 pub use policy::{LocalAuth, PeerAuth, PeerConfig, Policy};
+pub use snapshot::{ChildSaSnapshot, ChildSaState, IkeSaSnapshot, IkeSaState};

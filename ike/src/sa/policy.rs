@@ -2,6 +2,7 @@
 //! which traffic selectors a child SA may have.
 
 use crate::auth::{SigningKey, TrustAnchors};
+use crate::config::Suites;
 use crate::iana::NotifyType;
 pub use crate::identity::Identity;
 use crate::secret::Secret;
@@ -85,4 +86,11 @@ pub trait Policy {
         tsi: &[TrafficSelector],
         tsr: &[TrafficSelector],
     ) -> Result<(), NotifyType>;
+
+    /// The suites to offer to and accept from the peer at `remote`, when they are not
+    /// those of the engine's [`crate::config::Config`]. Asked by address because the
+    /// responder chooses the IKE suite before the peer has named itself.
+    fn suites(&self, _remote: SocketAddr) -> Option<Arc<Suites>> {
+        None
+    }
 }

@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test crate uses a different part
 
 use iiptran_ike::auth::{SigningKey, TrustAnchors};
-use iiptran_ike::config::Config;
+use iiptran_ike::config::{Config, Suites};
 use iiptran_ike::iana::{IpProtocol, NotifyType};
 use iiptran_ike::identity::Identity;
 use iiptran_ike::sa::{ChildSa, Engine, Event, IkeSaId, LocalAuth, PeerAuth, PeerConfig, Policy};
@@ -65,6 +65,8 @@ pub struct TestPolicy {
     pub peers: Vec<Arc<PeerConfig>>,
     /// When set, every child SA is refused with TS_UNACCEPTABLE.
     pub refuse_children: bool,
+    /// Suites for the peer at an address, instead of the engine's.
+    pub suites: Vec<(IpAddr, Arc<Suites>)>,
 }
 
 /// The IIPtran selectors of a peer configuration: IPIP between its two endpoints.
@@ -117,6 +119,13 @@ impl Policy for TestPolicy {
         iiptran(peer)?
             .check_initiator_answer(tsi, tsr)
             .map_err(|e| e.notify())
+    }
+
+    fn suites(&self, remote: SocketAddr) -> Option<Arc<Suites>> {
+        self.suites
+            .iter()
+            .find(|(ip, _)| *ip == remote.ip())
+            .map(|(_, s)| s.clone())
     }
 }
 
@@ -272,6 +281,7 @@ impl Net {
         let policy = TestPolicy {
             peers,
             refuse_children: false,
+            suites: Vec::new(),
         };
         Engine::new(config, policy, self.now, wall).expect("engine")
     }

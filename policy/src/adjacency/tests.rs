@@ -1,45 +1,25 @@
 use super::*;
 use proptest::prelude::*;
 
-const A: &str = "192.0.2.1";
-const B: &str = "192.0.2.2";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
 fn adjacency(passive: bool) -> Adjacency {
-    Adjacency::new("b", ip(A), ip(B), passive, Timing::default(), 7)
+    Adjacency::new("b", passive, Timing::default(), 7)
 }
 
-fn pair(ike_sa: u64, local: bool, spi_in: u32, spi_out: u32) -> ChildPair {
+fn pair(ike_sa: u64, spi_in: u32, spi_out: u32) -> ChildPair {
     ChildPair {
         ike_sa,
-        ike_initiated_locally: local,
         spi_in,
         spi_out,
     }
 }
 
-/// The same pair as the peer sees it.
-fn mirrored(p: ChildPair, ike_sa: u64) -> ChildPair {
-    ChildPair {
-        ike_sa,
-        ike_initiated_locally: !p.ike_initiated_locally,
-        spi_in: p.spi_out,
-        spi_out: p.spi_in,
-    }
-}
-
 const P1: ChildPair = ChildPair {
     ike_sa: 1,
-    ike_initiated_locally: true,
     spi_in: 0x100,
     spi_out: 0x200,
 };
 const P2: ChildPair = ChildPair {
     ike_sa: 1,
-    ike_initiated_locally: true,
     spi_in: 0x300,
     spi_out: 0x400,
 };
@@ -239,7 +219,7 @@ fn backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {
 #[test]
 fn jitter_follows_the_seed() {
     let delays = |seed| {
-        let mut a = Adjacency::new("b", ip(A), ip(B), false, Timing::default(), seed);
+        let mut a = Adjacency::new("b", false, Timing::default(), seed);
         a.handle(t(0), Event::Start);
         let mut now = t(0);
         (0..8)
@@ -308,8 +288,8 @@ fn passive_never_initiates_but_comes_up() {
     let out = a.handle(t(0), Event::Start);
     assert_eq!(out, [Command::CreateLink]);
     assert_eq!(a.state(), State::Connecting);
-    a.handle(t(1), Event::ChildSaEstablished(pair(5, false, 1, 2)));
-    a.handle(t(1), Event::ChildSaInstalled(pair(5, false, 1, 2)));
+    a.handle(t(1), Event::ChildSaEstablished(pair(5, 1, 2)));
+    a.handle(t(1), Event::ChildSaInstalled(pair(5, 1, 2)));
     a.handle(t(1), Event::LinkUp);
     assert_eq!(a.state(), State::Up);
     let out = a.handle(t(2), Event::LivenessFailed);
@@ -520,9 +500,10 @@ fn loss_during_rekey_deletes_both_pairs() {
 
 #[test]
 fn losing_the_old_pair_before_its_replacement_is_installed_keeps_the_link() {
-    // Up on a pair that loses the tie-break, while the winner is still being installed.
-    let loser = pair(1, true, 5, 6);
-    let winner = pair(1, true, 1, 2);
+    // Up on the pair of an IKE SA the engine finds redundant, while the surviving IKE
+    // SA's pair is still being installed.
+    let loser = pair(2, 5, 6);
+    let winner = pair(1, 1, 2);
     let mut a = adjacency(false);
     a.handle(t(0), Event::Start);
     a.handle(t(0), Event::ChildSaEstablished(loser));
@@ -545,117 +526,100 @@ fn losing_the_old_pair_before_its_replacement_is_installed_keeps_the_link() {
     assert_eq!(a.current(), Some(winner));
 }
 
+/// Up on the pair of IKE SA 12, then the pair of IKE SA 11 (which the engine keeps)
+/// arrives and is installed.
+fn replaced_by_the_surviving_ike_sa() -> (Adjacency, Vec<Command>) {
+    let (loser, winner) = (pair(12, 1, 2), pair(11, 3, 4));
+    let mut a = adjacency(false);
+    a.handle(t(0), Event::Start);
+    a.handle(t(0), Event::ChildSaEstablished(loser));
+    a.handle(t(0), Event::ChildSaInstalled(loser));
+    a.handle(t(0), Event::LinkUp);
+    let mut out = a.handle(t(1), Event::ChildSaEstablished(winner));
+    assert_eq!(a.state(), State::Rekeying);
+    out.extend(a.handle(t(1), Event::ChildSaInstalled(winner)));
+    (a, out)
+}
+
 #[test]
-fn the_losing_ike_sa_going_away_changes_nothing() {
-    let (mut a, _, _) = crossing(false, true);
+fn a_newer_pair_replaces_the_one_in_use_without_flap() {
+    let (a, out) = replaced_by_the_surviving_ike_sa();
+    assert_eq!(
+        out,
+        [
+            Command::InstallSas(pair(11, 3, 4)),
+            Command::DeleteSas(pair(12, 1, 2))
+        ]
+    );
+    assert_eq!(a.state(), State::Up);
+    assert!(a.link_up());
+    assert_eq!(a.current(), Some(pair(11, 3, 4)));
+}
+
+#[test]
+fn the_redundant_ike_sa_going_away_changes_nothing() {
+    let (mut a, _) = replaced_by_the_surviving_ike_sa();
     let out = a.handle(t(5), Event::PeerDeleted { ike_sa: 12 });
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(a.state(), State::Up);
 }
 
 #[test]
-fn tie_break_prefers_the_lower_endpoints_ike_sa() {
-    let (lo, hi) = (ip(A), ip(B));
-    let ours = pair(1, true, 10, 20);
-    let theirs = pair(2, false, 30, 40);
-    // Seen from the lower endpoint: our own initiation wins, in either order.
-    assert_eq!(keep_of(ours, theirs, lo, hi), ours);
-    assert_eq!(keep_of(theirs, ours, lo, hi), ours);
-    // Seen from the higher endpoint: the peer's initiation wins.
-    assert_eq!(keep_of(ours, theirs, hi, lo), theirs);
-    assert_eq!(keep_of(theirs, ours, hi, lo), theirs);
-    // Same initiator: the lower SPIs, as a symmetric pair.
-    let a = pair(1, true, 50, 5);
-    let b = pair(1, true, 6, 7);
-    assert_eq!(keep_of(a, b, lo, hi), a);
-    assert_eq!(keep_of(b, a, lo, hi), a);
-    let (ma, mb) = (mirrored(a, 9), mirrored(b, 9));
-    assert_eq!(keep_of(ma, mb, hi, lo), ma, "the peer picks the same pair");
-}
-
-/// Runs crossing initiations between node A (lower endpoint) and node B, delivering the
-/// two pairs to each node in the given orders, and returns both adjacencies after every
-/// command has been acted on.
-fn crossing(a_first: bool, b_first: bool) -> (Adjacency, Adjacency, Vec<ChildPair>) {
-    let mut node_a = Adjacency::new("b", ip(A), ip(B), false, Timing::default(), 1);
-    let mut node_b = Adjacency::new("a", ip(B), ip(A), false, Timing::default(), 2);
-    node_a.handle(t(0), Event::Start);
-    node_b.handle(t(0), Event::Start);
-    // IKE SA 1 initiated by A, IKE SA 2 by B; each node names IKE SAs by its own SPI.
-    let by_a = pair(11, true, 0xa1, 0xb1);
-    let by_b = pair(12, false, 0xa2, 0xb2);
-    let orders = |first| if first { [by_a, by_b] } else { [by_b, by_a] };
-    let mut deleted = Vec::new();
-    for (node, pairs, view) in [
-        (&mut node_a, orders(a_first), false),
-        (&mut node_b, orders(b_first), true),
-    ] {
-        let view = |p: ChildPair| if view { mirrored(p, p.ike_sa + 10) } else { p };
-        let mut pending = Vec::new();
-        for p in pairs {
-            pending.extend(node.handle(t(1), Event::ChildSaEstablished(view(p))));
-            // The data plane confirms each install before the next pair arrives.
-            while let Some(c) = pending.pop() {
-                match c {
-                    Command::InstallSas(p) => {
-                        pending.extend(node.handle(t(1), Event::ChildSaInstalled(p)));
-                    }
-                    Command::SetLinkUp => pending.extend(node.handle(t(1), Event::LinkUp)),
-                    Command::DeleteSas(p) => deleted.push(p),
-                    _ => {}
-                }
-            }
-        }
-    }
-    (node_a, node_b, deleted)
+fn a_refused_child_sa_fails_the_attempt_at_once() {
+    let mut a = adjacency(false);
+    a.handle(t(0), Event::Start);
+    let reason = "child SA refused: TS_UNACCEPTABLE".to_owned();
+    let out = a.handle(
+        t(1),
+        Event::ChildSaFailed {
+            reason: reason.clone(),
+        },
+    );
+    let State::Down { retry_at } = a.state() else {
+        panic!("not backing off: {:?}", a.state());
+    };
+    assert!(out.contains(&Command::ArmTimer(retry_at)));
+    assert!(retry_at < t(1).plus(Timing::default().connect_timeout));
+    assert_eq!(a.history().last_error, Some((t(1), reason)));
+    // Once up, a refused extra child SA changes nothing.
+    let mut a = up();
+    let out = a.handle(t(1), Event::ChildSaFailed { reason: "r".into() });
+    assert_eq!(out, [Command::Log("r".into())]);
+    assert_eq!(a.state(), State::Up);
 }
 
 #[test]
-fn crossing_initiations_end_with_one_pair_in_every_order() {
-    let by_a = pair(11, true, 0xa1, 0xb1);
-    for a_first in [true, false] {
-        for b_first in [true, false] {
-            let (a, b, deleted) = crossing(a_first, b_first);
-            assert_eq!(a.state(), State::Up);
-            assert_eq!(b.state(), State::Up);
-            assert_eq!(a.current(), Some(by_a), "{a_first} {b_first}");
-            assert_eq!(b.current(), Some(mirrored(by_a, 21)), "{a_first} {b_first}");
-            assert_eq!(deleted.len(), 2, "one redundant pair on each node");
-            assert!(
-                deleted
-                    .iter()
-                    .all(|p| p.spi_in & 0xf == 2 && p.spi_out & 0xf == 2),
-                "only the pair B initiated is deleted: {deleted:?}"
-            );
-        }
-    }
-}
-
-#[test]
-fn crossing_while_up_replaces_without_flap() {
-    // B (higher endpoint) is up on its own initiation when A's arrives: A's wins.
-    let mut b = Adjacency::new("a", ip(B), ip(A), false, Timing::default(), 2);
-    b.handle(t(0), Event::Start);
-    let own = pair(7, true, 1, 2);
-    let peers = pair(8, false, 3, 4);
-    b.handle(t(0), Event::ChildSaEstablished(own));
-    b.handle(t(0), Event::ChildSaInstalled(own));
-    b.handle(t(0), Event::LinkUp);
-    let out = b.handle(t(1), Event::ChildSaEstablished(peers));
-    assert_eq!(out, [Command::InstallSas(peers)]);
-    assert_eq!(b.state(), State::Rekeying);
-    let out = b.handle(t(1), Event::ChildSaInstalled(peers));
-    assert_eq!(out, [Command::DeleteSas(own)]);
-    assert_eq!(b.state(), State::Up);
-    assert!(b.link_up());
+fn a_lost_link_fails_the_adjacency_and_is_made_again() {
+    let mut a = up();
+    let out = a.handle(t(1), Event::LinkLost);
+    let State::Down { retry_at } = a.state() else {
+        panic!("not backing off: {:?}", a.state());
+    };
+    assert_eq!(
+        out,
+        [
+            Command::DeleteSas(P1),
+            Command::Log("virtual link lost".into()),
+            Command::ArmTimer(retry_at),
+            Command::DeleteLink,
+            Command::CreateLink
+        ]
+    );
+    assert!(!a.link_up());
+    assert_eq!(a.handle(retry_at, Event::Timer)[0], Command::Initiate);
+    a.handle(retry_at, Event::ChildSaEstablished(P2));
+    let out = a.handle(retry_at, Event::ChildSaInstalled(P2));
+    assert_eq!(out, [Command::SetLinkUp]);
+    a.handle(retry_at, Event::LinkUp);
+    assert_eq!(a.state(), State::Up);
 }
 
 /// A small pool, so that random events often name the pairs in use.
 fn any_pair() -> impl Strategy<Value = ChildPair> {
     prop_oneof![
-        Just(pair(1, true, 1, 2)),
-        Just(pair(2, false, 3, 4)),
-        Just(pair(1, true, 5, 6)),
+        Just(pair(1, 1, 2)),
+        Just(pair(2, 3, 4)),
+        Just(pair(1, 5, 6)),
     ]
 }
 
@@ -672,6 +636,8 @@ fn any_event() -> impl Strategy<Value = Event> {
         any_pair().prop_map(Event::HardExpire),
         Just(Event::LivenessFailed),
         Just(Event::RekeyFailed),
+        Just(Event::ChildSaFailed { reason: "r".into() }),
+        Just(Event::LinkLost),
         Just(Event::AuthFailed { reason: "r".into() }),
         (1u64..3).prop_map(|ike_sa| Event::PeerDeleted { ike_sa }),
         Just(Event::Timer),
@@ -688,7 +654,7 @@ fn answer(c: &Command) -> Option<(Event, Option<Time>)> {
         Command::DeleteSas(p) => Some((Event::ChildSaDeleted(*p), None)),
         Command::SetLinkUp => Some((Event::LinkUp, None)),
         Command::ArmTimer(at) => Some((Event::Timer, Some(*at))),
-        Command::Initiate => Some((Event::ChildSaEstablished(pair(1, true, 1, 2)), None)),
+        Command::Initiate => Some((Event::ChildSaEstablished(pair(1, 1, 2)), None)),
         _ => None,
     }
 }
@@ -718,7 +684,7 @@ proptest! {
         seed in any::<u64>(),
         steps in proptest::collection::vec((any_step(), 0u64..400_000), 0..80),
     ) {
-        let mut a = Adjacency::new("b", ip(A), ip(B), passive, Timing::default(), seed);
+        let mut a = Adjacency::new("b", passive, Timing::default(), seed);
         let mut now = Time(0);
         let mut removed = false;
         let mut link_up_commanded = false;
@@ -738,7 +704,8 @@ proptest! {
             for c in &out {
                 match c {
                     Command::SetLinkUp => link_up_commanded = true,
-                    Command::SetLinkDown => link_up_commanded = false,
+                    // A link is created down.
+                    Command::SetLinkDown | Command::CreateLink => link_up_commanded = false,
                     Command::Initiate => prop_assert!(!passive, "a passive adjacency initiated"),
                     _ => {}
                 }

@@ -130,7 +130,12 @@ impl IkeSa {
         };
         let mut inner = vec![Payload::IdI(id)];
         inner.extend(self.our_certificates());
-        inner.push(notify(NotifyType::INITIAL_CONTACT, Vec::new()));
+        if !ctx.others_with_peer {
+            // Only then is it true that this is the only IKE SA between us (§3.16): the
+            // peer ends every older one, so saying it during crossing initiations would
+            // end the other's.
+            inner.push(notify(NotifyType::INITIAL_CONTACT, Vec::new()));
+        }
         if let PeerAuth::Certificate(anchors) = &peer.remote_auth {
             inner.push(Payload::CertReq(Certificate {
                 encoding: CertEncoding::X509_SIGNATURE,
@@ -196,6 +201,7 @@ impl IkeSa {
         out.extend(self.our_certificates());
         out.push(Payload::Auth(our_auth));
         self.phase = Phase::Established;
+        self.established = Some(ctx.now);
         self.last_heard = ctx.now;
         self.rekey_at = ctx.rekey_time(ctx.config.lifetimes.ike_rekey);
         ctx.events.push_back(self.up_event(&peer));
@@ -234,6 +240,7 @@ impl IkeSa {
         self.children.push(Child {
             sa,
             state: ChildState::Installed,
+            established: ctx.now,
             rekey_at: ctx.rekey_time(ctx.config.lifetimes.child_rekey),
             collision: None,
             announced: true,
@@ -316,7 +323,7 @@ impl IkeSa {
             return Err(kind);
         }
         let (answer, tsi, tsr) = transport_child(payloads)?;
-        let (suite, spi_out) = proposal::accepted_esp(&ctx.config.esp_suites, pfs, answer)
+        let (suite, spi_out) = proposal::accepted_esp(&ctx.suites.esp, pfs, answer)
             .ok_or(NotifyType::NO_PROPOSAL_CHOSEN)?;
         let peer = self
             .peer
@@ -388,6 +395,7 @@ impl IkeSa {
             return self.down(ctx, DownReason::AuthFailed);
         }
         self.phase = Phase::Established;
+        self.established = Some(ctx.now);
         self.last_heard = ctx.now;
         self.rekey_at = ctx.rekey_time(ctx.config.lifetimes.ike_rekey);
         ctx.events.push_back(self.up_event(&peer));

@@ -8,7 +8,7 @@ impl IkeSa {
         let (Ok(spi_in), Ok(nonce)) = (random_u32(), random_bytes(NONCE_LEN)) else {
             return;
         };
-        let pfs = ctx.config.child_pfs;
+        let pfs = ctx.suites.child_pfs;
         let dh = match pfs.map(dh_generate) {
             Some(Ok((d, p))) => Some((d, p)),
             Some(Err(_)) => return,
@@ -49,7 +49,7 @@ impl IkeSa {
             return;
         };
         let mut suites = vec![suite];
-        suites.extend(ctx.config.ike_suites.iter().filter(|s| **s != suite));
+        suites.extend(ctx.suites.ike.iter().filter(|s| **s != suite));
         suites.retain(|s| s.dh == suite.dh);
         let inner = vec![
             Payload::Sa(proposal::ike_proposals(&suites, &spi.to_be_bytes())),
@@ -110,10 +110,10 @@ impl IkeSa {
         let (shared, ke_out) = match ke {
             None => (None, None),
             Some(ke) => {
-                let acceptable = ctx.config.child_pfs == Some(ke.group)
-                    || (ctx.config.child_pfs.is_none() && crate::sa::keys::dh_supported(ke.group));
+                let acceptable = ctx.suites.child_pfs == Some(ke.group)
+                    || (ctx.suites.child_pfs.is_none() && crate::sa::keys::dh_supported(ke.group));
                 if !acceptable {
-                    let want = ctx.config.child_pfs.unwrap_or(DhId::CURVE25519);
+                    let want = ctx.suites.child_pfs.unwrap_or(DhId::CURVE25519);
                     return vec![notify(
                         NotifyType::INVALID_KE_PAYLOAD,
                         want.0.to_be_bytes().to_vec(),
@@ -389,6 +389,7 @@ impl IkeSa {
         sa.nat_t = self.nat_t;
         sa.peer_fragmentation = self.peer_fragmentation;
         sa.phase = Phase::Established;
+        sa.established = Some(ctx.now);
         sa.peer = self.peer.clone();
         sa.keys = Some(keys);
         sa.ni = ni.to_vec();
@@ -421,7 +422,7 @@ impl IkeSa {
         let ke = find_payload!(payloads, Payload::Ke);
         let new = match (answer, nr.as_ref(), ke) {
             (Some(answer), Some(nr), Some(ke)) if error_notify(payloads).is_none() => {
-                let suite = proposal::accepted_ike(&ctx.config.ike_suites, answer)
+                let suite = proposal::accepted_ike(&ctx.suites.ike, answer)
                     .filter(|s| s.dh == dh.group().id() && ke.group == s.dh);
                 let spi_r = answer
                     .first()

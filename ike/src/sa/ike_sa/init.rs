@@ -34,8 +34,8 @@ impl IkeSa {
         peer: Arc<PeerConfig>,
     ) -> Result<Self, crate::sa::keys::KeyError> {
         let suite = *ctx
-            .config
-            .ike_suites
+            .suites
+            .ike
             .first()
             .ok_or(CryptoError::Unsupported("IKE SA without configured suites"))?;
         let mut sa = Self::blank(id, true, random_u64()?, 0, local, remote, suite, ctx.now);
@@ -56,7 +56,7 @@ impl IkeSa {
     ) {
         let group = dh.group().id();
         // The suites whose group we sent go first so the responder can take our KE.
-        let mut suites = ctx.config.ike_suites.clone();
+        let mut suites = ctx.suites.ike.clone();
         suites.sort_by_key(|s| s.dh != group);
         let mut payloads = Vec::new();
         if let Some(c) = &cookie {
@@ -225,7 +225,7 @@ impl IkeSa {
                 .data
                 .get(..2)
                 .map(|g| DhId(u16::from_be_bytes([g[0], g[1]])));
-            let ours = |g: DhId| ctx.config.ike_suites.iter().any(|s| s.dh == g);
+            let ours = |g: DhId| ctx.suites.ike.iter().any(|s| s.dh == g);
             match group {
                 Some(g) if ours(g) && g != dh.group().id() && retries < MAX_INIT_RETRIES => {
                     debug!(sa = ?self.id, group = ?g, "responder wants another group");
@@ -247,7 +247,7 @@ impl IkeSa {
         let (Some(answer), Some(ke), Some(nr)) = (answer, ke, nr) else {
             return self.down(ctx, DownReason::Refused(NotifyType::INVALID_SYNTAX));
         };
-        let Some(suite) = proposal::accepted_ike(&ctx.config.ike_suites, answer) else {
+        let Some(suite) = proposal::accepted_ike(&ctx.suites.ike, answer) else {
             return self.down(ctx, DownReason::Refused(NotifyType::NO_PROPOSAL_CHOSEN));
         };
         if ke.group != suite.dh || dh.group().id() != suite.dh || header.spi_r == 0 {

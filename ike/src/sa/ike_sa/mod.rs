@@ -5,9 +5,10 @@ use super::child::{ChildSa, ChildSpis, Negotiated};
 use super::event::{DownReason, Event, IkeSaId};
 use super::nat::detection_hash;
 use super::proposal;
+use super::snapshot::{ChildSaSnapshot, ChildSaState, IkeSaSnapshot, IkeSaState};
 use super::window::{Expiry, Incoming, Requests, Responses};
 use crate::auth::{self, AuthError};
-use crate::config::{Config, EspSuite, IkeSuite};
+use crate::config::{Config, EspSuite, IkeSuite, Suites};
 use crate::crypto::{CryptoError, DhPrivate};
 use crate::iana::{AuthMethod, CertEncoding, DhId, ExchangeType, NotifyType, ProtocolId};
 use crate::sa::exchange::{
@@ -42,6 +43,10 @@ const MAX_INIT_RETRIES: u8 = 4;
 pub(super) struct Ctx<'a> {
     pub now: Instant,
     pub config: &'a Config,
+    /// The suites for the peer at hand.
+    pub suites: Arc<Suites>,
+    /// Whether the engine holds another IKE SA, in any state, with the peer's address.
+    pub others_with_peer: bool,
     pub policy: &'a dyn Policy,
     pub transmits: &'a mut VecDeque<Transmit>,
     pub events: &'a mut VecDeque<Event>,
@@ -64,7 +69,7 @@ impl Ctx<'_> {
 
     /// Our IKE suites that the crypto module implements, in our order of preference.
     fn ike_suites(&self) -> Vec<IkeSuite> {
-        let suites = self.config.ike_suites.iter().copied();
+        let suites = self.suites.ike.iter().copied();
         suites
             .filter(crate::sa::keys::ike_suite_supported)
             .collect()
@@ -72,7 +77,7 @@ impl Ctx<'_> {
 
     /// Our ESP suites that we can key, in our order of preference.
     fn esp_suites(&self) -> Vec<EspSuite> {
-        let suites = self.config.esp_suites.iter().copied();
+        let suites = self.suites.esp.iter().copied();
         suites
             .filter(crate::sa::keys::esp_suite_supported)
             .collect()
@@ -163,6 +168,7 @@ enum ChildState {
 struct Child {
     sa: ChildSa,
     state: ChildState,
+    established: Instant,
     rekey_at: Option<Instant>,
     /// A child we created answering the peer's rekey of this one while our own rekey
     /// of it was outstanding (§2.8.1), with the lowest nonce of that exchange.
@@ -196,6 +202,7 @@ pub(super) struct IkeSa {
     children: Vec<Child>,
     /// When the SA entered its phase (half-open and replaced SAs time out).
     pub since: Instant,
+    established: Option<Instant>,
     last_heard: Instant,
     rekey_at: Option<Instant>,
     /// For a responder's half-open SA: (remote, SPIi) under which the engine finds it.
@@ -269,6 +276,7 @@ impl IkeSa {
             tasks: VecDeque::new(),
             children: Vec::new(),
             since: now,
+            established: None,
             last_heard: now,
             rekey_at: None,
             init_key: None,
@@ -776,6 +784,73 @@ impl IkeSa {
             }
         }
         self.successor_of = None;
+    }
+
+    /// What an operator sees of this SA; `None` once it is gone or while a rekey's result
+    /// has not taken over yet.
+    pub fn snapshot(&self, config: &Config) -> Option<IkeSaSnapshot> {
+        let state = match self.phase {
+            Phase::InitSent | Phase::AuthSent => IkeSaState::Connecting,
+            Phase::HalfOpen => IkeSaState::HalfOpen,
+            Phase::Established if self.successor_of.is_some() => return None,
+            Phase::Established if self.duplicate => IkeSaState::Duplicate,
+            Phase::Established => IkeSaState::Established,
+            Phase::Rekeyed | Phase::Dead => return None,
+        };
+        let children = self
+            .children
+            .iter()
+            .filter(|c| c.announced)
+            .map(|c| ChildSaSnapshot {
+                spis: c.sa.spis,
+                state: match c.state {
+                    ChildState::Installed => ChildSaState::Installed,
+                    ChildState::Rekeyed => ChildSaState::Rekeyed,
+                    ChildState::Deleting => ChildSaState::Deleting,
+                },
+                suite: c.sa.suite,
+                mode: c.sa.mode,
+                ts_local: c.sa.ts_local.clone(),
+                ts_remote: c.sa.ts_remote.clone(),
+                udp_encap: c.sa.udp_encap,
+                established: c.established,
+                rekey_at: c.rekey_at,
+                expire_at: c.established + c.sa.hard_lifetime,
+            })
+            .collect();
+        Some(IkeSaSnapshot {
+            id: self.id,
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            initiator: self.initiator,
+            state,
+            suite: self.suite,
+            local_id: self.peer.as_ref().map(|p| p.local_id.clone()),
+            remote_id: self.peer_id().cloned(),
+            local: self.local,
+            remote: self.remote,
+            established: self.established,
+            rekey_at: self.rekey_at,
+            expire_at: (self.phase == Phase::HalfOpen)
+                .then(|| self.since + config.half_open_timeout),
+            children,
+        })
+    }
+
+    pub fn established_before(&self, at: Instant) -> bool {
+        self.established.is_some_and(|e| e < at)
+    }
+
+    /// The peer restarted: tells it once that this SA is deleted, in case it has not,
+    /// and ends it without waiting for an answer that cannot come.
+    pub fn end_stale(&mut self, ctx: &mut Ctx<'_>) {
+        let header = self.header(ExchangeType::INFORMATIONAL, false, self.requests.next_id);
+        let delete = Payload::Delete(Delete {
+            protocol: ProtocolId::IKE,
+            spis: Vec::new(),
+        });
+        self.seal(ctx, &header, &[delete]);
+        self.down(ctx, DownReason::PeerRestarted);
     }
 
     pub fn has_child(&self, spis: ChildSpis) -> bool {

@@ -85,6 +85,8 @@ fn with_responder(f: impl FnOnce(&mut IkeSa, &mut Ctx<'_>)) {
         now,
         wall: SystemTime::UNIX_EPOCH,
         config: &config,
+        suites: Arc::new(config.suites()),
+        others_with_peer: false,
         policy: &AcceptAll,
         transmits: &mut transmits,
         events: &mut events,
