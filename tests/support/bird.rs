@@ -41,12 +41,14 @@ impl Ospf {
 
     /// bird.conf: OSPF on the `vn-*` interfaces as point-to-point links with short hello
     /// and dead intervals (so a test sees a lost neighbor within seconds), its routes
-    /// exported to the kernel's main table.
+    /// exported to the kernel's main table. A restarted iiptrand makes its links anew, and
+    /// the kernel drops the routes through the old ones; BIRD notices only when its kernel
+    /// protocol scans, so the scan is short (its default is 60 s).
     pub fn render(&self) -> String {
         let mut text = format!(
             "router id {id};\nlog stderr all;\n\
              protocol device {{ scan time 10; }}\n\
-             protocol kernel {{ ipv4 {{ import none; export all; }}; }}\n\
+             protocol kernel {{ scan time 2; ipv4 {{ import none; export all; }}; }}\n\
              protocol ospf v2 vn {{\n  ipv4 {{ import all; export none; }};\n  area 0 {{\n\
              \x20   stubnet {id}/32;\n",
             id = self.loopback

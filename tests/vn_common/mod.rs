@@ -237,8 +237,20 @@ impl Vn {
             Ok(out.status.success())
         })
         .with_context(|| {
-            let route = self.node(from).bird.route_for(self.node(to).loopback);
-            format!("{from}'s BIRD route: {route:?}")
+            let (f, t) = (self.node(from), self.node(to));
+            let route = f.bird.route_for(t.loopback);
+            let back = t.bird.route_for(f.loopback);
+            let sas = |n: &Node| {
+                n.daemon
+                    .ctl(&["list-sas"])
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            };
+            format!(
+                "{from}'s BIRD route: {route:?}\n{to}'s route back: {back:?}\n\
+                 {from}'s SAs: {}\n{to}'s SAs: {}",
+                sas(f).unwrap_or_default(),
+                sas(t).unwrap_or_default()
+            )
         })
     }
 
