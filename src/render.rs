@@ -3,8 +3,8 @@
 use std::fmt::{self, Write};
 
 use crate::control::protocol::{
-    Body, CertReport, ChildSaReport, IkeSaReport, NeighborReport, StatusReport, TrafficSelector,
-    UnixTime,
+    Body, CertReport, ChildSaReport, IkeSaReport, NeighborReport, RenewalReport, StatusReport,
+    TrafficSelector, UnixTime,
 };
 
 /// How times are shown: relative to `now`, plus the absolute UTC time when `verbose`.
@@ -212,9 +212,34 @@ pub fn certs(certs: &[CertReport], clock: Clock) -> String {
         table.row(["valid until:", &clock.when(cert.not_after)]);
         table.row(["key:", &cert.key_type]);
         table.row(["fingerprint:", &cert.fingerprint]);
+        if let Some(r) = &cert.renewal {
+            table.row(["renewal:", &renewal(r, clock)]);
+        }
+        if let Some(crl) = &cert.crl {
+            let revoked = match crl.revoked.as_slice() {
+                [] => "none revoked".to_owned(),
+                serials => format!("revoked: {}", serials.join(", ")),
+            };
+            let from = format!("{}, updated {}", crl.source, clock.when(crl.this_update));
+            table.row(["CRL:", &from]);
+            table.row(["", &revoked]);
+        }
         out.push_str(&table.to_string());
     }
     out
+}
+
+/// `at https://ca:8443, next in 20d` or, while it fails, the failures and the error.
+fn renewal(r: &RenewalReport, clock: Clock) -> String {
+    let mut text = format!("at {}, next {}", r.server, clock.maybe(r.next_attempt));
+    if let Some(at) = r.last_renewed {
+        let _ = write!(text, ", last renewed {}", clock.when(at));
+    }
+    if r.failures > 0 {
+        let error = r.last_error.as_deref().unwrap_or("unknown error");
+        let _ = write!(text, ", {} failed: {error}", r.failures);
+    }
+    text
 }
 
 /// `192.0.2.1/32[ipencap] 192.0.2.3/32[ipencap]`, as strongSwan writes selectors.

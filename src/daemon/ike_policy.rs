@@ -2,122 +2,94 @@
 //! is, how both sides authenticate, and the IIPtran selector rule for its child SAs.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
-use iiptran_ike::auth::{SigningKey, TrustAnchors};
 use iiptran_ike::config::{Config as EngineConfig, EspSuite, IkeSuite, Lifetimes, Retransmission};
 use iiptran_ike::iana::{IntegId, NotifyType};
+use iiptran_ike::identity::Identity;
 use iiptran_ike::sa::{LocalAuth, PeerAuth, PeerConfig, Policy};
 use iiptran_ike::ts::{IiptranSelectors, TrafficSelector};
-use iiptran_policy::config::{
-    CertFiles, Config, Credentials, IkeSettings, NatTraversal, Neighbor, Proposal,
-};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
+use iiptran_policy::config::{Config, Credentials, IkeSettings, NatTraversal, Neighbor, Proposal};
 
 use super::DaemonError;
+use super::credentials::NodeCredentials;
 
-/// One configured peer as the engine sees it.
+/// One configured peer as the engine sees it, but for the certificates, which are taken
+/// from the node's credentials as each IKE SA starts.
 struct Peer {
     neighbor: String,
-    config: Arc<PeerConfig>,
+    local_id: Identity,
+    remote_id: Identity,
+    credentials: Credentials,
+    ts_local: Vec<TrafficSelector>,
+    ts_remote: Vec<TrafficSelector>,
     selectors: IiptranSelectors,
 }
 
 /// The engine's [`Policy`] over the neighbors of the configuration.
 pub struct VnPolicy {
     peers: Vec<Peer>,
+    credentials: Arc<NodeCredentials>,
 }
 
-/// The certificate credentials of `[auth]`, loaded once.
-struct Certificates {
-    key: Arc<SigningKey>,
-    chain: Vec<Vec<u8>>,
-    anchors: Arc<TrustAnchors>,
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, DaemonError> {
-    std::fs::read(path).map_err(|e| DaemonError::File {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
-}
-
-impl Certificates {
-    fn load(files: &CertFiles) -> Result<Self, DaemonError> {
-        let bad = |path: &Path, e: &dyn std::fmt::Display| DaemonError::File {
-            path: path.to_owned(),
-            message: e.to_string(),
+impl Peer {
+    fn config(&self, credentials: &NodeCredentials) -> Option<Arc<PeerConfig>> {
+        let (local_auth, remote_auth) = match &self.credentials {
+            Credentials::Psk(psk) => (LocalAuth::Psk(psk.clone()), PeerAuth::Psk(psk.clone())),
+            Credentials::Certificates => {
+                let c = credentials.current()?;
+                (
+                    LocalAuth::Certificate {
+                        key: c.key.clone(),
+                        chain: c.chain.clone(),
+                    },
+                    PeerAuth::Certificate(c.anchors.clone()),
+                )
+            }
         };
-        let key =
-            SigningKey::from_pkcs8_pem(&read(&files.key)?).map_err(|e| bad(&files.key, &e))?;
-        let chain = CertificateDer::pem_slice_iter(&read(&files.cert)?)
-            .map(|c| c.map(|c| c.to_vec()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(&files.cert, &e))?;
-        if chain.is_empty() {
-            return Err(bad(&files.cert, &"no certificate in the file"));
-        }
-        if !key.matches_certificate(&chain[0]) {
-            return Err(bad(
-                &files.key,
-                &"the key does not belong to the certificate",
-            ));
-        }
-        let anchors = TrustAnchors::from_pem(&read(&files.ca)?).map_err(|e| bad(&files.ca, &e))?;
-        Ok(Self {
-            key: Arc::new(key),
-            chain,
-            anchors: Arc::new(anchors),
-        })
+        Some(Arc::new(PeerConfig {
+            local_id: self.local_id.clone(),
+            local_auth,
+            remote_id: self.remote_id.clone(),
+            remote_auth,
+            ts_local: self.ts_local.clone(),
+            ts_remote: self.ts_remote.clone(),
+        }))
     }
 }
 
 impl VnPolicy {
-    pub fn new(config: &Config) -> Result<Self, DaemonError> {
-        let certificates = match &config.auth {
-            Some(files) if needs_certificates(config) => Some(Certificates::load(files)?),
-            _ => None,
-        };
+    /// The policy of `config`; neighbors with certificates use `credentials`, which must
+    /// hold them.
+    pub fn new(config: &Config, credentials: Arc<NodeCredentials>) -> Result<Self, DaemonError> {
         let peers = config
             .neighbors
             .iter()
             .map(|n| {
-                let (local_auth, remote_auth) = match (&n.credentials, &certificates) {
-                    (Credentials::Psk(psk), _) => {
-                        (LocalAuth::Psk(psk.clone()), PeerAuth::Psk(psk.clone()))
-                    }
-                    (Credentials::Certificates, Some(c)) => (
-                        LocalAuth::Certificate {
-                            key: c.key.clone(),
-                            chain: c.chain.clone(),
-                        },
-                        PeerAuth::Certificate(c.anchors.clone()),
-                    ),
-                    (Credentials::Certificates, None) => {
-                        return Err(DaemonError::Config(format!(
-                            "neighbor {:?} needs the [auth] certificates",
-                            n.name
-                        )));
-                    }
-                };
+                if n.credentials == Credentials::Certificates && credentials.current().is_none() {
+                    return Err(DaemonError::Config(format!(
+                        "neighbor {:?} needs the [auth] certificates",
+                        n.name
+                    )));
+                }
                 let (ts_local, ts_remote) = n.selectors.proposal(true);
                 Ok(Peer {
                     neighbor: n.name.clone(),
-                    config: Arc::new(PeerConfig {
-                        local_id: config.node.identity.clone(),
-                        local_auth,
-                        remote_id: n.identity.clone(),
-                        remote_auth,
-                        ts_local,
-                        ts_remote,
-                    }),
+                    local_id: config.node.identity.clone(),
+                    remote_id: n.identity.clone(),
+                    credentials: n.credentials.clone(),
+                    ts_local,
+                    ts_remote,
                     selectors: n.selectors.clone(),
                 })
             })
             .collect::<Result<_, DaemonError>>()?;
-        Ok(Self { peers })
+        Ok(Self { peers, credentials })
+    }
+
+    /// The node's certificate credentials and CRLs.
+    pub fn credentials(&self) -> &Arc<NodeCredentials> {
+        &self.credentials
     }
 
     /// The engine configuration of a neighbor, for initiating towards it.
@@ -125,34 +97,21 @@ impl VnPolicy {
         self.peers
             .iter()
             .find(|p| p.neighbor == neighbor)
-            .map(|p| p.config.clone())
+            .and_then(|p| p.config(&self.credentials))
     }
 
     fn by_identity(&self, peer: &PeerConfig) -> Option<&Peer> {
-        self.peers
-            .iter()
-            .find(|p| p.config.remote_id == peer.remote_id)
+        self.peers.iter().find(|p| p.remote_id == peer.remote_id)
     }
 }
 
-fn needs_certificates(config: &Config) -> bool {
-    config
-        .neighbors
-        .iter()
-        .any(|n| n.credentials == Credentials::Certificates)
-}
-
 impl Policy for VnPolicy {
-    fn peer(
-        &self,
-        remote_id: &iiptran_ike::identity::Identity,
-        remote: SocketAddr,
-    ) -> Option<Arc<PeerConfig>> {
+    fn peer(&self, remote_id: &Identity, remote: SocketAddr) -> Option<Arc<PeerConfig>> {
         // The identity must be the one configured for the endpoint it speaks from.
         self.peers
             .iter()
-            .find(|p| &p.config.remote_id == remote_id && p.selectors.remote() == remote.ip())
-            .map(|p| p.config.clone())
+            .find(|p| &p.remote_id == remote_id && p.selectors.remote() == remote.ip())
+            .and_then(|p| p.config(&self.credentials))
     }
 
     fn narrow(
@@ -260,10 +219,7 @@ pub fn engine_config(ike: &IkeSettings, force_nat_t: bool) -> EngineConfig {
 }
 
 /// The neighbor a configuration names by its identity.
-pub fn neighbor_of<'a>(
-    config: &'a Config,
-    identity: &iiptran_ike::identity::Identity,
-) -> Option<&'a Neighbor> {
+pub fn neighbor_of<'a>(config: &'a Config, identity: &Identity) -> Option<&'a Neighbor> {
     config.neighbors.iter().find(|n| &n.identity == identity)
 }
 
@@ -277,7 +233,7 @@ mod tests {
         let config = Config::parse(
             "[node]\nname = \"a\"\nidentity = \"a.vn.example\"\nendpoint = \"192.0.2.1\"\n",
             "node.toml",
-            Path::new("."),
+            std::path::Path::new("."),
         )
         .unwrap();
         IkeSettings {

@@ -3,7 +3,9 @@
 //! channel ([`handler`]).
 
 mod cert_report;
+mod credentials;
 mod dataplane;
+pub mod enrollment;
 mod handler;
 mod ike_policy;
 mod kernel_objects;
@@ -16,6 +18,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
+use credentials::NodeCredentials;
+use enrollment::Services;
 use iiptran_ike::sa::Engine;
 use iiptran_policy::config::Config;
 use iiptran_policy::store::Store;
@@ -53,7 +57,8 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     let kind = dataplane::choose(config.node.dataplane, config.node.endpoint);
     tracing::info!(data_plane = %kind, "starting");
     let sockets = Sockets::bind(config.node.endpoint).await?;
-    let policy = VnPolicy::new(&config)?;
+    let credentials = Arc::new(NodeCredentials::load(&config)?);
+    let policy = VnPolicy::new(&config, credentials.clone())?;
     let engine = Engine::new(
         engine_config(&config.ike, false),
         policy,
@@ -62,12 +67,14 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     )
     .context("starting the IKE engine")?;
     let server = ControlServer::bind(ServerConfig::new(&config.node.control_socket))?;
+    let services = Services::start(&config, credentials).await?;
     let parts = Parts {
         config,
         config_path: config_path.to_owned(),
         engine,
         store,
         server,
+        services,
     };
     match kind {
         DataPlaneKind::Userspace => {
@@ -90,6 +97,7 @@ struct Parts {
     engine: Engine<VnPolicy>,
     store: Store,
     server: ControlServer,
+    services: Services,
 }
 
 async fn serve<D: Dataplane>(
@@ -107,6 +115,7 @@ async fn serve<D: Dataplane>(
         kind,
         sockets,
         parts.store,
+        parts.services,
     );
     runtime.start().await;
     let (requests, control) = mpsc::channel(16);

@@ -20,6 +20,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use super::enrollment::Services;
 use super::ike_policy::{VnPolicy, neighbor_of};
 use super::kernel_objects::{NeighborObjects, policy_object, sa_object};
 use super::sockets::{IKE_PORT, NAT_T_PORT, Sockets};
@@ -86,6 +87,7 @@ pub struct Runtime<D: Dataplane> {
     pub(super) kind: DataPlaneKind,
     sockets: Sockets,
     store: Store,
+    services: Services,
     pub(super) neighbors: BTreeMap<String, NeighborState>,
     ike_sas: HashMap<IkeSaId, IkeSaInfo>,
     next_reqid: u32,
@@ -138,6 +140,7 @@ impl<D: Dataplane> Runtime<D> {
         kind: DataPlaneKind,
         sockets: Sockets,
         store: Store,
+        services: Services,
     ) -> Self {
         Self {
             config,
@@ -147,6 +150,7 @@ impl<D: Dataplane> Runtime<D> {
             kind,
             sockets,
             store,
+            services,
             neighbors: BTreeMap::new(),
             ike_sas: HashMap::new(),
             next_reqid: *OWNED_REQIDS.start() + 1,
@@ -444,15 +448,20 @@ impl<D: Dataplane> Runtime<D> {
                 };
                 self.feed(&info.neighbor, event).await;
             }
-            Event::AuthFailed { remote, peer, .. } => {
+            Event::AuthFailed {
+                remote,
+                peer,
+                reason,
+                ..
+            } => {
                 let neighbor = peer
                     .as_ref()
                     .and_then(|p| neighbor_of(&self.config, p))
                     .or_else(|| self.config.neighbor_at(remote.ip()))
                     .map(|n| n.name.clone());
-                warn!(%remote, ?peer, ?neighbor, "authentication failed");
+                warn!(%remote, ?peer, ?neighbor, reason, "authentication failed");
                 if let Some(name) = neighbor {
-                    let reason = "AUTHENTICATION_FAILED".to_owned();
+                    let reason = format!("AUTHENTICATION_FAILED: {reason}");
                     self.feed(&name, AdjEvent::AuthFailed { reason }).await;
                 }
             }
@@ -672,15 +681,24 @@ impl<D: Dataplane> Runtime<D> {
         let failed = |m: String| ControlError::new(ErrorKind::Failed, m);
         let new = Config::load(&self.config_path).map_err(|e| failed(e.to_string()))?;
         let d = diff(&self.config, &new);
-        if d.is_empty() {
-            return Ok("configuration unchanged".into());
-        }
         if let Some(section) = d.sections.iter().find(|s| ["node", "ike"].contains(s)) {
             return Err(failed(format!(
                 "the [{section}] section changed: restart the daemon to apply it"
             )));
         }
-        let policy = VnPolicy::new(&new).map_err(|e| failed(e.to_string()))?;
+        // The certificate files are re-read on every reload, changed or not.
+        let credentials = self.engine.policy().credentials().clone();
+        credentials
+            .reload(&new)
+            .map_err(|e| failed(e.to_string()))?;
+        let services = self.services.reconfigure(&self.config, &new).await;
+        if d.is_empty() {
+            self.config = new;
+            return services
+                .map(|()| "configuration unchanged; certificates re-read".into())
+                .map_err(failed);
+        }
+        let policy = VnPolicy::new(&new, credentials).map_err(|e| failed(e.to_string()))?;
         for name in d.removed.iter().chain(&d.changed) {
             self.feed(name, AdjEvent::Remove).await;
             self.neighbors.remove(name);
@@ -697,6 +715,7 @@ impl<D: Dataplane> Runtime<D> {
         }
         self.drain().await;
         info!(?d, "configuration reloaded");
+        services.map_err(failed)?;
         Ok(format!(
             "reloaded: {} added, {} removed, {} changed",
             d.added.len(),
@@ -726,6 +745,7 @@ impl<D: Dataplane> Runtime<D> {
         if let Err(e) = self.dataplane.flush_ours().await {
             warn!(error = %e, "flushing SAs and policies");
         }
+        self.services.stop().await;
         info!("stopped");
     }
 }

@@ -1,0 +1,272 @@
+//! Two nodes enroll with `iiptrand enroll` against the VN CA served by a third daemon's
+//! `[enroll.server]`, and come up with the issued certificates. One test revokes a node
+//! and shows that its next IKE SA is refused once the CRL has reached its neighbor; the
+//! other gives certificates a lifetime of seconds and shows the daemons renewing them
+//! (`[enroll.client]`) while the adjacency stays up, then a new IKE SA succeeding with
+//! the renewed certificates after the first ones have expired. Needs root.
+
+mod enroll_common;
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Result, bail};
+use iiptran::control::protocol::{CertReport, LinkState};
+use support::daemon::{Credentials, Daemon, Neighbor, NodeConfig, enroll};
+use support::netns::{Netns, veth};
+use support::wait::wait_until;
+use support::{OrPanic, TempDir, have_root};
+
+const A: &str = "198.51.100.1";
+const B: &str = "198.51.100.2";
+/// The CA daemon's endpoint, an address on the loopback of A's namespace.
+const CA: &str = "198.51.100.3";
+const SERVER: &str = "https://198.51.100.3:8443";
+const UP: Duration = Duration::from_secs(30);
+
+/// The CA daemon and the two enrolled nodes, each in their place.
+struct Vn {
+    a: Daemon,
+    b: Daemon,
+    ca: enroll_common::TestCa,
+    _ca_daemon: Daemon,
+    // Dropped last: the daemons run inside the namespaces and write into the directory.
+    _a_ns: Netns,
+    _b_ns: Netns,
+    _dir: TempDir,
+}
+
+impl Vn {
+    /// Starts the CA daemon issuing certificates of `cert_lifetime`, enrolls a and b with
+    /// it and starts them with `[enroll.client]` and a CRL refresh every second.
+    fn start(cert_lifetime: &str) -> Result<Self> {
+        let dir = TempDir::new("daemon-enroll")?;
+        let ca = enroll_common::TestCa::new();
+        let a_ns = Netns::new("dea")?;
+        let b_ns = Netns::new("deb")?;
+        veth(&a_ns, A.parse()?, &b_ns, B.parse()?, 24)?;
+        a_ns.ip(&["addr", "add", &format!("{CA}/32"), "dev", "lo"])?;
+
+        let mut ca_config = NodeConfig::new("ca", CA, Credentials::Psk(String::new()));
+        ca_config.sections = format!(
+            "[enroll.server]\nlisten = \"{CA}:8443\"\nca_dir = \"{}\"\ncert_lifetime = \"{cert_lifetime}\"\n",
+            ca.ca_dir().display()
+        );
+        let ca_daemon = Daemon::start(&a_ns, dir.path(), &ca_config, &[])?;
+        // The daemon answers once its enrollment service is bound.
+        wait_until("the CA daemon", UP, Duration::from_millis(100), || {
+            Ok(ca_daemon.status()?.is_some())
+        })?;
+
+        let enrolled = |ns: &Netns, name: &str, endpoint: &str| -> Result<PathBuf> {
+            let identity = format!("{name}.vn.example");
+            let token = ca.token(&identity, endpoint, "1h");
+            let creds = dir.join(name);
+            enroll(ns, SERVER, &token, &ca.fingerprint, &identity, &creds)?;
+            Ok(creds)
+        };
+        let node = |name: &str, endpoint: &str, creds: PathBuf, peer: Neighbor| {
+            let mut config = NodeConfig::new(name, endpoint, Credentials::Enrolled(creds));
+            config.auth = "crl_refresh = \"1s\"\n".to_owned();
+            config.sections = format!("[enroll.client]\nserver = \"{SERVER}\"\n");
+            config.neighbor(peer)
+        };
+        let a_config = node(
+            "a",
+            A,
+            enrolled(&a_ns, "a", A)?,
+            Neighbor::new("b", B, "10.255.0.0/31"),
+        );
+        let b_config = node(
+            "b",
+            B,
+            enrolled(&b_ns, "b", B)?,
+            Neighbor::new("a", A, "10.255.0.1/31"),
+        );
+        let a = Daemon::start(&a_ns, dir.path(), &a_config, &[])?;
+        let b = Daemon::start(&b_ns, dir.path(), &b_config, &[])?;
+        Ok(Self {
+            a,
+            b,
+            ca,
+            _ca_daemon: ca_daemon,
+            _a_ns: a_ns,
+            _b_ns: b_ns,
+            _dir: dir,
+        })
+    }
+}
+
+/// The node's own certificate: the first one `list-certs` reports.
+fn own_cert(daemon: &Daemon) -> Result<CertReport> {
+    match daemon.certs()?.into_iter().next() {
+        Some(cert) => Ok(cert),
+        None => bail!("{} lists no certificate", daemon.name),
+    }
+}
+
+/// The serials revoked by the CRL `daemon` checks the CA's certificates against.
+fn revoked_serials(daemon: &Daemon) -> Result<Option<Vec<String>>> {
+    Ok(daemon
+        .certs()?
+        .into_iter()
+        .find_map(|c| c.crl)
+        .map(|crl| crl.revoked))
+}
+
+fn ctl_ok(daemon: &Daemon, args: &[&str]) {
+    let out = daemon.ctl(args).or_panic();
+    assert!(
+        out.status.success(),
+        "iiptranctl {args:?} on {}: {}",
+        daemon.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_revoked_node_is_refused_once_the_crl_reaches_its_neighbor() {
+    if !have_root("a_revoked_node_is_refused_once_the_crl_reaches_its_neighbor") {
+        return;
+    }
+    let vn = Vn::start("1h").or_panic();
+    vn.a.wait_established("b", UP).or_panic();
+    vn.b.wait_established("a", UP).or_panic();
+    let before = wait_until(
+        "a to have the CA's CRL",
+        UP,
+        Duration::from_millis(200),
+        || revoked_serials(&vn.a),
+    )
+    .or_panic();
+    assert!(
+        before.is_empty(),
+        "revoked before any revocation: {before:?}"
+    );
+
+    let serial = own_cert(&vn.b).or_panic().serial;
+    // The CA daemon serves the CA meanwhile: the database is shared with iiptranctl.
+    let out = vn.ca.ctl(&["revoke", &serial]);
+    assert!(out.contains(&serial), "{out}");
+    wait_until(
+        "the CRL with b's serial to reach a",
+        UP,
+        Duration::from_millis(200),
+        || Ok(revoked_serials(&vn.a)?.is_some_and(|r| r.contains(&serial))),
+    )
+    .or_panic();
+    assert!(
+        vn.a.established("b").or_panic().is_some(),
+        "revocation must not tear down the established SAs"
+    );
+
+    // b starts a new IKE SA.
+    ctl_ok(&vn.b, &["terminate", "a"]);
+    ctl_ok(&vn.b, &["initiate", "a"]);
+    let refused = wait_until(
+        "a to refuse b's revoked certificate",
+        UP,
+        Duration::from_millis(200),
+        || {
+            Ok(vn.a.neighbor("b")?.filter(|n| {
+                n.last_error.as_ref().is_some_and(|e| {
+                    e.message.contains("AUTHENTICATION_FAILED") && e.message.contains("Revoked")
+                })
+            }))
+        },
+    )
+    .or_panic();
+    assert_ne!(refused.adjacency, "established");
+    assert_eq!(refused.link_state, LinkState::Down);
+    let b_side = vn.b.neighbor("a").or_panic().expect("b lists a");
+    let b_error = b_side.last_error.map(|e| e.message).unwrap_or_default();
+    assert!(
+        b_error.contains("AUTHENTICATION_FAILED"),
+        "why b's adjacency is down: {b_error:?}"
+    );
+    // Both sides keep retrying; none of the attempts may succeed.
+    let watch = Duration::from_secs(8);
+    let came_up = wait_until(
+        "the refused adjacency to come up",
+        watch,
+        Duration::from_millis(250),
+        || Ok(vn.a.established("b")?.is_some() || vn.b.established("a")?.is_some()),
+    );
+    assert!(
+        came_up.is_err(),
+        "the revoked node's adjacency came up again"
+    );
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[test]
+fn certificates_renewed_in_seconds_keep_the_adjacency_up() {
+    if !have_root("certificates_renewed_in_seconds_keep_the_adjacency_up") {
+        return;
+    }
+    let vn = Vn::start("24s").or_panic();
+    let up = vn.a.wait_established("b", UP).or_panic();
+    vn.b.wait_established("a", UP).or_panic();
+    let first_a = own_cert(&vn.a).or_panic();
+    let first_b = own_cert(&vn.b).or_panic();
+    let renewal = first_a.renewal.as_ref().expect("a reports its renewal");
+    assert_eq!(renewal.server, SERVER);
+    assert!(
+        renewal
+            .next_attempt
+            .is_some_and(|t| t > first_a.not_before && t < first_a.not_after),
+        "renewal not scheduled within the lifetime: {renewal:?}"
+    );
+
+    let renewed = |daemon: &Daemon, first: &CertReport| -> Result<Option<CertReport>> {
+        Ok(Some(own_cert(daemon)?).filter(|c| c.serial != first.serial))
+    };
+    let lifetime = Duration::from_secs(first_a.not_after - first_a.not_before);
+    let new_a = wait_until("a's renewal", lifetime, Duration::from_millis(250), || {
+        renewed(&vn.a, &first_a)
+    })
+    .or_panic();
+    wait_until("b's renewal", lifetime, Duration::from_millis(250), || {
+        renewed(&vn.b, &first_b)
+    })
+    .or_panic();
+    let report = new_a.renewal.expect("a reports its renewal");
+    assert!(
+        report.last_renewed.is_some() && report.failures == 0,
+        "{report:?}"
+    );
+    assert!(new_a.not_after > first_a.not_after);
+    let still =
+        vn.a.established("b")
+            .or_panic()
+            .expect("still up after renewal");
+    assert_eq!(
+        still.last_established, up.last_established,
+        "the adjacency was re-established across the renewal"
+    );
+
+    // Once the first certificates have expired, a new IKE SA can only use renewed ones.
+    let expired = first_a.not_after.max(first_b.not_after);
+    wait_until(
+        "the first certificates to expire",
+        lifetime,
+        Duration::from_millis(250),
+        || Ok(unix_now() > expired),
+    )
+    .or_panic();
+    assert!(
+        vn.a.established("b").or_panic().is_some(),
+        "SAs outlive certificates"
+    );
+    ctl_ok(&vn.a, &["terminate", "b"]);
+    ctl_ok(&vn.a, &["initiate", "b"]);
+    let again = vn.a.wait_established("b", UP).or_panic();
+    assert!(again.last_established > up.last_established);
+    vn.b.wait_established("a", UP).or_panic();
+}
