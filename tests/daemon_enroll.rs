@@ -270,3 +270,55 @@ fn certificates_renewed_in_seconds_keep_the_adjacency_up() {
     assert!(again.last_established > up.last_established);
     vn.b.wait_established("a", UP).or_panic();
 }
+
+#[test]
+fn the_enrollment_service_follows_reloads() {
+    if !have_root("the_enrollment_service_follows_reloads") {
+        return;
+    }
+    let dir = TempDir::new("daemon-enroll-reload").or_panic();
+    let ca = enroll_common::TestCa::new();
+    let ns = Netns::new("der").or_panic();
+    ns.ip(&["addr", "add", &format!("{CA}/32"), "dev", "lo"])
+        .or_panic();
+    let with_server = |port: u16| {
+        let mut config = NodeConfig::new("ca", CA, Credentials::Psk(String::new()));
+        config.sections = format!(
+            "[enroll.server]\nlisten = \"{CA}:{port}\"\nca_dir = \"{}\"\n",
+            ca.ca_dir().display()
+        );
+        config
+    };
+    let mut daemon = Daemon::start(&ns, dir.path(), &with_server(8443), &[]).or_panic();
+    wait_until("the CA daemon", UP, Duration::from_millis(100), || {
+        Ok(daemon.status()?.is_some())
+    })
+    .or_panic();
+    let n = std::cell::Cell::new(0);
+    let try_enroll = |port: u16| {
+        n.set(n.get() + 1);
+        let identity = format!("n{}.vn.example", n.get());
+        let token = ca.token(&identity, "192.0.2.7", "1h");
+        let server = format!("https://{CA}:{port}");
+        let creds = dir.join(&format!("n{}", n.get()));
+        enroll(&ns, &server, &token, &ca.fingerprint, &identity, &creds)
+    };
+    let reload = |daemon: &mut Daemon, config: &NodeConfig| {
+        daemon.rewrite(config).or_panic();
+        ctl_ok(daemon, &["reload"]);
+    };
+    try_enroll(8443).or_panic();
+
+    reload(&mut daemon, &with_server(8444));
+    try_enroll(8444).or_panic();
+    assert!(try_enroll(8443).is_err(), "the old port still serves");
+
+    reload(
+        &mut daemon,
+        &NodeConfig::new("ca", CA, Credentials::Psk(String::new())),
+    );
+    assert!(
+        try_enroll(8444).is_err(),
+        "the service outlived its section"
+    );
+}

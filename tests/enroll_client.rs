@@ -174,3 +174,46 @@ fn client_enrolls_renews_and_is_refused_once_revoked() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn token_file_must_be_private_to_its_owner() {
+    let ca = TestCa::new();
+    let token = ca.token("e.vn.example", "192.0.2.5", "1h");
+    let server = ca.serve(&[]);
+    let state = TempDir::new("node-token-file");
+    let node = state.path("e");
+    let token_file = state.path("e.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let enroll_with_file = || {
+        let url = server.url("");
+        run(
+            IIPTRAND,
+            &[
+                "enroll",
+                "--server",
+                &url,
+                "--token-file",
+                path_str(&token_file),
+                "--ca-fingerprint",
+                &ca.fingerprint,
+                "--identity",
+                "e.vn.example",
+                "--dir",
+                path_str(&node),
+            ],
+        )
+    };
+
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = enroll_with_file();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    assert!(!node.join("cert.pem").exists());
+
+    // Refused before it was sent, the token is still good.
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = enroll_with_file();
+    assert_success(&out);
+    assert_verifies(&node.join("ca.pem"), &node.join("cert.pem"));
+}

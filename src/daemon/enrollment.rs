@@ -6,6 +6,7 @@
 //! The CA database is opened for each operation only ([`SharedCaDb`]), so `iiptranctl ca`
 //! works on it while the daemon serves the CA.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -197,6 +198,7 @@ impl Services {
                 .as_ref()
                 .map(|c| (c.server.clone(), auth.ca.clone())),
             every: auth.crl_refresh,
+            failing: BTreeMap::new(),
         };
         refresh.forget_unconfigured();
         self.crls = Some(Task::spawn(|stopped| refresh.run(stopped)));
@@ -313,6 +315,8 @@ struct CrlRefresh {
     /// The enrollment server and the CA file that anchors its TLS.
     server: Option<(String, PathBuf)>,
     every: Duration,
+    /// The last failure of each source, logged once until it changes.
+    failing: BTreeMap<CrlSource, String>,
 }
 
 /// How often the CRL file is looked at, at most.
@@ -332,27 +336,26 @@ impl CrlRefresh {
         }
     }
 
-    async fn run(self, mut stopped: oneshot::Receiver<()>) {
+    async fn run(mut self, mut stopped: oneshot::Receiver<()>) {
         let tick = self.every.min(FILE_POLL);
         let mut remote_due = SystemTime::now();
         loop {
-            if let Some(path) = &self.file {
+            if let Some(path) = self.file.clone() {
                 let from = path.display().to_string();
-                self.set(CrlSource::File, read_crl_file(path), &from);
+                self.set(CrlSource::File, read_crl_file(&path), &from);
             }
             if SystemTime::now() >= remote_due {
                 remote_due = SystemTime::now() + self.every;
-                if let Some(ca) = &self.ca {
-                    let ca = ca.clone();
+                if let Some(ca) = self.ca.clone() {
                     let crl = tokio::task::spawn_blocking(move || ca.crl(unix_now()))
                         .await
                         .map_err(|e| e.to_string())
                         .and_then(|r| r.map(|der| der.to_vec()).map_err(|e| e.to_string()));
                     self.set(CrlSource::HostedCa, crl, "hosted CA");
                 }
-                if let Some((server, ca_file)) = &self.server {
-                    let crl = fetch_crl(server, ca_file).await;
-                    self.set(CrlSource::Server, crl, server);
+                if let Some((server, ca_file)) = self.server.clone() {
+                    let crl = fetch_crl(&server, &ca_file).await;
+                    self.set(CrlSource::Server, crl, &server);
                 }
             }
             tokio::select! {
@@ -362,11 +365,25 @@ impl CrlRefresh {
         }
     }
 
-    fn set(&self, source: CrlSource, crl: Result<Vec<u8>, String>, from: &str) {
+    fn set(&mut self, source: CrlSource, crl: Result<Vec<u8>, String>, from: &str) {
         match crl.and_then(|der| self.credentials.set_crl(source, der, from)) {
-            Ok(true) => info!(from, "CRL updated"),
-            Ok(false) => {}
-            Err(error) => warn!(from, error, "cannot refresh the CRL"),
+            Ok(changed) => {
+                if changed {
+                    info!(from, "CRL updated");
+                }
+                if self.failing.remove(&source).is_some() {
+                    info!(from, "the CRL can be refreshed again");
+                }
+            }
+            Err(error) => {
+                if self.failing.get(&source) != Some(&error) {
+                    warn!(
+                        from,
+                        error, "cannot refresh the CRL; the last one stays in use"
+                    );
+                    self.failing.insert(source, error);
+                }
+            }
         }
     }
 }

@@ -135,7 +135,7 @@ fn the_newest_crl_of_each_source_reaches_the_anchors_and_survives_reloads() {
     assert!(accepts(&credentials, &cert_a), "a is not");
     let report = credentials.crl_report(ca.cert()).unwrap();
     assert_eq!(report.source, "https://ca");
-    assert_eq!(report.revoked, [b_serial.clone()]);
+    assert_eq!(report.revoked, [b_serial]);
 
     // A reload makes new anchors; they get the CRLs too.
     credentials.reload(&config).unwrap();
