@@ -322,3 +322,92 @@ fn the_enrollment_service_follows_reloads() {
         "the service outlived its section"
     );
 }
+
+/// Waits until `daemon` uses a CRL from `source` that revokes `serial`.
+fn wait_revoked_by(daemon: &Daemon, source: &str, serial: &str) {
+    let what = format!(
+        "{} to have a CRL from {source} revoking {serial}",
+        daemon.name
+    );
+    wait_until(&what, UP, Duration::from_millis(200), || {
+        let crl = daemon.certs()?.into_iter().find_map(|c| c.crl);
+        Ok(crl.is_some_and(|crl| crl.source == source && crl.revoked.iter().any(|s| s == serial)))
+    })
+    .or_panic();
+}
+
+#[test]
+fn the_ca_host_and_a_crl_file_both_revoke() {
+    if !have_root("the_ca_host_and_a_crl_file_both_revoke") {
+        return;
+    }
+    let dir = TempDir::new("daemon-enroll-ca-host").or_panic();
+    let ca = enroll_common::TestCa::new();
+    // Both nodes enroll with a standalone service first: a hosts the CA afterwards.
+    let standalone = ca.serve(&[]);
+    let enrolled = |name: &str, endpoint: &str| {
+        let identity = format!("{name}.vn.example");
+        let token = ca.token(&identity, endpoint, "1h");
+        let creds = dir.join(name);
+        enroll_common::ok(
+            support::daemon::IIPTRAND,
+            &[
+                "enroll",
+                "--server",
+                &standalone.url(""),
+                &format!("--token={token}"),
+                "--ca-fingerprint",
+                &ca.fingerprint,
+                "--identity",
+                &identity,
+                "--dir",
+                enroll_common::path_str(&creds),
+            ],
+        );
+        creds
+    };
+    let (a_creds, b_creds) = (enrolled("a", A), enrolled("b", B));
+    drop(standalone);
+    let crl_file = dir.join("vn.crl");
+    ca.ctl(&["crl", "--out", enroll_common::path_str(&crl_file)]);
+
+    let a_ns = Netns::new("dha").or_panic();
+    let b_ns = Netns::new("dhb").or_panic();
+    veth(&a_ns, A.parse().unwrap(), &b_ns, B.parse().unwrap(), 24).or_panic();
+    let mut a_config = NodeConfig::new("a", A, Credentials::Enrolled(a_creds))
+        .neighbor(Neighbor::new("b", B, "10.255.0.0/31"));
+    a_config.auth = "crl_refresh = \"1s\"\n".to_owned();
+    a_config.sections = format!(
+        "[enroll.server]\nlisten = \"{A}:8443\"\nca_dir = \"{}\"\n",
+        ca.ca_dir().display()
+    );
+    let mut b_config = NodeConfig::new("b", B, Credentials::Enrolled(b_creds))
+        .neighbor(Neighbor::new("a", A, "10.255.0.1/31"));
+    b_config.auth = format!("crl = \"{}\"\n", crl_file.display());
+    let a = Daemon::start(&a_ns, dir.path(), &a_config, &[]).or_panic();
+    let b = Daemon::start(&b_ns, dir.path(), &b_config, &[]).or_panic();
+    a.wait_established("b", UP).or_panic();
+    b.wait_established("a", UP).or_panic();
+
+    let serial = own_cert(&b).or_panic().serial;
+    ca.ctl(&["revoke", &serial]);
+    // a hosts the CA and reads its CRL from it; b reads the file once it is rewritten.
+    wait_revoked_by(&a, "hosted CA", &serial);
+    ca.ctl(&["crl", "--out", enroll_common::path_str(&crl_file)]);
+    wait_revoked_by(&b, &crl_file.display().to_string(), &serial);
+
+    ctl_ok(&b, &["terminate", "a"]);
+    ctl_ok(&b, &["initiate", "a"]);
+    wait_until(
+        "a to refuse b's revoked certificate",
+        UP,
+        Duration::from_millis(200),
+        || {
+            Ok(a.neighbor("b")?.is_some_and(|n| {
+                n.link_state == LinkState::Down
+                    && n.last_error.is_some_and(|e| e.message.contains("Revoked"))
+            }))
+        },
+    )
+    .or_panic();
+}
