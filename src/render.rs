@@ -400,4 +400,54 @@ mod tests {
         table.row(["LONGER", "X", "last cell"]);
         assert_eq!(table.to_string(), "A       BB  C\nLONGER  X   last cell\n");
     }
+
+    #[test]
+    fn certs_show_a_failing_renewal_and_the_crl_in_use() {
+        let now = 1_800_000_000;
+        let cert = |renewal, crl| CertReport {
+            file: "/var/lib/iiptran/cert.pem".into(),
+            subject: "CN=n1.vn.example".into(),
+            identities: vec!["n1.vn.example".into()],
+            issuer: "CN=VN CA".into(),
+            serial: "3f2a9c".into(),
+            not_before: now - 3600,
+            not_after: now + 3600,
+            fingerprint: "ab".repeat(32),
+            key_type: "Ed25519".into(),
+            renewal,
+            crl,
+        };
+        let renewal = RenewalReport {
+            server: "https://192.0.2.9:8443".into(),
+            next_attempt: Some(now + 60),
+            last_renewed: None,
+            failures: 2,
+            last_error: Some("connecting to 192.0.2.9:8443".into()),
+        };
+        let crl = crate::control::protocol::CrlReport {
+            source: "hosted CA".into(),
+            this_update: now - 5,
+            revoked: vec!["4f1e".into(), "5a2b".into()],
+        };
+        let clock = Clock {
+            now,
+            verbose: false,
+        };
+        let text = certs(&[cert(Some(renewal), None), cert(None, Some(crl))], clock);
+        assert!(
+            text.contains(
+                "renewal:      at https://192.0.2.9:8443, next in 1m, \
+                 2 failed: connecting to 192.0.2.9:8443\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("CRL:          hosted CA, updated 5s ago\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n              revoked: 4f1e, 5a2b\n"),
+            "{text}"
+        );
+    }
 }
