@@ -155,7 +155,7 @@ impl Services {
             return Ok(());
         };
         let (server, ca) = bind_server(settings).await?;
-        let addr = server.local_addr().map_or(settings.listen, |a| a);
+        let addr = server.local_addr().unwrap_or(settings.listen);
         info!(%addr, ca = %settings.ca_dir.display(), "enrollment service listening");
         let task = Task::spawn(|stopped| async move {
             let shutdown = async {
