@@ -3,7 +3,8 @@
 //! and shows that its next IKE SA is refused once the CRL has reached its neighbor; the
 //! other gives certificates a lifetime of seconds and shows the daemons renewing them
 //! (`[enroll.client]`) while the adjacency stays up, then a new IKE SA succeeding with
-//! the renewed certificates after the first ones have expired. Further: a daemon that
+//! the renewed certificates after the first ones have expired, and failed renewals being
+//! retried and reported once the service is gone. Further: a daemon that
 //! hosts the CA refuses a revoked peer by the CA's own CRL and another reads a CRL file
 //! as it changes; the enrollment service moves and stops as reloads say. Needs root.
 
@@ -32,7 +33,7 @@ struct Vn {
     a: Daemon,
     b: Daemon,
     ca: enroll_common::TestCa,
-    _ca_daemon: Daemon,
+    ca_daemon: Daemon,
     // Dropped last: the daemons run inside the namespaces and write into the directory.
     _a_ns: Netns,
     _b_ns: Netns,
@@ -92,7 +93,7 @@ impl Vn {
             a,
             b,
             ca,
-            _ca_daemon: ca_daemon,
+            ca_daemon,
             _a_ns: a_ns,
             _b_ns: b_ns,
             _dir: dir,
@@ -224,7 +225,7 @@ fn certificates_renewed_in_seconds_keep_the_adjacency_up() {
     if !have_root("certificates_renewed_in_seconds_keep_the_adjacency_up") {
         return;
     }
-    let vn = Vn::start("24s").or_panic();
+    let mut vn = Vn::start("24s").or_panic();
     let up = vn.a.wait_established("b", UP).or_panic();
     vn.b.wait_established("a", UP).or_panic();
     let first_a = own_cert(&vn.a).or_panic();
@@ -283,6 +284,25 @@ fn certificates_renewed_in_seconds_keep_the_adjacency_up() {
     let again = vn.a.wait_established("b", UP).or_panic();
     assert!(again.last_established > up.last_established);
     vn.b.wait_established("a", UP).or_panic();
+
+    // Without the enrollment service renewals fail, are retried and are shown.
+    vn.ca_daemon.process.stop().or_panic();
+    let failing = wait_until(
+        "a to report a failed renewal",
+        lifetime,
+        Duration::from_millis(250),
+        || {
+            Ok(own_cert(&vn.a)?
+                .renewal
+                .filter(|r| r.failures >= 1 && r.last_error.is_some()))
+        },
+    )
+    .or_panic();
+    assert!(
+        failing.next_attempt.is_some_and(|t| t <= unix_now() + 3),
+        "retried soon: {failing:?}"
+    );
+    assert!(vn.a.established("b").or_panic().is_some());
 }
 
 #[test]
