@@ -7,9 +7,10 @@ use std::os::unix::fs::PermissionsExt;
 
 use enroll_common::*;
 
+/// `iiptrand enroll`; `token` is `["--token", T]` or `["--token-file", PATH]`.
 fn enroll(
     server: &EnrollServer,
-    token: &str,
+    token: [&str; 2],
     pin: &str,
     identity: &str,
     dir: &std::path::Path,
@@ -22,8 +23,8 @@ fn enroll(
             "enroll",
             "--server",
             &url,
-            "--token",
-            token,
+            token[0],
+            token[1],
             "--ca-fingerprint",
             pin,
             "--identity",
@@ -61,7 +62,7 @@ fn client_enrolls_renews_and_is_refused_once_revoked() {
     let wrong_pin = "00".repeat(32);
     let out = enroll(
         &server,
-        &token,
+        ["--token", &token],
         &wrong_pin,
         "c.vn.example",
         &node,
@@ -72,7 +73,7 @@ fn client_enrolls_renews_and_is_refused_once_revoked() {
 
     let out = enroll(
         &server,
-        &token,
+        ["--token", &token],
         &ca.fingerprint,
         "c.vn.example",
         &node,
@@ -121,7 +122,7 @@ fn client_enrolls_renews_and_is_refused_once_revoked() {
     let other = state.path("d");
     let out = enroll(
         &server,
-        &p256_token,
+        ["--token", &p256_token],
         &ca.fingerprint,
         "d.vn.example",
         &other,
@@ -185,22 +186,14 @@ fn token_file_must_be_private_to_its_owner() {
     let token_file = state.path("e.token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let enroll_with_file = || {
-        let url = server.url("");
-        run(
-            IIPTRAND,
-            &[
-                "enroll",
-                "--server",
-                &url,
-                "--token-file",
-                path_str(&token_file),
-                "--ca-fingerprint",
-                &ca.fingerprint,
-                "--identity",
-                "e.vn.example",
-                "--dir",
-                path_str(&node),
-            ],
+        let file = ["--token-file", path_str(&token_file)];
+        enroll(
+            &server,
+            file,
+            &ca.fingerprint,
+            "e.vn.example",
+            &node,
+            "ed25519",
         )
     };
 

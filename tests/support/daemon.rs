@@ -289,10 +289,10 @@ impl Daemon {
     }
 }
 
-/// Enrolls `identity` with `iiptrand enroll` inside `ns`: the token goes through a 0600
-/// file (`<dir>.token`), the key, certificate and CA chain into `dir`.
+/// Enrolls `identity` with `iiptrand enroll`, inside `ns` if given: the token goes through
+/// a 0600 file (`<dir>.token`), the key, certificate and CA chain into `dir`.
 pub fn enroll(
-    ns: &Netns,
+    ns: Option<&Netns>,
     server: &str,
     token: &str,
     ca_fingerprint: &str,
@@ -309,21 +309,23 @@ pub fn enroll(
         .with_context(|| format!("creating {}", token_file.display()))?;
     std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())?;
     let path = |p: &Path| p.display().to_string();
-    ns.run(
-        IIPTRAND,
-        &[
-            "enroll",
-            "--server",
-            server,
-            "--token-file",
-            &path(&token_file),
-            "--ca-fingerprint",
-            ca_fingerprint,
-            "--identity",
-            identity,
-            "--dir",
-            &path(dir),
-        ],
-    )?;
+    let mut command = match ns {
+        Some(ns) => ns.command(IIPTRAND),
+        None => Command::new(IIPTRAND),
+    };
+    command.args([
+        "enroll",
+        "--server",
+        server,
+        "--token-file",
+        &path(&token_file),
+        "--ca-fingerprint",
+        ca_fingerprint,
+        "--identity",
+        identity,
+        "--dir",
+        &path(dir),
+    ]);
+    super::netns::checked(command)?;
     Ok(())
 }
