@@ -3,8 +3,8 @@
 use std::fmt::{self, Write};
 
 use crate::control::protocol::{
-    Body, CertReport, ChildSaReport, IkeSaReport, NeighborReport, StatusReport, TrafficSelector,
-    UnixTime,
+    Body, CertReport, ChildSaReport, IkeSaReport, NeighborReport, RenewalReport, StatusReport,
+    TrafficSelector, UnixTime,
 };
 
 /// How times are shown: relative to `now`, plus the absolute UTC time when `verbose`.
@@ -212,9 +212,34 @@ pub fn certs(certs: &[CertReport], clock: Clock) -> String {
         table.row(["valid until:", &clock.when(cert.not_after)]);
         table.row(["key:", &cert.key_type]);
         table.row(["fingerprint:", &cert.fingerprint]);
+        if let Some(r) = &cert.renewal {
+            table.row(["renewal:", &renewal(r, clock)]);
+        }
+        if let Some(crl) = &cert.crl {
+            let revoked = match crl.revoked.as_slice() {
+                [] => "none revoked".to_owned(),
+                serials => format!("revoked: {}", serials.join(", ")),
+            };
+            let from = format!("{}, updated {}", crl.source, clock.when(crl.this_update));
+            table.row(["CRL:", &from]);
+            table.row(["", &revoked]);
+        }
         out.push_str(&table.to_string());
     }
     out
+}
+
+/// `at https://ca:8443, next in 20d` or, while it fails, the failures and the error.
+fn renewal(r: &RenewalReport, clock: Clock) -> String {
+    let mut text = format!("at {}, next {}", r.server, clock.maybe(r.next_attempt));
+    if let Some(at) = r.last_renewed {
+        let _ = write!(text, ", last renewed {}", clock.when(at));
+    }
+    if r.failures > 0 {
+        let error = r.last_error.as_deref().unwrap_or("unknown error");
+        let _ = write!(text, ", {} failed: {error}", r.failures);
+    }
+    text
 }
 
 /// `192.0.2.1/32[ipencap] 192.0.2.3/32[ipencap]`, as strongSwan writes selectors.
@@ -374,5 +399,55 @@ mod tests {
         table.row(["A", "BB", "C"]);
         table.row(["LONGER", "X", "last cell"]);
         assert_eq!(table.to_string(), "A       BB  C\nLONGER  X   last cell\n");
+    }
+
+    #[test]
+    fn certs_show_a_failing_renewal_and_the_crl_in_use() {
+        let now = 1_800_000_000;
+        let cert = |renewal, crl| CertReport {
+            file: "/var/lib/iiptran/cert.pem".into(),
+            subject: "CN=n1.vn.example".into(),
+            identities: vec!["n1.vn.example".into()],
+            issuer: "CN=VN CA".into(),
+            serial: "3f2a9c".into(),
+            not_before: now - 3600,
+            not_after: now + 3600,
+            fingerprint: "ab".repeat(32),
+            key_type: "Ed25519".into(),
+            renewal,
+            crl,
+        };
+        let renewal = RenewalReport {
+            server: "https://192.0.2.9:8443".into(),
+            next_attempt: Some(now + 60),
+            last_renewed: None,
+            failures: 2,
+            last_error: Some("connecting to 192.0.2.9:8443".into()),
+        };
+        let crl = crate::control::protocol::CrlReport {
+            source: "hosted CA".into(),
+            this_update: now - 5,
+            revoked: vec!["4f1e".into(), "5a2b".into()],
+        };
+        let clock = Clock {
+            now,
+            verbose: false,
+        };
+        let text = certs(&[cert(Some(renewal), None), cert(None, Some(crl))], clock);
+        assert!(
+            text.contains(
+                "renewal:      at https://192.0.2.9:8443, next in 1m, \
+                 2 failed: connecting to 192.0.2.9:8443\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("CRL:          hosted CA, updated 5s ago\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n              revoked: 4f1e, 5a2b\n"),
+            "{text}"
+        );
     }
 }

@@ -7,9 +7,10 @@ use std::os::unix::fs::PermissionsExt;
 
 use enroll_common::*;
 
+/// `iiptrand enroll`; `token` is `["--token", T]` or `["--token-file", PATH]`.
 fn enroll(
     server: &EnrollServer,
-    token: &str,
+    token: [&str; 2],
     pin: &str,
     identity: &str,
     dir: &std::path::Path,
@@ -22,8 +23,8 @@ fn enroll(
             "enroll",
             "--server",
             &url,
-            "--token",
-            token,
+            token[0],
+            token[1],
             "--ca-fingerprint",
             pin,
             "--identity",
@@ -61,7 +62,7 @@ fn client_enrolls_renews_and_is_refused_once_revoked() {
     let wrong_pin = "00".repeat(32);
     let out = enroll(
         &server,
-        &token,
+        ["--token", &token],
         &wrong_pin,
         "c.vn.example",
         &node,
@@ -72,7 +73,7 @@ fn client_enrolls_renews_and_is_refused_once_revoked() {
 
     let out = enroll(
         &server,
-        &token,
+        ["--token", &token],
         &ca.fingerprint,
         "c.vn.example",
         &node,
@@ -121,7 +122,7 @@ fn client_enrolls_renews_and_is_refused_once_revoked() {
     let other = state.path("d");
     let out = enroll(
         &server,
-        &p256_token,
+        ["--token", &p256_token],
         &ca.fingerprint,
         "d.vn.example",
         &other,
@@ -173,4 +174,39 @@ fn client_enrolls_renews_and_is_refused_once_revoked() {
         "an unrevoked node still renews: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn token_file_must_be_private_to_its_owner() {
+    let ca = TestCa::new();
+    let token = ca.token("e.vn.example", "192.0.2.5", "1h");
+    let server = ca.serve(&[]);
+    let state = TempDir::new("node-token-file");
+    let node = state.path("e");
+    let token_file = state.path("e.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let enroll_with_file = || {
+        let file = ["--token-file", path_str(&token_file)];
+        enroll(
+            &server,
+            file,
+            &ca.fingerprint,
+            "e.vn.example",
+            &node,
+            "ed25519",
+        )
+    };
+
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = enroll_with_file();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    assert!(!node.join("cert.pem").exists());
+
+    // Refused before it was sent, the token is still good.
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = enroll_with_file();
+    assert_success(&out);
+    assert_verifies(&node.join("ca.pem"), &node.join("cert.pem"));
 }

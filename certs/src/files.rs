@@ -2,7 +2,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Writes `data` to a temporary file next to `path` with permission `mode`, syncs it and
@@ -23,6 +23,8 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
             .truncate(true)
             .mode(mode)
             .open(&tmp)?;
+        // A temporary file left by a crash keeps its mode through `open`.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all(data)?;
         file.sync_all()?;
         fs::rename(&tmp, path)
@@ -36,7 +38,6 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn replaces_content_with_mode() {
@@ -55,6 +56,17 @@ mod tests {
             fs::read_dir(dir).unwrap().count(),
             1,
             "no temporary file left"
+        );
+
+        // A temporary file a crash left behind, readable by all, does not lend its mode.
+        let leftover = dir.join(format!(".key.pem.tmp{}", std::process::id()));
+        fs::write(&leftover, b"stale").unwrap();
+        fs::set_permissions(&leftover, fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomic(&path, b"newer", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"newer");
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
         );
     }
 }

@@ -247,6 +247,19 @@ fn responder_that_fails_to_authenticate_is_refused() {
         1
     );
     assert!(net.nodes[0].active_children().is_empty());
+    // Bob had accepted Alice: her AUTHENTICATION_FAILED takes his SAs down at once.
+    assert!(net.nodes[1].ike_up().is_empty());
+    assert!(net.nodes[1].active_children().is_empty());
+    assert_eq!(
+        net.nodes[1].count(|e| matches!(
+            e,
+            Event::IkeSaDown {
+                reason: DownReason::AuthFailed,
+                ..
+            }
+        )),
+        1
+    );
 }
 
 #[test]

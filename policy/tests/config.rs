@@ -410,6 +410,27 @@ fn enroll_server_section() {
 }
 
 #[test]
+fn enroll_client_section_and_crl_refresh() {
+    let c = parse(BASE).unwrap();
+    assert!(c.enroll_client.is_none());
+    assert_eq!(c.auth.unwrap().crl_refresh, Duration::from_secs(60));
+
+    let text = BASE.replace(
+        "key = \"a.key\"\n",
+        "key = \"a.key\"\ncrl_refresh = \"5s\"\n",
+    );
+    let text = format!("{text}\n[enroll.client]\nserver = \"https://192.0.2.9:8443\"\n");
+    let c = parse(&text).unwrap();
+    assert_eq!(c.enroll_client.unwrap().server, "https://192.0.2.9:8443");
+    assert_eq!(c.auth.unwrap().crl_refresh, Duration::from_secs(5));
+
+    let plain_http = text.replace("https://", "http://");
+    assert_eq!(error(&plain_http).field(), Some("enroll.client.server"));
+    let with_path = text.replace("8443\"", "8443/est\"");
+    assert_eq!(error(&with_path).field(), Some("enroll.client.server"));
+}
+
+#[test]
 fn durations_and_ike_numbers() {
     let text = format!(
         "{BASE}\n[ike]\nrekey_time = \"30d\"\nchild_rekey_time = \"15m\"\nliveness = \"90s\"\n\
@@ -506,4 +527,5 @@ fn documented_example_loads() {
         [IpProtocol::IPIP, IpProtocol::IPV6]
     );
     assert!(c.enroll_server.is_some());
+    assert!(c.enroll_client.is_some());
 }

@@ -61,7 +61,7 @@ enum Command {
     },
     /// Re-read the configuration and certificates.
     Reload,
-    /// Manage the VN certificate authority (works beside a running `iiptrand enroll-server`).
+    /// Manage the VN certificate authority (works beside a running enrollment service).
     #[command(subcommand)]
     Ca(CaCommand),
 }

@@ -2,18 +2,18 @@
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand};
+use iiptran::daemon::enrollment::bind_server;
 use iiptran::notify::{State, notify};
 use iiptran_certs::duration::parse_duration;
-use iiptran_certs::est::{self, Credentials, Limits, Server, ServerConfig};
-use iiptran_certs::{Algorithm, Ca, NodeId};
-use iiptran_policy::config::Config;
-use iiptran_policy::store::SharedCaDb;
+use iiptran_certs::est::{self, Credentials};
+use iiptran_certs::{Algorithm, NodeId};
+use iiptran_policy::config::{Config, EnrollServer};
+use zeroize::Zeroizing;
 
 /// IKEv2 key-management daemon for RFC 3884 (IIPtran) secure virtual networks.
 #[derive(Parser)]
@@ -53,9 +53,14 @@ enum Command {
         /// The enrollment service, e.g. https://192.0.2.1:8443
         #[arg(long)]
         server: String,
-        /// The single-use join token from `iiptranctl ca token`.
+        /// File holding the single-use join token from `iiptranctl ca token` (mode 0600
+        /// or stricter; `-` reads it from standard input).
+        #[arg(long, required_unless_present = "token", conflicts_with = "token")]
+        token_file: Option<PathBuf>,
+        /// The join token itself. Other users can see it in the process list while
+        /// enrollment runs: prefer --token-file.
         #[arg(long)]
-        token: String,
+        token: Option<String>,
         /// SHA-256 of the CA certificate (hex, as `iiptranctl ca fingerprint` prints it).
         #[arg(long)]
         ca_fingerprint: String,
@@ -122,22 +127,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
                 names.push(NodeId::Ip(listen.ip()));
             }
-            // Opened per operation, so `iiptranctl ca` can work on the database meanwhile.
-            let store = SharedCaDb::new(&Ca::db_path(&ca_dir));
-            let ca = Ca::open(&ca_dir, Arc::new(store))?;
-            let limits = Limits {
-                handshake_timeout: read_timeout,
-                header_timeout: read_timeout,
-                body_timeout: read_timeout,
-                ..Limits::default()
-            };
-            let config = ServerConfig {
+            let config = EnrollServer {
                 listen,
+                ca_dir,
                 names,
                 cert_lifetime,
-                limits,
+                read_timeout,
             };
-            let server = Server::bind(Arc::new(ca), config).await?;
+            let (server, _) = bind_server(&config).await?;
             let addr = server.local_addr()?;
             println!("listening on {addr}");
             let status = format!("enrollment service on {addr}");
@@ -151,6 +148,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Enroll {
             server,
+            token_file,
             token,
             ca_fingerprint,
             identity,
@@ -161,9 +159,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .ok()
                 .and_then(|bytes| bytes.try_into().ok())
                 .context("--ca-fingerprint must be 64 hex digits (SHA-256)")?;
+            let token = match (token_file, token) {
+                (Some(path), _) => read_token(&path)?,
+                (None, Some(token)) => Zeroizing::new(token),
+                (None, None) => bail!("give --token-file"),
+            };
             let credentials = est::enroll(&server, &token, &pin, &identity, algorithm).await?;
             credentials.save(&dir)?;
             println!("enrolled {identity}; credentials in {}", dir.display());
+            println!(
+                "renewal: add [enroll.client] server = \"{server}\" to the node's configuration"
+            );
         }
         Command::Reenroll { server, dir } => {
             let current = Credentials::load(&dir)?;
@@ -173,6 +179,37 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The join token from `path` (`-`: standard input), first line, without surrounding
+/// blanks. A file others can read is refused: the token would have to be assumed known.
+fn read_token(path: &Path) -> anyhow::Result<Zeroizing<String>> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let mut text = Zeroizing::new(String::new());
+    if path == Path::new("-") {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the token from standard input")?;
+    } else {
+        let mut file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mode = file.metadata()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "{} is accessible to group or others (mode {:o}); chmod 600 it",
+                path.display(),
+                mode & 0o777
+            );
+        }
+        file.read_to_string(&mut text)
+            .with_context(|| format!("reading {}", path.display()))?;
+    }
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        bail!("{}: no token in it", path.display());
+    }
+    Ok(Zeroizing::new(token.to_owned()))
 }
 
 async fn shutdown_signal() {

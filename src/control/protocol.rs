@@ -375,6 +375,34 @@ pub struct CertReport {
     /// SHA-256 of the DER certificate, hexadecimal.
     pub fingerprint: String,
     pub key_type: String,
+    /// On the node's own certificate when the daemon renews it (`[enroll.client]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal: Option<RenewalReport>,
+    /// On a CA certificate: the CRL peers' certificates from it are checked against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<CrlReport>,
+}
+
+/// Automatic renewal of the node's certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewalReport {
+    /// The enrollment service renewals go to.
+    pub server: String,
+    pub next_attempt: Option<UnixTime>,
+    pub last_renewed: Option<UnixTime>,
+    /// Failed attempts since the last success.
+    pub failures: u32,
+    pub last_error: Option<String>,
+}
+
+/// A CRL in use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrlReport {
+    /// Where it came from: a file path, `hosted CA` or the enrollment server's URL.
+    pub source: String,
+    pub this_update: UnixTime,
+    /// Revoked serials, hexadecimal.
+    pub revoked: Vec<String>,
 }
 
 /// SPIs travel as fixed-width hexadecimal strings: the form operators compare with

@@ -1,4 +1,5 @@
-//! `list-certs`: what the configured certificate files hold.
+//! `list-certs`: what the configured certificate files hold, and the CRL in use for each
+//! CA certificate among them.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -8,23 +9,24 @@ use rustls_pki_types::pem::PemObject;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::credentials::NodeCredentials;
 use crate::control::protocol::CertReport;
 
 const ED25519: &str = "1.3.101.112";
 const EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
 
 /// One report per certificate in the PEM file at `path`.
-pub fn reports(path: &Path) -> Result<Vec<CertReport>, String> {
+pub fn reports(path: &Path, credentials: &NodeCredentials) -> Result<Vec<CertReport>, String> {
     let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     CertificateDer::pem_slice_iter(&text)
         .map(|der| {
             let der = der.map_err(|e| format!("{}: {e}", path.display()))?;
-            report(path, &der).map_err(|e| format!("{}: {e}", path.display()))
+            report(path, &der, credentials).map_err(|e| format!("{}: {e}", path.display()))
         })
         .collect()
 }
 
-fn report(path: &Path, der: &[u8]) -> Result<CertReport, String> {
+fn report(path: &Path, der: &[u8], credentials: &NodeCredentials) -> Result<CertReport, String> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
     let identities = match cert.subject_alternative_name() {
         Ok(Some(san)) => san
@@ -53,6 +55,8 @@ fn report(path: &Path, der: &[u8]) -> Result<CertReport, String> {
         not_after: unix(cert.validity().not_after.timestamp()),
         fingerprint: hex::encode(iiptran_certs::fingerprint(der)),
         key_type,
+        renewal: None,
+        crl: cert.is_ca().then(|| credentials.crl_report(der)).flatten(),
     })
 }
 

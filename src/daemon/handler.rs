@@ -150,17 +150,22 @@ impl<D: Dataplane> Runtime<D> {
         }
     }
 
-    /// The node's certificate chain and its CA, as configured in `[auth]`.
+    /// The node's certificate chain and its CA, as configured in `[auth]`, with the
+    /// renewal of the node's certificate and the CRLs in use.
     fn certs(&self) -> Result<Vec<CertReport>, ControlError> {
         let Some(files) = &self.config.auth else {
             return Ok(Vec::new());
         };
-        let mut all = super::cert_report::reports(&files.cert)
-            .map_err(|e| ControlError::new(ErrorKind::Failed, e))?;
-        all.extend(
-            super::cert_report::reports(&files.ca)
-                .map_err(|e| ControlError::new(ErrorKind::Failed, e))?,
-        );
+        let credentials = self.engine.policy().credentials();
+        let reports = |path| {
+            super::cert_report::reports(path, credentials)
+                .map_err(|e| ControlError::new(ErrorKind::Failed, e))
+        };
+        let mut all = reports(&files.cert)?;
+        if let Some(own) = all.first_mut() {
+            own.renewal = credentials.renewal();
+        }
+        all.extend(reports(&files.ca)?);
         Ok(all)
     }
 

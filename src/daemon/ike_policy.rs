@@ -2,28 +2,30 @@
 //! is, how both sides authenticate, and the IIPtran selector rule for its child SAs.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
-use iiptran_ike::auth::{SigningKey, TrustAnchors};
+use iiptran_ike::auth::TrustAnchors;
 use iiptran_ike::config::{
     Config as EngineConfig, EspSuite, IkeSuite, Lifetimes, Retransmission, Suites,
 };
 use iiptran_ike::iana::{IntegId, NotifyType};
+use iiptran_ike::identity::Identity;
 use iiptran_ike::sa::{LocalAuth, PeerAuth, PeerConfig, Policy};
 use iiptran_ike::ts::{IiptranSelectors, TrafficSelector};
-use iiptran_policy::config::{
-    CertFiles, Config, Credentials, IkeSettings, NatTraversal, Neighbor, Proposal,
-};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
+use iiptran_policy::config::{Config, Credentials, IkeSettings, NatTraversal, Neighbor, Proposal};
 
 use super::DaemonError;
+use super::credentials::NodeCredentials;
 
-/// One configured peer as the engine sees it.
+/// One configured peer as the engine sees it, but for the certificates, which are taken
+/// from the node's credentials as each IKE SA starts.
 struct Peer {
     neighbor: String,
-    config: Arc<PeerConfig>,
+    local_id: Identity,
+    remote_id: Identity,
+    credentials: Credentials,
+    ts_local: Vec<TrafficSelector>,
+    ts_remote: Vec<TrafficSelector>,
     selectors: IiptranSelectors,
     /// The neighbor's proposals (the node's unless it overrides them).
     suites: Arc<Suites>,
@@ -32,97 +34,68 @@ struct Peer {
 /// The engine's [`Policy`] over the neighbors of the configuration.
 pub struct VnPolicy {
     peers: Vec<Peer>,
+    credentials: Arc<NodeCredentials>,
 }
 
-/// The certificate credentials of `[auth]`, loaded once.
-struct Certificates {
-    key: Arc<SigningKey>,
-    chain: Vec<Vec<u8>>,
-    anchors: Arc<TrustAnchors>,
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, DaemonError> {
-    std::fs::read(path).map_err(|e| DaemonError::File {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
-}
-
-impl Certificates {
-    fn load(files: &CertFiles) -> Result<Self, DaemonError> {
-        let bad = |path: &Path, e: &dyn std::fmt::Display| DaemonError::File {
-            path: path.to_owned(),
-            message: e.to_string(),
+impl Peer {
+    fn config(&self, credentials: &NodeCredentials) -> Option<Arc<PeerConfig>> {
+        let (local_auth, remote_auth) = match &self.credentials {
+            Credentials::Psk(psk) => (LocalAuth::Psk(psk.clone()), PeerAuth::Psk(psk.clone())),
+            Credentials::Certificates => {
+                let c = credentials.current()?;
+                (
+                    LocalAuth::Certificate {
+                        key: c.key.clone(),
+                        chain: c.chain.clone(),
+                    },
+                    PeerAuth::Certificate(c.anchors.clone()),
+                )
+            }
         };
-        let key =
-            SigningKey::from_pkcs8_pem(&read(&files.key)?).map_err(|e| bad(&files.key, &e))?;
-        let chain = CertificateDer::pem_slice_iter(&read(&files.cert)?)
-            .map(|c| c.map(|c| c.to_vec()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(&files.cert, &e))?;
-        if chain.is_empty() {
-            return Err(bad(&files.cert, &"no certificate in the file"));
-        }
-        if !key.matches_certificate(&chain[0]) {
-            return Err(bad(
-                &files.key,
-                &"the key does not belong to the certificate",
-            ));
-        }
-        let anchors = TrustAnchors::from_pem(&read(&files.ca)?).map_err(|e| bad(&files.ca, &e))?;
-        Ok(Self {
-            key: Arc::new(key),
-            chain,
-            anchors: Arc::new(anchors),
-        })
+        Some(Arc::new(PeerConfig {
+            local_id: self.local_id.clone(),
+            local_auth,
+            remote_id: self.remote_id.clone(),
+            remote_auth,
+            ts_local: self.ts_local.clone(),
+            ts_remote: self.ts_remote.clone(),
+        }))
     }
 }
 
 impl VnPolicy {
-    pub fn new(config: &Config) -> Result<Self, DaemonError> {
-        let certificates = match &config.auth {
-            Some(files) if needs_certificates(config) => Some(Certificates::load(files)?),
-            _ => None,
-        };
+    /// The policy of `config`; neighbors with certificates use `credentials`, which must
+    /// hold them.
+    pub fn new(config: &Config, credentials: Arc<NodeCredentials>) -> Result<Self, DaemonError> {
         let peers = config
             .neighbors
             .iter()
             .map(|n| {
-                let (local_auth, remote_auth) = match (&n.credentials, &certificates) {
-                    (Credentials::Psk(psk), _) => {
-                        (LocalAuth::Psk(psk.clone()), PeerAuth::Psk(psk.clone()))
-                    }
-                    (Credentials::Certificates, Some(c)) => (
-                        LocalAuth::Certificate {
-                            key: c.key.clone(),
-                            chain: c.chain.clone(),
-                        },
-                        PeerAuth::Certificate(c.anchors.clone()),
-                    ),
-                    (Credentials::Certificates, None) => {
-                        return Err(DaemonError::Config(format!(
-                            "neighbor {:?} needs the [auth] certificates",
-                            n.name
-                        )));
-                    }
-                };
+                if n.credentials == Credentials::Certificates && credentials.current().is_none() {
+                    return Err(DaemonError::Config(format!(
+                        "neighbor {:?} needs the [auth] certificates",
+                        n.name
+                    )));
+                }
                 let (ts_local, ts_remote) = n.selectors.proposal(true);
                 Ok(Peer {
                     neighbor: n.name.clone(),
-                    config: Arc::new(PeerConfig {
-                        local_id: config.node.identity.clone(),
-                        local_auth,
-                        remote_id: n.identity.clone(),
-                        remote_auth,
-                        ts_local,
-                        ts_remote,
-                    }),
+                    local_id: config.node.identity.clone(),
+                    remote_id: n.identity.clone(),
+                    credentials: n.credentials.clone(),
+                    ts_local,
+                    ts_remote,
                     selectors: n.selectors.clone(),
                     suites: Arc::new(suites(&n.ike)),
                 })
             })
             .collect::<Result<_, DaemonError>>()?;
-        Ok(Self { peers })
+        Ok(Self { peers, credentials })
+    }
+
+    /// The node's certificate credentials and CRLs.
+    pub fn credentials(&self) -> &Arc<NodeCredentials> {
+        &self.credentials
     }
 
     /// The engine configuration of a neighbor, for initiating towards it.
@@ -130,44 +103,31 @@ impl VnPolicy {
         self.peers
             .iter()
             .find(|p| p.neighbor == neighbor)
-            .map(|p| p.config.clone())
+            .and_then(|p| p.config(&self.credentials))
     }
 
     fn by_identity(&self, peer: &PeerConfig) -> Option<&Peer> {
-        self.peers
-            .iter()
-            .find(|p| p.config.remote_id == peer.remote_id)
+        self.peers.iter().find(|p| p.remote_id == peer.remote_id)
     }
-}
-
-fn needs_certificates(config: &Config) -> bool {
-    config
-        .neighbors
-        .iter()
-        .any(|n| n.credentials == Credentials::Certificates)
 }
 
 impl Policy for VnPolicy {
-    fn peer(
-        &self,
-        remote_id: &iiptran_ike::identity::Identity,
-        remote: SocketAddr,
-    ) -> Option<Arc<PeerConfig>> {
+    fn peer(&self, remote_id: &Identity, remote: SocketAddr) -> Option<Arc<PeerConfig>> {
         // The identity must be the one configured for the endpoint it speaks from.
         self.peers
             .iter()
-            .find(|p| &p.config.remote_id == remote_id && p.selectors.remote() == remote.ip())
-            .map(|p| p.config.clone())
+            .find(|p| &p.remote_id == remote_id && p.selectors.remote() == remote.ip())
+            .and_then(|p| p.config(&self.credentials))
     }
 
     fn certificate_request(&self, remote: SocketAddr) -> Option<Arc<TrustAnchors>> {
-        self.peers
-            .iter()
-            .filter(|p| p.selectors.remote() == remote.ip())
-            .find_map(|p| match &p.config.remote_auth {
-                PeerAuth::Certificate(anchors) => Some(anchors.clone()),
-                PeerAuth::Psk(_) => None,
-            })
+        let certificates = self.peers.iter().any(|p| {
+            p.selectors.remote() == remote.ip() && p.credentials == Credentials::Certificates
+        });
+        certificates
+            .then(|| self.credentials.current())
+            .flatten()
+            .map(|c| c.anchors.clone())
     }
 
     fn narrow(
@@ -303,6 +263,7 @@ pub fn neighbor_of<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
     use iiptran_ike::iana::{DhId, EncrId, PrfId};
     use iiptran_policy::config::Proposal;
 
@@ -398,7 +359,8 @@ mod tests {
             Path::new("."),
         )
         .unwrap();
-        let policy = VnPolicy::new(&config).unwrap();
+        let credentials = Arc::new(NodeCredentials::load(&config).unwrap());
+        let policy = VnPolicy::new(&config, credentials).unwrap();
         let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 500);
         let b = policy.suites(at("192.0.2.2")).expect("b's suites");
         let ike: Vec<(EncrId, DhId, PrfId)> = b.ike.iter().map(|s| (s.encr, s.dh, s.prf)).collect();

@@ -3,7 +3,9 @@
 //! channel ([`handler`]).
 
 mod cert_report;
+mod credentials;
 mod dataplane;
+pub mod enrollment;
 mod handler;
 mod ike_policy;
 mod kernel_objects;
@@ -18,6 +20,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
+use credentials::NodeCredentials;
+use enrollment::Services;
 use iiptran_ike::sa::Engine;
 use iiptran_policy::config::Config;
 use iiptran_policy::store::Store;
@@ -59,7 +63,8 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     let kind = dataplane::choose(config.node.dataplane, config.node.endpoint);
     tracing::info!(data_plane = %kind, "starting");
     let sockets = Sockets::bind(config.node.endpoint).await?;
-    let policy = VnPolicy::new(&config)?;
+    let credentials = Arc::new(NodeCredentials::load(&config)?);
+    let policy = VnPolicy::new(&config, credentials.clone())?;
     let mut settings = engine_config(&config.ike, false);
     settings.log_keys = std::env::var_os(LOG_IKE_KEYS).is_some_and(|v| v == "1");
     if settings.log_keys {
@@ -68,12 +73,14 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     let engine = Engine::new(settings, policy, Instant::now(), SystemTime::now())
         .context("starting the IKE engine")?;
     let server = ControlServer::bind(ServerConfig::new(&config.node.control_socket))?;
+    let services = Services::start(&config, credentials).await?;
     let parts = Parts {
         config,
         config_path: config_path.to_owned(),
         engine,
         store,
         server,
+        services,
     };
     match kind {
         DataPlaneKind::Userspace => {
@@ -96,6 +103,7 @@ struct Parts {
     engine: Engine<VnPolicy>,
     store: Store,
     server: ControlServer,
+    services: Services,
 }
 
 async fn serve<D: Dataplane>(
@@ -113,6 +121,7 @@ async fn serve<D: Dataplane>(
         kind,
         sockets,
         parts.store,
+        parts.services,
     );
     runtime.start().await;
     let (requests, control) = mpsc::channel(16);

@@ -20,6 +20,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use super::enrollment::Services;
 use super::ike_policy::{VnPolicy, neighbor_of};
 use super::kernel_objects::{NeighborObjects, policy_object, sa_object};
 use super::sockets::{IKE_PORT, NAT_T_PORT, Sockets};
@@ -81,6 +82,7 @@ pub struct Runtime<D: Dataplane> {
     pub(super) kind: DataPlaneKind,
     sockets: Sockets,
     store: Store,
+    services: Services,
     pub(super) neighbors: BTreeMap<String, NeighborState>,
     /// The neighbor of each established IKE SA.
     ike_sas: HashMap<IkeSaId, String>,
@@ -125,6 +127,7 @@ impl<D: Dataplane> Runtime<D> {
         kind: DataPlaneKind,
         sockets: Sockets,
         store: Store,
+        services: Services,
     ) -> Self {
         Self {
             config,
@@ -134,6 +137,7 @@ impl<D: Dataplane> Runtime<D> {
             kind,
             sockets,
             store,
+            services,
             neighbors: BTreeMap::new(),
             ike_sas: HashMap::new(),
             next_reqid: *OWNED_REQIDS.start() + 1,
@@ -420,15 +424,20 @@ impl<D: Dataplane> Runtime<D> {
                 };
                 self.feed(&name, event).await;
             }
-            Event::AuthFailed { remote, peer, .. } => {
+            Event::AuthFailed {
+                remote,
+                peer,
+                reason,
+                ..
+            } => {
                 let neighbor = peer
                     .as_ref()
                     .and_then(|p| neighbor_of(&self.config, p))
                     .or_else(|| self.config.neighbor_at(remote.ip()))
                     .map(|n| n.name.clone());
-                warn!(%remote, ?peer, ?neighbor, "authentication failed");
+                warn!(%remote, ?peer, ?neighbor, reason, "authentication failed");
                 if let Some(name) = neighbor {
-                    let reason = "AUTHENTICATION_FAILED".to_owned();
+                    let reason = format!("AUTHENTICATION_FAILED: {reason}");
                     self.feed(&name, AdjEvent::AuthFailed { reason }).await;
                 }
             }
@@ -698,15 +707,24 @@ impl<D: Dataplane> Runtime<D> {
         let failed = |m: String| ControlError::new(ErrorKind::Failed, m);
         let new = Config::load(&self.config_path).map_err(|e| failed(e.to_string()))?;
         let d = diff(&self.config, &new);
-        if d.is_empty() {
-            return Ok("configuration unchanged".into());
-        }
         if let Some(section) = d.sections.iter().find(|s| ["node", "ike"].contains(s)) {
             return Err(failed(format!(
                 "the [{section}] section changed: restart the daemon to apply it"
             )));
         }
-        let policy = VnPolicy::new(&new).map_err(|e| failed(e.to_string()))?;
+        // The certificate files are re-read on every reload, changed or not.
+        let credentials = self.engine.policy().credentials().clone();
+        credentials
+            .reload(&new)
+            .map_err(|e| failed(e.to_string()))?;
+        let services = self.services.reconfigure(&self.config, &new).await;
+        if d.is_empty() {
+            self.config = new;
+            return services
+                .map(|()| "configuration unchanged; certificates re-read".into())
+                .map_err(failed);
+        }
+        let policy = VnPolicy::new(&new, credentials).map_err(|e| failed(e.to_string()))?;
         for name in d.removed.iter().chain(&d.changed) {
             self.feed(name, AdjEvent::Remove).await;
             self.neighbors.remove(name);
@@ -723,6 +741,7 @@ impl<D: Dataplane> Runtime<D> {
         }
         self.drain().await;
         info!(?d, "configuration reloaded");
+        services.map_err(failed)?;
         Ok(format!(
             "reloaded: {} added, {} removed, {} changed",
             d.added.len(),
@@ -750,6 +769,7 @@ impl<D: Dataplane> Runtime<D> {
             }
         }
         remove_recorded(&self.store, &self.dataplane).await;
+        self.services.stop().await;
         info!("stopped");
     }
 }

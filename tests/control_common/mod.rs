@@ -170,6 +170,8 @@ impl Fixture {
             not_after: now + 29 * 86_400 + 30,
             fingerprint: "ab".repeat(32),
             key_type: "ed25519".into(),
+            renewal: None,
+            crl: None,
         }];
         Self {
             status,

@@ -70,6 +70,9 @@ pub struct NodeConfig {
     pub endpoint: String,
     pub dataplane: String,
     pub credentials: Credentials,
+    /// Further lines of the `[auth]` section with `Credentials::Enrolled`, e.g.
+    /// `crl_refresh = "1s"`.
+    pub auth: String,
     /// Lines of the `[ike]` section.
     pub ike: String,
     /// Further top-level sections, e.g. `[enroll.server]`.
@@ -86,6 +89,7 @@ impl NodeConfig {
             endpoint: endpoint.to_owned(),
             dataplane: "userspace".to_owned(),
             credentials,
+            auth: String::new(),
             ike: FAST_LIVENESS.to_owned(),
             sections: String::new(),
             neighbors: Vec::new(),
@@ -115,10 +119,11 @@ impl NodeConfig {
                 let file = |name: &str| dir.join(name).display().to_string();
                 let _ = write!(
                     text,
-                    "[auth]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n",
+                    "[auth]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n{}\n",
                     file("ca.pem"),
                     file("cert.pem"),
-                    file("key.pem")
+                    file("key.pem"),
+                    self.auth
                 );
                 None
             }
@@ -317,4 +322,45 @@ impl Daemon {
                 .filter(|n| n.link_state == LinkState::Down))
         })
     }
+}
+
+/// Enrolls `identity` with `iiptrand enroll`, inside `ns` if given: the token goes through
+/// a 0600 file (`<dir>.token`), the key, certificate and CA chain into `dir`.
+pub fn enroll(
+    ns: Option<&Netns>,
+    server: &str,
+    token: &str,
+    ca_fingerprint: &str,
+    identity: &str,
+    dir: &Path,
+) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let token_file = dir.with_extension("token");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&token_file)
+        .with_context(|| format!("creating {}", token_file.display()))?;
+    std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())?;
+    let path = |p: &Path| p.display().to_string();
+    let mut command = match ns {
+        Some(ns) => ns.command(IIPTRAND),
+        None => Command::new(IIPTRAND),
+    };
+    command.args([
+        "enroll",
+        "--server",
+        server,
+        "--token-file",
+        &path(&token_file),
+        "--ca-fingerprint",
+        ca_fingerprint,
+        "--identity",
+        identity,
+        "--dir",
+        &path(dir),
+    ]);
+    super::netns::checked(command)?;
+    Ok(())
 }

@@ -2,7 +2,7 @@
 //! anchored in the pinned CA, renewal over mutual TLS.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -20,7 +20,8 @@ use tokio_rustls::TlsConnector;
 use zeroize::Zeroizing;
 
 use super::pin::PinnedCa;
-use super::{CACERTS, PKCS10, SIMPLEENROLL, SIMPLEREENROLL};
+use super::renewal::RenewalSchedule;
+use super::{CACERTS, CRL, PKCS10, SIMPLEENROLL, SIMPLEREENROLL};
 use crate::{Algorithm, NodeId, fingerprint, pkcs7, write_atomic};
 
 const CERT_FILE: &str = "cert.pem";
@@ -78,48 +79,73 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// Where a node's key, certificate and CA chain live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialFiles {
+    pub key: PathBuf,
+    pub cert: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl CredentialFiles {
+    /// The files `iiptrand enroll` writes into a state directory: `key.pem`, `cert.pem`
+    /// and `ca.pem`.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            key: dir.join(KEY_FILE),
+            cert: dir.join(CERT_FILE),
+            ca: dir.join(CA_FILE),
+        }
+    }
+}
+
 impl Credentials {
-    /// Writes `key.pem` (0600), `cert.pem` and `ca.pem`, each atomically. The key is written
-    /// first and a renewal keeps the key, so the directory never pairs a certificate with a
-    /// key it does not belong to for longer than one enrollment.
+    /// Writes `key.pem` (0600), `cert.pem` and `ca.pem` into `dir`; see
+    /// [`save_to`](Self::save_to).
     pub fn save(&self, dir: &Path) -> Result<(), ClientError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let write = |name: &str, data: &[u8], mode: u32| {
-            let path = dir.join(name);
-            write_atomic(&path, data, mode).map_err(io_err(&path))
+        self.save_to(&CredentialFiles::in_dir(dir))
+    }
+
+    /// Writes the key (0600), the CA chain and the certificate, each atomically. The key
+    /// is written first and a renewal keeps the key, so the files never pair a
+    /// certificate with a key it does not belong to for longer than one enrollment.
+    pub fn save_to(&self, files: &CredentialFiles) -> Result<(), ClientError> {
+        let write = |path: &Path, data: &[u8], mode: u32| {
+            write_atomic(path, data, mode).map_err(io_err(path))
         };
-        write(KEY_FILE, self.key_pem.as_bytes(), 0o600)?;
-        write(CA_FILE, pem_certs(&self.ca_chain).as_bytes(), 0o644)?;
+        write(&files.key, self.key_pem.as_bytes(), 0o600)?;
+        write(&files.ca, pem_certs(&self.ca_chain).as_bytes(), 0o644)?;
         write(
-            CERT_FILE,
+            &files.cert,
             pem_certs(std::slice::from_ref(&self.cert)).as_bytes(),
             0o644,
         )
     }
 
-    /// Reads what [`save`](Self::save) wrote.
+    /// Reads what [`save`](Self::save) wrote into `dir`.
     pub fn load(dir: &Path) -> Result<Self, ClientError> {
-        let read = |name: &str| {
-            let path = dir.join(name);
-            std::fs::read(&path).map_err(io_err(&path))
-        };
-        let certs = |name: &str| -> Result<Vec<CertificateDer<'static>>, ClientError> {
-            CertificateDer::pem_slice_iter(&read(name)?)
+        Self::load_from(&CredentialFiles::in_dir(dir))
+    }
+
+    /// Reads what [`save_to`](Self::save_to) wrote.
+    pub fn load_from(files: &CredentialFiles) -> Result<Self, ClientError> {
+        let read = |path: &Path| std::fs::read(path).map_err(io_err(path));
+        let certs = |path: &Path| -> Result<Vec<CertificateDer<'static>>, ClientError> {
+            CertificateDer::pem_slice_iter(&read(path)?)
                 .collect::<Result<_, _>>()
-                .map_err(|e| ClientError::BadResponse(format!("{name}: {e}")))
+                .map_err(|e| ClientError::BadResponse(format!("{}: {e}", path.display())))
         };
-        let key_pem = Zeroizing::new(
-            String::from_utf8(read(KEY_FILE)?)
-                .map_err(|_| ClientError::BadResponse(format!("{KEY_FILE} is not PEM")))?,
-        );
-        let cert = certs(CERT_FILE)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::BadResponse(format!("{CERT_FILE} holds no certificate")))?;
+        let key_pem = Zeroizing::new(String::from_utf8(read(&files.key)?).map_err(|_| {
+            ClientError::BadResponse(format!("{} is not PEM", files.key.display()))
+        })?);
+        let cert = certs(&files.cert)?.into_iter().next().ok_or_else(|| {
+            ClientError::BadResponse(format!("{} holds no certificate", files.cert.display()))
+        })?;
         Ok(Self {
             key_pem,
             cert,
-            ca_chain: certs(CA_FILE)?,
+            ca_chain: certs(&files.ca)?,
         })
     }
 }
@@ -203,18 +229,20 @@ pub async fn reenroll(server: &str, current: &Credentials) -> Result<Credentials
     })
 }
 
+/// The CA's current CRL (DER) from the enrollment server, over TLS anchored in `ca_chain`.
+/// Its signature is checked where it is used, against the certificate it revokes.
+pub async fn fetch_crl(
+    server: &str,
+    ca_chain: &[CertificateDer<'static>],
+) -> Result<Vec<u8>, ClientError> {
+    let config = trusting(ca_chain)?.with_no_client_auth();
+    let body = request(server, Arc::new(config), Method::GET, CRL, None).await?;
+    Ok(body.to_vec())
+}
+
 /// Whether `cert` should be renewed at `now`: from two thirds of its lifetime on.
 pub fn renew_due(cert: &CertificateDer<'_>, now: SystemTime) -> Result<bool, ClientError> {
-    let (_, x509) = x509_parser::parse_x509_certificate(cert)
-        .map_err(|e| ClientError::BadResponse(e.to_string()))?;
-    let not_before = x509.validity().not_before.timestamp();
-    let not_after = x509.validity().not_after.timestamp();
-    let now = match now.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(_) => 0,
-    };
-    let lifetime = i128::from(not_after) - i128::from(not_before);
-    Ok(i128::from(now) - i128::from(not_before) >= lifetime * 2 / 3)
+    Ok(RenewalSchedule::of(cert)?.due(now))
 }
 
 pub(crate) fn csr_for(identity: &NodeId, key: &KeyPair) -> Result<Vec<u8>, ClientError> {

@@ -11,10 +11,15 @@
 
 mod client;
 mod pin;
+mod renewal;
 mod server;
 mod server_cert;
 
-pub use client::{ClientError, Credentials, enroll, fetch_cacerts, reenroll, renew_due};
+pub use client::{
+    ClientError, CredentialFiles, Credentials, enroll, fetch_cacerts, fetch_crl, reenroll,
+    renew_due,
+};
+pub use renewal::RenewalSchedule;
 pub use server::{Limits, Server, ServerConfig, ServerError};
 
 /// Path of the CA certificates distribution (RFC 7030 §4.1).

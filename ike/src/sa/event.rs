@@ -75,5 +75,8 @@ pub enum Event {
         sa: IkeSaId,
         remote: SocketAddr,
         peer: Option<Identity>,
+        /// Why, for the operator's log and status (the peer only ever learns
+        /// AUTHENTICATION_FAILED).
+        reason: String,
     },
 }

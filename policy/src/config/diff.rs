@@ -11,7 +11,8 @@ pub struct ConfigDiff {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     pub changed: Vec<String>,
-    /// Node-wide sections that differ: `node`, `auth`, `ike`, `enroll.server`.
+    /// Node-wide sections that differ: `node`, `auth`, `ike`, `enroll.server`,
+    /// `enroll.client`.
     pub sections: Vec<&'static str>,
 }
 
@@ -44,6 +45,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         ("auth", old.auth != new.auth),
         ("ike", old.ike != new.ike),
         ("enroll.server", old.enroll_server != new.enroll_server),
+        ("enroll.client", old.enroll_client != new.enroll_client),
     ];
     d.sections = sections
         .into_iter()

@@ -45,6 +45,7 @@ pub struct Config {
     /// The IKE settings neighbors inherit.
     pub ike: IkeSettings,
     pub enroll_server: Option<EnrollServer>,
+    pub enroll_client: Option<EnrollClient>,
     pub neighbors: Vec<Neighbor>,
 }
 
@@ -75,7 +76,11 @@ pub struct CertFiles {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// A CRL file (PEM or DER), re-read on reload and when it changes.
     pub crl: Option<PathBuf>,
+    /// How often the CRLs are refreshed from the file, the hosted CA and the enrollment
+    /// server.
+    pub crl_refresh: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +119,14 @@ pub struct EnrollServer {
     pub names: Vec<NodeId>,
     pub cert_lifetime: Duration,
     pub read_timeout: Duration,
+}
+
+/// The enrollment service this node enrolled with: the daemon renews the `[auth]`
+/// certificate there and fetches the CA's CRL from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrollClient {
+    /// `https://HOST[:PORT]`.
+    pub server: String,
 }
 
 /// How this node and a neighbor authenticate each other.
@@ -298,6 +311,23 @@ fn proposals(
         .collect()
 }
 
+fn enroll_client(r: &raw::EnrollClient, have_auth: bool) -> Checked<EnrollClient> {
+    let server = r.server.get_ref();
+    let authority = server.strip_prefix("https://").unwrap_or_default();
+    if authority.is_empty() || authority.contains(['/', '?', '#', ' ']) {
+        return Err(invalid(&r.server, "server", "expected https://HOST[:PORT]"));
+    }
+    if !have_auth {
+        return Err(SpanError::new(
+            r.server.span(),
+            "[enroll.client] renews the [auth] certificate: configure [auth]",
+        ));
+    }
+    Ok(EnrollClient {
+        server: server.clone(),
+    })
+}
+
 fn same_family(a: IpAddr, b: IpAddr) -> bool {
     a.is_ipv4() == b.is_ipv4()
 }
@@ -337,11 +367,15 @@ impl Checker<'_> {
         let node = self.node(&raw.node)?;
         let auth = raw.auth.as_ref().map(|a| self.auth(a)).transpose()?;
         let ike = self.ike(&raw.ike)?;
-        let enroll_server = raw
-            .enroll
-            .and_then(|e| e.server)
-            .map(|s| self.enroll_server(&s))
-            .transpose()?;
+        let (enroll_server, enroll_client) = match raw.enroll {
+            Some(e) => (
+                e.server.map(|s| self.enroll_server(&s)).transpose()?,
+                e.client
+                    .map(|c| enroll_client(&c, auth.is_some()))
+                    .transpose()?,
+            ),
+            None => (None, None),
+        };
         let mut names = Unique::new("name");
         let mut identities = Unique::new("identity");
         let mut endpoints = Unique::new("endpoint");
@@ -366,6 +400,7 @@ impl Checker<'_> {
             auth,
             ike,
             enroll_server,
+            enroll_client,
             neighbors,
         })
     }
@@ -401,6 +436,7 @@ impl Checker<'_> {
             cert: self.path(&r.cert),
             key,
             crl: r.crl.as_ref().map(|c| self.path(c)),
+            crl_refresh: duration_or(&r.crl_refresh, Duration::from_secs(60))?,
         })
     }
 

@@ -37,6 +37,7 @@ pub struct Auth {
     pub cert: S,
     pub key: S,
     pub crl: Option<S>,
+    pub crl_refresh: Option<S>,
 }
 
 #[derive(Deserialize, Default)]
@@ -59,6 +60,13 @@ pub struct Ike {
 #[serde(deny_unknown_fields)]
 pub struct Enroll {
     pub server: Option<EnrollServer>,
+    pub client: Option<EnrollClient>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollClient {
+    pub server: S,
 }
 
 #[derive(Deserialize)]

@@ -176,16 +176,16 @@ impl IkeSa {
             .as_ref()
             .map(|p| self.verify_peer_auth(ctx, p, idi, auth, payloads));
         let Some(peer) = peer.filter(|_| matches!(verified, Some(Ok(())))) else {
-            warn!(
-                sa = ?self.id,
-                remote = %self.remote,
-                error = ?verified.map(|v| v.err()),
-                "peer failed to authenticate"
-            );
+            let reason = match verified {
+                Some(Err(e)) => e.to_string(),
+                _ => "no neighbor with this identity at this address".to_owned(),
+            };
+            warn!(sa = ?self.id, remote = %self.remote, reason, "peer failed to authenticate");
             ctx.events.push_back(Event::AuthFailed {
                 sa: self.id,
                 remote: self.remote,
                 peer: claimed,
+                reason,
             });
             self.phase = Phase::Dead;
             return vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())];
@@ -370,6 +370,7 @@ impl IkeSa {
                     sa: self.id,
                     remote: self.remote,
                     peer: self.peer_id().cloned(),
+                    reason: "the peer refused our authentication".to_owned(),
                 });
                 return self.down(ctx, DownReason::AuthFailed);
             }
@@ -384,6 +385,7 @@ impl IkeSa {
                 sa: self.id,
                 remote: self.remote,
                 peer: id_from_wire(idr),
+                reason: e.to_string(),
             });
             // RFC 7296 §2.21.2: tell the responder, without waiting for an answer.
             let header = self.header(ExchangeType::INFORMATIONAL, false, self.requests.next_id);

@@ -1,4 +1,5 @@
-//! INFORMATIONAL (RFC 7296 §1.4): deleting child SAs and the IKE SA.
+//! INFORMATIONAL (RFC 7296 §1.4): deleting child SAs and the IKE SA, and the initiator's
+//! late AUTHENTICATION_FAILED.
 
 use super::*;
 
@@ -48,6 +49,12 @@ impl IkeSa {
         ctx: &mut Ctx<'_>,
         payloads: &[Payload],
     ) -> Vec<Payload> {
+        if has_notify(payloads, NotifyType::AUTHENTICATION_FAILED) {
+            // The initiator rejected our AUTH after we had accepted its own
+            // (RFC 7296 §2.21.2): the IKE SA and its first child were never valid.
+            self.down(ctx, DownReason::AuthFailed);
+            return Vec::new();
+        }
         let mut out = Vec::new();
         for p in payloads {
             let Payload::Delete(d) = p else { continue };
