@@ -123,7 +123,7 @@ fn spis_of(pair: &ChildPair) -> ChildSpis {
 /// Removal of something already gone is not a failure.
 fn gone_ok(result: Result<(), DpError>) -> Result<(), DpError> {
     match result {
-        Err(DpError::NotFound(_)) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
         other => other,
     }
 }
@@ -618,9 +618,10 @@ impl<D: Dataplane> Runtime<D> {
         }
         // The policies outlive each pair: a rekey finds them in place.
         for p in &policies {
-            match self.dataplane.install_policy(p).await {
-                Ok(()) | Err(DpError::Exists(_)) => {}
-                Err(e) => return Err(e),
+            if let Err(e) = self.dataplane.install_policy(p).await
+                && !e.is_exists()
+            {
+                return Err(e);
             }
         }
         Ok(())

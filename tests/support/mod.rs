@@ -8,6 +8,7 @@
 
 pub mod capture;
 pub mod daemon;
+pub mod kernel;
 pub mod netns;
 pub mod process;
 pub mod strongswan;

@@ -130,9 +130,11 @@ impl Charon {
         };
         let vici = charon.dir.join("run/charon.vici");
         let what = format!("charon {name}'s vici socket");
+        // A first start in a fresh VM guest takes up to ~20 s (its plugins are read cold
+        // over 9p under emulation); on a host it takes well under a second.
         wait_until(
             &what,
-            Duration::from_secs(10),
+            Duration::from_secs(60),
             Duration::from_millis(20),
             || {
                 if let Some(status) = charon.process.exited()? {
