@@ -107,7 +107,11 @@ fn pair(initiator: Initiator) {
     };
     let a = Daemon::start(&a_ns, dir.path(), &config, &[]).or_panic();
     if initiator == Initiator::Charon {
-        charon.initiate_child("ipip").or_panic();
+        // The first SA of an algorithm in a fresh guest takes the kernel ~20 s to set up
+        // under emulation, longer than `initiate_child` waits.
+        charon
+            .swanctl(&["--initiate", "--child", "ipip", "--timeout", "90"])
+            .or_panic();
     }
     a.wait_established("b", SETUP).or_panic();
     let child = installed_child(&charon);

@@ -211,7 +211,7 @@ fn kernel_pair_carries_esp_and_leaves_nothing_stale() {
 fn xfrm_listings_parse_as_iproute2_prints_them() {
     let state = "src 192.0.2.1 dst 192.0.2.2\n\tproto esp spi 0x00000a01(2561) reqid 948174849(0x38840001) mode transport\n\
                  \treplay-window 0 \n\taead rfc7539esp(chacha20,poly1305) 0x00 128\n\
-                 \tsel src 192.0.2.1/32 dst 192.0.2.2/32 proto ipencap \n\tlifetime config:\n\
+                 \tsel src 192.0.2.1/32 dst 192.0.2.2/32 proto ipencap uid 0\n\tlifetime config:\n\
                  \t  limit: soft (INF)(bytes), hard (INF)(bytes)\n\tlifetime current:\n\
                  \t  252(bytes), 3(packets)\n\t  add 2026-01-01 00:00:00 use 2026-01-01 00:00:01\n";
     let states = parse_states(state).unwrap();

@@ -415,13 +415,16 @@ impl<D: Dataplane> Runtime<D> {
                 }
             }
             Event::ChildSaDeleted { ike_sa, spis } => {
+                let Some((name, initiated)) = self.neighbor_of_sa(ike_sa) else {
+                    return;
+                };
+                let pair = pair_of(ike_sa, initiated, spis);
+                // The engine has forgotten the pair (the peer deleted it or its IKE SA),
+                // so the data plane must too: the kernel keeps SAs until told.
+                self.remove_sas(&name, &pair).await;
                 // Children of a dying IKE SA go with it: its IkeSaDown follows and
                 // tells the adjacency why.
-                if !self.engine.ike_sas().contains(&ike_sa) {
-                    return;
-                }
-                if let Some((name, initiated)) = self.neighbor_of_sa(ike_sa) {
-                    let pair = pair_of(ike_sa, initiated, spis);
+                if self.engine.ike_sas().contains(&ike_sa) {
                     self.feed(&name, AdjEvent::ChildSaDeleted(pair)).await;
                 }
             }

@@ -17,7 +17,8 @@ pub struct XfrmState {
     pub reqid: u32,
     /// `transport` or `tunnel`.
     pub mode: String,
-    /// The `sel` line without the keyword, e.g. `src 192.0.2.1/32 dst 192.0.2.2/32 proto ipencap`.
+    /// The `sel` line without the keyword and the uid, e.g.
+    /// `src 192.0.2.1/32 dst 192.0.2.2/32 proto ipencap`.
     pub selector: String,
     pub bytes: u64,
     pub packets: u64,
@@ -108,6 +109,9 @@ pub fn parse_states(text: &str) -> Result<Vec<XfrmState>> {
                     .parse()
                     .with_context(|| format!("reqid in {line:?}"))?;
             } else if let Some(sel) = line.strip_prefix("sel ") {
+                // iproute2 6.x ends the selector with the owner's `uid`, which says nothing
+                // of the traffic.
+                let sel = sel.split(" uid ").next().unwrap_or(sel);
                 state.selector = sel.trim().to_owned();
             } else if *line == "lifetime current:" {
                 // `252(bytes), 3(packets)`

@@ -284,7 +284,7 @@ impl IkeSa {
             self.id,
             self.local,
             self.remote,
-            self.nat_t,
+            self.udp_encap,
             ctx.config.lifetimes.child_hard,
         )
         .map_err(|_| NotifyType::NO_PROPOSAL_CHOSEN)?;
@@ -342,7 +342,7 @@ impl IkeSa {
             self.id,
             self.local,
             self.remote,
-            self.nat_t,
+            self.udp_encap,
             ctx.config.lifetimes.child_hard,
         )
         .map_err(|_| NotifyType::NO_PROPOSAL_CHOSEN)

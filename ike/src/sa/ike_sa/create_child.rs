@@ -379,6 +379,7 @@ impl IkeSa {
             ctx.now,
         );
         sa.nat_t = self.nat_t;
+        sa.udp_encap = self.udp_encap;
         sa.peer_fragmentation = self.peer_fragmentation;
         sa.phase = Phase::Established;
         sa.peer = self.peer.clone();
