@@ -438,8 +438,16 @@ impl<D: Dataplane> Runtime<D> {
                     return;
                 };
                 info!(neighbor = info.neighbor.as_str(), ?reason, "IKE SA down");
+                let carries_current = self
+                    .neighbors
+                    .get(&info.neighbor)
+                    .and_then(|n| n.adjacency.current())
+                    .is_some_and(|c| c.ike_sa == sa.0);
                 let event = match reason {
-                    DownReason::LivenessFailed => AdjEvent::LivenessFailed,
+                    // A dead IKE SA that no longer carries the adjacency (the one a
+                    // restarted peer left behind, checked after its INITIAL_CONTACT)
+                    // says nothing of the pair in use.
+                    DownReason::LivenessFailed if carries_current => AdjEvent::LivenessFailed,
                     DownReason::AuthFailed => AdjEvent::AuthFailed {
                         reason: "AUTHENTICATION_FAILED".into(),
                     },

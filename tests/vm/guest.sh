@@ -9,6 +9,8 @@ for m in veth tun tunnel4 ip_tunnel ipip tunnel6 ip6_tunnel xfrm_user esp4 esp4_
          poly1305-x86_64 gcm aesni-intel seqiv; do
     modprobe "$m" 2>/dev/null || echo "note: modprobe $m failed"
 done
+# Tests that serve on 127.0.0.1 in the guest's own namespace (the enrollment server) need lo.
+ip link set lo up
 rc=0
 failed=""
 timed() {

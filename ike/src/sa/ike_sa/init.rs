@@ -162,7 +162,8 @@ impl IkeSa {
         sa.nr = random_bytes(NONCE_LEN).ok()?;
         sa.init_theirs = raw.to_vec();
         sa.peer_fragmentation = has_notify(payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED);
-        sa.udp_encap = ctx.config.force_nat_t || sa.nat_detected(payloads, spi_r);
+        // The request's hashes were made with a zero responder SPI (RFC 7296 §2.23).
+        sa.udp_encap = ctx.config.force_nat_t || sa.nat_detected(payloads, 0);
         let (dh, public) = dh_generate(suite.dh).ok()?;
         let Ok(shared) = dh.shared_secret(&ke.data) else {
             return refuse(ctx, NotifyType::INVALID_SYNTAX, Vec::new());
