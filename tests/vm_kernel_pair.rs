@@ -143,13 +143,7 @@ fn kernel_pair_carries_esp_and_leaves_nothing_stale() {
 
     // SIGKILL: the daemon cannot clean up, its SAs, policies and link stay in the kernel.
     a.process.signal(libc::SIGKILL).or_panic();
-    wait_until(
-        "a to die",
-        Duration::from_secs(5),
-        Duration::from_millis(20),
-        || a.process.exited(),
-    )
-    .or_panic();
+    a.process.wait_exit(Duration::from_secs(5)).or_panic();
     let stale = sa_pair(&a_ns, A, B)
         .or_panic()
         .expect("the killed daemon's SAs are still in the kernel");
@@ -178,13 +172,7 @@ fn kernel_pair_carries_esp_and_leaves_nothing_stale() {
 
     // SIGTERM: b removes everything it installed before it exits.
     b.process.signal(libc::SIGTERM).or_panic();
-    let status = wait_until(
-        "b to exit after SIGTERM",
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        || b.process.exited(),
-    )
-    .or_panic();
+    let status = b.process.wait_exit(Duration::from_secs(10)).or_panic();
     assert!(status.success(), "b exited with {status}");
     wait_empty(&b_ns, "vn-a");
     // a learns of it from b's DELETE and takes its SAs out.
@@ -197,13 +185,8 @@ fn kernel_pair_carries_esp_and_leaves_nothing_stale() {
     )
     .or_panic();
     a.process.signal(libc::SIGTERM).or_panic();
-    wait_until(
-        "a to exit after SIGTERM",
-        Duration::from_secs(10),
-        Duration::from_millis(50),
-        || a.process.exited(),
-    )
-    .or_panic();
+    let status = a.process.wait_exit(Duration::from_secs(10)).or_panic();
+    assert!(status.success(), "a exited with {status}");
     wait_empty(&a_ns, "vn-b");
 }
 
