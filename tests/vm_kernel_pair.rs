@@ -3,7 +3,8 @@
 //! kernel's ESP counters growing, the SAs are transport mode with protocol-4 selectors and
 //! the same pair in both kernels. A daemon killed with SIGKILL leaves its objects in the
 //! kernel; restarted, it removes them and the adjacency comes back with one fresh pair. A
-//! daemon stopped with SIGTERM leaves nothing behind.
+//! daemon stopped with SIGTERM leaves nothing behind. A kernel node and a userspace node
+//! carry traffic between them (ESP in UDP).
 //!
 //! Needs root and a kernel with ESP and IPIP: `tests/vm/run` runs the ignored tests here in
 //! its guest. The parser test runs everywhere.
@@ -26,13 +27,27 @@ const B: &str = "198.51.100.2";
 /// TCG emulation is slow and the first SA install loads the crypto modules.
 const SETUP: Duration = Duration::from_secs(90);
 
-fn node(name: &str, endpoint: &str, peer: &str, peer_endpoint: &str, address: &str) -> NodeConfig {
+/// Node `a` (at A, link 10.255.0.0/31) or `b` (at B, link 10.255.0.1/31), each the
+/// other's neighbor, on `dataplane`.
+fn node(name: &str, dataplane: &str) -> NodeConfig {
+    let (endpoint, peer, peer_endpoint, address) = match name {
+        "a" => (A, "b", B, "10.255.0.0/31"),
+        _ => (B, "a", A, "10.255.0.1/31"),
+    };
     let config = NodeConfig::new(name, endpoint, Credentials::Psk(PSK.to_owned()))
         .neighbor(Neighbor::new(peer, peer_endpoint, address));
     NodeConfig {
-        dataplane: "kernel".to_owned(),
+        dataplane: dataplane.to_owned(),
         ..config
     }
+}
+
+/// Two namespaces joined by veth, A and B.
+fn namespaces() -> (Netns, Netns) {
+    let a_ns = Netns::new("vka").or_panic();
+    let b_ns = Netns::new("vkb").or_panic();
+    veth(&a_ns, A.parse().unwrap(), &b_ns, B.parse().unwrap(), 24).or_panic();
+    (a_ns, b_ns)
 }
 
 /// Waits until `ns` holds exactly one SA pair between `local` and `remote` that `accept`
@@ -118,13 +133,9 @@ fn kernel_pair_carries_esp_and_leaves_nothing_stale() {
         return;
     }
     let dir = TempDir::new("vm-kernel-pair").or_panic();
-    let a_ns = Netns::new("vka").or_panic();
-    let b_ns = Netns::new("vkb").or_panic();
-    veth(&a_ns, A.parse().unwrap(), &b_ns, B.parse().unwrap(), 24).or_panic();
-    let a_config = node("a", A, "b", B, "10.255.0.0/31");
-    let b_config = node("b", B, "a", A, "10.255.0.1/31");
-    let mut a = Daemon::start(&a_ns, dir.path(), &a_config, &[]).or_panic();
-    let mut b = Daemon::start(&b_ns, dir.path(), &b_config, &[]).or_panic();
+    let (a_ns, b_ns) = namespaces();
+    let mut a = Daemon::start(&a_ns, dir.path(), &node("a", "kernel"), &[]).or_panic();
+    let mut b = Daemon::start(&b_ns, dir.path(), &node("b", "kernel"), &[]).or_panic();
     a.wait_established("b", SETUP).or_panic();
     b.wait_established("a", SETUP).or_panic();
 
@@ -188,6 +199,38 @@ fn kernel_pair_carries_esp_and_leaves_nothing_stale() {
     let status = a.process.wait_exit(Duration::from_secs(10)).or_panic();
     assert!(status.success(), "a exited with {status}");
     wait_empty(&a_ns, "vn-b");
+}
+
+/// The userspace data plane speaks ESP in UDP only; its node forces NAT traversal, so the
+/// kernel node encapsulates too.
+#[test]
+#[ignore = "needs a kernel with ESP and IPIP: tests/vm/run runs it"]
+fn kernel_node_and_userspace_node_carry_traffic_both_ways() {
+    if !have_root("kernel_node_and_userspace_node_carry_traffic_both_ways") {
+        return;
+    }
+    let dir = TempDir::new("vm-kernel-userspace").or_panic();
+    let (a_ns, b_ns) = namespaces();
+    let a = Daemon::start(&a_ns, dir.path(), &node("a", "kernel"), &[]).or_panic();
+    let b = Daemon::start(&b_ns, dir.path(), &node("b", "userspace"), &[]).or_panic();
+    a.wait_established("b", SETUP).or_panic();
+    b.wait_established("a", SETUP).or_panic();
+    let (out, inbound) = wait_pair("a's SA pair", &a_ns, A, B, |_| true);
+    ping(&a_ns, "10.255.0.1");
+    ping(&b_ns, "10.255.0.0");
+    let after = sa_pair(&a_ns, A, B).or_panic().expect("a's pair is gone");
+    assert!(
+        after.0.packets >= out.packets + 6 && after.1.packets >= inbound.packets + 6,
+        "the kernel's ESP counters did not grow by the pings both ways: {out:?} -> {after:?}"
+    );
+    let encap = a_ns.ip(&["xfrm", "state"]).or_panic();
+    assert!(
+        encap
+            .matches("encap type espinudp sport 4500 dport 4500")
+            .count()
+            == 2,
+        "a's SAs are not ESP in UDP: {encap}"
+    );
 }
 
 #[test]

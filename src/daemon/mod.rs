@@ -55,7 +55,9 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     let sockets = Sockets::bind(config.node.endpoint).await?;
     let policy = VnPolicy::new(&config)?;
     let engine = Engine::new(
-        engine_config(&config.ike, false),
+        // The userspace data plane carries ESP only in UDP: the peer must encapsulate too,
+        // whatever its data plane, so NAT traversal is forced (RFC 3948 with any peer).
+        engine_config(&config.ike, kind == DataPlaneKind::Userspace),
         policy,
         Instant::now(),
         SystemTime::now(),
