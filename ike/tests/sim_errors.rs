@@ -273,6 +273,37 @@ fn forced_nat_traversal_moves_to_port_4500() {
 }
 
 #[test]
+fn moving_to_port_4500_without_a_nat_keeps_esp_plain() {
+    let mut net = nodes(73, Config::default());
+    // Alice's first IKE_AUTH request is held back and then sent from and to port 4500,
+    // as strongSwan does (it moves for MOBIKE whether or not there is a NAT).
+    let held = Rc::new(RefCell::new(Vec::new()));
+    let sink = held.clone();
+    net.filter = Some(Box::new(move |from, to, payload| {
+        let auth = from.port() == 500 && payload.get(18) == Some(&ExchangeType::IKE_AUTH.0);
+        if auth {
+            sink.borrow_mut().push((from, to, payload.to_vec()));
+        }
+        !auth
+    }));
+    net.initiate(0, 1);
+    let waiting = held.clone();
+    assert!(net.run_until(Duration::from_secs(1), move |_| {
+        !waiting.borrow().is_empty()
+    }));
+    net.filter = None;
+    let (from, to, payload) = held.borrow()[0].clone();
+    let moved = |a: SocketAddr| SocketAddr::new(a.ip(), 4500);
+    net.inject(moved(from), moved(to), [&[0u8; 4][..], &payload].concat());
+    assert!(net.run_until(Duration::from_secs(1), |n| n.paired(0, 1)));
+    for n in 0..2 {
+        let child = &net.nodes[n].active_children()[0];
+        assert_eq!(child.remote.port(), 4500, "IKE follows to 4500");
+        assert!(!child.udp_encap, "node {n} encapsulates ESP without a NAT");
+    }
+}
+
+#[test]
 fn esp_on_port_4500_is_not_taken_for_ike() {
     let mut net = nodes(71, Config::default());
     let bob = SocketAddr::new(net.nodes[1].ip, 4500);

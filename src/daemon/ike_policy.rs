@@ -263,9 +263,9 @@ pub fn neighbor_of<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
     use iiptran_ike::iana::{DhId, EncrId, PrfId};
     use iiptran_policy::config::Proposal;
+    use std::path::Path;
 
     fn settings(ike: &[&str], esp: &[&str], pfs: bool) -> IkeSettings {
         let config = Config::parse(

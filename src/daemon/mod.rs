@@ -65,7 +65,9 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     let sockets = Sockets::bind(config.node.endpoint).await?;
     let credentials = Arc::new(NodeCredentials::load(&config)?);
     let policy = VnPolicy::new(&config, credentials.clone())?;
-    let mut settings = engine_config(&config.ike, false);
+    // The userspace data plane carries ESP only in UDP: the peer must encapsulate too,
+    // whatever its data plane, so NAT traversal is forced (RFC 3948 with any peer).
+    let mut settings = engine_config(&config.ike, kind == DataPlaneKind::Userspace);
     settings.log_keys = std::env::var_os(LOG_IKE_KEYS).is_some_and(|v| v == "1");
     if settings.log_keys {
         tracing::warn!("{LOG_IKE_KEYS}=1: IKE SA keys go to the log (insecure, debugging only)");

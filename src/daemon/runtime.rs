@@ -372,13 +372,16 @@ impl<D: Dataplane> Runtime<D> {
                 }
             }
             Event::ChildSaDeleted { ike_sa, spis } => {
+                let Some(name) = self.neighbor_of_sa(ike_sa) else {
+                    return;
+                };
+                let pair = pair_of(ike_sa, spis);
+                // The engine has forgotten the pair (the peer deleted it or its IKE SA),
+                // so the data plane must too: the kernel keeps SAs until told.
+                self.remove_sas(&name, &pair).await;
                 // Children of a dying IKE SA go with it: its IkeSaDown follows and
                 // tells the adjacency why.
-                if !self.engine.ike_sas().contains(&ike_sa) {
-                    return;
-                }
-                if let Some(name) = self.neighbor_of_sa(ike_sa) {
-                    let pair = pair_of(ike_sa, spis);
+                if self.engine.ike_sas().contains(&ike_sa) {
                     self.feed(&name, AdjEvent::ChildSaDeleted(pair)).await;
                 }
             }
@@ -408,18 +411,22 @@ impl<D: Dataplane> Runtime<D> {
                     return;
                 };
                 info!(neighbor = name.as_str(), ?reason, "IKE SA down");
-                let in_use = self
+                let carries_current = self
                     .neighbors
                     .get(&name)
-                    .and_then(|n| n.adjacency.current());
+                    .and_then(|n| n.adjacency.current())
+                    .is_some_and(|c| c.ike_sa == sa.0);
                 let event = match reason {
-                    DownReason::LivenessFailed => AdjEvent::LivenessFailed,
+                    // A dead IKE SA that no longer carries the adjacency (the one a
+                    // restarted peer left behind, checked after its INITIAL_CONTACT)
+                    // says nothing of the pair in use.
+                    DownReason::LivenessFailed if carries_current => AdjEvent::LivenessFailed,
                     DownReason::AuthFailed => AdjEvent::AuthFailed {
                         reason: "AUTHENTICATION_FAILED".into(),
                     },
                     // The redundant IKE SA of crossing initiations matters only if its
                     // pair is still the one in use.
-                    DownReason::Duplicate if in_use.is_none_or(|p| p.ike_sa != sa.0) => return,
+                    DownReason::Duplicate if !carries_current => return,
                     _ => AdjEvent::PeerDeleted { ike_sa: sa.0 },
                 };
                 self.feed(&name, event).await;
@@ -649,9 +656,10 @@ impl<D: Dataplane> Runtime<D> {
         }
         // The policies outlive each pair: a rekey finds them in place.
         for p in &policies {
-            match self.dataplane.install_policy(p).await {
-                Ok(()) | Err(DpError::Exists(_)) => {}
-                Err(e) => return Err(e),
+            if let Err(e) = self.dataplane.install_policy(p).await
+                && !e.is_exists()
+            {
+                return Err(e);
             }
         }
         Ok(())

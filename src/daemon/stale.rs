@@ -12,8 +12,7 @@ use tracing::{info, warn};
 /// (states) or ENOENT (policies).
 pub fn gone_ok(result: Result<(), DpError>) -> Result<(), DpError> {
     match result {
-        Err(DpError::NotFound(_)) => Ok(()),
-        Err(e) if matches!(e.errno(), Some(libc::ESRCH | libc::ENOENT)) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
         other => other,
     }
 }

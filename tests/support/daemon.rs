@@ -26,6 +26,15 @@ pub const FAST_LIVENESS: &str =
     "liveness = \"2s\"\nretransmit_timeout = \"1s\"\nretransmit_base = 1.0\nretransmit_tries = 2\n";
 pub const LIVENESS_BOUND: Duration = Duration::from_secs(20);
 
+/// The environment variable that picks the data plane of every [`NodeConfig`]:
+/// `userspace` (the default) or `kernel`, which `tests/vm/run` sets in its guest.
+pub const DATAPLANE_ENV: &str = "IIPTRAN_TEST_DATAPLANE";
+
+/// The data plane the tests run with, from [`DATAPLANE_ENV`].
+pub fn test_dataplane() -> String {
+    std::env::var(DATAPLANE_ENV).unwrap_or_else(|_| "userspace".to_owned())
+}
+
 /// How a node authenticates.
 #[derive(Clone, Debug)]
 pub enum Credentials {
@@ -81,13 +90,13 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// A node with the userspace data plane, fast liveness and no neighbors yet.
+    /// A node with the data plane of [`test_dataplane`], fast liveness and no neighbors yet.
     pub fn new(name: &str, endpoint: &str, credentials: Credentials) -> Self {
         Self {
             name: name.to_owned(),
             identity: format!("{name}.vn.example"),
             endpoint: endpoint.to_owned(),
-            dataplane: "userspace".to_owned(),
+            dataplane: test_dataplane(),
             credentials,
             auth: String::new(),
             ike: FAST_LIVENESS.to_owned(),

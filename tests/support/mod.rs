@@ -10,6 +10,7 @@
 pub mod bird;
 pub mod capture;
 pub mod daemon;
+pub mod kernel;
 pub mod netns;
 pub mod peering;
 pub mod process;

@@ -83,12 +83,16 @@ impl Process {
         Ok(())
     }
 
+    /// Waits up to `timeout` for the process to exit on its own; its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let what = format!("{} to exit", self.name);
+        wait_until(&what, timeout, Duration::from_millis(20), || self.exited())
+    }
+
     /// SIGTERM, then SIGKILL if it has not exited within the grace period; returns its status.
     pub fn stop(&mut self) -> Result<ExitStatus> {
         self.signal(libc::SIGTERM)?;
-        let grace = self.grace;
-        let what = format!("{} to exit after SIGTERM", self.name);
-        if let Ok(status) = wait_until(&what, grace, Duration::from_millis(20), || self.exited()) {
+        if let Ok(status) = self.wait_exit(self.grace) {
             return Ok(status);
         }
         self.child.kill()?;

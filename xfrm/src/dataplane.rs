@@ -40,6 +40,21 @@ impl Error {
             _ => None,
         }
     }
+
+    /// Whether the object was not there: [`Error::NotFound`], or the kernel's ENOENT
+    /// (policies), ESRCH (SAs) or ENODEV (links). Callers see one meaning per backend.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound(_))
+            || matches!(
+                self.errno(),
+                Some(libc::ENOENT | libc::ESRCH | libc::ENODEV)
+            )
+    }
+
+    /// Whether the object was there already: [`Error::Exists`], or the kernel's EEXIST.
+    pub fn is_exists(&self) -> bool {
+        matches!(self, Self::Exists(_)) || self.errno() == Some(libc::EEXIST)
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -83,18 +83,28 @@ fn policies_install_dump_delete(family: Family) {
     ]);
     let out = policy(Direction::Out, a, b);
     let inp = policy(Direction::In, b, a);
-    let (dumped, after_delete, after_flush, dup) = in_ns(&ns, move |dp| async move {
+    let (dumped, after_delete, after_flush, dup, gone) = in_ns(&ns, move |dp| async move {
         dp.install_policy(&out).await.unwrap();
         dp.install_policy(&inp).await.unwrap();
         let dup = dp.install_policy(&out).await.unwrap_err();
         let dumped = dp.policies().await.unwrap();
         dp.delete_policy(inp.id()).await.unwrap();
         let after_delete = dp.policies().await.unwrap();
+        let gone = dp.delete_policy(inp.id()).await.unwrap_err();
         dp.install_policy(&inp).await.unwrap();
         dp.flush_ours().await.unwrap();
-        (dumped, after_delete, dp.policies().await.unwrap(), dup)
+        (
+            dumped,
+            after_delete,
+            dp.policies().await.unwrap(),
+            dup,
+            gone,
+        )
     });
     assert_eq!(dup.errno(), Some(libc::EEXIST), "{dup}");
+    // The daemon tells these apart the same way on every backend.
+    assert!(dup.is_exists() && !dup.is_not_found(), "{dup}");
+    assert!(gone.is_not_found() && !gone.is_exists(), "{gone}");
     assert!(dumped.contains(&out) && dumped.contains(&inp), "{dumped:?}");
     assert_eq!(dumped.len(), 3, "ours and the foreign one: {dumped:?}");
     assert!(after_delete.contains(&out) && !after_delete.contains(&inp));
@@ -138,7 +148,16 @@ fn allocspi(family: Family) {
         states.contains(&format!("src {b} dst {a}")),
         "SA placeholder between the endpoints: {states}"
     );
-    in_ns(&ns, |dp| async move { dp.flush_ours().await.unwrap() });
+    let gone = in_ns(&ns, move |dp| async move {
+        dp.flush_ours().await.unwrap();
+        let id = iiptran_xfrm::SaId {
+            src: b,
+            dst: a,
+            spi: s1,
+        };
+        dp.delete_sa(id).await.unwrap_err()
+    });
+    assert!(gone.is_not_found(), "deleting a flushed SA: {gone}");
     let states = sh(&["ip", "-n", &ns.name, "xfrm", "state", "list"]);
     assert!(states.trim().is_empty(), "{states}");
 }

@@ -10,7 +10,9 @@
 //! passes UDP payloads through unchanged and only has to divert ESP-in-UDP (a datagram
 //! on 4500 whose first four bytes are not zero) to its data plane. The initiator moves
 //! to 4500 for IKE_AUTH when NAT detection finds a NAT or `Config::force_nat_t` is set;
-//! the responder follows.
+//! the responder follows. Child SAs carry ESP in UDP (`ChildSa::udp_encap`) only when
+//! NAT detection, on either side, finds a NAT or `force_nat_t` is set: a peer that moves
+//! to 4500 without a NAT (strongSwan does so for MOBIKE) still gets plain ESP.
 //!
 //! Rules the engine applies on its own:
 //! - Rekeys are make-before-break: [`Event::ChildSaRekeyed`] names the new pair when it

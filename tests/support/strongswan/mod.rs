@@ -272,9 +272,11 @@ fn launch(
     let mut process = Process::spawn("charon", command, dir.path())?;
     let vici = dir.join("run/charon.vici");
     let what = format!("charon {name}'s vici socket");
+    // A first start in a fresh VM guest takes up to ~20 s (its plugins are read cold over
+    // 9p under emulation); on a host it takes well under a second.
     wait_until(
         &what,
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         Duration::from_millis(20),
         || {
             if let Some(status) = process.exited()? {

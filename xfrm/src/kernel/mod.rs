@@ -300,7 +300,7 @@ impl<S: XfrmSocket> Dataplane for KernelDataplane<S> {
             if let Some(p) = spec.filter(PolicySpec::is_ours) {
                 match self.delete_policy(p.id()).await {
                     // Gone already (expired or removed concurrently) is what we wanted.
-                    Err(e) if e.errno() != Some(libc::ENOENT) => return Err(e),
+                    Err(e) if !e.is_not_found() => return Err(e),
                     _ => {}
                 }
             }
@@ -308,9 +308,7 @@ impl<S: XfrmSocket> Dataplane for KernelDataplane<S> {
         for sa in self.dump_sas().await? {
             if sa.id.proto == IPPROTO_ESP && OWNED_REQIDS.contains(&sa.reqid) {
                 match self.delete_sa(convert::sa_id_of(&sa)).await {
-                    Err(e) if e.errno() != Some(libc::ESRCH) && e.errno() != Some(libc::ENOENT) => {
-                        return Err(e);
-                    }
+                    Err(e) if !e.is_not_found() => return Err(e),
                     _ => {}
                 }
             }

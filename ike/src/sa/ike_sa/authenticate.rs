@@ -291,7 +291,7 @@ impl IkeSa {
             self.id,
             self.local,
             self.remote,
-            self.nat_t,
+            self.udp_encap,
             ctx.config.lifetimes.child_hard,
         )
         .map_err(|_| NotifyType::NO_PROPOSAL_CHOSEN)?;
@@ -349,7 +349,7 @@ impl IkeSa {
             self.id,
             self.local,
             self.remote,
-            self.nat_t,
+            self.udp_encap,
             ctx.config.lifetimes.child_hard,
         )
         .map_err(|_| NotifyType::NO_PROPOSAL_CHOSEN)

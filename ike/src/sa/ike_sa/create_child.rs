@@ -387,6 +387,7 @@ impl IkeSa {
             ctx.now,
         );
         sa.nat_t = self.nat_t;
+        sa.udp_encap = self.udp_encap;
         sa.peer_fragmentation = self.peer_fragmentation;
         sa.phase = Phase::Established;
         sa.established = Some(ctx.now);

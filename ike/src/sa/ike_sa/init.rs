@@ -162,6 +162,8 @@ impl IkeSa {
         sa.nr = random_bytes(NONCE_LEN).ok()?;
         sa.init_theirs = raw.to_vec();
         sa.peer_fragmentation = has_notify(payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED);
+        // The request's hashes were made with a zero responder SPI (RFC 7296 §2.23).
+        sa.udp_encap = ctx.config.force_nat_t || sa.nat_detected(payloads, 0);
         let (dh, public) = dh_generate(suite.dh).ok()?;
         let Ok(shared) = dh.shared_secret(&ke.data) else {
             return refuse(ctx, NotifyType::INVALID_SYNTAX, Vec::new());
@@ -272,7 +274,8 @@ impl IkeSa {
             Ok(k) => self.keys = Some(k),
             Err(e) => return self.down(ctx, DownReason::Local(e.to_string())),
         }
-        if (ctx.config.force_nat_t || self.nat_detected(payloads, header.spi_r)) && !self.nat_t {
+        self.udp_encap = ctx.config.force_nat_t || self.nat_detected(payloads, header.spi_r);
+        if self.udp_encap && !self.nat_t {
             self.float_to_nat_t();
         }
         self.send_auth(ctx);

@@ -185,7 +185,12 @@ pub(super) struct IkeSa {
     pub spi_r: u64,
     pub local: SocketAddr,
     pub remote: SocketAddr,
+    /// IKE runs on port 4500 (with the non-ESP marker).
     pub nat_t: bool,
+    /// ESP goes in UDP (RFC 3948): NAT detection found a NAT or one side forces it. An
+    /// initiator may float to 4500 without a NAT (strongSwan does, for MOBIKE); that
+    /// alone never encapsulates ESP, or the two sides would disagree.
+    pub udp_encap: bool,
     peer_fragmentation: bool,
     pub phase: Phase,
     pub peer: Option<Arc<PeerConfig>>,
@@ -262,6 +267,7 @@ impl IkeSa {
             local,
             remote,
             nat_t: crate::sa::exchange::on_nat_t_port(local, remote),
+            udp_encap: false,
             peer_fragmentation: false,
             phase: Phase::InitSent,
             peer: None,
