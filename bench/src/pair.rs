@@ -83,10 +83,12 @@ fn iperf(nodes: &Nodes, args: &[&str]) -> Result<Value> {
     loop {
         let mut client = nodes.pair.a.command("iperf3");
         client.args(["-c", B_LINK, "-J"]).args(args);
-        match checked(client) {
-            Ok(out) => return Ok(serde_json::from_str(&out)?),
+        let report = checked(client).and_then(|out| Ok(serde_json::from_str::<Value>(&out)?));
+        match report {
+            Ok(r) if r.get("error").is_none() => return Ok(r),
+            Ok(r) if Instant::now() > deadline => bail!("iperf3: {}", r["error"]),
             Err(e) if Instant::now() > deadline => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            _ => std::thread::sleep(Duration::from_millis(100)),
         }
     }
 }
@@ -94,7 +96,9 @@ fn iperf(nodes: &Nodes, args: &[&str]) -> Result<Value> {
 /// Packets sent and lost in a UDP test, from the client's report of the server's count.
 fn udp_counts(report: &Value) -> Result<(u64, u64, f64)> {
     let sum = &report["end"]["sum"];
-    let packets = sum["packets"].as_u64().context("no end.sum.packets")?;
+    let Some(packets) = sum["packets"].as_u64() else {
+        bail!("iperf3 reported no packet counts: {}", report["error"]);
+    };
     let lost = sum["lost_packets"]
         .as_u64()
         .context("no end.sum.lost_packets")?;
@@ -109,6 +113,10 @@ pub struct RekeyRun {
     pub packets_per_sec_offered: u64,
     pub packets_sent: u64,
     pub packets_lost: u64,
+    /// The same traffic for the same time just before, without rekeys: what the machine
+    /// loses anyway.
+    pub baseline_packets_sent: u64,
+    pub baseline_packets_lost: u64,
     pub child_rekeys: u32,
     pub ike_rekeys: u32,
 }
@@ -126,13 +134,11 @@ pub fn rekey_under_load(
 ) -> Result<RekeyRun> {
     let nodes = Nodes::start(bin, ca, dir, prefix, "")?;
     let rate = (pps * 64 * 8).to_string();
+    let traffic_args = ["-u", "-b", &rate, "-l", "64", "-t", &seconds.to_string()];
+    let (baseline_packets_sent, baseline_packets_lost, _) =
+        udp_counts(&iperf(&nodes, &traffic_args)?)?;
     let (child_rekeys, ike_rekeys, report) = std::thread::scope(|scope| {
-        let traffic = scope.spawn(|| {
-            iperf(
-                &nodes,
-                &["-u", "-b", &rate, "-l", "64", "-t", &seconds.to_string()],
-            )
-        });
+        let traffic = scope.spawn(|| iperf(&nodes, &traffic_args));
         let (mut child, mut ike) = (0u32, 0u32);
         // Rekeys start once traffic flows and end before it does, so each one is under load.
         let end = Instant::now() + Duration::from_secs(seconds.saturating_sub(2));
@@ -166,6 +172,8 @@ pub fn rekey_under_load(
         packets_per_sec_offered: pps,
         packets_sent,
         packets_lost,
+        baseline_packets_sent,
+        baseline_packets_lost,
         child_rekeys,
         ike_rekeys,
     })

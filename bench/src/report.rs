@@ -13,7 +13,6 @@ use crate::stats::Spread;
 pub struct Report {
     pub started_utc: String,
     pub machine: String,
-    pub runs: usize,
     pub concurrency: u32,
     pub setup: Vec<SizeResult>,
     pub floor: Vec<FloorRun>,
@@ -58,19 +57,21 @@ impl Report {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "iiptran benchmarks, {} — {}\nmedian (min–max) of up to {} runs; machine shared and noisy: compare within a row\n",
-            self.started_utc, self.machine, self.runs
+            "iiptran benchmarks, {} — {}\nmedian (min–max, runs); the machine is shared and noisy: compare within a row\n",
+            self.started_utc, self.machine
         );
         let _ = writeln!(
             t,
             "Setup rate and cost: N initiating nodes (one IKE SA + one IIPtran transport child each,\n\
-             Ed25519 certificates, x25519, ChaCha20-Poly1305), {} setups in flight, one responder",
+             Ed25519 certificates, x25519, ChaCha20-Poly1305), {} setups in flight, one responder;\n\
+             CPU and RSS growth from the first setup until the responder reports all N up;\n\
+             RSS idle: with the N peers configured, before the first setup",
             self.concurrency
         );
         let _ = writeln!(
             t,
-            "{:>6}  {:<10} {:>24} {:>22} {:>22}",
-            "N", "responder", "setups/s", "CPU ms/setup", "RSS KiB/adjacency"
+            "{:>6}  {:<10} {:>26} {:>26} {:>26} {:>22}",
+            "N", "responder", "setups/s", "CPU ms/setup", "RSS KiB/adjacency", "RSS MiB idle"
         );
         for s in &self.setup {
             let figures = |runs: &[RateRun]| {
@@ -78,28 +79,31 @@ impl Report {
                     spread(runs, |r| r.setups_per_sec),
                     spread(runs, |r| r.responder_cpu_ms_per_setup),
                     spread(runs, |r| r.responder_rss_kib_per_adjacency),
+                    spread(runs, |r| r.responder_rss_kib_configured as f64 / 1024.0),
                 ]
             };
             let (i, c) = (figures(&s.iiptrand), figures(&s.charon));
             for (name, f) in [("iiptrand", i), ("charon", c)] {
                 let _ = writeln!(
                     t,
-                    "{:>6}  {:<10} {:>24} {:>22} {:>22}",
+                    "{:>6}  {:<10} {:>26} {:>26} {:>26} {:>22}",
                     s.count,
                     name,
                     cell(f[0], 0),
                     cell(f[1], 3),
-                    cell(f[2], 1)
+                    cell(f[2], 1),
+                    cell(f[3], 1)
                 );
             }
             let _ = writeln!(
                 t,
-                "{:>6}  {:<10} {:>24} {:>22} {:>22}",
+                "{:>6}  {:<10} {:>26} {:>26} {:>26} {:>22}",
                 s.count,
                 "iip/charon",
                 ratio(i[0], c[0]),
                 ratio(i[1], c[1]),
-                ratio(i[2], c[2])
+                ratio(i[2], c[2]),
+                ratio(i[3], c[3])
             );
         }
         if let Some(floor) = spread(&self.floor, |f| f.crypto_both_us) {
@@ -130,8 +134,14 @@ impl Report {
             for r in &self.rekey {
                 let _ = writeln!(
                     t,
-                    "  sent {:>7}  lost {:>5}  child rekeys {:>3}  IKE rekeys {:>3}",
-                    r.packets_sent, r.packets_lost, r.child_rekeys, r.ike_rekeys
+                    "  with rekeys: sent {:>7}  lost {:>5}  (child rekeys {}, IKE rekeys {});  \
+                     without, just before: sent {:>7}  lost {:>5}",
+                    r.packets_sent,
+                    r.packets_lost,
+                    r.child_rekeys,
+                    r.ike_rekeys,
+                    r.baseline_packets_sent,
+                    r.baseline_packets_lost
                 );
             }
         }

@@ -32,14 +32,14 @@ impl Spread {
         })
     }
 
-    /// `median (min–max)` with `decimals` places.
+    /// `median (min–max, n)` with `decimals` places; a single run is shown as `value (1)`.
     pub fn show(&self, decimals: usize) -> String {
         if self.runs == 1 {
-            format!("{:.decimals$}", self.median)
+            format!("{:.decimals$} (1)", self.median)
         } else {
             format!(
-                "{:.decimals$} ({:.decimals$}–{:.decimals$})",
-                self.median, self.min, self.max
+                "{:.decimals$} ({:.decimals$}–{:.decimals$}, {})",
+                self.median, self.min, self.max, self.runs
             )
         }
     }
@@ -58,7 +58,7 @@ mod tests {
         assert!(Spread::of([]).is_none());
         assert_eq!(
             Spread::of([1.0, 2.0, 4.0]).expect("values").show(1),
-            "2.0 (1.0–4.0)"
+            "2.0 (1.0–4.0, 3)"
         );
     }
 }

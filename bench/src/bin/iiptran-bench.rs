@@ -29,9 +29,15 @@ struct Args {
     /// Numbers of initiating nodes for the setup-rate runs.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     sizes: Vec<u32>,
-    /// Runs of each measurement.
+    /// Runs of each measurement, except those below.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Runs of each setup-rate measurement with at least 5,000 nodes (minutes each).
+    #[arg(long, default_value_t = 1)]
+    large_runs: usize,
+    /// Runs of the rekey measurement (twice `rekey_seconds` each).
+    #[arg(long, default_value_t = 1)]
+    rekey_runs: usize,
     /// Setups the load generator keeps in flight.
     #[arg(long, default_value_t = 8)]
     concurrency: u32,
@@ -97,7 +103,6 @@ fn main() -> Result<()> {
             .trim()
             .to_owned(),
         machine: machine(),
-        runs: args.runs,
         concurrency: args.concurrency,
         ..Report::default()
     };
@@ -117,7 +122,12 @@ fn main() -> Result<()> {
                 iiptrand: Vec::new(),
                 charon: Vec::new(),
             };
-            for r in 0..args.runs {
+            let runs = if count >= 5_000 {
+                args.large_runs
+            } else {
+                args.runs
+            };
+            for r in 0..runs {
                 let mut responders = vec![Responder::Iiptrand];
                 if wants(Part::Charon) {
                     responders.push(Responder::Charon);
@@ -153,7 +163,7 @@ fn main() -> Result<()> {
         }
     }
     if wants(Part::Rekey) {
-        for r in 0..args.runs {
+        for r in 0..args.rekey_runs {
             let what = format!("rekey under load, run {}", r + 1);
             let prefix = format!("ibk{id}{r}");
             let every = Duration::from_secs(args.rekey_every);
