@@ -223,18 +223,20 @@ struct Tally {
 impl Tally {
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::ChildSaUp(child) => {
-                if self.pending.remove(&child.ike_sa).is_some() {
-                    self.up += 1;
-                    self.last_up = Instant::now();
-                }
-            }
+            Event::ChildSaUp(child) => self.up(child.ike_sa),
             Event::IkeSaDown { sa, reason } => self.fail(sa, format!("IKE SA down: {reason:?}")),
             Event::AuthFailed { sa, .. } => self.fail(sa, "authentication failed".into()),
             Event::ChildSaFailed { ike_sa, notify } => {
                 self.fail(ike_sa, format!("child SA refused: {notify:?}"));
             }
             _ => {}
+        }
+    }
+
+    fn up(&mut self, sa: IkeSaId) {
+        if self.pending.remove(&sa).is_some() {
+            self.up += 1;
+            self.last_up = Instant::now();
         }
     }
 

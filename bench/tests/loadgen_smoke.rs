@@ -40,10 +40,9 @@ fn loadgen_sets_up_twenty_nodes_against_iiptrand() {
         eprintln!("skipping: needs root (network namespaces)");
         return;
     }
-    let work = WorkDir::new(std::env::temp_dir().join(format!(
-        "iiptran-bench-smoke-{}",
-        std::process::id()
-    )))
+    let work = WorkDir::new(
+        std::env::temp_dir().join(format!("iiptran-bench-smoke-{}", std::process::id())),
+    )
     .expect("scratch directory");
     let (ca, cert) = setup_rate::credentials(&work.path).expect("credentials from pki");
     let setup = Setup {
@@ -59,5 +58,9 @@ fn loadgen_sets_up_twenty_nodes_against_iiptrand() {
     assert_eq!(run.loadgen.failed, 0);
     assert!(run.setups_per_sec > 0.0 && run.setups_per_sec.is_finite());
     assert!(run.responder_cpu_ms_per_setup >= 0.0);
-    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
 }
