@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::iiptrand::{Binaries, Daemon, Neighbor, Node};
@@ -107,7 +107,7 @@ fn udp_counts(report: &Value) -> Result<(u64, u64, f64)> {
 }
 
 /// One run of rekeys under load.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RekeyRun {
     pub seconds: u64,
     pub packets_per_sec_offered: u64,
@@ -196,7 +196,7 @@ pub fn failure_detection(bin: &Binaries, ca: &Ca, dir: &Path, prefix: &str) -> R
 }
 
 /// Throughput over the link in one run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DataplaneRun {
     pub raw_chacha_mbps: f64,
     pub tcp_mbps: f64,

@@ -2,14 +2,14 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::floor::FloorRun;
 use crate::pair::{DataplaneRun, RekeyRun};
 use crate::setup_rate::RateRun;
 use crate::stats::Spread;
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Report {
     pub started_utc: String,
     pub machine: String,
@@ -23,7 +23,7 @@ pub struct Report {
     pub errors: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SizeResult {
     pub count: u32,
     pub iiptrand: Vec<RateRun>,
@@ -46,13 +46,6 @@ fn ratio(a: Option<Spread>, b: Option<Spread>) -> String {
 }
 
 impl Report {
-    /// iiptrand's median responder CPU per setup at the largest size measured.
-    fn iiptrand_cpu_ms(&self) -> Option<(u32, f64)> {
-        self.setup.iter().rev().find_map(|s| {
-            spread(&s.iiptrand, |r| r.responder_cpu_ms_per_setup).map(|c| (s.count, c.median))
-        })
-    }
-
     pub fn table(&self) -> String {
         let mut t = String::new();
         let _ = writeln!(
@@ -70,7 +63,7 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "{:>6}  {:<10} {:>26} {:>26} {:>26} {:>22}",
+            "{:>6}  {:<10} {:>26} {:>26} {:>26} {:>24}",
             "N", "responder", "setups/s", "CPU ms/setup", "RSS KiB/adjacency", "RSS MiB idle"
         );
         for s in &self.setup {
@@ -86,7 +79,7 @@ impl Report {
             for (name, f) in [("iiptrand", i), ("charon", c)] {
                 let _ = writeln!(
                     t,
-                    "{:>6}  {:<10} {:>26} {:>26} {:>26} {:>22}",
+                    "{:>6}  {:<10} {:>26} {:>26} {:>26} {:>24}",
                     s.count,
                     name,
                     cell(f[0], 0),
@@ -97,7 +90,7 @@ impl Report {
             }
             let _ = writeln!(
                 t,
-                "{:>6}  {:<10} {:>26} {:>26} {:>26} {:>22}",
+                "{:>6}  {:<10} {:>26} {:>26} {:>26} {:>24}",
                 s.count,
                 "iip/charon",
                 ratio(i[0], c[0]),
@@ -116,12 +109,15 @@ impl Report {
                 floor.median / 2.0,
                 cell(engine, 0)
             );
-            if let Some((n, cpu)) = self.iiptrand_cpu_ms() {
-                let _ = writeln!(
-                    t,
-                    "crypto share of iiptrand's responder CPU per setup (N={n}): {:.0} %",
-                    100.0 * floor.median / 2.0 / 1000.0 / cpu
-                );
+            for s in &self.setup {
+                if let Some(cpu) = spread(&s.iiptrand, |r| r.responder_cpu_ms_per_setup) {
+                    let _ = writeln!(
+                        t,
+                        "crypto share of iiptrand's responder CPU per setup at N={}: {:.0} %",
+                        s.count,
+                        100.0 * floor.median / 2.0 / 1000.0 / cpu.median
+                    );
+                }
             }
         }
         if !self.rekey.is_empty() {

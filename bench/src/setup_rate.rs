@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::charon::{self, Charon};
 use crate::iiptrand::{Binaries, Daemon, Neighbor, Node};
@@ -28,7 +28,7 @@ pub const MAX_NODES: u32 = 65_000;
 /// The virtual links' addresses: a /31 per neighbor.
 const LINKS_BASE: Ipv4Addr = Ipv4Addr::new(10, 64, 0, 0);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Responder {
     Iiptrand,
@@ -46,7 +46,7 @@ pub struct Setup {
 }
 
 /// One run against one responder.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RateRun {
     pub responder: Responder,
     pub count: u32,
@@ -54,6 +54,7 @@ pub struct RateRun {
     pub responder_cpu_ms_per_setup: f64,
     pub responder_rss_kib_per_adjacency: f64,
     /// The responder's RSS with `count` peers configured, before the first setup.
+    #[serde(default)]
     pub responder_rss_kib_configured: u64,
     /// From the first setup until the responder reported all adjacencies up.
     pub responder_confirmed_after_s: f64,

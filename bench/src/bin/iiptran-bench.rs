@@ -65,6 +65,9 @@ struct Args {
     /// Keep the scratch directory (configurations, logs).
     #[arg(long)]
     keep: bool,
+    /// Only print the table of an earlier results file.
+    #[arg(long)]
+    table_from: Option<PathBuf>,
 }
 
 fn machine() -> String {
@@ -90,6 +93,11 @@ fn attempt<T>(report: &mut Report, what: &str, f: impl FnOnce() -> Result<T>) ->
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(file) = &args.table_from {
+        let report: Report = serde_json::from_slice(&std::fs::read(file)?)?;
+        print!("{}", report.table());
+        return Ok(());
+    }
     let binaries = Binaries {
         iiptrand: args.iiptrand.clone(),
         iiptranctl: args.iiptranctl.clone(),
