@@ -51,12 +51,12 @@ struct Args {
     /// Parts to leave out.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<Part>,
-    #[arg(long)]
-    iiptrand: PathBuf,
-    #[arg(long)]
-    iiptranctl: PathBuf,
-    #[arg(long)]
-    loadgen: PathBuf,
+    #[arg(long, required_unless_present = "table_from")]
+    iiptrand: Option<PathBuf>,
+    #[arg(long, required_unless_present = "table_from")]
+    iiptranctl: Option<PathBuf>,
+    #[arg(long, required_unless_present = "table_from")]
+    loadgen: Option<PathBuf>,
     /// The repository (for the IKE crate's setup benchmark).
     #[arg(long, default_value = ".")]
     repo: PathBuf,
@@ -98,9 +98,16 @@ fn main() -> Result<()> {
         print!("{}", report.table());
         return Ok(());
     }
+    let (Some(iiptrand), Some(iiptranctl), Some(loadgen)) = (
+        args.iiptrand.clone(),
+        args.iiptranctl.clone(),
+        args.loadgen.clone(),
+    ) else {
+        anyhow::bail!("--iiptrand, --iiptranctl and --loadgen are needed to measure");
+    };
     let binaries = Binaries {
-        iiptrand: args.iiptrand.clone(),
-        iiptranctl: args.iiptranctl.clone(),
+        iiptrand,
+        iiptranctl,
     };
     let mut work =
         WorkDir::new(std::env::temp_dir().join(format!("iiptran-bench-{}", std::process::id())))?;
@@ -120,7 +127,7 @@ fn main() -> Result<()> {
     if wants(Part::Setup) {
         let setup = Setup {
             binaries: binaries.clone(),
-            loadgen: args.loadgen.clone(),
+            loadgen: loadgen.clone(),
             concurrency: args.concurrency,
             prefix: format!("ibs{id}"),
         };
