@@ -1,0 +1,383 @@
+//! The load generator: one IKE engine acting as `count` distinct initiating nodes, each
+//! with its own source address, identity and Ed25519 certificate from the test CA, each
+//! setting up one IKE SA and one transport-mode IIPtran child SA (protocol 4 between the
+//! two endpoints) with the responder. At most `concurrency` setups are in flight at a
+//! time, so the responder is kept busy without being flooded past its half-open limits.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use iiptran_ike::auth::{SigningKey, TrustAnchors};
+use iiptran_ike::config::{Config, EspSuite, IkeSuite};
+use iiptran_ike::iana::{IpProtocol, NotifyType};
+use iiptran_ike::identity::Identity;
+use iiptran_ike::sa::{Engine, Event, IkeSaId, LocalAuth, PeerAuth, PeerConfig, Policy, Transmit};
+use iiptran_ike::ts::TrafficSelector;
+use rcgen::{CertificateParams, DnType, Issuer, KeyPair, SanType};
+use serde::{Deserialize, Serialize};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+const IKE_PORT: u16 = 500;
+const MAX_DATAGRAM: usize = 65_536;
+
+/// What one load-generator run is asked to do.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub responder: IpAddr,
+    pub responder_id: String,
+    /// Node `i` uses address `first + i` and identity `n<i>.vn.example`.
+    pub first: Ipv4Addr,
+    pub count: u32,
+    pub concurrency: u32,
+    /// The CA's certificate and key (PEM): the nodes' certificates are issued from them.
+    pub ca_cert_pem: String,
+    pub ca_key_pem: String,
+    pub timeout: Duration,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Outcome {
+    pub count: u32,
+    pub up: u32,
+    pub failed: u32,
+    pub concurrency: u32,
+    /// From the first IKE_SA_INIT to the last child SA up.
+    pub seconds: f64,
+    pub setups_per_sec: f64,
+    /// The load generator's own CPU time in that interval.
+    pub cpu_seconds: f64,
+    pub first_failure: Option<String>,
+}
+
+/// The identity of node `i`.
+pub fn node_identity(i: u32) -> String {
+    format!("n{i}.vn.example")
+}
+
+/// The address of node `i`.
+pub fn node_addr(first: Ipv4Addr, i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(first) + i)
+}
+
+/// Initiator-only decisions: nobody may initiate to us, and the responder must answer
+/// with exactly the selectors we proposed.
+struct Initiators;
+
+impl Policy for Initiators {
+    fn peer(&self, _: &Identity, _: SocketAddr) -> Option<Arc<PeerConfig>> {
+        None
+    }
+
+    fn narrow(
+        &self,
+        _: &PeerConfig,
+        _: &[TrafficSelector],
+        _: &[TrafficSelector],
+    ) -> Result<(Vec<TrafficSelector>, Vec<TrafficSelector>), NotifyType> {
+        Err(NotifyType::TS_UNACCEPTABLE)
+    }
+
+    fn accept_narrowed(
+        &self,
+        peer: &PeerConfig,
+        tsi: &[TrafficSelector],
+        tsr: &[TrafficSelector],
+    ) -> Result<(), NotifyType> {
+        if tsi == peer.ts_local.as_slice() && tsr == peer.ts_remote.as_slice() {
+            Ok(())
+        } else {
+            Err(NotifyType::TS_UNACCEPTABLE)
+        }
+    }
+}
+
+/// The peer configurations of all nodes, each with a fresh key and certificate.
+fn peer_configs(plan: &Plan) -> Result<Vec<Arc<PeerConfig>>> {
+    let ca_key = KeyPair::from_pem(&plan.ca_key_pem).context("CA key")?;
+    let issuer = Issuer::from_ca_cert_pem(&plan.ca_cert_pem, ca_key).context("CA certificate")?;
+    let anchors = Arc::new(
+        TrustAnchors::from_pem(plan.ca_cert_pem.as_bytes()).context("CA as trust anchor")?,
+    );
+    let responder_id = Identity::Fqdn(plan.responder_id.clone());
+    (0..plan.count)
+        .map(|i| {
+            let name = node_identity(i);
+            let addr = IpAddr::V4(node_addr(plan.first, i));
+            let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+            let mut params = CertificateParams::default();
+            params.distinguished_name.push(DnType::CommonName, &name);
+            params.subject_alt_names = vec![
+                SanType::DnsName(name.as_str().try_into()?),
+                SanType::IpAddress(addr),
+            ];
+            let cert = params.signed_by(&key, &issuer)?.der().to_vec();
+            let signing = SigningKey::from_pkcs8_der(&key.serialize_der())?;
+            Ok(Arc::new(PeerConfig {
+                local_id: Identity::Fqdn(name),
+                local_auth: LocalAuth::Certificate {
+                    key: Arc::new(signing),
+                    chain: vec![cert],
+                },
+                remote_id: responder_id.clone(),
+                remote_auth: PeerAuth::Certificate(anchors.clone()),
+                ts_local: vec![TrafficSelector::exact(addr, IpProtocol::IPIP)],
+                ts_remote: vec![TrafficSelector::exact(plan.responder, IpProtocol::IPIP)],
+            }))
+        })
+        .collect()
+}
+
+/// This process's user and system CPU time.
+fn own_cpu() -> Duration {
+    // SAFETY: getrusage only writes into the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Lets this process hold one socket per node.
+fn raise_fd_limit(needed: u64) -> Result<()> {
+    let want = needed + 256;
+    // SAFETY: getrlimit/setrlimit read and write the struct they are given.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            bail!("getrlimit: {}", std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur >= want {
+            return Ok(());
+        }
+        limit.rlim_cur = want;
+        limit.rlim_max = limit.rlim_max.max(want);
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            bail!(
+                "raising the open-file limit to {want}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The nodes' sockets and a channel that carries every datagram they receive.
+struct Sockets {
+    by_addr: HashMap<IpAddr, Arc<UdpSocket>>,
+    received: mpsc::Receiver<(SocketAddr, SocketAddr, Vec<u8>)>,
+}
+
+impl Sockets {
+    async fn bind(plan: &Plan) -> Result<Self> {
+        raise_fd_limit(u64::from(plan.count))?;
+        let (tx, received) = mpsc::channel(4096);
+        let mut by_addr = HashMap::new();
+        for i in 0..plan.count {
+            let local = SocketAddr::new(IpAddr::V4(node_addr(plan.first, i)), IKE_PORT);
+            let socket = Arc::new(
+                UdpSocket::bind(local)
+                    .await
+                    .with_context(|| format!("binding {local}"))?,
+            );
+            by_addr.insert(local.ip(), socket.clone());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; MAX_DATAGRAM];
+                while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                    let data = buf.get(..n).unwrap_or_default().to_vec();
+                    if tx.send((local, from, data)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(Self { by_addr, received })
+    }
+
+    async fn send(&self, t: Transmit) {
+        if let Some(socket) = self.by_addr.get(&t.local.ip()) {
+            // A lost datagram is retransmitted by the engine like one lost on the wire.
+            let _ = socket.send_to(&t.payload, t.remote).await;
+        }
+    }
+}
+
+/// The state of a run: which setups are in flight and how many ended how.
+struct Tally {
+    pending: HashMap<IkeSaId, u32>,
+    up: u32,
+    failed: u32,
+    first_failure: Option<String>,
+    last_up: Instant,
+}
+
+impl Tally {
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::ChildSaUp(child) => self.up(child.ike_sa),
+            Event::IkeSaDown { sa, reason } => self.fail(sa, format!("IKE SA down: {reason:?}")),
+            Event::AuthFailed { sa, .. } => self.fail(sa, "authentication failed".into()),
+            Event::ChildSaFailed { ike_sa, notify } => {
+                self.fail(ike_sa, format!("child SA refused: {notify:?}"));
+            }
+            _ => {}
+        }
+    }
+
+    fn up(&mut self, sa: IkeSaId) {
+        if self.pending.remove(&sa).is_some() {
+            self.up += 1;
+            self.last_up = Instant::now();
+        }
+    }
+
+    fn fail(&mut self, sa: IkeSaId, why: String) {
+        if let Some(node) = self.pending.remove(&sa) {
+            self.failed += 1;
+            self.first_failure
+                .get_or_insert_with(|| format!("node {node}: {why}"));
+        }
+    }
+}
+
+/// A prepared run: the nodes' credentials are issued and their sockets bound, so that
+/// [`Loadgen::run`] measures setups only.
+pub struct Loadgen {
+    plan: Plan,
+    peers: Vec<Arc<PeerConfig>>,
+    sockets: Sockets,
+    engine: Engine<Initiators>,
+}
+
+impl Loadgen {
+    pub async fn prepare(plan: Plan) -> Result<Self> {
+        let peers = peer_configs(&plan)?;
+        let sockets = Sockets::bind(&plan).await?;
+        let config = Config {
+            ike_suites: vec![IkeSuite::CHACHA_X25519],
+            esp_suites: vec![EspSuite::CHACHA],
+            // The responder checks liveness; answering is enough.
+            liveness_interval: None,
+            // Every node's IKE SA has the same peer, the responder: none is a duplicate.
+            delete_duplicates: false,
+            ..Config::default()
+        };
+        let engine = Engine::new(config, Initiators, Instant::now(), SystemTime::now())?;
+        Ok(Self {
+            plan,
+            peers,
+            sockets,
+            engine,
+        })
+    }
+
+    /// Sets up every node's SAs; returns when all are up or failed, or the plan's
+    /// timeout has passed.
+    pub async fn run(&mut self) -> Result<Outcome> {
+        let started = Instant::now();
+        let cpu_before = own_cpu();
+        let deadline = started + self.plan.timeout;
+        let remote = SocketAddr::new(self.plan.responder, IKE_PORT);
+        let mut tally = Tally {
+            pending: HashMap::new(),
+            up: 0,
+            failed: 0,
+            first_failure: None,
+            last_up: started,
+        };
+        let mut next = 0u32;
+        while tally.up + tally.failed < self.plan.count {
+            let now = Instant::now();
+            while next < self.plan.count && tally.pending.len() < self.plan.concurrency as usize {
+                let peer = self.peers[next as usize].clone();
+                let local = SocketAddr::new(IpAddr::V4(node_addr(self.plan.first, next)), IKE_PORT);
+                let sa = self.engine.initiate(now, local, remote, peer)?;
+                tally.pending.insert(sa, next);
+                next += 1;
+            }
+            self.flush(&mut tally).await;
+            if tally.up + tally.failed == self.plan.count {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} of {} setups up, {} failed after {:?}",
+                    tally.up,
+                    self.plan.count,
+                    tally.failed,
+                    self.plan.timeout
+                );
+            }
+            self.step(deadline).await;
+        }
+        let seconds = tally.last_up.duration_since(started).as_secs_f64();
+        Ok(Outcome {
+            count: self.plan.count,
+            up: tally.up,
+            failed: tally.failed,
+            concurrency: self.plan.concurrency,
+            seconds,
+            setups_per_sec: f64::from(tally.up) / seconds.max(f64::EPSILON),
+            cpu_seconds: (own_cpu() - cpu_before).as_secs_f64(),
+            first_failure: tally.first_failure,
+        })
+    }
+
+    /// Keeps the SAs alive (answers the responder's liveness checks) until `stop` ends.
+    pub async fn hold(&mut self, stop: impl Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        let mut ignored = Tally {
+            pending: HashMap::new(),
+            up: 0,
+            failed: 0,
+            first_failure: None,
+            last_up: Instant::now(),
+        };
+        loop {
+            let far = Instant::now() + Duration::from_secs(3600);
+            tokio::select! {
+                () = &mut stop => return,
+                () = self.step(far) => self.flush(&mut ignored).await,
+            }
+        }
+    }
+
+    /// Waits for one datagram or timer and feeds it to the engine.
+    async fn step(&mut self, deadline: Instant) {
+        let wake = self
+            .engine
+            .poll_timeout()
+            .map_or(deadline, |t| t.min(deadline));
+        tokio::select! {
+            received = self.sockets.received.recv() => {
+                if let Some((local, from, data)) = received {
+                    self.engine.handle(Instant::now(), local, from, &data);
+                }
+            }
+            () = tokio::time::sleep_until(wake.into()) => {
+                self.engine.handle_timeout(Instant::now());
+            }
+        }
+    }
+
+    async fn flush(&mut self, tally: &mut Tally) {
+        loop {
+            while let Some(t) = self.engine.poll_transmit() {
+                self.sockets.send(t).await;
+            }
+            match self.engine.poll_event() {
+                Some(event) => tally.on_event(event),
+                None => return,
+            }
+        }
+    }
+}

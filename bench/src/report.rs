@@ -1,0 +1,176 @@
+//! The results of one `bench/run`: kept whole in JSON, summarised as a table.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::floor::FloorRun;
+use crate::pair::{DataplaneRun, RekeyRun};
+use crate::setup_rate::RateRun;
+use crate::stats::Spread;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Report {
+    pub started_utc: String,
+    pub machine: String,
+    pub concurrency: u32,
+    pub setup: Vec<SizeResult>,
+    pub floor: Vec<FloorRun>,
+    pub rekey: Vec<RekeyRun>,
+    pub failure_detection_s: Vec<f64>,
+    pub dataplane: Vec<DataplaneRun>,
+    /// Runs that failed, and why; they are left out of the figures.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SizeResult {
+    pub count: u32,
+    pub iiptrand: Vec<RateRun>,
+    pub charon: Vec<RateRun>,
+}
+
+fn spread<T>(runs: &[T], f: impl Fn(&T) -> f64) -> Option<Spread> {
+    Spread::of(runs.iter().map(f))
+}
+
+fn cell(s: Option<Spread>, decimals: usize) -> String {
+    s.map_or_else(|| "-".into(), |s| s.show(decimals))
+}
+
+fn ratio(a: Option<Spread>, b: Option<Spread>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b.median != 0.0 => format!("{:.2}", a.median / b.median),
+        _ => "-".into(),
+    }
+}
+
+impl Report {
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "iiptran benchmarks, {} — {}\nmedian (min–max, runs); the machine is shared and noisy: compare within a row\n",
+            self.started_utc, self.machine
+        );
+        let _ = writeln!(
+            t,
+            "Setup rate and cost: N initiating nodes (one IKE SA + one IIPtran transport child each,\n\
+             Ed25519 certificates, x25519, ChaCha20-Poly1305), {} setups in flight, one responder;\n\
+             CPU and RSS growth from the first setup until the responder reports all N up;\n\
+             RSS idle: with the N peers configured, before the first setup",
+            self.concurrency
+        );
+        let _ = writeln!(
+            t,
+            "{:>6}  {:<10} {:>26} {:>26} {:>26} {:>24}",
+            "N", "responder", "setups/s", "CPU ms/setup", "RSS KiB/adjacency", "RSS MiB idle"
+        );
+        for s in &self.setup {
+            let figures = |runs: &[RateRun]| {
+                [
+                    spread(runs, |r| r.setups_per_sec),
+                    spread(runs, |r| r.responder_cpu_ms_per_setup),
+                    spread(runs, |r| r.responder_rss_kib_per_adjacency),
+                    spread(runs, |r| r.responder_rss_kib_configured as f64 / 1024.0),
+                ]
+            };
+            let (i, c) = (figures(&s.iiptrand), figures(&s.charon));
+            for (name, f) in [("iiptrand", i), ("charon", c)] {
+                let _ = writeln!(
+                    t,
+                    "{:>6}  {:<10} {:>26} {:>26} {:>26} {:>24}",
+                    s.count,
+                    name,
+                    cell(f[0], 0),
+                    cell(f[1], 3),
+                    cell(f[2], 1),
+                    cell(f[3], 1)
+                );
+            }
+            let _ = writeln!(
+                t,
+                "{:>6}  {:<10} {:>26} {:>26} {:>26} {:>24}",
+                s.count,
+                "iip/charon",
+                ratio(i[0], c[0]),
+                ratio(i[1], c[1]),
+                ratio(i[2], c[2]),
+                ratio(i[3], c[3])
+            );
+        }
+        if let Some(floor) = spread(&self.floor, |f| f.crypto_both_us) {
+            let engine = spread(&self.floor, |f| f.engine_setup_us);
+            let _ = writeln!(
+                t,
+                "\nCrypto floor of one setup (ike/benches/setup.rs): both ends {} µs, so {:.0} µs per end;\n\
+                 the same setup through two engines in one process: {} µs",
+                floor.show(0),
+                floor.median / 2.0,
+                cell(engine, 0)
+            );
+            for s in &self.setup {
+                if let Some(cpu) = spread(&s.iiptrand, |r| r.responder_cpu_ms_per_setup) {
+                    let _ = writeln!(
+                        t,
+                        "crypto share of iiptrand's responder CPU per setup at N={}: {:.0} %",
+                        s.count,
+                        100.0 * floor.median / 2.0 / 1000.0 / cpu.median
+                    );
+                }
+            }
+        }
+        if !self.rekey.is_empty() {
+            let r = &self.rekey[0];
+            let _ = writeln!(
+                t,
+                "\nRekey under load: {} pkt/s of 64-byte UDP over the virtual link for {} s, child and IKE rekeys in turn",
+                r.packets_per_sec_offered, r.seconds
+            );
+            for r in &self.rekey {
+                let _ = writeln!(
+                    t,
+                    "  with rekeys: sent {:>7}  lost {:>5}  (child rekeys {}, IKE rekeys {});  \
+                     without, just before: sent {:>7}  lost {:>5}",
+                    r.packets_sent,
+                    r.packets_lost,
+                    r.child_rekeys,
+                    r.ike_rekeys,
+                    r.baseline_packets_sent,
+                    r.baseline_packets_lost
+                );
+            }
+        }
+        if let Some(s) = Spread::of(self.failure_detection_s.iter().copied()) {
+            let _ = writeln!(
+                t,
+                "\nFailure detection (peer SIGKILLed, default liveness): link down after {} s",
+                s.show(1)
+            );
+        }
+        if !self.dataplane.is_empty() {
+            let d = &self.dataplane;
+            let raw = spread(d, |r| r.raw_chacha_mbps);
+            let tcp = spread(d, |r| r.tcp_mbps);
+            let _ = writeln!(
+                t,
+                "\nData plane (userspace, one virtual link, iperf3):\n\
+                 \x20 raw ChaCha20-Poly1305 seal, one core, 1400 B  {:>22} Mbit/s\n\
+                 \x20 TCP                                          {:>22} Mbit/s  ({} of raw)\n\
+                 \x20 UDP 1400 B, unlimited, received              {:>22} Mbit/s  (loss {} %)\n\
+                 \x20 UDP 64 B, unlimited, received                {:>22} pkt/s   (loss {} %)",
+                cell(raw, 0),
+                cell(tcp, 0),
+                ratio(tcp, raw),
+                cell(spread(d, |r| r.udp_1400_received_mbps), 0),
+                cell(spread(d, |r| r.udp_1400_loss_percent), 1),
+                cell(spread(d, |r| r.udp_64_received_pps), 0),
+                cell(spread(d, |r| r.udp_64_loss_percent), 1),
+            );
+        }
+        for e in &self.errors {
+            let _ = writeln!(t, "\nfailed: {e}");
+        }
+        t
+    }
+}
