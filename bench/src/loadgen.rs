@@ -267,8 +267,6 @@ impl Loadgen {
             esp_suites: vec![EspSuite::CHACHA],
             // The responder checks liveness; answering is enough.
             liveness_interval: None,
-            // Every node's IKE SA has the same peer, the responder: none is a duplicate.
-            delete_duplicates: false,
             ..Config::default()
         };
         let engine = Engine::new(config, Initiators, Instant::now(), SystemTime::now())?;

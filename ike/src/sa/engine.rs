@@ -394,6 +394,7 @@ impl<P: Policy> Engine<P> {
             return;
         };
         let was_established = sa.is_established();
+        let mark = self.events.len();
         let mut ctx = self.ctx(now, sa.remote);
         f(&mut sa, &mut ctx);
         let spawned = std::mem::take(&mut ctx.spawned);
@@ -407,6 +408,12 @@ impl<P: Policy> Engine<P> {
             self.hand_over(now, old, new);
         }
         if newly_established {
+            // A restarted peer's stale SAs are reported gone before the new SA is reported
+            // up: their child SAs may hold what the new ones need (a restarted peer can
+            // hand out the same SPIs again).
+            let fresh = self.events.split_off(mark);
+            self.end_stale(now, spi);
+            self.events.extend(fresh);
             self.resolve_duplicates(now, spi);
         }
         self.reap(now);
@@ -424,19 +431,22 @@ impl<P: Policy> Engine<P> {
         self.run(now, new, IkeSa::drive);
     }
 
-    /// A peer that restarted leaves stale IKE SAs, which go at once; simultaneous
-    /// initiation leaves two IKE SAs with one peer. Both ends keep the one whose lowest
-    /// nonce is higher (the rule of RFC 7296 §2.8.1 for rekey collisions); whoever
-    /// initiated the other deletes it.
-    fn resolve_duplicates(&mut self, now: Instant, spi: u64) {
+    /// Whether two IKE SAs are with one peer: the same identity between the same two
+    /// addresses. A node with several local addresses (or a load generator acting as many
+    /// nodes) may hold one IKE SA per address with the same peer.
+    fn same_peer(a: &IkeSa, b: &IkeSa) -> bool {
+        a.peer_id().is_some()
+            && a.peer_id() == b.peer_id()
+            && (a.local.ip(), a.remote.ip()) == (b.local.ip(), b.remote.ip())
+    }
+
+    /// A peer that restarted leaves stale IKE SAs, which go at once.
+    fn end_stale(&mut self, now: Instant, spi: u64) {
         let Some(sa) = self.sas.get(&spi) else { return };
-        let Some(peer) = sa.peer_id().cloned() else {
-            return;
-        };
         if sa.initial_contact {
             // The peer holds no other IKE SA with us (RFC 7296 §3.16): those established
             // before this one began are from before it restarted. IKE SAs of crossing
-            // initiations were still being set up then and are left to the rule below.
+            // initiations were still being set up then and are left to resolve_duplicates.
             let began = sa.since;
             let stale: Vec<u64> = self
                 .sas
@@ -444,7 +454,7 @@ impl<P: Policy> Engine<P> {
                 .filter(|(other, s)| {
                     **other != spi
                         && s.is_established()
-                        && s.peer_id() == Some(&peer)
+                        && Self::same_peer(s, sa)
                         && s.established_before(began)
                 })
                 .map(|(other, _)| *other)
@@ -453,11 +463,21 @@ impl<P: Policy> Engine<P> {
                 self.run(now, other, IkeSa::end_stale);
             }
         }
+    }
+
+    /// Simultaneous initiation leaves two IKE SAs with one peer. Both ends keep the one
+    /// whose lowest nonce is higher (the rule of RFC 7296 §2.8.1 for rekey collisions);
+    /// whoever initiated the other deletes it.
+    fn resolve_duplicates(&mut self, now: Instant, spi: u64) {
+        let Some(sa) = self.sas.get(&spi) else { return };
+        if sa.peer_id().is_none() {
+            return;
+        }
         let key = |sa: &IkeSa| std::cmp::min(sa.ni.clone(), sa.nr.clone());
         let mut same: Vec<(Vec<u8>, u64)> = self
             .sas
             .iter()
-            .filter(|(_, s)| s.is_established() && s.peer_id() == Some(&peer))
+            .filter(|(_, s)| s.is_established() && Self::same_peer(s, sa))
             .map(|(spi, s)| (key(s), *spi))
             .collect();
         if same.len() < 2 {
