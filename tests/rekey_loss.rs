@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -140,10 +140,12 @@ fn bind(ns: &Netns, addr: SocketAddr) -> UdpSocket {
     socket
 }
 
-/// What identifies the SAs in use on one node: the IKE SPIs and the child SPIs, once the
-/// node has exactly one established IKE SA with exactly one installed child pair (a rekey
-/// is over only when the old SAs are gone).
-fn settled(d: &Daemon) -> Result<Option<(u64, u64, u32, u32)>> {
+/// The IKE SPIs (initiator's, responder's) and the child SPIs (inbound, outbound) in use.
+type InUse = (u64, u64, u32, u32);
+
+/// The SAs in use on a node once it has exactly one established IKE SA with exactly one
+/// installed child pair (a rekey is over only when the old SAs are gone).
+fn settled(d: &Daemon) -> Result<Option<InUse>> {
     let Ok([sa]) = <[IkeSaReport; 1]>::try_from(d.sas()?) else {
         return Ok(None);
     };
@@ -187,9 +189,7 @@ fn child_and_ike_rekeys_under_load_lose_no_datagram() {
     let b = Daemon::start(&b_ns, dir.path(), &b_config, &[]).or_panic();
     a.wait_established("b", Duration::from_secs(30)).or_panic();
     b.wait_established("a", Duration::from_secs(30)).or_panic();
-    let both_settled = || -> Result<Option<((u64, u64, u32, u32), (u64, u64, u32, u32))>> {
-        Ok(settled(&a)?.zip(settled(&b)?))
-    };
+    let both_settled = || -> Result<Option<(InUse, InUse)>> { Ok(settled(&a)?.zip(settled(&b)?)) };
     let mut sas = wait_until(
         "one IKE SA with one child pair on both",
         Duration::from_secs(10),
@@ -208,16 +208,15 @@ fn child_and_ike_rekeys_under_load_lose_no_datagram() {
     let stop = Arc::new(AtomicBool::new(false));
     let a_to_b = sender(a_socket, b_addr, stop.clone());
     let b_to_a = sender(b_socket, a_addr, stop.clone());
-    let traffic_before = |r: &Receiver| r.count();
     wait_until(
         "datagrams flowing both ways",
         Duration::from_secs(5),
         Duration::from_millis(10),
-        || Ok(traffic_before(&at_a) > 100 && traffic_before(&at_b) > 100),
+        || Ok(at_a.count() > 100 && at_b.count() > 100),
     )
     .or_panic();
 
-    let rekeys = AtomicU64::new(0);
+    let mut rekeys = 0;
     for round in 0..3 {
         for (node, ike) in [(&a, false), (&b, false), (&a, true), (&b, true)] {
             let peer = if std::ptr::eq(node, &a) { "b" } else { "a" };
@@ -248,7 +247,7 @@ fn child_and_ike_rekeys_under_load_lose_no_datagram() {
                 },
             )
             .or_panic();
-            rekeys.fetch_add(1, Ordering::Relaxed);
+            rekeys += 1;
             // Traffic on the new SAs both ways before the next rekey begins.
             let (from_a, from_b) = (at_b.count(), at_a.count());
             wait_until(
@@ -276,7 +275,7 @@ fn child_and_ike_rekeys_under_load_lose_no_datagram() {
         panic!(
             "datagrams lost across {} rekeys: a->b of {sent_a}: {lost_at_b:?}, \
              b->a of {sent_b}: {lost_at_a:?}",
-            rekeys.load(Ordering::Relaxed),
+            rekeys,
         );
     }
 }
