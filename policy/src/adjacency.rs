@@ -195,6 +195,10 @@ enum LinkState {
 struct Installed {
     pair: ChildPair,
     installed: bool,
+    /// A rekey made this pair: the IKE engine deletes the pair it replaces and reports
+    /// when that one is gone, so that one's inbound SA keeps taking what the peer sent on
+    /// it until then.
+    rekeyed: bool,
 }
 
 /// One adjacency.
@@ -397,6 +401,7 @@ impl Adjacency {
             self.current = Some(Installed {
                 pair: p,
                 installed: false,
+                rekeyed: false,
             });
             out.push(Command::InstallSas(p));
             return;
@@ -406,14 +411,22 @@ impl Adjacency {
         if let Some(n) = self.next {
             out.push(Command::DeleteSas(n.pair));
         }
-        self.replace_with(now, p, "child SA pair replaced by a newer one", out);
+        self.replace_with(now, p, false, "child SA pair replaced by a newer one", out);
     }
 
     /// Makes `p` the next pair: installed first, the current one deleted once it is in.
-    fn replace_with(&mut self, now: Time, p: ChildPair, cause: &str, out: &mut Vec<Command>) {
+    fn replace_with(
+        &mut self,
+        now: Time,
+        p: ChildPair,
+        rekeyed: bool,
+        cause: &str,
+        out: &mut Vec<Command>,
+    ) {
         self.next = Some(Installed {
             pair: p,
             installed: false,
+            rekeyed,
         });
         out.push(Command::InstallSas(p));
         if self.state == State::Up {
@@ -422,8 +435,10 @@ impl Adjacency {
     }
 
     fn installed(&mut self, now: Time, p: ChildPair, out: &mut Vec<Command>) {
-        if self.next.is_some_and(|n| n.pair == p) {
-            if let Some(old) = self.current.take() {
+        if let Some(next) = self.next.filter(|n| n.pair == p) {
+            if let Some(old) = self.current.take()
+                && !next.rekeyed
+            {
                 out.push(Command::DeleteSas(old.pair));
             }
             self.current = self.next.take();
@@ -482,10 +497,10 @@ impl Adjacency {
             if let Some(n) = self.next {
                 out.push(Command::DeleteSas(n.pair));
             }
-            self.replace_with(now, new, "child SAs rekeyed", out);
+            self.replace_with(now, new, true, "child SAs rekeyed", out);
         } else if self.next.is_some_and(|n| n.pair == old) {
             out.push(Command::DeleteSas(old));
-            self.replace_with(now, new, "child SAs rekeyed", out);
+            self.replace_with(now, new, true, "child SAs rekeyed", out);
         } else {
             out.push(Command::Log("rekey of a pair not in use".into()));
             out.push(Command::DeleteSas(new));

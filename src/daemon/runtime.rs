@@ -15,7 +15,7 @@ use iiptran_policy::adjacency::{
 use iiptran_policy::config::{Config, Neighbor, diff};
 use iiptran_policy::store::{InstalledObject, KernelObject, Store};
 use iiptran_xfrm::userspace::IkeDatagram;
-use iiptran_xfrm::{Dataplane, DataplaneEvent, Error as DpError, OWNED_REQIDS};
+use iiptran_xfrm::{Dataplane, DataplaneEvent, Direction, Error as DpError, OWNED_REQIDS};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -71,6 +71,10 @@ pub(super) struct NeighborState {
     pub reqid: u32,
     timer: Option<Time>,
     children: HashMap<ChildSpis, ChildSa>,
+    /// Pairs we responded to a rekey with, by the pair they replace: their outbound SA
+    /// is installed once the replaced pair is retired, as by then the peer, which deletes
+    /// it after installing the new pair, has the new inbound SA.
+    outbound_waits: HashMap<ChildSpis, ChildSpis>,
     record: Option<AdjacencyRecord>,
 }
 
@@ -200,6 +204,7 @@ impl<D: Dataplane> Runtime<D> {
                 reqid: self.next_reqid,
                 timer: None,
                 children: HashMap::new(),
+                outbound_waits: HashMap::new(),
                 record: None,
             },
         );
@@ -300,19 +305,21 @@ impl<D: Dataplane> Runtime<D> {
         }
     }
 
-    /// Sends what the engine has to send and acts on its events, until both are empty.
+    /// Acts on the engine's events and sends what it has to send, until both are empty.
+    /// Events go first: SAs a message announces (the response creating a child SA, the
+    /// DELETE following a rekey) are then in place before the peer can act on it.
     pub(super) async fn drain(&mut self) {
         loop {
-            while let Some(t) = self.engine.poll_transmit() {
-                let socket = self.sockets.for_local(t.local);
-                if let Err(e) = socket.send_to(&t.payload, t.remote).await {
-                    debug!(remote = %t.remote, error = %e, "sending an IKE datagram");
-                }
+            while let Some(event) = self.engine.poll_event() {
+                self.on_engine(event).await;
             }
-            let Some(event) = self.engine.poll_event() else {
+            let Some(t) = self.engine.poll_transmit() else {
                 return;
             };
-            self.on_engine(event).await;
+            let socket = self.sockets.for_local(t.local);
+            if let Err(e) = socket.send_to(&t.payload, t.remote).await {
+                debug!(remote = %t.remote, error = %e, "sending an IKE datagram");
+            }
         }
     }
 
@@ -354,20 +361,31 @@ impl<D: Dataplane> Runtime<D> {
                 }
                 self.feed(&name, AdjEvent::ChildSaEstablished(pair)).await;
             }
-            Event::ChildSaRekeyed { old, new } => {
+            Event::ChildSaRekeyed {
+                old,
+                new,
+                initiated,
+            } => {
                 let Some(name) = self.neighbor_of_sa(new.ike_sa) else {
                     return;
                 };
-                let old = pair_of(new.ike_sa, old);
+                let old_pair = pair_of(new.ike_sa, old);
                 let new_pair = pair_of(new.ike_sa, new.spis);
                 if let Some(n) = self.neighbors.get_mut(&name) {
+                    if !initiated {
+                        n.outbound_waits.insert(old, new.spis);
+                    }
                     n.children.insert(new.spis, new);
                 }
-                let event = AdjEvent::ChildSaRekeyed { old, new: new_pair };
+                let event = AdjEvent::ChildSaRekeyed {
+                    old: old_pair,
+                    new: new_pair,
+                };
                 self.feed(&name, event).await;
             }
             Event::ChildSaRetired { ike_sa, spis } => {
                 if let Some(name) = self.neighbor_of_sa(ike_sa) {
+                    self.take_over_outbound(&name, spis).await;
                     self.remove_sas(&name, &pair_of(ike_sa, spis)).await;
                 }
             }
@@ -376,6 +394,7 @@ impl<D: Dataplane> Runtime<D> {
                     return;
                 };
                 let pair = pair_of(ike_sa, spis);
+                self.take_over_outbound(&name, spis).await;
                 // The engine has forgotten the pair (the peer deleted it or its IKE SA),
                 // so the data plane must too: the kernel keeps SAs until told.
                 self.remove_sas(&name, &pair).await;
@@ -646,7 +665,12 @@ impl<D: Dataplane> Runtime<D> {
             .get(&spis_of(pair))
             .ok_or_else(|| DpError::NotFound(format!("child SA {pair:?}")))?;
         let objects = self.objects(n);
-        let sas = objects.sas(child)?;
+        let waits = n.outbound_waits.values().any(|w| *w == child.spis);
+        let sas: Vec<_> = objects
+            .sas(child)?
+            .into_iter()
+            .filter(|s| !(waits && s.direction == Direction::Out))
+            .collect();
         let policies = objects.policies();
         let mut record: Vec<KernelObject> = sas.iter().map(|s| sa_object(&s.id())).collect();
         record.extend(policies.iter().map(policy_object));
@@ -665,12 +689,47 @@ impl<D: Dataplane> Runtime<D> {
         Ok(())
     }
 
+    /// The pair that replaced `old` in a rekey we responded to starts sending: its
+    /// outbound SA goes in before the old one goes out.
+    async fn take_over_outbound(&mut self, name: &str, old: ChildSpis) {
+        let Some(new) = self
+            .neighbors
+            .get_mut(name)
+            .and_then(|n| n.outbound_waits.remove(&old))
+        else {
+            return;
+        };
+        let Some(n) = self.neighbors.get(name) else {
+            return;
+        };
+        let Some(child) = n.children.get(&new) else {
+            return;
+        };
+        let outbound = self
+            .objects(n)
+            .sas(child)
+            .map(|sas| sas.into_iter().find(|s| s.direction == Direction::Out));
+        let installed = match outbound {
+            Ok(Some(sa)) => {
+                self.record(name, vec![sa_object(&sa.id())]);
+                self.dataplane.install_sa(&sa).await
+            }
+            Ok(None) => return,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = installed {
+            warn!(neighbor = name, error = %e, "cannot install the new outbound SA");
+        }
+    }
+
     /// Removes a pair from the data plane.
     async fn remove_sas(&mut self, name: &str, pair: &ChildPair) {
         let Some(n) = self.neighbors.get_mut(name) else {
             return;
         };
-        n.children.remove(&spis_of(pair));
+        let spis = spis_of(pair);
+        n.children.remove(&spis);
+        n.outbound_waits.retain(|_, new| *new != spis);
         let n = &self.neighbors[name];
         let ids = self.objects(n).sa_ids(spis_of(pair));
         for id in &ids {

@@ -45,11 +45,16 @@ pub enum Event {
     },
     /// Install both directions. The outbound one is the one to use.
     ChildSaUp(ChildSa),
-    /// A rekey made `new` the child SA to use for outbound traffic; the old inbound SA
-    /// stays installed until [`Event::ChildSaRetired`] names it.
+    /// A rekey made `new` the child SA that replaces `old`, which stays installed until
+    /// [`Event::ChildSaRetired`] names it. The initiator of the exchange that created `new`
+    /// (`initiated`) sends on it at once. Its responder installs only the new inbound SA
+    /// and keeps sending on the old one until the old one is retired (the initiator
+    /// deletes it after installing `new`): the initiator has no new inbound SA before it
+    /// has the response.
     ChildSaRekeyed {
         old: ChildSpis,
         new: ChildSa,
+        initiated: bool,
     },
     /// The old SA of a rekey is deleted on both sides and can be removed.
     ChildSaRetired {

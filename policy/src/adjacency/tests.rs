@@ -105,8 +105,10 @@ fn rekey_never_takes_the_link_down() {
     let out = a.handle(t(11), Event::ChildSaRekeyed { old: P1, new: P2 });
     assert_eq!(out, [Command::InstallSas(P2)]);
     assert_eq!(a.state(), State::Rekeying);
+    // The old pair stays until the IKE engine, which deletes it with the peer, reports
+    // it gone: its inbound SA still takes what the peer sent on it.
     let out = a.handle(t(11), Event::ChildSaInstalled(P2));
-    assert_eq!(out, [Command::DeleteSas(P1)]);
+    assert!(out.is_empty(), "{out:?}");
     assert_eq!(a.state(), State::Up);
     assert_eq!(a.current(), Some(P2));
     // The engine's report that the old pair is gone changes nothing.

@@ -168,11 +168,18 @@ impl IkeSa {
             return;
         }
         self.tasks.retain(|t| *t != Task::RekeyChild(old));
-        self.replace_child(ctx, old, child);
+        self.replace_child(ctx, old, child, false);
     }
 
-    /// `new` takes over from `old`, which stays until its DELETE.
-    pub(super) fn replace_child(&mut self, ctx: &mut Ctx<'_>, old: ChildSpis, new: ChildSa) {
+    /// `new` takes over from `old`, which stays until its DELETE; `initiated` says whether
+    /// we initiated the exchange that created `new`.
+    pub(super) fn replace_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        old: ChildSpis,
+        new: ChildSa,
+        initiated: bool,
+    ) {
         let Some(c) = self
             .children
             .iter_mut()
@@ -192,6 +199,7 @@ impl IkeSa {
         ctx.events.push_back(Event::ChildSaRekeyed {
             old,
             new: new.clone(),
+            initiated,
         });
         self.add_child(ctx, new);
     }
@@ -244,7 +252,7 @@ impl IkeSa {
                 match collision {
                     Some((theirs, their_lowest)) if ours_lowest.as_ref() < Some(&their_lowest) => {
                         // Our new SA is the redundant one: the peer deletes the old.
-                        self.replace_child(ctx, old, theirs);
+                        self.replace_child(ctx, old, theirs, false);
                         self.add_child(ctx, child.clone());
                         if let Some(c) = self.children.last_mut() {
                             c.state = ChildState::Rekeyed;
@@ -254,11 +262,11 @@ impl IkeSa {
                     }
                     Some(_) => {
                         // Theirs is redundant and the peer deletes it; we delete the old.
-                        self.replace_child(ctx, old, child);
+                        self.replace_child(ctx, old, child, true);
                         self.queue(Task::DeleteChild(old));
                     }
                     None => {
-                        self.replace_child(ctx, old, child);
+                        self.replace_child(ctx, old, child, true);
                         self.queue(Task::DeleteChild(old));
                     }
                 }
@@ -267,7 +275,7 @@ impl IkeSa {
                 debug!(sa = ?self.id, notify = ?kind, "child SA refused");
                 self.delete_refused_answer(payloads, spi_in);
                 match (rekey, collision) {
-                    (Some(old), Some((theirs, _))) => self.replace_child(ctx, old, theirs),
+                    (Some(old), Some((theirs, _))) => self.replace_child(ctx, old, theirs, false),
                     (Some(old), None) => {
                         // Try again later unless the peer rekeyed or deleted it meanwhile.
                         let retry = ctx.retry_time();

@@ -78,7 +78,7 @@ impl IkeSa {
                 let state = child.state;
                 if let Some((theirs, _)) = child.collision.take() {
                     // The peer's rekey won before it saw ours (§2.8.1): it deletes the old.
-                    self.replace_child(ctx, spis, theirs);
+                    self.replace_child(ctx, spis, theirs, false);
                 }
                 // A child we are deleting ourselves is answered without its SPI
                 // (RFC 7296 §1.4.1, simultaneous deletes).
