@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod config;
 pub mod crypto;
+pub mod deadlines;
 pub mod iana;
 pub mod identity;
 pub mod sa;

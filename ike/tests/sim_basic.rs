@@ -513,3 +513,44 @@ fn per_peer_suites_replace_the_node_wide_ones() {
         IkeSuite::CHACHA_X25519
     );
 }
+
+/// Timers are kept per IKE SA: with a thousand IKE SAs at one responder, set up at
+/// staggered times, every one of them fails its own liveness check once the network
+/// goes silent, at both ends.
+#[test]
+fn each_of_many_ike_sas_fires_its_own_timers() {
+    const PEERS: usize = 1000;
+    let mut net = Net::new(4);
+    let hub = net.add("hub.example", "192.0.2.1", Config::default());
+    for i in 0..PEERS {
+        let ip = format!("10.0.{}.{}", i / 250, i % 250 + 1);
+        let peer = net.add(&format!("peer{i}.example"), &ip, Config::default());
+        net.pair_psk(hub, peer);
+        net.initiate(peer, hub);
+        net.run_for(Duration::from_millis(20));
+    }
+    let up = |net: &Net| net.nodes[hub].count(|e| matches!(e, Event::IkeSaUp { .. }));
+    assert!(net.run_until(Duration::from_secs(5), |net| up(net) == PEERS));
+    assert_eq!(net.nodes[hub].engine.ike_sas().len(), PEERS);
+    net.faults.loss = 1.0;
+    let failed = |node: &sim::Node| {
+        node.count(|e| {
+            matches!(
+                e,
+                Event::IkeSaDown {
+                    reason: DownReason::LivenessFailed,
+                    ..
+                }
+            )
+        })
+    };
+    assert!(net.run_until(Duration::from_secs(600), |net| {
+        net.nodes.iter().map(failed).sum::<usize>() == 2 * PEERS
+    }));
+    assert!(net.nodes[hub].engine.ike_sas().is_empty());
+    assert_eq!(net.nodes[hub].engine.poll_timeout(), None);
+    for peer in &net.nodes[1..] {
+        assert_eq!(failed(peer), 1, "{}", peer.name);
+        assert_eq!(peer.engine.poll_timeout(), None, "{}", peer.name);
+    }
+}

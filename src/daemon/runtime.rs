@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use iiptran_ike::deadlines::Deadlines;
 use iiptran_ike::sa::{ChildSa, ChildSpis, DownReason, Engine, Event, IkeSaId};
 use iiptran_policy::adjacency::{
     Adjacency, AdjacencyRecord, ChildPair, Command, Event as AdjEvent, State, Time, Timing,
@@ -69,7 +70,6 @@ pub(super) struct NeighborState {
     pub config: Neighbor,
     pub adjacency: Adjacency,
     pub reqid: u32,
-    timer: Option<Time>,
     children: HashMap<ChildSpis, ChildSa>,
     /// Pairs we responded to a rekey with, by the pair they replace: their outbound SA
     /// is installed once the replaced pair is retired, as by then the peer, which deletes
@@ -90,6 +90,8 @@ pub struct Runtime<D: Dataplane> {
     pub(super) neighbors: BTreeMap<String, NeighborState>,
     /// The neighbor of each established IKE SA.
     ike_sas: HashMap<IkeSaId, String>,
+    /// The timer each adjacency has armed, by neighbor name.
+    timers: Deadlines<String, Time>,
     next_reqid: u32,
     pub(super) started: Instant,
 }
@@ -144,6 +146,7 @@ impl<D: Dataplane> Runtime<D> {
             services,
             neighbors: BTreeMap::new(),
             ike_sas: HashMap::new(),
+            timers: Deadlines::default(),
             next_reqid: *OWNED_REQIDS.start() + 1,
             started: Instant::now(),
         }
@@ -202,7 +205,6 @@ impl<D: Dataplane> Runtime<D> {
                 config,
                 adjacency,
                 reqid: self.next_reqid,
-                timer: None,
                 children: HashMap::new(),
                 outbound_waits: HashMap::new(),
                 record: None,
@@ -273,14 +275,11 @@ impl<D: Dataplane> Runtime<D> {
 
     fn next_deadline(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
-        let timers = self
-            .neighbors
-            .values()
-            .filter_map(|n| n.timer.map(instant_of));
+        let timer = self.timers.next().map(instant_of);
         self.engine
             .poll_timeout()
             .into_iter()
-            .chain(timers)
+            .chain(timer)
             .min()
             .map_or(far, |d| d.min(far))
     }
@@ -290,17 +289,7 @@ impl<D: Dataplane> Runtime<D> {
         if self.engine.poll_timeout().is_some_and(|d| d <= now) {
             self.engine.handle_timeout(now);
         }
-        let wall = wall_now();
-        let due: Vec<String> = self
-            .neighbors
-            .iter_mut()
-            .filter(|(_, n)| n.timer.is_some_and(|t| t <= wall))
-            .map(|(name, n)| {
-                n.timer = None;
-                name.clone()
-            })
-            .collect();
-        for name in due {
+        for name in self.timers.take_due(wall_now()) {
             self.feed(&name, AdjEvent::Timer).await;
         }
     }
@@ -639,8 +628,8 @@ impl<D: Dataplane> Runtime<D> {
                 Ok(())
             }
             Command::ArmTimer(at) => {
-                if let Some(n) = self.neighbors.get_mut(name) {
-                    n.timer = Some(at);
+                if self.neighbors.contains_key(name) {
+                    self.timers.set(name.to_owned(), Some(at));
                 }
                 Ok(())
             }
@@ -795,6 +784,7 @@ impl<D: Dataplane> Runtime<D> {
         for name in d.removed.iter().chain(&d.changed) {
             self.feed(name, AdjEvent::Remove).await;
             self.neighbors.remove(name);
+            self.timers.set(name.clone(), None);
             if let Err(e) = self.store.adjacencies().and_then(|db| db.remove(name)) {
                 warn!(error = %e, "removing the adjacency record");
             }

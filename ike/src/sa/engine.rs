@@ -12,6 +12,7 @@ use super::keys::KeyError;
 use super::policy::{PeerConfig, Policy};
 use super::snapshot::IkeSaSnapshot;
 use crate::config::{Config, Suites};
+use crate::deadlines::Deadlines;
 use crate::iana::{ExchangeType, NotifyType};
 use crate::wire::{self, Datagram, Header, Payload};
 use std::collections::{HashMap, VecDeque};
@@ -35,6 +36,9 @@ pub struct Engine<P: Policy> {
     half_open: HashMap<(SocketAddr, u64), u64>,
     /// The current IKE SA behind each id (rekeys change it).
     handles: HashMap<IkeSaId, u64>,
+    /// Each IKE SA's next deadline, by our SPI: filed anew whenever the SA may have
+    /// changed, so that timers cost nothing per SA that is not due.
+    timers: Deadlines<u64, Instant>,
     next_id: u64,
     cookies: Cookies,
     /// An instant and the wall-clock time then: certificates are checked against the
@@ -61,6 +65,7 @@ impl<P: Policy> Engine<P> {
             sas: HashMap::new(),
             half_open: HashMap::new(),
             handles: HashMap::new(),
+            timers: Deadlines::default(),
             next_id: 1,
             cookies: Cookies::new(now)?,
             clock: (now, wall),
@@ -92,10 +97,13 @@ impl<P: Policy> Engine<P> {
 
     /// When [`Engine::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sas
-            .values()
-            .filter_map(|sa| sa.deadline(&self.config))
-            .min()
+        self.timers.next()
+    }
+
+    /// Files the deadline of IKE SA `spi` anew, after anything that may have changed it.
+    fn schedule(&mut self, spi: u64) {
+        let at = self.sas.get(&spi).and_then(|sa| sa.deadline(&self.config));
+        self.timers.set(spi, at);
     }
 
     /// The established IKE SAs.
@@ -155,8 +163,10 @@ impl<P: Policy> Engine<P> {
         let id = self.fresh_id();
         let mut ctx = self.ctx(now, remote);
         let sa = IkeSa::initiate(&mut ctx, id, local, remote, peer)?;
-        self.handles.insert(id, sa.local_spi());
-        self.sas.insert(sa.local_spi(), sa);
+        let spi = sa.local_spi();
+        self.handles.insert(id, spi);
+        self.sas.insert(spi, sa);
+        self.schedule(spi);
         Ok(id)
     }
 
@@ -208,13 +218,7 @@ impl<P: Policy> Engine<P> {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<u64> = self
-            .sas
-            .iter()
-            .filter(|(_, sa)| sa.deadline(&self.config).is_some_and(|d| d <= now))
-            .map(|(spi, _)| *spi)
-            .collect();
-        for spi in due {
+        for spi in self.timers.take_due(now) {
             self.run(now, spi, IkeSa::on_timeout);
         }
     }
@@ -386,6 +390,7 @@ impl<P: Policy> Engine<P> {
         self.half_open.insert((remote, header.spi_i), spi);
         self.handles.insert(id, spi);
         self.sas.insert(spi, sa);
+        self.schedule(spi);
     }
 
     /// Runs `f` on one IKE SA, then applies what it asked of the engine.
@@ -401,8 +406,11 @@ impl<P: Policy> Engine<P> {
         let handovers = std::mem::take(&mut ctx.handovers);
         let newly_established = !was_established && sa.is_established();
         self.sas.insert(spi, sa);
+        self.schedule(spi);
         for new in spawned {
-            self.sas.insert(new.local_spi(), new);
+            let new_spi = new.local_spi();
+            self.sas.insert(new_spi, new);
+            self.schedule(new_spi);
         }
         for (old, new) in handovers {
             self.hand_over(now, old, new);
@@ -428,6 +436,7 @@ impl<P: Policy> Engine<P> {
             self.handles.insert(to.id, new);
         }
         self.sas.insert(old, from);
+        self.schedule(old);
         self.run(now, new, IkeSa::drive);
     }
 
@@ -491,7 +500,9 @@ impl<P: Policy> Engine<P> {
                 continue;
             };
             sa.duplicate = true;
-            if sa.initiator {
+            let initiator = sa.initiator;
+            self.schedule(loser);
+            if initiator {
                 self.run(now, loser, |sa, ctx| {
                     sa.queue(Task::DeleteIke);
                     sa.drive(ctx);
@@ -511,16 +522,24 @@ impl<P: Policy> Engine<P> {
             let Some(sa) = self.sas.remove(&spi) else {
                 continue;
             };
+            self.timers.set(spi, None);
             if let Some(key) = sa.init_key {
                 self.half_open.remove(&key);
             }
             if self.handles.get(&sa.id) == Some(&spi) {
                 self.handles.remove(&sa.id);
             }
-            for successor in self.sas.values_mut() {
-                if successor.successor_of == Some(spi) {
+            let orphans: Vec<u64> = self
+                .sas
+                .iter_mut()
+                .filter(|(_, successor)| successor.successor_of == Some(spi))
+                .map(|(orphan, successor)| {
                     successor.orphaned_at = Some(now);
-                }
+                    *orphan
+                })
+                .collect();
+            for orphan in orphans {
+                self.schedule(orphan);
             }
         }
         let settled: Vec<(SocketAddr, u64)> = self

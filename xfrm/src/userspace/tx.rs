@@ -6,6 +6,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::Shared;
 use super::batch::SendBatch;
@@ -33,43 +34,80 @@ fn device_gone(e: &io::Error) -> bool {
     e.raw_os_error().is_some()
 }
 
+/// A link idle this long gives its buffers back until packets come again.
+const IDLE: Duration = Duration::from_secs(10);
+
+/// What one batch is read into, sealed in and sent from.
+struct Buffers {
+    /// One offload packet as the kernel hands it over.
+    original: Vec<u8>,
+    /// One MTU-sized packet per slot, after room for the ESP header and followed by room
+    /// for the trailer.
+    bufs: Vec<Vec<u8>>,
+    sizes: [usize; SLOTS],
+    ready: Vec<Ready>,
+    sender: SendBatch,
+}
+
+impl Buffers {
+    fn new(mtu: u16) -> Self {
+        let slot_len = HEADER_LEN + usize::from(mtu) + MAX_TRAILER_LEN;
+        Self {
+            original: vec![0u8; tun_rs::VIRTIO_NET_HDR_LEN + GSO_MAX],
+            bufs: (0..SLOTS).map(|_| vec![0u8; slot_len]).collect(),
+            sizes: [0; SLOTS],
+            ready: Vec::with_capacity(SLOTS),
+            sender: SendBatch::new(SLOTS),
+        }
+    }
+}
+
 pub async fn run(shared: Arc<Shared>, dev: Arc<tun_rs::AsyncDevice>, link: LinkSpec) {
-    // Buffers for the life of the link. With offload the kernel hands over TCP packets of
-    // up to 64 KiB that tun-rs splits into MTU-sized packets, one per slot, each placed
-    // after room for the ESP header and followed by room for the trailer.
-    let slot_len = HEADER_LEN + usize::from(link.mtu) + MAX_TRAILER_LEN;
+    // With offload the kernel hands over TCP packets of up to 64 KiB that tun-rs splits
+    // into MTU-sized packets: the buffers for a batch are large, and most configured
+    // links are idle most of the time. They are taken when packets come and kept while
+    // traffic flows.
     let per_read = GSO_MAX.div_ceil(usize::from(link.mtu)) + 1;
-    let mut original = vec![0u8; tun_rs::VIRTIO_NET_HDR_LEN + GSO_MAX];
-    let mut bufs: Vec<Vec<u8>> = (0..SLOTS).map(|_| vec![0u8; slot_len]).collect();
-    let mut sizes = [0usize; SLOTS];
-    let mut ready: Vec<Ready> = Vec::with_capacity(SLOTS);
-    let mut sender = SendBatch::new(SLOTS);
+    let mut held: Option<Buffers> = None;
     let mut id: u16 = 0;
     loop {
+        let readable = match held {
+            None => dev.readable().await,
+            Some(_) => match tokio::time::timeout(IDLE, dev.readable()).await {
+                Ok(readable) => readable,
+                Err(_) => {
+                    held = None;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = readable {
+            return closed(&shared, &link, &e);
+        }
+        let b = held.get_or_insert_with(|| Buffers::new(link.mtu));
         let mut used = 0;
-        let mut read = dev
-            .recv_multiple(&mut original, &mut bufs, &mut sizes, HEADER_LEN)
-            .await;
         loop {
+            let read = dev.try_recv_multiple(
+                &mut b.original,
+                &mut b.bufs[used..],
+                &mut b.sizes[used..],
+                HEADER_LEN,
+            );
             match read {
                 Ok(count) => {
                     for slot in used..used + count {
                         id = id.wrapping_add(1);
                         if let Some(r) =
-                            seal(&shared, &link, &mut bufs[slot], slot, sizes[slot], id)
+                            seal(&shared, &link, &mut b.bufs[slot], slot, b.sizes[slot], id)
                         {
-                            ready.push(r);
+                            b.ready.push(r);
                         }
                     }
                     used += count;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if device_gone(&e) => {
-                    tracing::info!(link = %link.name, error = %e, "virtual link closed");
-                    shared.emit(DataplaneEvent::LinkDown {
-                        name: link.name.clone(),
-                    });
-                    return;
+                    return closed(&shared, &link, &e);
                 }
                 Err(e) => {
                     tracing::debug!(link = %link.name, error = %e, "unreadable packet dropped")
@@ -79,27 +117,29 @@ pub async fn run(shared: Arc<Shared>, dev: Arc<tun_rs::AsyncDevice>, link: LinkS
             if SLOTS - used < per_read {
                 break;
             }
-            read = dev.try_recv_multiple(
-                &mut original,
-                &mut bufs[used..],
-                &mut sizes[used..],
-                HEADER_LEN,
-            );
         }
-        if ready.is_empty() {
+        if b.ready.is_empty() {
             continue;
         }
-        let datagrams: [(&[u8], SocketAddr); SLOTS] = std::array::from_fn(|i| match ready.get(i) {
-            Some(r) => (&bufs[r.buf][..r.len], r.to),
-            // Entries past the ready ones are never sent.
-            None => (&[][..], SocketAddr::from(([0, 0, 0, 0], 0))),
-        });
-        sender.send(&shared.socket, &datagrams[..ready.len()]).await;
-        for r in ready.drain(..) {
+        // Collected per batch: an array would sit in this task's state for the link's life.
+        let datagrams: Vec<(&[u8], SocketAddr)> = b
+            .ready
+            .iter()
+            .map(|r| (&b.bufs[r.buf][..r.len], r.to))
+            .collect();
+        b.sender.send(&shared.socket, &datagrams).await;
+        for r in b.ready.drain(..) {
             let expiry = r.sa.account(r.inner_len);
             shared.expire(&r.sa, expiry);
         }
     }
+}
+
+fn closed(shared: &Shared, link: &LinkSpec, e: &io::Error) {
+    tracing::info!(link = %link.name, error = %e, "virtual link closed");
+    shared.emit(DataplaneEvent::LinkDown {
+        name: link.name.clone(),
+    });
 }
 
 /// Encapsulates and seals the `n`-octet inner packet at `buf[HEADER_LEN..]` (batch slot
