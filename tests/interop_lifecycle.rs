@@ -139,27 +139,48 @@ fn liveness_plan() -> Plan {
     plan
 }
 
-/// Both send liveness checks (iiptrand after 2 s idle, charon's DPD every 2 s) and both
-/// answer them; the SA stays up.
+/// Whoever checks first resets the other's idle time, so each direction has its own test.
+/// iiptrand checks after 2 s idle and charon, without DPD of its own, answers.
 #[test]
-fn liveness_checks_both_ways_are_answered() {
-    if !support::have_root("liveness_checks_both_ways_are_answered") {
+fn iiptran_liveness_checks_are_answered() {
+    if !support::have_root("iiptran_liveness_checks_are_answered") {
         return;
     }
-    let (_install, peering, sa) = start(&liveness_plan());
-    let log = || peering.charon.log();
-    wait_until(
-        "charon to send DPD and to answer iiptrand's liveness check",
-        SETUP,
-        Duration::from_millis(200),
-        || {
-            let log = log();
-            Ok(log.contains("sending DPD request")
-                && log.contains("parsed INFORMATIONAL response")
-                && log.contains("parsed INFORMATIONAL request")
-                && log.contains("generating INFORMATIONAL response"))
-        },
-    )
+    let mut plan = Plan::new(Keys::Psk, true);
+    plan.charon.settings = CHARON_FAST_RETRANSMIT.into();
+    liveness_answered(
+        &plan,
+        "charon to answer iiptrand's liveness checks",
+        &[
+            "parsed INFORMATIONAL request",
+            "generating INFORMATIONAL response",
+        ],
+    );
+}
+
+/// charon's DPD every 2 s is answered by iiptrand, whose own checks wait an hour.
+#[test]
+fn charon_dpd_is_answered() {
+    if !support::have_root("charon_dpd_is_answered") {
+        return;
+    }
+    let mut plan = liveness_plan();
+    plan.liveness = "liveness = \"1h\"\n".into();
+    liveness_answered(
+        &plan,
+        "iiptrand to answer charon's DPD",
+        &["sending DPD request", "parsed INFORMATIONAL response"],
+    );
+}
+
+/// Waits until charon's log shows every one of `lines`, then checks that both SAs are
+/// still the ones set up first.
+fn liveness_answered(plan: &Plan, what: &str, lines: &[&str]) {
+    let (_install, peering, sa) = start(plan);
+    wait_until(what, SETUP, Duration::from_millis(200), || {
+        let log = peering.charon.log();
+        Ok(lines.iter().all(|l| log.contains(l)))
+    })
     .or_panic();
     let now = installed(&peering.charon.list_sas().or_panic()).expect("charon's SA is up");
     assert_eq!(now.initiator_spi, sa.initiator_spi);

@@ -47,7 +47,9 @@ pub struct Plan {
     /// Whether iiptrand initiates; otherwise its neighbor is passive and the test has
     /// charon initiate.
     pub iiptran_initiates: bool,
-    /// Lines of iiptrand's `[ike]` section (fast liveness checks are always there).
+    /// iiptrand's liveness lines of its `[ike]` section (default: `FAST_LIVENESS`).
+    pub liveness: String,
+    /// Further lines of iiptrand's `[ike]` section.
     pub ike: String,
     pub charon: CharonOptions,
     /// Environment variables for iiptrand, e.g. `IIPTRAN_LOG_IKE_KEYS=1`.
@@ -65,6 +67,7 @@ impl Plan {
         Self {
             keys,
             iiptran_initiates,
+            liveness: FAST_LIVENESS.to_owned(),
             ike: String::new(),
             charon: CharonOptions::default(),
             daemon_env: Vec::new(),
@@ -123,7 +126,7 @@ impl Peering {
             neighbor.extra = "passive = true\n".into();
         }
         let mut config = NodeConfig::new("a", &OURS.to_string(), credentials).neighbor(neighbor);
-        config.ike = format!("{FAST_LIVENESS}{}", plan.ike);
+        config.ike = format!("{}{}", plan.liveness, plan.ike);
         let env: Vec<(&str, &std::path::Path)> = plan
             .daemon_env
             .iter()
