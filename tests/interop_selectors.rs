@@ -75,8 +75,8 @@ fn refusal(peering: &Peering) -> String {
     .or_panic()
 }
 
-/// IKE_AUTH completed, iiptrand refused the child with `notify`, charon ends with no child
-/// SA, and iiptrand's link stays down. (Whether the childless IKE SA stays is not the
+/// IKE_AUTH completed, iiptrand refused the child with `notify` and shows it as the
+/// neighbor's last error, charon ends with no child SA, and iiptrand's link stays down. (Whether the childless IKE SA stays is not the
 /// rule's business: the adjacency may drop it and try again.)
 fn refused(peering: &Peering, notify: &str) {
     let line = refusal(peering);
@@ -92,6 +92,12 @@ fn refused(peering: &Peering, notify: &str) {
     let neighbor = peering.daemon.neighbor(NEIGHBOR).or_panic().unwrap();
     assert_eq!(neighbor.link_state, LinkState::Down, "{neighbor:?}");
     assert_ne!(neighbor.adjacency, "established", "{neighbor:?}");
+    let error = neighbor.last_error.as_ref().map(|e| e.message.as_str());
+    assert_eq!(
+        error,
+        Some(format!("child SA refused: {notify}").as_str()),
+        "the refusal is not the neighbor's last error: {neighbor:?}"
+    );
     assert_eq!(
         peering.daemon.status().or_panic().unwrap().counts.child_sas,
         0

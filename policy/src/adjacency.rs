@@ -217,6 +217,9 @@ pub struct Adjacency {
     up_since: Option<Time>,
     /// Failures since the adjacency was last stable.
     failures: u32,
+    /// The connecting attempt failed for a refused child SA: its childless IKE SA going
+    /// next is the consequence, and the refusal stays the error to show.
+    refused: bool,
     rng: u64,
     history: History,
 }
@@ -236,6 +239,7 @@ impl Adjacency {
             timer: None,
             up_since: None,
             failures: 0,
+            refused: false,
             rng: seed,
             history: History::default(),
         }
@@ -286,6 +290,7 @@ impl Adjacency {
                 _ => out.push(Command::Log("already connecting or up".into())),
             },
             Event::IkeSaUp { ike_sa } => {
+                self.refused = false;
                 out.push(Command::Log(format!("IKE SA {ike_sa:016x} up")));
             }
             Event::ChildSaEstablished(p) => self.established(now, p, &mut out),
@@ -304,6 +309,7 @@ impl Adjacency {
             Event::ChildSaFailed { reason } => {
                 if self.state == State::Connecting && self.current.is_none() {
                     self.fail(now, &reason, &mut out);
+                    self.refused = true;
                 } else {
                     out.push(Command::Log(reason));
                 }
@@ -534,6 +540,9 @@ impl Adjacency {
             self.current = None;
             self.fail(now, "peer deleted the IKE SA", out);
         } else if self.state == State::Connecting && self.current.is_none() {
+            if std::mem::take(&mut self.refused) {
+                return;
+            }
             self.fail(now, "peer deleted the IKE SA", out);
         }
     }

@@ -591,6 +591,30 @@ fn a_refused_child_sa_fails_the_attempt_at_once() {
 }
 
 #[test]
+fn a_passive_neighbors_refusal_stays_the_error_when_its_ike_sa_goes() {
+    let mut a = adjacency(true);
+    a.handle(t(0), Event::Start);
+    a.handle(t(1), Event::IkeSaUp { ike_sa: 5 });
+    let reason = "child SA refused: NO_PROPOSAL_CHOSEN".to_owned();
+    a.handle(
+        t(1),
+        Event::ChildSaFailed {
+            reason: reason.clone(),
+        },
+    );
+    assert_eq!(a.state(), State::Connecting);
+    a.handle(t(2), Event::PeerDeleted { ike_sa: 5 });
+    assert_eq!(a.history().last_error, Some((t(1), reason)));
+    // A later attempt's IKE SA going is that attempt's failure again.
+    a.handle(t(3), Event::IkeSaUp { ike_sa: 6 });
+    a.handle(t(4), Event::PeerDeleted { ike_sa: 6 });
+    assert_eq!(
+        a.history().last_error,
+        Some((t(4), "peer deleted the IKE SA".to_owned()))
+    );
+}
+
+#[test]
 fn a_lost_link_fails_the_adjacency_and_is_made_again() {
     let mut a = up();
     let out = a.handle(t(1), Event::LinkLost);
