@@ -464,6 +464,7 @@ fn a_daemon_killed_and_restarted_replaces_its_stale_sas_at_once() {
     let nodes = two_nodes(&Auth::Psk);
     let (mut a, b) = nodes.start(&dir);
     let (before, _) = wait_one_pair(&a, &b, Duration::from_secs(30));
+    let b_before = b.neighbor("a").or_panic().expect("b lists a");
     a.process.signal(libc::SIGKILL).or_panic();
     wait_until(
         "a to die",
@@ -490,6 +491,14 @@ fn a_daemon_killed_and_restarted_replaces_its_stale_sas_at_once() {
             .lines()
             .any(|l| l.contains("IKE SA down") && l.contains("PeerRestarted")),
         "b did not end the stale IKE SA: {}",
+        b.process.dump()
+    );
+    // For b the restart replaced a pair: its link stayed up, so routing saw no flap.
+    let b_after = b.neighbor("a").or_panic().expect("b lists a");
+    assert_eq!(
+        (b_after.last_established, b_after.last_error.as_ref()),
+        (b_before.last_established, None),
+        "b's adjacency went down across a's restart: {}",
         b.process.dump()
     );
     nodes

@@ -283,8 +283,8 @@ fn iiptran_terminates() {
 
 /// charon restarts (SIGKILL, start, initiate): its new IKE SA carries INITIAL_CONTACT, on
 /// which iiptrand ends the IKE SAs it had with charon before that one began, at once and
-/// without waiting for a liveness check, and the adjacency is up again on the new SA
-/// within seconds. (The load-tester's restarted SPI counter gives the new outbound SA the
+/// without waiting for a liveness check, and the adjacency moves to the new SA within
+/// seconds without going down. (The load-tester's restarted SPI counter gives the new outbound SA the
 /// old one's SPI: the old SA must be gone from the data plane first.)
 #[test]
 fn charon_restarted_initial_contact() {
@@ -293,6 +293,7 @@ fn charon_restarted_initial_contact() {
     }
     let plan = Plan::new(Keys::Psk, false);
     let (install, mut peering, old) = start(&plan);
+    let before = peering.daemon.neighbor(NEIGHBOR).or_panic().unwrap();
     peering.charon.signal(libc::SIGKILL).or_panic();
     peering
         .charon
@@ -328,5 +329,11 @@ fn charon_restarted_initial_contact() {
     assert_eq!(
         installed(&sas).map(|sa| sa.initiator_spi),
         Some(new.initiator_spi)
+    );
+    // A restart replaces the pair: the link stays up, routing sees no flap.
+    let after = peering.daemon.neighbor(NEIGHBOR).or_panic().unwrap();
+    assert_eq!(
+        (after.last_established, after.last_error.as_ref()),
+        (before.last_established, None)
     );
 }

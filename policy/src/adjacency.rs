@@ -107,6 +107,11 @@ pub enum Event {
     PeerDeleted {
         ike_sa: u64,
     },
+    /// The peer restarted: it set up a new IKE SA saying it holds no other, so this one
+    /// and its pairs are gone on its side, and the new IKE SA's pair follows at once.
+    PeerRestarted {
+        ike_sa: u64,
+    },
     Timer,
     Remove,
     /// Operator: take the adjacency down and keep it down.
@@ -304,10 +309,13 @@ impl Adjacency {
             Event::ChildSaRekeyed { old, new } => self.rekeyed(now, old, new, &mut out),
             Event::ChildSaDeleted(p) | Event::HardExpire(p) => self.pair_gone(now, p, &mut out),
             Event::PeerDeleted { ike_sa } => self.ike_gone(now, ike_sa, &mut out),
+            Event::PeerRestarted { ike_sa } => self.peer_restarted(now, ike_sa, &mut out),
             Event::LivenessFailed => self.fail(now, "liveness check failed", &mut out),
             Event::RekeyFailed => self.fail(now, "rekey failed", &mut out),
             Event::ChildSaFailed { reason } => {
-                if self.state == State::Connecting && self.current.is_none() {
+                if matches!(self.state, State::Connecting | State::Rekeying)
+                    && self.current.is_none()
+                {
                     self.fail(now, &reason, &mut out);
                     self.refused = true;
                 } else {
@@ -539,11 +547,39 @@ impl Adjacency {
         if self.current.is_some_and(|c| c.pair.ike_sa == ike_sa) {
             self.current = None;
             self.fail(now, "peer deleted the IKE SA", out);
-        } else if self.state == State::Connecting && self.current.is_none() {
+        } else if matches!(self.state, State::Connecting | State::Rekeying)
+            && self.current.is_none()
+        {
             if std::mem::take(&mut self.refused) {
                 return;
             }
             self.fail(now, "peer deleted the IKE SA", out);
+        }
+    }
+
+    /// A restarted peer's new IKE SA is up and its pair is being negotiated with it: the
+    /// old pair goes, and while the new one comes the link stays up, so the routing
+    /// protocol sees no flap for what is a replacement. Were the link set down, OSPF
+    /// would drop the adjacency and reconverge twice for one peer restart.
+    fn peer_restarted(&mut self, now: Time, ike_sa: u64, out: &mut Vec<Command>) {
+        if !matches!(self.state, State::Up | State::Rekeying)
+            || self.current.is_none_or(|c| c.pair.ike_sa != ike_sa)
+        {
+            return self.ike_gone(now, ike_sa, out);
+        }
+        for p in [self.current.take(), self.next.take()]
+            .into_iter()
+            .flatten()
+        {
+            if p.pair.ike_sa == ike_sa {
+                out.push(Command::DeleteSas(p.pair));
+            } else {
+                self.current = Some(p);
+            }
+        }
+        self.go(now, State::Rekeying, "peer restarted: new child SAs coming");
+        if self.current.is_none() {
+            self.arm(now.plus(self.timing.connect_timeout), out);
         }
     }
 
@@ -557,6 +593,7 @@ impl Adjacency {
     /// Rekeying ends when no replacement is pending and the current pair is installed.
     fn settle(&mut self, now: Time, cause: &str) {
         if self.next.is_none() && self.current.is_some_and(|c| c.installed) {
+            self.timer = None;
             self.go(now, State::Up, cause);
         }
     }
@@ -569,6 +606,9 @@ impl Adjacency {
         match self.state {
             State::Down { .. } => self.connect(now, "retrying", out),
             State::Connecting => self.fail(now, "no SAs within the connect timeout", out),
+            State::Rekeying if self.current.is_none() => {
+                self.fail(now, "restarted peer brought no child SAs", out);
+            }
             _ => {}
         }
     }

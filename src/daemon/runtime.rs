@@ -435,6 +435,7 @@ impl<D: Dataplane> Runtime<D> {
                     // The redundant IKE SA of crossing initiations matters only if its
                     // pair is still the one in use.
                     DownReason::Duplicate if !carries_current => return,
+                    DownReason::PeerRestarted => AdjEvent::PeerRestarted { ike_sa: sa.0 },
                     _ => AdjEvent::PeerDeleted { ike_sa: sa.0 },
                 };
                 self.feed(&name, event).await;

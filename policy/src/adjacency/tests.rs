@@ -169,6 +169,79 @@ fn every_loss_event_takes_the_link_down_at_once() {
     }
 }
 
+/// The pair a restarted peer negotiates on its new IKE SA.
+const RESTARTED: ChildPair = ChildPair {
+    ike_sa: 2,
+    spi_in: 0x500,
+    spi_out: 0x600,
+};
+
+#[test]
+fn a_peer_restart_replaces_the_pair_without_a_link_flap() {
+    let mut a = up();
+    let out = a.handle(t(5), Event::PeerRestarted { ike_sa: 1 });
+    assert_eq!(
+        out,
+        [
+            Command::DeleteSas(P1),
+            Command::ArmTimer(t(5).plus(Timing::default().connect_timeout))
+        ]
+    );
+    assert_eq!(a.state(), State::Rekeying);
+    assert!(a.link_up());
+    assert_eq!(
+        a.handle(t(5), Event::ChildSaEstablished(RESTARTED)),
+        [Command::InstallSas(RESTARTED)]
+    );
+    assert!(
+        a.handle(t(5), Event::ChildSaInstalled(RESTARTED))
+            .is_empty()
+    );
+    assert_eq!(a.state(), State::Up);
+    assert_eq!(a.current(), Some(RESTARTED));
+    assert!(a.link_up());
+    // The replacement's deadline no longer applies.
+    assert!(a.handle(t(60), Event::Timer).is_empty());
+    assert_eq!(a.state(), State::Up);
+    assert!(a.history().last_error.is_none());
+}
+
+#[test]
+fn a_restarted_peer_that_brings_no_pair_fails_the_adjacency() {
+    let deadline = t(5).plus(Timing::default().connect_timeout);
+    for (at, event) in [
+        (
+            t(6),
+            Event::ChildSaFailed {
+                reason: "child SA refused: TS_UNACCEPTABLE".into(),
+            },
+        ),
+        (t(6), Event::PeerDeleted { ike_sa: 2 }),
+        (deadline, Event::Timer),
+    ] {
+        let mut a = up();
+        a.handle(t(5), Event::PeerRestarted { ike_sa: 1 });
+        let out = a.handle(at, event.clone());
+        assert_eq!(out.first(), Some(&Command::SetLinkDown), "{event:?}");
+        assert!(matches!(a.state(), State::Down { .. }), "{event:?}");
+        assert!(!a.link_up());
+    }
+}
+
+#[test]
+fn a_restart_reported_for_an_ike_sa_not_in_use_is_a_plain_deletion() {
+    let mut a = up();
+    assert!(
+        a.handle(t(3), Event::PeerRestarted { ike_sa: 9 })
+            .is_empty()
+    );
+    assert_eq!(a.state(), State::Up);
+    let mut connecting = adjacency(false);
+    connecting.handle(t(0), Event::Start);
+    let out = connecting.handle(t(1), Event::PeerRestarted { ike_sa: 1 });
+    assert!(matches!(connecting.state(), State::Down { .. }), "{out:?}");
+}
+
 #[test]
 fn deleting_a_pair_not_in_use_changes_nothing() {
     let mut a = up();
@@ -666,6 +739,7 @@ fn any_event() -> impl Strategy<Value = Event> {
         Just(Event::LinkLost),
         Just(Event::AuthFailed { reason: "r".into() }),
         (1u64..3).prop_map(|ike_sa| Event::PeerDeleted { ike_sa }),
+        (1u64..3).prop_map(|ike_sa| Event::PeerRestarted { ike_sa }),
         Just(Event::Timer),
         Just(Event::Remove),
         Just(Event::Terminate),
@@ -750,7 +824,8 @@ proptest! {
                 prop_assert!(a.current.is_some_and(|c| c.installed));
             }
             if a.state() == State::Rekeying {
-                prop_assert!(a.link_up() && a.current.is_some());
+                // Without a pair only while a restarted peer's new one is awaited.
+                prop_assert!(a.link_up() && (a.current.is_some() || a.timer.is_some()));
             }
             if let State::Down { retry_at } = a.state() {
                 prop_assert!(!passive);
