@@ -18,9 +18,13 @@ use support::OrPanic;
 use support::bird::{OspfNeighbor, parse_neighbors};
 use support::daemon::LIVENESS_BOUND;
 use support::have_root;
+use support::wait::scaled;
 use vn_common::{Edge, Vn};
 
-const UP: Duration = Duration::from_secs(30);
+/// How long a VN may take to converge (stretched in the VM, whose CPUs are emulated).
+fn up() -> Duration {
+    scaled(Duration::from_secs(30))
+}
 
 const TRIANGLE: [Edge; 3] = [
     Edge::new("a", "b", 0),
@@ -64,19 +68,19 @@ fn triangle_converges_and_a_daemon_killed_and_restarted_leaves_nothing_stale() {
         return;
     }
     let mut vn = Vn::new("vn-triangle", &["a", "b", "c"], &TRIANGLE).or_panic();
-    vn.wait_converged(UP).or_panic();
-    vn.ping_all(UP).or_panic();
+    vn.wait_converged(up()).or_panic();
+    vn.ping_all(up()).or_panic();
     vn.assert_path_carries_pings(&["a", "b"]).or_panic();
 
     vn.kill("c").or_panic();
     vn.restart("c").or_panic();
-    vn.wait_converged(UP).or_panic();
-    vn.assert_nothing_stale("c", UP).or_panic();
+    vn.wait_converged(up()).or_panic();
+    vn.assert_nothing_stale("c", up()).or_panic();
     // The peers replaced the SAs they had with the killed daemon and keep one pair each.
     for peer in ["a", "b"] {
-        vn.wait_sa_counts(peer, UP).or_panic();
+        vn.wait_sa_counts(peer, up()).or_panic();
     }
-    vn.ping_all(UP).or_panic();
+    vn.ping_all(up()).or_panic();
     vn.assert_path_carries_pings(&["c", "a"]).or_panic();
 }
 
@@ -86,26 +90,26 @@ fn square_routes_two_hops_and_reroutes_around_a_dead_node() {
         return;
     }
     let mut vn = Vn::new("vn-square", &["a", "b", "c", "d"], &SQUARE).or_panic();
-    vn.wait_converged(UP).or_panic();
-    vn.ping_all(UP).or_panic();
+    vn.wait_converged(up()).or_panic();
+    vn.ping_all(up()).or_panic();
     vn.assert_path_carries_pings(&["a", "b", "c"]).or_panic();
 
     let killed = Instant::now();
     vn.kill("b").or_panic();
     vn.set_underlay("b", false).or_panic();
     for peer in ["a", "c", "d"] {
-        let left = LIVENESS_BOUND.saturating_sub(killed.elapsed());
+        let left = scaled(LIVENESS_BOUND).saturating_sub(killed.elapsed());
         vn.node(peer).daemon.wait_link_down("b", left).or_panic();
     }
     for (from, to) in [("a", "c"), ("c", "a"), ("a", "d"), ("d", "c")] {
-        vn.ping(from, to, UP).or_panic();
+        vn.ping(from, to, up()).or_panic();
     }
     vn.assert_path_carries_pings(&["a", "d", "c"]).or_panic();
 
     vn.set_underlay("b", true).or_panic();
     vn.restart("b").or_panic();
-    vn.wait_converged(UP).or_panic();
-    vn.ping_all(UP).or_panic();
+    vn.wait_converged(up()).or_panic();
+    vn.ping_all(up()).or_panic();
     vn.assert_path_carries_pings(&["a", "b", "c"]).or_panic();
 }
 
@@ -116,23 +120,23 @@ fn reload_adds_and_removes_neighbors_without_disturbing_the_others() {
     }
     let [ab, bc, ac] = TRIANGLE;
     let mut vn = Vn::new("vn-reload", &["a", "b", "c"], &[ab, bc]).or_panic();
-    vn.wait_converged(UP).or_panic();
-    vn.ping_all(UP).or_panic();
+    vn.wait_converged(up()).or_panic();
+    vn.ping_all(up()).or_panic();
     let mut watch = vn
         .watch(&[("a", "b"), ("b", "a"), ("b", "c"), ("c", "b")])
         .or_panic();
 
     vn.reconfigure(&[ab, bc, ac], &["a", "c"]).or_panic();
-    vn.wait_converged(UP).or_panic();
-    vn.ping("a", "c", UP).or_panic();
+    vn.wait_converged(up()).or_panic();
+    vn.ping("a", "c", up()).or_panic();
     watch.check_undisturbed(&vn).or_panic();
 
     watch.forget(&[("b", "c"), ("c", "b")]);
     vn.reconfigure(&[ab, ac], &["b", "c"]).or_panic();
-    vn.wait_converged(UP).or_panic();
+    vn.wait_converged(up()).or_panic();
     vn.assert_link_gone("b", "vn-c").or_panic();
     vn.assert_link_gone("c", "vn-b").or_panic();
-    vn.ping_all(UP).or_panic();
+    vn.ping_all(up()).or_panic();
     watch.check_undisturbed(&vn).or_panic();
     watch.check_grown().or_panic();
 }

@@ -43,6 +43,10 @@ pub struct Store {
 /// How long an open waits for another process to release the database.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 const LOCK_RETRY: Duration = Duration::from_millis(20);
+/// The state is small (a record per neighbor and per installed kernel object); sled's
+/// default page cache of 1 GiB would let it grow far past that, and where memory is
+/// limited below it sled logs an error at every open.
+const CACHE_BYTES: u64 = 16 << 20;
 
 impl Store {
     /// Opens (creating if needed) the database at `path`, waiting up to 10 s while another
@@ -54,7 +58,11 @@ impl Store {
     fn open_within(path: &Path, wait: Duration) -> Result<Self, OpenError> {
         let deadline = Instant::now() + wait;
         loop {
-            match sled::open(path) {
+            match sled::Config::new()
+                .path(path)
+                .cache_capacity(CACHE_BYTES)
+                .open()
+            {
                 Ok(db) => return Ok(Self { db }),
                 // sled reports a held lock only through this message.
                 Err(sled::Error::Io(e))

@@ -24,6 +24,20 @@ impl<T> Ready for Option<T> {
     }
 }
 
+/// Stretches the deadlines given to [`scaled`] by this factor (a number, at least 1): the
+/// VM of `tests/vm/run` emulates its CPUs and runs the same tests several times slower.
+pub const TIME_SCALE_ENV: &str = "IIPTRAN_TEST_TIME_SCALE";
+
+/// `d` stretched by [`TIME_SCALE_ENV`].
+pub fn scaled(d: Duration) -> Duration {
+    let factor = std::env::var(TIME_SCALE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|f| f.is_finite() && *f >= 1.0)
+        .unwrap_or(1.0);
+    d.mul_f64(factor)
+}
+
 /// Polls `check` every `interval` until it is ready or `timeout` has passed. An error from
 /// `check` ends the wait at once: it means the condition can no longer come true.
 /// The timeout error names `what` and how long and how often it was tried.

@@ -14,9 +14,10 @@ use iiptran::control::protocol::{Counts, Traffic, UnixTime};
 use crate::enroll_common::{EnrollServer, TestCa};
 use crate::support::TempDir;
 use crate::support::bird::{Bird, DEFAULT_COST, Ospf};
-use crate::support::daemon::{Credentials, Daemon, Neighbor, NodeConfig};
+use crate::support::daemon::{Credentials, Daemon, Neighbor, NodeConfig, test_dataplane};
+use crate::support::kernel;
 use crate::support::netns::{Netns, Switch, VethEnd};
-use crate::support::wait::wait_until;
+use crate::support::wait::{scaled, wait_until};
 
 /// Pings that prove a path: this many, each with this payload, so the bytes they add to
 /// the ESP counters stand out from the OSPF hellos on the same links.
@@ -306,8 +307,8 @@ impl Vn {
         // OSPF may still be settling on another path (its SPF runs after adjacencies are
         // Full): wait until the routes both ways follow `path`.
         for &(x, y) in &hops {
-            self.wait_route_dev(x, last, &link_name(y), ROUTES_SETTLE)?;
-            self.wait_route_dev(y, first, &link_name(x), ROUTES_SETTLE)?;
+            self.wait_route_dev(x, last, &link_name(y), scaled(ROUTES_SETTLE))?;
+            self.wait_route_dev(y, first, &link_name(x), scaled(ROUTES_SETTLE))?;
         }
         let sample = |pairs: &[(&str, &str)]| -> Result<Vec<Traffic>> {
             pairs.iter().map(|(n, p)| self.traffic(n, p)).collect()
@@ -444,12 +445,62 @@ impl Vn {
             links == want,
             "{name}'s virtual links: {links:?}, want {want:?}"
         );
-        let ns = &self.node(name).ns;
-        for what in ["state", "policy"] {
-            let out = ns.ip(&["xfrm", what, "list"])?;
-            ensure!(out.trim().is_empty(), "{name}'s kernel XFRM {what}: {out}");
+        self.wait_sa_counts(name, timeout)?;
+        let what = format!("{name}'s kernel to hold only the SAs and policies in use");
+        let mut last = String::new();
+        wait_until(&what, timeout, Duration::from_millis(200), || {
+            last = self.kernel_leftovers(name)?;
+            Ok(last.is_empty())
+        })
+        .with_context(|| last.clone())
+    }
+
+    /// What the kernel of `name` holds that is not in use: with the userspace data plane
+    /// any XFRM object at all; with the kernel data plane an ESP SA that is not one of the
+    /// daemon's child SAs, or a policy that is not between `name` and a current peer.
+    fn kernel_leftovers(&self, name: &str) -> Result<String> {
+        let node = self.node(name);
+        let states = kernel::states(&node.ns)?;
+        let policies = kernel::policies(&node.ns)?;
+        if test_dataplane() != "kernel" {
+            return Ok(if states.is_empty() && policies.is_empty() {
+                String::new()
+            } else {
+                format!("XFRM states {states:?}, policies {policies:?}")
+            });
         }
-        self.wait_sa_counts(name, timeout)
+        let in_use: Vec<u32> = node
+            .daemon
+            .sas()?
+            .iter()
+            .flat_map(|ike| &ike.child_sas)
+            .flat_map(|c| [c.inbound.spi.0, c.outbound.spi.0])
+            .collect();
+        let mut leftovers = Vec::new();
+        for state in &states {
+            if !in_use.contains(&state.spi_value()?) {
+                leftovers.push(format!("SA {state:?}"));
+            }
+        }
+        let here = node.underlay.addr.to_string();
+        let peers: Vec<String> = self
+            .peers(name)
+            .into_iter()
+            .map(|p| self.node(p).underlay.addr.to_string())
+            .collect();
+        for policy in &policies {
+            let current = peers.iter().any(|peer| {
+                [(&here, peer), (peer, &here)].iter().any(|(src, dst)| {
+                    policy
+                        .selector
+                        .starts_with(&format!("src {src}/32 dst {dst}/32"))
+                })
+            });
+            if !current {
+                leftovers.push(format!("policy {policy:?}"));
+            }
+        }
+        Ok(leftovers.join("\n"))
     }
 
     fn counts(&self, name: &str) -> Result<Counts> {
