@@ -20,6 +20,7 @@
 //! IPv4 peer reached through a dual-stack socket is an IPv4 address, never IPv4-mapped.
 
 mod batch;
+mod deliver;
 mod rx;
 mod sad;
 mod tx;
@@ -172,7 +173,7 @@ impl UserspaceDataplane {
     /// the channel on which IKE datagrams arriving there are handed up. Must be called
     /// inside a tokio runtime.
     pub fn new(socket: Arc<UdpSocket>) -> Result<(Self, mpsc::Receiver<IkeDatagram>)> {
-        batch::enable_pktinfo(&socket)?;
+        batch::prepare(&socket)?;
         let families = Families::of(&socket)?;
         let (events, _) = broadcast::channel(256);
         let shared = Arc::new(Shared {

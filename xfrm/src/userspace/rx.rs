@@ -1,23 +1,23 @@
 //! Inbound: one task reads the shared UDP socket in batches, hands IKE up, and turns ESP
-//! back into inner packets on the virtual link of the neighbor that sent them.
+//! back into inner packets on the virtual link of the neighbor that sent them. A receive
+//! buffer may hold several datagrams joined by UDP GRO; each is handled on its own.
 
-use std::io::IoSlice;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
 use super::batch::{Meta, RecvBatch};
+use super::deliver::Delivery;
 use super::sad::SaState;
 use super::{IkeDatagram, Shared};
 use crate::esp::{EspError, EspHeader};
 use crate::ipip::Inner;
 use crate::model::Direction;
 
-const VNET_NONE: [u8; tun_rs::VIRTIO_NET_HDR_LEN] = [0; tun_rs::VIRTIO_NET_HDR_LEN];
-
 pub async fn run(shared: Arc<Shared>, ike: mpsc::Sender<IkeDatagram>) {
     let mut batch = RecvBatch::new();
+    let mut delivery = Delivery::new();
     loop {
         let n = match batch.recv(&shared.socket).await {
             Ok(n) => n,
@@ -30,28 +30,29 @@ pub async fn run(shared: Arc<Shared>, ike: mpsc::Sender<IkeDatagram>) {
         };
         for i in 0..n {
             let meta = batch.meta(i);
-            let data = batch.data_mut(i);
-            match data {
-                [] => {}
-                // NAT-keepalive (RFC 3948 §2.3).
-                [0xff] => {}
-                [0, 0, 0, 0, ike_msg @ ..] => {
-                    let d = IkeDatagram {
-                        from: meta.from,
-                        to: meta.to,
-                        data: ike_msg.to_vec(),
-                    };
-                    if ike.try_send(d).is_err() {
-                        tracing::debug!(from = %meta.from, "IKE datagram dropped: receiver full or gone");
+            for datagram in batch.data_mut(i).chunks_mut(meta.segment.max(1)) {
+                match datagram {
+                    // NAT-keepalive (RFC 3948 §2.3).
+                    [0xff] => {}
+                    [0, 0, 0, 0, ike_msg @ ..] => {
+                        let d = IkeDatagram {
+                            from: meta.from,
+                            to: meta.to,
+                            data: ike_msg.to_vec(),
+                        };
+                        if ike.try_send(d).is_err() {
+                            tracing::debug!(from = %meta.from, "IKE datagram dropped: receiver full or gone");
+                        }
                     }
+                    esp => receive_esp(&shared, meta, esp, &mut delivery).await,
                 }
-                esp => receive_esp(&shared, meta, esp).await,
             }
         }
+        delivery.flush().await;
     }
 }
 
-async fn receive_esp(shared: &Shared, meta: Meta, packet: &mut [u8]) {
+async fn receive_esp(shared: &Shared, meta: Meta, packet: &mut [u8], delivery: &mut Delivery) {
     let Ok(hdr) = EspHeader::parse(packet) else {
         return;
     };
@@ -112,13 +113,7 @@ async fn receive_esp(shared: &Shared, meta: Meta, packet: &mut [u8]) {
         .get(&(local, remote))
         .cloned();
     match dev {
-        Some(dev) => {
-            // An all-zero virtio-net header: one plain packet, checksums complete.
-            let frame = [IoSlice::new(&VNET_NONE), IoSlice::new(inner)];
-            if let Err(e) = dev.send_vectored(&frame).await {
-                tracing::debug!(error = %e, "writing to virtual link");
-            }
-        }
+        Some(dev) => delivery.push(&dev, inner).await,
         None => tracing::trace!(%remote, "no virtual link up for this neighbor"),
     }
     shared.expire(&sa, expiry);
