@@ -286,6 +286,7 @@ fn bare_link(local: IpAddr, remote: IpAddr) -> iiptran_xfrm::LinkSpec {
         local,
         remote,
         addresses: vec![],
+        inner: iiptran_xfrm::InnerFamilies::IPV4,
         mtu: 1400,
     }
 }
