@@ -144,19 +144,25 @@ mod tests {
         s.parse().unwrap()
     }
 
-    /// The two policies of a node at `local` for its neighbor at `remote`.
-    fn policies(local: &str, remote: &str, reqid: u32) -> [PolicySpec; 2] {
-        let policy = |direction, src, dst| PolicySpec {
+    /// The policies of a node at `local` for its dual-stack neighbor at `remote`: out and
+    /// in for protocol 4 and for 41.
+    fn policies(local: &str, remote: &str, reqid: u32) -> Vec<PolicySpec> {
+        let policy = |direction, src, dst, proto| PolicySpec {
             direction,
-            selector: Selector::tunnel(src, dst, iiptran_xfrm::IPPROTO_IPIP),
+            selector: Selector::tunnel(src, dst, proto),
             template: Template { src, dst, reqid },
             priority: DEFAULT_PRIORITY,
             mark: None,
         };
-        [
-            policy(Direction::Out, ip(local), ip(remote)),
-            policy(Direction::In, ip(remote), ip(local)),
-        ]
+        [iiptran_xfrm::IPPROTO_IPIP, iiptran_xfrm::IPPROTO_IPV6]
+            .into_iter()
+            .flat_map(|proto| {
+                [
+                    policy(Direction::Out, ip(local), ip(remote), proto),
+                    policy(Direction::In, ip(remote), ip(local), proto),
+                ]
+            })
+            .collect()
     }
 
     /// Two nodes' policies in one namespace, both with the daemon's ownership tags; the
@@ -195,9 +201,10 @@ mod tests {
 
         let ns = Path::new("/run/netns").join(&scratch.netns);
         let db = store.clone();
+        let installed: Vec<PolicySpec> = ours.iter().chain(&theirs).copied().collect();
         let left = iiptran_xfrm::netns::spawn_in(&ns, move || async move {
             let dataplane = KernelDataplane::open()?;
-            for p in ours.iter().chain(&theirs) {
+            for p in &installed {
                 dataplane.install_policy(p).await?;
             }
             remove_recorded(&db, &dataplane).await;

@@ -53,6 +53,8 @@ pub struct Neighbor {
     pub link: String,
     /// The link's address with prefix, e.g. `10.255.0.0/31`.
     pub address: String,
+    /// Further addresses of the link, e.g. an IPv6 one beside an IPv4 `address`.
+    pub more_addresses: Vec<String>,
     /// Further `key = value` lines of this neighbor, e.g. `passive = true`.
     pub extra: String,
 }
@@ -66,6 +68,7 @@ impl Neighbor {
             endpoint: endpoint.to_owned(),
             link: format!("vn-{name}"),
             address: address.to_owned(),
+            more_addresses: Vec::new(),
             extra: String::new(),
         }
     }
@@ -139,11 +142,20 @@ impl NodeConfig {
         };
         let _ = write!(text, "[ike]\n{}\n{}\n", self.ike, self.sections);
         for n in &self.neighbors {
+            let addresses: Vec<String> = std::iter::once(&n.address)
+                .chain(&n.more_addresses)
+                .map(|a| format!("\"{a}\""))
+                .collect();
             let _ = write!(
                 text,
                 "[[neighbor]]\nname = \"{}\"\nidentity = \"{}\"\nendpoint = \"{}\"\n\
-                 link = {{ name = \"{}\", address = \"{}\", mtu = 1400 }}\n{}",
-                n.name, n.identity, n.endpoint, n.link, n.address, n.extra
+                 link = {{ name = \"{}\", address = [{}], mtu = 1400 }}\n{}",
+                n.name,
+                n.identity,
+                n.endpoint,
+                n.link,
+                addresses.join(", "),
+                n.extra
             );
             if let Some(psk) = psk {
                 let _ = writeln!(text, "psk = \"{psk}\"");

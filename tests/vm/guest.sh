@@ -5,7 +5,7 @@
 # with the kernel data plane. Exits non-zero if anything failed.
 set -u
 echo "guest kernel: $(uname -r)"
-for m in veth tun tunnel4 ip_tunnel ipip tunnel6 ip6_tunnel xfrm_user esp4 esp4_offload esp6 esp6_offload chacha20poly1305 chacha-x86_64 \
+for m in veth tun tunnel4 ip_tunnel ipip sit tunnel6 ip6_tunnel xfrm_user esp4 esp4_offload esp6 esp6_offload chacha20poly1305 chacha-x86_64 \
          poly1305-x86_64 gcm aesni-intel seqiv; do
     modprobe "$m" 2>/dev/null || echo "note: modprobe $m failed"
 done

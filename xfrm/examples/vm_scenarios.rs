@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use iiptran_xfrm::kernel::{KernelDataplane, enable_espinudp};
-use iiptran_xfrm::{AeadAlg, Dataplane, DataplaneEvent, LinkSpec, SaId};
+use iiptran_xfrm::{AeadAlg, Dataplane, DataplaneEvent, InnerFamilies, LinkSpec, SaId};
 
 mod common;
 use common::*;
@@ -146,6 +146,7 @@ fn kernel_link_down_events() -> Res<()> {
             local: A.into(),
             remote: B.into(),
             addresses: vec![],
+            inner: InnerFamilies::IPV4,
             mtu: 1400,
         };
         dp.create_link(&link).await?;

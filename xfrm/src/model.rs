@@ -113,6 +113,17 @@ impl Selector {
         }
     }
 
+    /// Every protocol from `src` to `dst`: the selector of an SA that carries several
+    /// tunnel protocols (IPv4 and IPv6 inner packets), as strongSwan installs a
+    /// transport-mode SA negotiated with several traffic selectors. The policies, one per
+    /// protocol, still decide what is steered into the SA.
+    pub fn endpoints(src: IpAddr, dst: IpAddr) -> Self {
+        Self {
+            proto: None,
+            ..Self::tunnel(src, dst, IPPROTO_IPIP)
+        }
+    }
+
     /// Whether a packet with these header fields falls under the selector.
     pub fn matches(&self, src: IpAddr, dst: IpAddr, proto: u8, ports: Option<(u16, u16)>) -> bool {
         let port_ok = |want: Option<u16>, have: Option<u16>| match want {
@@ -295,7 +306,7 @@ impl SaSpec {
 
     /// Rejects what no backend may install: a zero SPI, a foreign reqid, endpoints of two
     /// address families, or a selector that is not exactly this SA's endpoints (/32 for
-    /// IPv4, /128 for IPv6).
+    /// IPv4, /128 for IPv6) with protocol 4, 41 or any (an SA carrying both).
     pub fn validate(&self) -> Result<(), Error> {
         if self.spi == 0 {
             return Err(Error::Invalid("SPI 0 is reserved".into()));
@@ -315,9 +326,12 @@ impl SaSpec {
                 self.selector.src, self.selector.dst, self.src, self.dst
             )));
         }
-        if !matches!(self.selector.proto, Some(IPPROTO_IPIP | IPPROTO_IPV6)) {
+        if !matches!(
+            self.selector.proto,
+            None | Some(IPPROTO_IPIP | IPPROTO_IPV6)
+        ) {
             return Err(Error::Invalid(
-                "an IIPtran SA selects protocol 4 or 41".into(),
+                "an IIPtran SA selects protocol 4, 41 or both (any)".into(),
             ));
         }
         // Every inbound SA is replay-protected; there is no way to turn it off.
@@ -394,17 +408,71 @@ fn same_family(a: IpAddr, b: IpAddr) -> Result<(), Error> {
     Ok(())
 }
 
-/// One IIPtran virtual link: an IP-in-IP interface towards one neighbor. With IPv4
-/// endpoints it carries IPv4 inner packets (`ipip`); with IPv6 endpoints it carries IPv4
-/// and IPv6 inner packets (`ip6tnl` in mode `any`).
+/// The inner (VN) packet families a virtual link carries. Each travels as a tunnel
+/// protocol of its own: IPv4 inner packets as protocol 4 ([`IPPROTO_IPIP`]), IPv6 inner
+/// packets as protocol 41 ([`IPPROTO_IPV6`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InnerFamilies {
+    pub ipv4: bool,
+    pub ipv6: bool,
+}
+
+impl InnerFamilies {
+    pub const IPV4: Self = Self {
+        ipv4: true,
+        ipv6: false,
+    };
+    pub const IPV6: Self = Self {
+        ipv4: false,
+        ipv6: true,
+    };
+    pub const BOTH: Self = Self {
+        ipv4: true,
+        ipv6: true,
+    };
+
+    /// The families whose tunnel protocols are among `protocols` (others are ignored).
+    pub fn of_protocols(protocols: impl IntoIterator<Item = u8>) -> Self {
+        protocols.into_iter().fold(
+            Self {
+                ipv4: false,
+                ipv6: false,
+            },
+            |f, p| Self {
+                ipv4: f.ipv4 || p == IPPROTO_IPIP,
+                ipv6: f.ipv6 || p == IPPROTO_IPV6,
+            },
+        )
+    }
+
+    /// The tunnel protocols of these families, IPv4's first.
+    pub fn protocols(self) -> Vec<u8> {
+        [(self.ipv4, IPPROTO_IPIP), (self.ipv6, IPPROTO_IPV6)]
+            .into_iter()
+            .filter_map(|(carried, p)| carried.then_some(p))
+            .collect()
+    }
+
+    /// Whether packets of `addr`'s family are carried.
+    pub fn carries(self, addr: IpAddr) -> bool {
+        if addr.is_ipv4() { self.ipv4 } else { self.ipv6 }
+    }
+}
+
+/// One IIPtran virtual link: an IP-in-IP interface towards one neighbor, carrying the
+/// inner families it is given and no other. The kernel makes it an `ipip` link (IPv4
+/// endpoints, IPv4 inner packets), a `sit` link (IPv4 endpoints, IPv6 inner packets, in
+/// mode `any` when IPv4 ones too) or an `ip6tnl` link (IPv6 endpoints; mode `any` for
+/// both families).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkSpec {
     pub name: String,
     /// Tunnel endpoints, both IPv4 or both IPv6.
     pub local: IpAddr,
     pub remote: IpAddr,
-    /// Inner (VN) addresses of this end, IPv4 and/or IPv6.
+    /// Inner (VN) addresses of this end, of the families in `inner`.
     pub addresses: Vec<IpPrefix>,
+    pub inner: InnerFamilies,
     pub mtu: u16,
 }
 
@@ -423,9 +491,25 @@ impl LinkSpec {
                 self.mtu
             )));
         }
-        if self.mtu < 1280 && self.addresses.iter().any(|p| p.addr().is_ipv6()) {
+        if !self.inner.ipv4 && !self.inner.ipv6 {
             return Err(Error::Invalid(format!(
-                "MTU {} below the IPv6 minimum for IPv6 inner addresses",
+                "link {} carries no inner family",
+                self.name
+            )));
+        }
+        if let Some(p) = self
+            .addresses
+            .iter()
+            .find(|p| !self.inner.carries(p.addr()))
+        {
+            return Err(Error::Invalid(format!(
+                "link {} has address {p} of a family it does not carry",
+                self.name
+            )));
+        }
+        if self.mtu < 1280 && self.inner.ipv6 {
+            return Err(Error::Invalid(format!(
+                "MTU {} below the IPv6 minimum for IPv6 inner packets",
                 self.mtu
             )));
         }
@@ -573,18 +657,99 @@ mod tests {
             ..sa.clone()
         };
         assert!(no_replay.validate().is_err());
-        let any_proto = Selector {
-            proto: None,
-            ..sa.selector
+        let wide_any = Selector {
+            dst: IpPrefix::new(b, 24).unwrap(),
+            ..Selector::endpoints(a, b)
         };
         assert!(
             SaSpec {
-                selector: any_proto,
+                selector: wide_any,
                 ..sa
             }
             .validate()
             .is_err()
         );
+    }
+
+    #[test]
+    fn an_sa_carrying_both_families_selects_every_protocol_between_its_endpoints() {
+        let (a, b) = (v4("192.0.2.1"), v4("192.0.2.2"));
+        let sa = SaSpec {
+            selector: Selector::endpoints(a, b),
+            ..sa_between(Direction::In, a, b, IPPROTO_IPIP)
+        };
+        sa.validate().unwrap();
+        for proto in [IPPROTO_IPIP, IPPROTO_IPV6] {
+            assert!(sa.selector.matches(a, b, proto, None));
+        }
+        assert!(!sa.selector.matches(b, a, IPPROTO_IPIP, None));
+        assert!(!sa.selector.matches(a, v4("192.0.2.3"), IPPROTO_IPV6, None));
+        let reversed = SaSpec {
+            selector: Selector::endpoints(b, a),
+            ..sa
+        };
+        assert!(reversed.validate().is_err());
+    }
+
+    #[test]
+    fn inner_families_map_to_tunnel_protocols() {
+        assert_eq!(
+            InnerFamilies::BOTH.protocols(),
+            [IPPROTO_IPIP, IPPROTO_IPV6]
+        );
+        assert_eq!(InnerFamilies::IPV6.protocols(), [IPPROTO_IPV6]);
+        assert_eq!(
+            InnerFamilies::of_protocols([IPPROTO_IPV6, 17, IPPROTO_IPIP]),
+            InnerFamilies::BOTH
+        );
+        assert_eq!(
+            InnerFamilies::of_protocols([IPPROTO_IPIP]),
+            InnerFamilies::IPV4
+        );
+        assert!(InnerFamilies::of_protocols([]).protocols().is_empty());
+        assert!(InnerFamilies::IPV4.carries(v4("10.0.0.1")));
+        assert!(!InnerFamilies::IPV4.carries(v4("fd00::1")));
+    }
+
+    #[test]
+    fn a_link_carries_the_families_of_its_addresses() {
+        let link = LinkSpec {
+            name: "ipt0".into(),
+            local: v4("192.0.2.1"),
+            remote: v4("192.0.2.2"),
+            addresses: vec![
+                IpPrefix::new(v4("10.0.0.1"), 31).unwrap(),
+                IpPrefix::new(v4("fd00::1"), 127).unwrap(),
+            ],
+            inner: InnerFamilies::BOTH,
+            mtu: 1400,
+        };
+        link.validate().unwrap();
+        for inner in [InnerFamilies::IPV4, InnerFamilies::IPV6] {
+            let narrow = LinkSpec {
+                inner,
+                ..link.clone()
+            };
+            assert!(narrow.validate().is_err(), "{inner:?}");
+        }
+        let nothing = LinkSpec {
+            addresses: vec![],
+            inner: InnerFamilies::of_protocols([]),
+            ..link.clone()
+        };
+        assert!(nothing.validate().is_err());
+        let small = LinkSpec {
+            addresses: vec![],
+            mtu: 1200,
+            ..link.clone()
+        };
+        assert!(small.validate().is_err(), "IPv6 inner packets need 1280");
+        LinkSpec {
+            inner: InnerFamilies::IPV4,
+            ..small
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]
@@ -638,6 +803,7 @@ mod tests {
             local: a,
             remote: b,
             addresses: vec![IpPrefix::new(v4("fd00::1"), 64).unwrap()],
+            inner: InnerFamilies::BOTH,
             mtu: 1400,
         };
         link.validate().unwrap();

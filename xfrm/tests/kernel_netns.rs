@@ -12,7 +12,9 @@ use common::fixtures::Family;
 use common::node::{REQID, policy, sa_with_key};
 use common::{Netns, sh};
 use iiptran_xfrm::kernel::KernelDataplane;
-use iiptran_xfrm::{AeadAlg, Dataplane, DataplaneEvent, Direction, Error, OWNED_REQIDS};
+use iiptran_xfrm::{
+    AeadAlg, Dataplane, DataplaneEvent, Direction, Error, InnerFamilies, OWNED_REQIDS,
+};
 
 /// A foreign policy's endpoints, and the prefix length of the veth address, per family.
 fn foreign(family: Family) -> (&'static str, &'static str, u8) {
@@ -271,12 +273,17 @@ fn acquire(family: Family) {
 
 #[test]
 fn ipip_link_without_kernel_support_is_a_clean_error() {
-    link_refused(Family::V4);
+    link_refused(Family::V4, InnerFamilies::IPV4);
+}
+
+#[test]
+fn sit_link_without_kernel_support_is_a_clean_error() {
+    link_refused(Family::V4, InnerFamilies::BOTH);
 }
 
 #[test]
 fn ip6tnl_link_without_kernel_support_is_a_clean_error() {
-    link_refused(Family::V6);
+    link_refused(Family::V6, InnerFamilies::BOTH);
 }
 
 /// A virtual link `ipt0` without inner addresses.
@@ -286,17 +293,22 @@ fn bare_link(local: IpAddr, remote: IpAddr) -> iiptran_xfrm::LinkSpec {
         local,
         remote,
         addresses: vec![],
+        inner: InnerFamilies::IPV4,
         mtu: 1400,
     }
 }
 
-fn link_refused(family: Family) {
+fn link_refused(family: Family, inner: InnerFamilies) {
     let ns = Netns::new("k");
     let (a, b) = family.endpoints();
     let err = in_ns(&ns, move |dp| async move {
-        dp.create_link(&bare_link(a, b)).await.unwrap_err()
+        let link = iiptran_xfrm::LinkSpec {
+            inner,
+            ..bare_link(a, b)
+        };
+        dp.create_link(&link).await.unwrap_err()
     });
-    // This kernel has neither ipip nor ip6tnl: RTM_NEWLINK is refused, and nothing is
+    // This kernel has no ipip, sit or ip6tnl: RTM_NEWLINK is refused, and nothing is
     // left behind.
     assert!(matches!(err, Error::Kernel { .. }), "{err}");
     let links = sh(&["ip", "-n", &ns.name, "link", "show"]);

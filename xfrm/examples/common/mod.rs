@@ -12,9 +12,9 @@ use std::thread::JoinHandle;
 use iiptran_xfrm::userspace::UserspaceDataplane;
 
 use iiptran_xfrm::{
-    AeadAlg, DEFAULT_PRIORITY, Dataplane, Direction, IPPROTO_IPIP, IPPROTO_IPV6, IpPrefix,
-    KeyMaterial, Lifetimes, LinkSpec, NAT_T_PORT, OWNED_REQIDS, PolicySpec, Replay, SaSpec,
-    Selector, Template, UdpEncap,
+    AeadAlg, DEFAULT_PRIORITY, Dataplane, Direction, IPPROTO_IPIP, IPPROTO_IPV6, InnerFamilies,
+    IpPrefix, KeyMaterial, Lifetimes, LinkSpec, NAT_T_PORT, OWNED_REQIDS, PolicySpec, Replay,
+    SaSpec, Selector, Template, UdpEncap,
 };
 
 pub const A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -245,6 +245,7 @@ pub async fn configure(
         name: LINK.into(),
         local,
         remote,
+        inner: InnerFamilies::of_protocols(addresses.iter().map(|p| carriage(local, p.addr()).0)),
         addresses,
         mtu: 1400,
     };

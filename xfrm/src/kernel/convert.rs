@@ -467,4 +467,23 @@ mod tests {
         assert_eq!((pinfo.selector.family, t[0].family), (inet6, inet6));
         assert_eq!(from_policy(&pinfo, &nlas), Some(p));
     }
+
+    #[test]
+    fn an_sa_carrying_both_families_has_the_any_protocol_selector() {
+        let base = spec(AeadAlg::AesGcm128, false);
+        let sa = SaSpec {
+            selector: Selector::endpoints(base.src, base.dst),
+            ..base
+        };
+        let (info, _) = sa_info(&sa);
+        assert_eq!(
+            (
+                info.selector.proto,
+                info.selector.prefixlen_s,
+                info.selector.prefixlen_d
+            ),
+            (0, 32, 32)
+        );
+        assert_eq!(from_selector(&info.selector), Some(sa.selector));
+    }
 }

@@ -1,4 +1,5 @@
-//! IP-in-IP virtual links (`ipip`, `ip6tnl`) through rtnetlink, and the link-down watch.
+//! IP-in-IP virtual links (`ipip`, `sit`, `ip6tnl`) through rtnetlink, and the link-down
+//! watch.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -10,12 +11,12 @@ use rtnetlink::packet_route::IpProtocol;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::link::{Ip6TunnelFlags, LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::sys::AsyncSocket;
-use rtnetlink::{Handle, LinkIp6Tnl, LinkIpIp, LinkUnspec};
+use rtnetlink::{Handle, LinkIp6Tnl, LinkIpIp, LinkSit, LinkUnspec};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::dataplane::{Error, Result};
-use crate::model::{DataplaneEvent, LinkSpec};
+use crate::model::{DataplaneEvent, InnerFamilies, LinkSpec};
 
 /// The links this backend manages, and whether the daemon wants each up.
 type Wanted = Arc<Mutex<HashMap<String, bool>>>;
@@ -27,6 +28,17 @@ fn rt_err(op: &'static str) -> impl Fn(rtnetlink::Error) -> Error {
             source: m.to_io(),
         },
         other => Error::Netlink(format!("{op}: {other}")),
+    }
+}
+
+/// The tunnel protocol a `sit` or `ip6tnl` link is limited to (`IFLA_IPTUN_PROTO`,
+/// `IFLA_IPTUN_MODE`): the one of its single family, or IPPROTO_IP (0), mode `any`, for
+/// both.
+fn tunnel_mode(inner: InnerFamilies) -> Result<IpProtocol> {
+    match inner.protocols().as_slice() {
+        [only] => Ok(IpProtocol::from(*only)),
+        [_, _] => Ok(IpProtocol::Hopopts),
+        _ => Err(Error::Invalid("a link carries no inner family".into())),
     }
 }
 
@@ -126,13 +138,16 @@ impl Links {
     }
 
     /// Creates the link, its addresses and MTU; it stays down. IPv4 endpoints get an
-    /// `ipip` link with path-MTU discovery on (outer DF set). IPv6 endpoints get an
-    /// `ip6tnl` link in mode `any` (IPv4 and IPv6 inner packets, next header 4 or 41)
-    /// without the tunnel encapsulation limit option, so the outer header is exactly the
-    /// IPv6 header the SA selector names.
+    /// `ipip` link when only IPv4 inner packets cross it, else a `sit` link (mode `any`
+    /// with both families, `ip6ip` with IPv6 alone), both with path-MTU discovery on
+    /// (outer DF set). IPv6 endpoints get an `ip6tnl` link in the mode of its families
+    /// (`any`, `ipip6` or `ip6ip6`) without the tunnel encapsulation limit option, so the
+    /// outer header is exactly the IPv6 header the SA selector names. A link never sends a
+    /// family it does not carry, so nothing leaves unprotected for want of a policy.
     pub async fn create(&self, spec: &LinkSpec) -> Result<()> {
+        let mode = tunnel_mode(spec.inner)?;
         let (msg, op) = match (spec.local, spec.remote) {
-            (IpAddr::V4(local), IpAddr::V4(remote)) => (
+            (IpAddr::V4(local), IpAddr::V4(remote)) if !spec.inner.ipv6 => (
                 LinkIpIp::new(&spec.name)
                     .local(local)
                     .remote(remote)
@@ -141,12 +156,21 @@ impl Links {
                     .build(),
                 "RTM_NEWLINK ipip",
             ),
+            (IpAddr::V4(local), IpAddr::V4(remote)) => (
+                LinkSit::new(&spec.name)
+                    .local(local)
+                    .remote(remote)
+                    .protocol(mode)
+                    .pmtudisc(true)
+                    .mtu(u32::from(spec.mtu))
+                    .build(),
+                "RTM_NEWLINK sit",
+            ),
             (IpAddr::V6(local), IpAddr::V6(remote)) => (
                 LinkIp6Tnl::new(&spec.name)
                     .local(local)
                     .remote(remote)
-                    // IPPROTO_IP (0) is ip6tnl's mode `any`.
-                    .mode(IpProtocol::Hopopts)
+                    .mode(mode)
                     .set_flag(Ip6TunnelFlags::IgnEncapLimit, true)
                     .mtu(u32::from(spec.mtu))
                     .build(),
@@ -205,5 +229,19 @@ impl Links {
             .execute()
             .await
             .map_err(rt_err("RTM_DELLINK"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_is_limited_to_the_tunnel_protocols_of_its_families() {
+        let mode = |inner| tunnel_mode(inner).map(u8::from);
+        assert_eq!(mode(InnerFamilies::BOTH).unwrap(), 0, "mode any");
+        assert_eq!(mode(InnerFamilies::IPV4).unwrap(), 4);
+        assert_eq!(mode(InnerFamilies::IPV6).unwrap(), 41);
+        assert!(mode(InnerFamilies::of_protocols([])).is_err());
     }
 }

@@ -1,5 +1,6 @@
-//! The Linux kernel data plane: SAs and policies through XFRM netlink, `ipip` virtual
-//! links through rtnetlink, ACQUIRE and EXPIRE from the XFRM multicast groups.
+//! The Linux kernel data plane: SAs and policies through XFRM netlink, `ipip`, `sit` and
+//! `ip6tnl` virtual links through rtnetlink, ACQUIRE and EXPIRE from the XFRM multicast
+//! groups.
 //!
 //! To receive ESP in UDP (NAT-T SAs) the kernel needs the IKE port-4500 socket marked
 //! with [`enable_espinudp`]; ESP then never reaches userspace, IKE (non-ESP marker)

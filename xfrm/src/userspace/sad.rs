@@ -227,3 +227,66 @@ impl Tables {
         Some(self.outbound.remove(i))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::{
+        AeadAlg, DEFAULT_PRIORITY, IPPROTO_IPIP, IPPROTO_IPV6, KeyMaterial, OWNED_REQIDS, Replay,
+        Template,
+    };
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// One SA selecting every protocol from `a` to `b`, and an outbound policy for IPIP
+    /// only: an IPv4 inner packet finds both, an IPv6 one (protocol 41) finds the SA but no
+    /// policy, so it is refused; traffic of another reqid or towards another endpoint finds
+    /// nothing.
+    #[test]
+    fn an_any_protocol_sa_serves_only_the_protocols_with_policies() {
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        let reqid = *OWNED_REQIDS.start();
+        let spec = SaSpec {
+            spi: 0x100,
+            direction: Direction::Out,
+            src: a,
+            dst: b,
+            selector: Selector::endpoints(a, b),
+            key: KeyMaterial::from_keymat(AeadAlg::AesGcm128, &[7; 20]).unwrap(),
+            replay: Replay::default(),
+            lifetimes: Lifetimes::default(),
+            encap: None,
+            reqid,
+            mark: None,
+        };
+        spec.validate().unwrap();
+        let mut t = Tables::default();
+        t.outbound.push(Arc::new(SaState::new(&spec)));
+        t.policies.push(PolicySpec {
+            direction: Direction::Out,
+            selector: Selector::tunnel(a, b, IPPROTO_IPIP),
+            template: Template {
+                src: a,
+                dst: b,
+                reqid,
+            },
+            priority: DEFAULT_PRIORITY,
+            mark: None,
+        });
+        for proto in [IPPROTO_IPIP, IPPROTO_IPV6] {
+            assert!(t.outbound_sa(a, b, reqid, proto).is_some(), "{proto}");
+        }
+        assert!(t.policy(Direction::Out, a, b, IPPROTO_IPIP).is_some());
+        assert!(t.policy(Direction::Out, a, b, IPPROTO_IPV6).is_none());
+        assert!(t.policy(Direction::In, b, a, IPPROTO_IPIP).is_none());
+        assert!(t.outbound_sa(a, b, reqid + 1, IPPROTO_IPIP).is_none());
+        assert!(
+            t.outbound_sa(a, ip("192.0.2.3"), reqid, IPPROTO_IPIP)
+                .is_none()
+        );
+    }
+}

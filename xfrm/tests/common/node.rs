@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use iiptran_xfrm::userspace::{IkeDatagram, UserspaceDataplane};
 use iiptran_xfrm::{
-    AeadAlg, Dataplane, DataplaneEvent, Direction, IPPROTO_IPIP, IPPROTO_IPV6, IpPrefix, Lifetimes,
-    LinkSpec, SaId, SaSpec, SaStats,
+    AeadAlg, Dataplane, DataplaneEvent, Direction, IPPROTO_IPIP, IPPROTO_IPV6, InnerFamilies,
+    IpPrefix, Lifetimes, LinkSpec, SaId, SaSpec, SaStats,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -104,6 +104,10 @@ pub async fn configure(dp: &impl Dataplane, c: &EndConfig) -> iiptran_xfrm::Resu
         local: c.local,
         remote: c.remote,
         addresses: std::iter::once(c.inner).chain(c.inner6).collect(),
+        inner: InnerFamilies {
+            ipv4: true,
+            ipv6: c.inner6.is_some(),
+        },
         mtu: 1400,
     };
     dp.create_link(&link).await?;
