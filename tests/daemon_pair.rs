@@ -19,7 +19,7 @@ use anyhow::Result;
 use iiptran::control::protocol::{IkeSaReport, LinkState, Mode, NeighborReport, TrafficSelector};
 use support::daemon::{Credentials, Daemon, LIVENESS_BOUND, Neighbor, NodeConfig};
 use support::netns::{Netns, veth};
-use support::wait::wait_until;
+use support::wait::{scaled, wait_until};
 use support::{OrPanic, TempDir, have_root};
 
 const PSK: &str = "a long pre-shared key for the daemon pair test";
@@ -340,7 +340,7 @@ fn crossing_initiations_leave_one_ike_sa_and_one_pair() {
     for daemon in [&a, &b] {
         wait_until(
             "both daemons to initiate",
-            Duration::from_secs(5),
+            scaled(Duration::from_secs(5)),
             Duration::from_millis(50),
             || Ok(daemon.status()?.filter(|s| s.counts.half_open >= 1)),
         )
@@ -350,7 +350,7 @@ fn crossing_initiations_leave_one_ike_sa_and_one_pair() {
         ns.run("nft", &["delete", "table", "inet", "hold"])
             .or_panic();
     }
-    let (x, y) = wait_one_pair(&a, &b, Duration::from_secs(20));
+    let (x, y) = wait_one_pair(&a, &b, scaled(Duration::from_secs(20)));
     for (daemon, sa, peer) in [(&a, &x, "b"), (&b, &y, "a")] {
         let s = daemon.status().or_panic().expect("status");
         assert_eq!(
@@ -437,7 +437,7 @@ fn a_lost_link_takes_the_adjacency_down_and_it_recovers() {
     wait_for_b(
         &a,
         "a to notice the lost link",
-        Duration::from_secs(5),
+        scaled(Duration::from_secs(5)),
         |n| last_error(n) == "virtual link lost",
     );
     // The failure is recorded, so the adjacency went down: up again is a recovery.
@@ -477,7 +477,7 @@ fn a_daemon_killed_and_restarted_replaces_its_stale_sas_at_once() {
     // Sooner than b's liveness check could notice: a's INITIAL_CONTACT tells b.
     let (after, _) = wait_until(
         "one new IKE SA with one pair on both",
-        Duration::from_secs(3),
+        scaled(Duration::from_secs(3)),
         Duration::from_millis(50),
         || Ok(one_pair_on_both(&a, &b)?.filter(|(x, _)| x.spi_initiator != before.spi_initiator)),
     )
