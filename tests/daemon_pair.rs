@@ -17,8 +17,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 use iiptran::control::protocol::{IkeSaReport, LinkState, Mode, NeighborReport, TrafficSelector};
-use support::daemon::{Credentials, Daemon, LIVENESS_BOUND, Neighbor, NodeConfig};
-use support::netns::{Netns, veth};
+use support::daemon::{
+    Credentials, Daemon, LIVENESS_BOUND, Neighbor, NodeConfig, TWO_NODES_V4, TwoNodes,
+};
+use support::netns::Netns;
 use support::wait::{scaled, wait_until};
 use support::{OrPanic, TempDir, have_root};
 
@@ -78,45 +80,8 @@ enum Stop {
     Terminate,
 }
 
-/// Two namespaces joined by a veth pair and each node's configuration.
-struct TwoNodes {
-    a_ns: Netns,
-    b_ns: Netns,
-    a: NodeConfig,
-    b: NodeConfig,
-}
-
 fn two_nodes(auth: &Auth) -> TwoNodes {
-    let a_ns = Netns::new("dpa").or_panic();
-    let b_ns = Netns::new("dpb").or_panic();
-    let (a_end, b_end) = veth(
-        &a_ns,
-        "198.51.100.1".parse().unwrap(),
-        &b_ns,
-        "198.51.100.2".parse().unwrap(),
-        24,
-    )
-    .or_panic();
-    let (a_ip, b_ip) = (a_end.addr.to_string(), b_end.addr.to_string());
-    let a = NodeConfig::new("a", &a_ip, credentials(auth, "a")).neighbor(Neighbor::new(
-        "b",
-        &b_ip,
-        "10.255.0.0/31",
-    ));
-    let b = NodeConfig::new("b", &b_ip, credentials(auth, "b")).neighbor(Neighbor::new(
-        "a",
-        &a_ip,
-        "10.255.0.1/31",
-    ));
-    TwoNodes { a_ns, b_ns, a, b }
-}
-
-impl TwoNodes {
-    fn start(&self, dir: &TempDir) -> (Daemon, Daemon) {
-        let a = Daemon::start(&self.a_ns, dir.path(), &self.a, &[]).or_panic();
-        let b = Daemon::start(&self.b_ns, dir.path(), &self.b, &[]).or_panic();
-        (a, b)
-    }
+    TwoNodes::new("dp", TWO_NODES_V4, |node| credentials(auth, node)).or_panic()
 }
 
 /// The IKE SA of a and of b once each has exactly one, established, with exactly one
@@ -181,7 +146,7 @@ fn wait_one_pair(a: &Daemon, b: &Daemon, within: Duration) -> (IkeSaReport, IkeS
 fn pair(auth: &Auth, stop: Stop) {
     let dir = TempDir::new("daemon-pair").or_panic();
     let nodes = two_nodes(auth);
-    let (a, mut b) = nodes.start(&dir);
+    let (a, mut b) = nodes.start(dir.path()).or_panic();
 
     let up_a = a.wait_established("b", Duration::from_secs(30)).or_panic();
     b.wait_established("a", Duration::from_secs(30)).or_panic();
@@ -336,7 +301,7 @@ fn crossing_initiations_leave_one_ike_sa_and_one_pair() {
     for ns in [&nodes.a_ns, &nodes.b_ns] {
         ns.run("nft", &["-f", hold.to_str().unwrap()]).or_panic();
     }
-    let (a, b) = nodes.start(&dir);
+    let (a, b) = nodes.start(dir.path()).or_panic();
     for daemon in [&a, &b] {
         wait_until(
             "both daemons to initiate",
@@ -410,7 +375,7 @@ fn a_refused_child_sa_fails_the_attempt_at_once_and_says_why() {
     // b carries only IPv6 over its link to a, so it accepts only protocol 41 selectors
     // where a proposes protocol 4.
     nodes.b.neighbors[0].address = "fd00:255::1/127".to_owned();
-    let (a, _b) = nodes.start(&dir);
+    let (a, _b) = nodes.start(dir.path()).or_panic();
     // Well within the 30 s connect timeout: the refusal itself fails the attempt.
     let n = wait_for_b(
         &a,
@@ -429,7 +394,7 @@ fn a_lost_link_takes_the_adjacency_down_and_it_recovers() {
     }
     let dir = TempDir::new("daemon-link-lost").or_panic();
     let nodes = two_nodes(&Auth::Psk);
-    let (a, _b) = nodes.start(&dir);
+    let (a, _b) = nodes.start(dir.path()).or_panic();
     wait_for_b(&a, "a up", Duration::from_secs(30), |n| {
         n.adjacency == "established" && n.link_state == LinkState::Up
     });
@@ -462,7 +427,7 @@ fn a_daemon_killed_and_restarted_replaces_its_stale_sas_at_once() {
     }
     let dir = TempDir::new("daemon-restart").or_panic();
     let nodes = two_nodes(&Auth::Psk);
-    let (mut a, b) = nodes.start(&dir);
+    let (mut a, b) = nodes.start(dir.path()).or_panic();
     let (before, _) = wait_one_pair(&a, &b, Duration::from_secs(30));
     let b_before = b.neighbor("a").or_panic().expect("b lists a");
     a.process.signal(libc::SIGKILL).or_panic();

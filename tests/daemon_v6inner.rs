@@ -14,71 +14,46 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use iiptran::control::protocol::{ChildSaReport, IkeSaReport, TrafficSelector};
-use support::daemon::{Credentials, Daemon, Neighbor, NodeConfig, test_dataplane};
-use support::netns::{Netns, veth};
+use support::daemon::{Credentials, Daemon, NodeConfig, TWO_NODES_V4, TwoNodes, test_dataplane};
+use support::netns::Netns;
 use support::wait::wait_until;
 use support::{OrPanic, TempDir, have_root, kernel};
 
 const PSK: &str = "a long pre-shared key for the dual-stack inner test";
 const BOTH: &str = "inner = [\"ipv4\", \"ipv6\"]\n";
-/// The link addresses of a (b's are one higher).
-const A_V4: &str = "10.255.0.0/31";
+/// The IPv6 link addresses of a and b (beside `TwoNodes`'s 10.255.0.0/31).
 const A_V6: &str = "fd00:255::/127";
+const B_V6_PREFIX: &str = "fd00:255::1/127";
+/// b's link addresses, pinged from a.
 const B_V4: &str = "10.255.0.1";
 const B_V6: &str = "fd00:255::1";
 
-/// Two namespaces joined by a veth pair with the given endpoints.
-struct TwoNodes {
-    a_ns: Netns,
-    b_ns: Netns,
-    a_ip: IpAddr,
-    b_ip: IpAddr,
+/// a and b over `endpoints`, their links IPv4 only.
+fn two_nodes(endpoints: (&str, &str, u8)) -> TwoNodes {
+    TwoNodes::new("v6", endpoints, |_| Credentials::Psk(PSK.to_owned())).or_panic()
 }
 
-impl TwoNodes {
-    fn new(a_ip: &str, b_ip: &str, prefix_len: u8) -> Self {
-        let a_ns = Netns::new("v6a").or_panic();
-        let b_ns = Netns::new("v6b").or_panic();
-        let (a_ip, b_ip) = (a_ip.parse().unwrap(), b_ip.parse().unwrap());
-        veth(&a_ns, a_ip, &b_ns, b_ip, prefix_len).or_panic();
-        Self {
-            a_ns,
-            b_ns,
-            a_ip,
-            b_ip,
-        }
-    }
+/// The underlay endpoints of a and b.
+fn endpoints(nodes: &TwoNodes) -> (IpAddr, IpAddr) {
+    let ip = |c: &NodeConfig| c.endpoint.parse().expect("endpoint address");
+    (ip(&nodes.a), ip(&nodes.b))
+}
 
-    /// The configurations of a and b, each link dual-stack or IPv4 only.
-    fn configs(&self, dual_stack: bool) -> (NodeConfig, NodeConfig) {
-        let node = |name: &str, ip: IpAddr, peer: &str, peer_ip: IpAddr, v4: &str, v6: &str| {
-            let mut n = Neighbor::new(peer, &peer_ip.to_string(), v4);
-            if dual_stack {
-                n.more_addresses.push(v6.to_owned());
-                n.extra = BOTH.to_owned();
-            }
-            NodeConfig::new(name, &ip.to_string(), Credentials::Psk(PSK.to_owned())).neighbor(n)
-        };
-        (
-            node("a", self.a_ip, "b", self.b_ip, A_V4, A_V6),
-            node(
-                "b",
-                self.b_ip,
-                "a",
-                self.a_ip,
-                "10.255.0.1/31",
-                "fd00:255::1/127",
-            ),
-        )
-    }
+/// `config` with its one link also carrying IPv6, with the address `v6`.
+fn dual_stack(config: &NodeConfig, v6: &str) -> NodeConfig {
+    let mut config = config.clone();
+    let link = &mut config.neighbors[0];
+    link.more_addresses.push(v6.to_owned());
+    link.extra = BOTH.to_owned();
+    config
+}
 
-    fn start(&self, dir: &TempDir, dual_stack: bool) -> (Daemon, Daemon) {
-        let (a, b) = self.configs(dual_stack);
-        (
-            Daemon::start(&self.a_ns, dir.path(), &a, &[]).or_panic(),
-            Daemon::start(&self.b_ns, dir.path(), &b, &[]).or_panic(),
-        )
-    }
+/// a's and b's configurations with dual-stack links.
+fn dual_stack_configs(nodes: &TwoNodes) -> (NodeConfig, NodeConfig) {
+    (
+        dual_stack(&nodes.a, A_V6),
+        dual_stack(&nodes.b, B_V6_PREFIX),
+    )
 }
 
 /// The single installed child SA of a daemon's single established IKE SA.
@@ -112,6 +87,7 @@ fn wait_pair(nodes: &TwoNodes, a: &Daemon, b: &Daemon, protocols: &[u8]) -> Chil
         ts.sort_by_key(|t| t.protocol);
         ts
     };
+    let (a_ip, b_ip) = endpoints(nodes);
     wait_until(
         "one child SA pair with the selectors of both families",
         Duration::from_secs(60),
@@ -120,9 +96,9 @@ fn wait_pair(nodes: &TwoNodes, a: &Daemon, b: &Daemon, protocols: &[u8]) -> Chil
             let (Some(x), Some(y)) = (single_child(a)?, single_child(b)?) else {
                 return Ok(None);
             };
-            let ours = sorted(x.local_ts.clone()) == selectors(nodes.a_ip, protocols)
-                && sorted(x.remote_ts.clone()) == selectors(nodes.b_ip, protocols)
-                && sorted(y.local_ts.clone()) == selectors(nodes.b_ip, protocols)
+            let ours = sorted(x.local_ts.clone()) == selectors(a_ip, protocols)
+                && sorted(x.remote_ts.clone()) == selectors(b_ip, protocols)
+                && sorted(y.local_ts.clone()) == selectors(b_ip, protocols)
                 && x.inbound.spi == y.outbound.spi
                 && x.outbound.spi == y.inbound.spi;
             Ok(ours.then_some(x))
@@ -170,7 +146,8 @@ fn kernel_holds_dual_stack_objects(nodes: &TwoNodes, kind: &str) {
     if test_dataplane() != "kernel" {
         return;
     }
-    let (a, b) = (nodes.a_ip.to_string(), nodes.b_ip.to_string());
+    let (a_ip, b_ip) = endpoints(nodes);
+    let (a, b) = (a_ip.to_string(), b_ip.to_string());
     let ns = &nodes.a_ns;
     assert_eq!(
         link_kind(ns, "vn-b").or_panic(),
@@ -183,7 +160,11 @@ fn kernel_holds_dual_stack_objects(nodes: &TwoNodes, kind: &str) {
         || kernel::sa_pair(ns, &a, &b),
     )
     .or_panic();
-    let bits = if nodes.a_ip.is_ipv4() { 32 } else { 128 };
+    let bits = if endpoints(nodes).0.is_ipv4() {
+        32
+    } else {
+        128
+    };
     for (sa, src, dst) in [(&out, &a, &b), (&inbound, &b, &a)] {
         assert_eq!(sa.selector, format!("src {src}/{bits} dst {dst}/{bits}"));
         assert_eq!(sa.mode, "transport");
@@ -208,9 +189,12 @@ fn kernel_holds_dual_stack_objects(nodes: &TwoNodes, kind: &str) {
     assert_eq!(policies, expected);
 }
 
-fn dual_stack_pair(nodes: &TwoNodes, kind: &str) {
+fn dual_stack_pair(endpoints: (&str, &str, u8), kind: &str) {
     let dir = TempDir::new("daemon-v6inner").or_panic();
-    let (a, b) = nodes.start(&dir, true);
+    let mut nodes = two_nodes(endpoints);
+    (nodes.a, nodes.b) = dual_stack_configs(&nodes);
+    let nodes = &nodes;
+    let (a, b) = nodes.start(dir.path()).or_panic();
     let before = wait_pair(nodes, &a, &b, &[4, 41]);
     kernel_holds_dual_stack_objects(nodes, kind);
     ping_both_families(nodes, &a, &before);
@@ -221,7 +205,7 @@ fn ipv4_endpoints_carry_ipv4_and_ipv6_inner_packets() {
     if !have_root("ipv4_endpoints_carry_ipv4_and_ipv6_inner_packets") {
         return;
     }
-    dual_stack_pair(&TwoNodes::new("198.51.100.1", "198.51.100.2", 24), "sit");
+    dual_stack_pair(TWO_NODES_V4, "sit");
 }
 
 #[test]
@@ -229,10 +213,7 @@ fn ipv6_endpoints_carry_ipv4_and_ipv6_inner_packets() {
     if !have_root("ipv6_endpoints_carry_ipv4_and_ipv6_inner_packets") {
         return;
     }
-    dual_stack_pair(
-        &TwoNodes::new("2001:db8:100::1", "2001:db8:100::2", 64),
-        "ip6tnl",
-    );
+    dual_stack_pair(("2001:db8:100::1", "2001:db8:100::2", 64), "ip6tnl");
 }
 
 #[test]
@@ -241,14 +222,14 @@ fn a_reload_turns_an_ipv4_neighbor_into_a_dual_stack_one() {
         return;
     }
     let dir = TempDir::new("daemon-v6inner-reload").or_panic();
-    let nodes = TwoNodes::new("198.51.100.1", "198.51.100.2", 24);
-    let (mut a, mut b) = nodes.start(&dir, false);
+    let nodes = two_nodes(TWO_NODES_V4);
+    let (mut a, mut b) = nodes.start(dir.path()).or_panic();
     wait_pair(&nodes, &a, &b, &[4]);
     if test_dataplane() == "kernel" {
         let (kind, _) = link_kind(&nodes.a_ns, "vn-b").or_panic();
         assert_eq!(kind, "ipip");
     }
-    let (a_config, b_config) = nodes.configs(true);
+    let (a_config, b_config) = dual_stack_configs(&nodes);
     for (daemon, config) in [(&mut a, &a_config), (&mut b, &b_config)] {
         daemon.rewrite(config).or_panic();
         let out = daemon.ctl(&["reload"]).or_panic();

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use iiptran::control::protocol::IkeSaReport;
-use support::daemon::{Credentials, Daemon, Neighbor, NodeConfig};
-use support::netns::{Netns, veth};
+use support::daemon::{Credentials, Daemon, TWO_NODES_V4, TwoNodes};
+use support::netns::Netns;
 use support::wait::wait_until;
 use support::{OrPanic, TempDir, have_root};
 
@@ -169,24 +169,9 @@ fn child_and_ike_rekeys_under_load_lose_no_datagram() {
         return;
     }
     let dir = TempDir::new("rekey-loss").or_panic();
-    let a_ns = Netns::new("rla").or_panic();
-    let b_ns = Netns::new("rlb").or_panic();
-    let (a_end, b_end) = veth(
-        &a_ns,
-        "198.51.100.1".parse().unwrap(),
-        &b_ns,
-        "198.51.100.2".parse().unwrap(),
-        24,
-    )
-    .or_panic();
-    let (a_ip, b_ip) = (a_end.addr.to_string(), b_end.addr.to_string());
-    let psk = || Credentials::Psk(PSK.to_owned());
-    let a_config =
-        NodeConfig::new("a", &a_ip, psk()).neighbor(Neighbor::new("b", &b_ip, "10.255.0.0/31"));
-    let b_config =
-        NodeConfig::new("b", &b_ip, psk()).neighbor(Neighbor::new("a", &a_ip, "10.255.0.1/31"));
-    let a = Daemon::start(&a_ns, dir.path(), &a_config, &[]).or_panic();
-    let b = Daemon::start(&b_ns, dir.path(), &b_config, &[]).or_panic();
+    let psk = |_: &str| Credentials::Psk(PSK.to_owned());
+    let nodes = TwoNodes::new("rl", TWO_NODES_V4, psk).or_panic();
+    let (a, b) = nodes.start(dir.path()).or_panic();
     a.wait_established("b", Duration::from_secs(30)).or_panic();
     b.wait_established("a", Duration::from_secs(30)).or_panic();
     let both_settled = || -> Result<Option<(InUse, InUse)>> { Ok(settled(&a)?.zip(settled(&b)?)) };
@@ -201,8 +186,8 @@ fn child_and_ike_rekeys_under_load_lose_no_datagram() {
 
     let a_addr: SocketAddr = (std::net::Ipv4Addr::new(10, 255, 0, 0), PORT).into();
     let b_addr: SocketAddr = (std::net::Ipv4Addr::new(10, 255, 0, 1), PORT).into();
-    let a_socket = bind(&a_ns, a_addr);
-    let b_socket = bind(&b_ns, b_addr);
+    let a_socket = bind(&nodes.a_ns, a_addr);
+    let b_socket = bind(&nodes.b_ns, b_addr);
     let at_b = Receiver::start(b_socket.try_clone().or_panic_io("cloning"));
     let at_a = Receiver::start(a_socket.try_clone().or_panic_io("cloning"));
     let stop = Arc::new(AtomicBool::new(false));

@@ -13,7 +13,7 @@ use iiptran::control::protocol::{
 use iiptran::control::{Body, Response};
 
 use super::capture::IkeKeys;
-use super::netns::Netns;
+use super::netns::{Netns, veth};
 use super::process::Process;
 use super::wait::wait_until;
 
@@ -165,6 +165,51 @@ impl NodeConfig {
         text
     }
 }
+
+/// Two nodes `a` and `b` in their own namespaces, joined by a veth pair, each the other's
+/// one neighbor over the virtual link 10.255.0.0/31 (a .0, b .1).
+pub struct TwoNodes {
+    pub a_ns: Netns,
+    pub b_ns: Netns,
+    pub a: NodeConfig,
+    pub b: NodeConfig,
+}
+
+impl TwoNodes {
+    /// The namespaces (names from `prefix`), the veth between the endpoints `a_ip` and
+    /// `b_ip` (`prefix_len` on each end), and each node's configuration with the
+    /// credentials `credentials` gives for its name.
+    pub fn new(
+        prefix: &str,
+        (a_ip, b_ip, prefix_len): (&str, &str, u8),
+        credentials: impl Fn(&str) -> Credentials,
+    ) -> Result<Self> {
+        let a_ns = Netns::new(&format!("{prefix}a"))?;
+        let b_ns = Netns::new(&format!("{prefix}b"))?;
+        veth(&a_ns, a_ip.parse()?, &b_ns, b_ip.parse()?, prefix_len)?;
+        let a = NodeConfig::new("a", a_ip, credentials("a")).neighbor(Neighbor::new(
+            "b",
+            b_ip,
+            "10.255.0.0/31",
+        ));
+        let b = NodeConfig::new("b", b_ip, credentials("b")).neighbor(Neighbor::new(
+            "a",
+            a_ip,
+            "10.255.0.1/31",
+        ));
+        Ok(Self { a_ns, b_ns, a, b })
+    }
+
+    /// Starts both daemons, their files under `dir`.
+    pub fn start(&self, dir: &Path) -> Result<(Daemon, Daemon)> {
+        let a = Daemon::start(&self.a_ns, dir, &self.a, &[])?;
+        let b = Daemon::start(&self.b_ns, dir, &self.b, &[])?;
+        Ok((a, b))
+    }
+}
+
+/// IPv4 underlay endpoints for [`TwoNodes::new`].
+pub const TWO_NODES_V4: (&str, &str, u8) = ("198.51.100.1", "198.51.100.2", 24);
 
 /// A running `iiptrand`: stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Daemon {
