@@ -435,6 +435,10 @@ impl<D: Dataplane> Runtime<D> {
                     // The redundant IKE SA of crossing initiations matters only if its
                     // pair is still the one in use.
                     DownReason::Duplicate if !carries_current => return,
+                    // Our own delete of an IKE SA the adjacency no longer uses (it
+                    // asked for it, e.g. when its link was lost) says nothing of the
+                    // attempt under way since.
+                    DownReason::DeletedLocally if !carries_current => return,
                     DownReason::PeerRestarted => AdjEvent::PeerRestarted { ike_sa: sa.0 },
                     _ => AdjEvent::PeerDeleted { ike_sa: sa.0 },
                 };
