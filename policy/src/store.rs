@@ -109,7 +109,7 @@ impl Store {
     }
 }
 
-/// One tree of JSON records. Every write is one transaction, flushed before it returns.
+/// One tree of JSON records. Every write is one transaction.
 #[derive(Clone)]
 struct Area {
     db: sled::Db,
@@ -124,7 +124,19 @@ impl Area {
         })
     }
 
-    /// Stores each `(key, record)` and deletes each key of `deletes`, all or nothing.
+    /// [`Area::write`], flushed to disk before it returns.
+    fn write_durable<K: Serialize, V: Serialize>(
+        &self,
+        puts: &[(K, &V)],
+        deletes: &[K],
+    ) -> Result<(), DbError> {
+        self.write(puts, deletes)?;
+        self.db.flush().map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Stores each `(key, record)` and deletes each key of `deletes`, all or nothing; sled
+    /// flushes it to disk in the background within half a second.
     fn write<K: Serialize, V: Serialize>(
         &self,
         puts: &[(K, &V)],
@@ -143,9 +155,7 @@ impl Area {
             .map_err(|e| match e {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => db_error(e),
-            })?;
-        self.db.flush().map_err(db_error)?;
-        Ok(())
+            })
     }
 
     fn get<K: Serialize, V: DeserializeOwned>(&self, key: &K) -> Result<Option<V>, DbError> {
@@ -175,7 +185,10 @@ fn db_error(e: sled::Error) -> DbError {
 pub struct AdjacencyDb(Area);
 
 impl AdjacencyDb {
-    /// Stores the record, replacing the neighbor's previous one.
+    /// Stores the record, replacing the neighbor's previous one. Not flushed at once: an
+    /// adjacency changes state several times per setup, and a crash loses at most the
+    /// last half second of what is only a report (a restarted daemon starts every
+    /// adjacency afresh).
     pub fn put(&self, record: &AdjacencyRecord) -> Result<(), DbError> {
         self.0.write(&[(record.neighbor.as_str(), record)], &[])
     }
@@ -241,13 +254,13 @@ impl InstalledDb {
     /// record of an object that does not exist.
     pub fn record(&self, objects: &[InstalledObject]) -> Result<(), DbError> {
         let puts: Vec<_> = objects.iter().map(|o| (&o.object, o)).collect();
-        self.0.write(&puts, &[])
+        self.0.write_durable(&puts, &[])
     }
 
     /// Forgets objects removed from the kernel, in one transaction.
     pub fn forget(&self, objects: &[KernelObject]) -> Result<(), DbError> {
         let deletes: Vec<_> = objects.iter().collect();
-        self.0.write::<_, ()>(&[], &deletes)
+        self.0.write_durable::<_, ()>(&[], &deletes)
     }
 
     pub fn list(&self) -> Result<Vec<InstalledObject>, DbError> {

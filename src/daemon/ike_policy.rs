@@ -1,7 +1,8 @@
 //! The IKE engine's questions answered from the VN configuration: which neighbor a peer
 //! is, how both sides authenticate, and the IIPtran selector rule for its child SAs.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use iiptran_ike::auth::TrustAnchors;
@@ -31,9 +32,15 @@ struct Peer {
     suites: Arc<Suites>,
 }
 
-/// The engine's [`Policy`] over the neighbors of the configuration.
+/// The engine's [`Policy`] over the neighbors of the configuration. The engine asks for
+/// every message, so peers are found through maps, not by a scan of all of them.
 pub struct VnPolicy {
     peers: Vec<Peer>,
+    /// Positions in `peers`. A valid configuration has unique names, identities and
+    /// endpoints; otherwise the first neighbor wins, as in the configuration's own lookups.
+    by_name: HashMap<String, usize>,
+    by_identity: HashMap<Identity, usize>,
+    by_endpoint: HashMap<IpAddr, usize>,
     credentials: Arc<NodeCredentials>,
 }
 
@@ -67,7 +74,7 @@ impl VnPolicy {
     /// The policy of `config`; neighbors with certificates use `credentials`, which must
     /// hold them.
     pub fn new(config: &Config, credentials: Arc<NodeCredentials>) -> Result<Self, DaemonError> {
-        let peers = config
+        let peers: Vec<Peer> = config
             .neighbors
             .iter()
             .map(|n| {
@@ -90,7 +97,21 @@ impl VnPolicy {
                 })
             })
             .collect::<Result<_, DaemonError>>()?;
-        Ok(Self { peers, credentials })
+        let mut by_name = HashMap::new();
+        let mut by_identity = HashMap::new();
+        let mut by_endpoint = HashMap::new();
+        for (i, p) in peers.iter().enumerate() {
+            by_name.entry(p.neighbor.clone()).or_insert(i);
+            by_identity.entry(p.remote_id.clone()).or_insert(i);
+            by_endpoint.entry(p.selectors.remote()).or_insert(i);
+        }
+        Ok(Self {
+            peers,
+            by_name,
+            by_identity,
+            by_endpoint,
+            credentials,
+        })
     }
 
     /// The node's certificate credentials and CRLs.
@@ -100,30 +121,36 @@ impl VnPolicy {
 
     /// The engine configuration of a neighbor, for initiating towards it.
     pub fn peer_config(&self, neighbor: &str) -> Option<Arc<PeerConfig>> {
-        self.peers
-            .iter()
-            .find(|p| p.neighbor == neighbor)
-            .and_then(|p| p.config(&self.credentials))
+        let i = *self.by_name.get(neighbor)?;
+        self.peers.get(i)?.config(&self.credentials)
     }
 
-    fn by_identity(&self, peer: &PeerConfig) -> Option<&Peer> {
-        self.peers.iter().find(|p| p.remote_id == peer.remote_id)
+    /// The name of the neighbor with identity `id`.
+    pub fn neighbor(&self, id: &Identity) -> Option<&str> {
+        self.with_identity(id).map(|p| p.neighbor.as_str())
+    }
+
+    fn with_identity(&self, id: &Identity) -> Option<&Peer> {
+        self.peers.get(*self.by_identity.get(id)?)
+    }
+
+    fn at(&self, remote: SocketAddr) -> Option<&Peer> {
+        self.peers.get(*self.by_endpoint.get(&remote.ip())?)
     }
 }
 
 impl Policy for VnPolicy {
     fn peer(&self, remote_id: &Identity, remote: SocketAddr) -> Option<Arc<PeerConfig>> {
         // The identity must be the one configured for the endpoint it speaks from.
-        self.peers
-            .iter()
-            .find(|p| &p.remote_id == remote_id && p.selectors.remote() == remote.ip())
+        self.with_identity(remote_id)
+            .filter(|p| p.selectors.remote() == remote.ip())
             .and_then(|p| p.config(&self.credentials))
     }
 
     fn certificate_request(&self, remote: SocketAddr) -> Option<Arc<TrustAnchors>> {
-        let certificates = self.peers.iter().any(|p| {
-            p.selectors.remote() == remote.ip() && p.credentials == Credentials::Certificates
-        });
+        let certificates = self
+            .at(remote)
+            .is_some_and(|p| p.credentials == Credentials::Certificates);
         certificates
             .then(|| self.credentials.current())
             .flatten()
@@ -136,7 +163,9 @@ impl Policy for VnPolicy {
         tsi: &[TrafficSelector],
         tsr: &[TrafficSelector],
     ) -> Result<(Vec<TrafficSelector>, Vec<TrafficSelector>), NotifyType> {
-        let p = self.by_identity(peer).ok_or(NotifyType::TS_UNACCEPTABLE)?;
+        let p = self
+            .with_identity(&peer.remote_id)
+            .ok_or(NotifyType::TS_UNACCEPTABLE)?;
         p.selectors
             .narrow_as_responder(tsi, tsr)
             .map_err(|e| e.notify())
@@ -148,17 +177,16 @@ impl Policy for VnPolicy {
         tsi: &[TrafficSelector],
         tsr: &[TrafficSelector],
     ) -> Result<(), NotifyType> {
-        let p = self.by_identity(peer).ok_or(NotifyType::TS_UNACCEPTABLE)?;
+        let p = self
+            .with_identity(&peer.remote_id)
+            .ok_or(NotifyType::TS_UNACCEPTABLE)?;
         p.selectors
             .check_initiator_answer(tsi, tsr)
             .map_err(|e| e.notify())
     }
 
     fn suites(&self, remote: SocketAddr) -> Option<Arc<Suites>> {
-        self.peers
-            .iter()
-            .find(|p| p.selectors.remote() == remote.ip())
-            .map(|p| p.suites.clone())
+        self.at(remote).map(|p| p.suites.clone())
     }
 }
 

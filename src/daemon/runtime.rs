@@ -322,7 +322,7 @@ impl<D: Dataplane> Runtime<D> {
             Event::IkeSaUp {
                 sa, peer, remote, ..
             } => {
-                let Some(name) = neighbor_of(&self.config, &peer).map(|n| n.name.clone()) else {
+                let Some(name) = self.engine.policy().neighbor(&peer).map(str::to_owned) else {
                     warn!(%peer, "IKE SA with a peer that is no neighbor");
                     self.engine.delete_ike(Instant::now(), sa);
                     return;

@@ -9,6 +9,7 @@
 mod dataplane;
 pub mod esp;
 pub mod ipip;
+mod ipv6_off;
 pub mod kernel;
 mod model;
 pub mod netns;

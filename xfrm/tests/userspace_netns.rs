@@ -490,3 +490,33 @@ fn time_limits_expire_an_idle_sa() {
     );
     assert!(matches!(a.try_stats(out), Err(Error::NotFound(_))));
 }
+
+/// What `/proc` says of IPv6 on the virtual link in `ns`: whether it is turned off, and
+/// the link's IPv6 addresses.
+fn link_ipv6(ns: &common::Netns) -> (String, String) {
+    let knob = ns.exec(&[
+        "cat",
+        &format!("/proc/sys/net/ipv6/conf/{LINK}/disable_ipv6"),
+    ]);
+    let addrs = ns.exec(&["ip", "-6", "-o", "addr", "show", "dev", LINK]);
+    (
+        String::from_utf8_lossy(&knob.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&addrs.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn a_link_without_ipv6_addresses_comes_up_with_ipv6_off() {
+    let pair = Pair::new();
+    let (ca, mut cb) = ends(AeadAlg::ChaCha20Poly1305, Family::V4);
+    cb.inner6 = Some(IpPrefix::new("fd00:99::2".parse().unwrap(), 64).unwrap());
+    let _a = UserspaceNode::start(&pair.a, ca);
+    let _b = UserspaceNode::start(&pair.b, cb);
+    let (off, addrs) = link_ipv6(&pair.a);
+    assert_eq!(off, "1");
+    assert!(addrs.is_empty(), "no link-local address: {addrs}");
+    let (off, addrs) = link_ipv6(&pair.b);
+    assert_eq!(off, "0");
+    assert!(addrs.contains("fd00:99::2/64"), "{addrs}");
+    assert!(ping(&pair.a, "10.99.0.2"), "IPv4 still crosses the link");
+}

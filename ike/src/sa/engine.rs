@@ -1,5 +1,6 @@
 //! The engine: all IKE SAs of one node, the datagrams and timers that drive them.
 
+use super::by_remote::ByRemote;
 use super::child::ChildSpis;
 use super::cookie::Cookies;
 use super::event::{DownReason, Event, IkeSaId};
@@ -36,6 +37,12 @@ pub struct Engine<P: Policy> {
     half_open: HashMap<(SocketAddr, u64), u64>,
     /// The current IKE SA behind each id (rekeys change it).
     handles: HashMap<IkeSaId, u64>,
+    /// The SAs of `sas` by remote address, kept while one is out of `sas` being run.
+    by_remote: ByRemote,
+    /// The IKE SAs a rekey created, by the local SPI of the SA each is to succeed.
+    successors: HashMap<u64, Vec<u64>>,
+    /// SAs that went dead in a run, for `reap`.
+    dying: Vec<u64>,
     /// Each IKE SA's next deadline, by our SPI: filed anew whenever the SA may have
     /// changed, so that timers cost nothing per SA that is not due.
     timers: Deadlines<u64, Instant>,
@@ -65,6 +72,9 @@ impl<P: Policy> Engine<P> {
             sas: HashMap::new(),
             half_open: HashMap::new(),
             handles: HashMap::new(),
+            by_remote: ByRemote::default(),
+            successors: HashMap::new(),
+            dying: Vec::new(),
             timers: Deadlines::default(),
             next_id: 1,
             cookies: Cookies::new(now)?,
@@ -104,6 +114,33 @@ impl<P: Policy> Engine<P> {
     fn schedule(&mut self, spi: u64) {
         let at = self.sas.get(&spi).and_then(|sa| sa.deadline(&self.config));
         self.timers.set(spi, at);
+    }
+
+    /// Adds a new IKE SA and files its deadline; returns its local SPI.
+    fn add(&mut self, sa: IkeSa) -> u64 {
+        let spi = sa.local_spi();
+        self.by_remote.add(sa.remote.ip(), spi);
+        if let Some(old) = sa.successor_of {
+            self.successors.entry(old).or_default().push(spi);
+        }
+        self.put_back(spi, sa);
+        spi
+    }
+
+    /// Puts an IKE SA that was taken out of `sas` (or is new) back, noting what its
+    /// run changed: a finished handshake leaves the half-open SAs, a dead SA is reaped.
+    fn put_back(&mut self, spi: u64, sa: IkeSa) {
+        if sa.phase != Phase::HalfOpen
+            && let Some(key) = sa.init_key
+            && self.half_open.get(&key) == Some(&spi)
+        {
+            self.half_open.remove(&key);
+        }
+        if sa.phase == Phase::Dead {
+            self.dying.push(spi);
+        }
+        self.sas.insert(spi, sa);
+        self.schedule(spi);
     }
 
     /// The established IKE SAs.
@@ -163,10 +200,9 @@ impl<P: Policy> Engine<P> {
         let id = self.fresh_id();
         let mut ctx = self.ctx(now, remote);
         let sa = IkeSa::initiate(&mut ctx, id, local, remote, peer)?;
-        let spi = sa.local_spi();
+        let spi = self.add(sa);
         self.handles.insert(id, spi);
-        self.sas.insert(spi, sa);
-        self.schedule(spi);
+        self.reap(now);
         Ok(id)
     }
 
@@ -317,9 +353,10 @@ impl<P: Policy> Engine<P> {
             .unwrap_or_else(|| self.suites.clone());
         // The SA being worked on is out of `sas` meanwhile (or not in yet).
         let others_with_peer = self
-            .sas
-            .values()
-            .any(|sa| sa.remote.ip() == remote.ip() && sa.phase != Phase::Dead);
+            .by_remote
+            .get(remote.ip())
+            .iter()
+            .any(|spi| self.sas.get(spi).is_some_and(|sa| sa.phase != Phase::Dead));
         Ctx {
             now,
             config: &self.config,
@@ -386,11 +423,11 @@ impl<P: Policy> Engine<P> {
         else {
             return;
         };
-        let spi = sa.local_spi();
-        self.half_open.insert((remote, header.spi_i), spi);
+        self.half_open
+            .insert((remote, header.spi_i), sa.local_spi());
+        let spi = self.add(sa);
         self.handles.insert(id, spi);
-        self.sas.insert(spi, sa);
-        self.schedule(spi);
+        self.reap(now);
     }
 
     /// Runs `f` on one IKE SA, then applies what it asked of the engine.
@@ -399,18 +436,20 @@ impl<P: Policy> Engine<P> {
             return;
         };
         let was_established = sa.is_established();
+        let remote = sa.remote.ip();
         let mark = self.events.len();
         let mut ctx = self.ctx(now, sa.remote);
         f(&mut sa, &mut ctx);
         let spawned = std::mem::take(&mut ctx.spawned);
         let handovers = std::mem::take(&mut ctx.handovers);
         let newly_established = !was_established && sa.is_established();
-        self.sas.insert(spi, sa);
-        self.schedule(spi);
+        if sa.remote.ip() != remote {
+            self.by_remote.remove(remote, spi);
+            self.by_remote.add(sa.remote.ip(), spi);
+        }
+        self.put_back(spi, sa);
         for new in spawned {
-            let new_spi = new.local_spi();
-            self.sas.insert(new_spi, new);
-            self.schedule(new_spi);
+            self.add(new);
         }
         for (old, new) in handovers {
             self.hand_over(now, old, new);
@@ -435,8 +474,7 @@ impl<P: Policy> Engine<P> {
             to.adopt(&mut from);
             self.handles.insert(to.id, new);
         }
-        self.sas.insert(old, from);
-        self.schedule(old);
+        self.put_back(old, from);
         self.run(now, new, IkeSa::drive);
     }
 
@@ -449,6 +487,15 @@ impl<P: Policy> Engine<P> {
             && (a.local.ip(), a.remote.ip()) == (b.local.ip(), b.remote.ip())
     }
 
+    /// The IKE SAs in `sas` with the same peer as `sa` (itself included).
+    fn with_peer_of<'a>(&'a self, sa: &'a IkeSa) -> impl Iterator<Item = (u64, &'a IkeSa)> {
+        self.by_remote
+            .get(sa.remote.ip())
+            .iter()
+            .filter_map(|spi| Some((*spi, self.sas.get(spi)?)))
+            .filter(|(_, s)| Self::same_peer(s, sa))
+    }
+
     /// A peer that restarted leaves stale IKE SAs, which go at once.
     fn end_stale(&mut self, now: Instant, spi: u64) {
         let Some(sa) = self.sas.get(&spi) else { return };
@@ -458,15 +505,11 @@ impl<P: Policy> Engine<P> {
             // initiations were still being set up then and are left to resolve_duplicates.
             let began = sa.since;
             let stale: Vec<u64> = self
-                .sas
-                .iter()
+                .with_peer_of(sa)
                 .filter(|(other, s)| {
-                    **other != spi
-                        && s.is_established()
-                        && Self::same_peer(s, sa)
-                        && s.established_before(began)
+                    *other != spi && s.is_established() && s.established_before(began)
                 })
-                .map(|(other, _)| *other)
+                .map(|(other, _)| other)
                 .collect();
             for other in stale {
                 self.run(now, other, IkeSa::end_stale);
@@ -484,10 +527,9 @@ impl<P: Policy> Engine<P> {
         }
         let key = |sa: &IkeSa| std::cmp::min(sa.ni.clone(), sa.nr.clone());
         let mut same: Vec<(Vec<u8>, u64)> = self
-            .sas
-            .iter()
-            .filter(|(_, s)| s.is_established() && Self::same_peer(s, sa))
-            .map(|(spi, s)| (key(s), *spi))
+            .with_peer_of(sa)
+            .filter(|(_, s)| s.is_established())
+            .map(|(spi, s)| (key(s), spi))
             .collect();
         if same.len() < 2 {
             return;
@@ -512,48 +554,28 @@ impl<P: Policy> Engine<P> {
     }
 
     fn reap(&mut self, now: Instant) {
-        let dead: Vec<u64> = self
-            .sas
-            .iter()
-            .filter(|(_, sa)| sa.phase == Phase::Dead)
-            .map(|(spi, _)| *spi)
-            .collect();
-        for spi in dead {
+        for spi in std::mem::take(&mut self.dying) {
             let Some(sa) = self.sas.remove(&spi) else {
                 continue;
             };
+            self.by_remote.remove(sa.remote.ip(), spi);
             self.timers.set(spi, None);
-            if let Some(key) = sa.init_key {
+            if let Some(key) = sa.init_key
+                && self.half_open.get(&key) == Some(&spi)
+            {
                 self.half_open.remove(&key);
             }
             if self.handles.get(&sa.id) == Some(&spi) {
                 self.handles.remove(&sa.id);
             }
-            let orphans: Vec<u64> = self
-                .sas
-                .iter_mut()
-                .filter(|(_, successor)| successor.successor_of == Some(spi))
-                .map(|(orphan, successor)| {
+            for orphan in self.successors.remove(&spi).unwrap_or_default() {
+                if let Some(successor) = self.sas.get_mut(&orphan)
+                    && successor.successor_of == Some(spi)
+                {
                     successor.orphaned_at = Some(now);
-                    *orphan
-                })
-                .collect();
-            for orphan in orphans {
-                self.schedule(orphan);
+                    self.schedule(orphan);
+                }
             }
-        }
-        let settled: Vec<(SocketAddr, u64)> = self
-            .half_open
-            .iter()
-            .filter(|(_, spi)| {
-                self.sas
-                    .get(spi)
-                    .is_none_or(|sa| sa.phase != Phase::HalfOpen)
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for key in settled {
-            self.half_open.remove(&key);
         }
     }
 }

@@ -32,6 +32,7 @@
 //! - A child SA request without USE_TRANSPORT_MODE is refused with NO_PROPOSAL_CHOSEN
 //!   and the IKE SA is kept; selectors are the caller's decision ([`Policy`]).
 
+mod by_remote;
 mod child;
 mod cookie;
 mod engine;

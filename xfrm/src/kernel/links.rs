@@ -190,6 +190,7 @@ impl Links {
             .map_err(rt_err(op))?;
         let index = self.index(&spec.name).await?;
         lock(&self.wanted).insert(spec.name.clone(), false);
+        crate::ipv6_off::unless_carried(spec);
         for p in &spec.addresses {
             let added = self
                 .handle

@@ -363,6 +363,7 @@ impl Dataplane for UserspaceDataplane {
             return Err(Error::Exists(format!("link {}", link.name)));
         }
         let dev = Arc::new(build_tun(link)?);
+        crate::ipv6_off::unless_carried(link);
         let task = tokio::spawn(tx::run(self.shared.clone(), dev.clone(), link.clone()));
         links.insert(
             link.name.clone(),
