@@ -287,9 +287,16 @@ fn crossing_initiations_leave_one_ike_sa_and_one_pair() {
         return;
     }
     let dir = TempDir::new("daemon-crossing").or_panic();
-    let nodes = two_nodes(&Auth::Psk);
+    let mut nodes = two_nodes(&Auth::Psk);
     // IKE is held back in both namespaces until both daemons have initiated, so that
-    // their IKE_SA_INIT requests (retransmitted a second later) cross.
+    // their IKE_SA_INIT requests (retransmitted every second) cross. Ten of them outlast
+    // the hold however slowly the test lifts it.
+    for node in [&mut nodes.a, &mut nodes.b] {
+        node.ike = node
+            .ike
+            .replace("retransmit_tries = 2", "retransmit_tries = 10");
+        assert!(node.ike.contains("retransmit_tries = 10"), "{}", node.ike);
+    }
     let hold = dir.join("hold.nft");
     std::fs::write(
         &hold,
