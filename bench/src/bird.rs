@@ -96,3 +96,50 @@ fn birdc(socket: &Path, args: &[&str]) -> Result<String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::system::WorkDir;
+
+    /// Needs root and BIRD 2: the running BIRD reports the costs asked for and the
+    /// timers `DEFAULT_TIMERS` names.
+    #[test]
+    fn costs_set_and_timers_default() -> Result<()> {
+        let name = format!("ibtbird{}", std::process::id());
+        let dir = WorkDir::new(std::env::temp_dir().join(&name))?;
+        let ns = Netns::new(&name)?;
+        ns.ip(&[
+            "link", "add", "vn-x", "type", "veth", "peer", "name", "vn-y",
+        ])?;
+        for (link, addr) in [("vn-x", "10.99.0.0/31"), ("vn-y", "10.99.0.2/31")] {
+            ns.ip(&["addr", "add", addr, "dev", link])?;
+            ns.ip(&["link", "set", link, "up"])?;
+        }
+        let loopback = Ipv4Addr::new(10, 0, 0, 1);
+        let bird = Bird::start(&ns, &dir.path, "t", loopback, &[("vn-y", 100)], 10)?;
+        let show = |link: &str| {
+            let quoted = format!("\"{link}\"");
+            birdc(&bird.socket, &["show", "ospf", "interface", "vn", &quoted])
+        };
+        wait_for(
+            "BIRD to run OSPF on both links",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || {
+                Ok(
+                    (show("vn-x")?.contains("Cost:") && show("vn-y")?.contains("Cost:"))
+                        .then_some(()),
+                )
+            },
+        )?;
+        let (x, y) = (show("vn-x")?, show("vn-y")?);
+        assert!(x.contains("Cost: 10\n"), "{x}");
+        assert!(y.contains("Cost: 100\n"), "{y}");
+        for out in [&x, &y] {
+            assert!(out.contains("Hello timer: 10\n"), "{out}");
+            assert!(out.contains("Dead timer: 40\n"), "{out}");
+        }
+        Ok(())
+    }
+}
