@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::pki::NodeCert;
+use crate::pki::{Ca, NodeCert};
 use crate::system::{Netns, Process, Usage, checked, wait_for};
 
 /// Where the daemon and its control tool are.
@@ -43,6 +43,36 @@ pub struct Node {
 }
 
 impl Node {
+    /// Node `name` at `endpoint` with a new certificate from `ca` for `<name>.vn.example`,
+    /// and an active neighbor on link `vn-<peer>` for each `(peer, its endpoint, our
+    /// address on the link)`.
+    pub fn issued(
+        ca: &Ca,
+        (name, endpoint): (&str, &str),
+        ike: &str,
+        peers: &[(&str, &str, &str)],
+    ) -> Result<Self> {
+        let cert = ca.issue(&format!("{name}.vn.example"), endpoint)?;
+        Ok(Self {
+            name: name.into(),
+            endpoint: endpoint.into(),
+            cert,
+            ca: ca.cert.clone(),
+            ike: ike.into(),
+            neighbors: peers
+                .iter()
+                .map(|&(peer, endpoint, address)| Neighbor {
+                    name: peer.into(),
+                    identity: format!("{peer}.vn.example"),
+                    endpoint: endpoint.into(),
+                    link: format!("vn-{peer}"),
+                    address: address.into(),
+                    passive: false,
+                })
+                .collect(),
+        })
+    }
+
     fn render(&self, state_dir: &Path, socket: &Path) -> String {
         let mut text = format!(
             "[node]\nname = \"{}\"\nidentity = \"{}\"\nendpoint = \"{}\"\ndataplane = \"userspace\"\n\
@@ -139,6 +169,15 @@ impl Daemon {
                 .find(|n| n["name"] == name)
                 .and_then(|n| n["link_state"].as_str().map(str::to_owned))
         }))
+    }
+
+    /// Waits until the link to neighbor `name` is in `state` (`up`/`down`), polling
+    /// every 100 ms.
+    pub fn wait_link(&self, name: &str, state: &str, timeout: Duration) -> Result<()> {
+        let what = format!("the link to {name} to be {state}");
+        wait_for(&what, timeout, Duration::from_millis(100), || {
+            Ok((self.link_state(name)?.as_deref() == Some(state)).then_some(()))
+        })
     }
 
     pub fn usage(&self) -> Result<Usage> {

@@ -2,8 +2,10 @@
 //! `bench/run` builds everything and runs the `iiptran-bench` binary; `loadgen` is the
 //! engine-driven initiator it uses for the setup-rate measurements.
 
+pub mod bird;
 pub mod charon;
 pub mod cipher;
+pub mod failure;
 pub mod floor;
 pub mod iiptrand;
 pub mod loadgen;

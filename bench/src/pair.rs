@@ -1,5 +1,5 @@
 //! Two iiptrand nodes joined by one virtual link (userspace data plane), and what is
-//! measured over it: packet loss across rekeys under load, failure detection, throughput.
+//! measured over it: packet loss across rekeys under load and throughput.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -8,9 +8,9 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::iiptrand::{Binaries, Daemon, Neighbor, Node};
+use crate::iiptrand::{Binaries, Daemon, Node};
 use crate::pki::Ca;
-use crate::system::{Pair, Process, WorkDir, checked, wait_for};
+use crate::system::{Pair, Process, WorkDir, checked};
 
 const A_ADDR: &str = "10.201.0.1";
 const B_ADDR: &str = "10.201.0.2";
@@ -26,42 +26,18 @@ pub struct Nodes {
     _dir: WorkDir,
 }
 
-fn node(ca: &Ca, me: (&str, &str), peer: (&str, &str), address: &str, ike: &str) -> Result<Node> {
-    let cert = ca.issue(&format!("{}.vn.example", me.0), me.1)?;
-    Ok(Node {
-        name: me.0.into(),
-        endpoint: me.1.into(),
-        cert,
-        ca: ca.cert.clone(),
-        ike: ike.into(),
-        neighbors: vec![Neighbor {
-            name: peer.0.into(),
-            identity: format!("{}.vn.example", peer.0),
-            endpoint: peer.1.into(),
-            link: format!("vn-{}", peer.0),
-            address: address.into(),
-            passive: false,
-        }],
-    })
-}
-
 impl Nodes {
     /// Starts both nodes with the `[ike]` lines `ike` and waits until both links are up.
     pub fn start(bin: &Binaries, ca: &Ca, dir: &Path, prefix: &str, ike: &str) -> Result<Self> {
         let pair = Pair::new(prefix, A_ADDR, B_ADDR)?;
         let dir = WorkDir::new(dir.join(prefix))?;
-        let a = node(ca, ("a", A_ADDR), ("b", B_ADDR), "10.99.0.0/31", ike)?;
-        let b = node(ca, ("b", B_ADDR), ("a", A_ADDR), "10.99.0.1/31", ike)?;
+        let a = Node::issued(ca, ("a", A_ADDR), ike, &[("b", B_ADDR, "10.99.0.0/31")])?;
+        let b = Node::issued(ca, ("b", B_ADDR), ike, &[("a", A_ADDR, "10.99.0.1/31")])?;
         let ready = Duration::from_secs(30);
         let a = Daemon::start(bin, &pair.a, &dir.path, &a, ready)?;
         let b = Daemon::start(bin, &pair.b, &dir.path, &b, ready)?;
         for (d, peer) in [(&a, "b"), (&b, "a")] {
-            wait_for(
-                "the virtual link to come up",
-                Duration::from_secs(60),
-                Duration::from_millis(100),
-                || Ok((d.link_state(peer)?.as_deref() == Some("up")).then_some(())),
-            )?;
+            d.wait_link(peer, "up", Duration::from_secs(60))?;
         }
         Ok(Self {
             a,
@@ -177,22 +153,6 @@ pub fn rekey_under_load(
         child_rekeys,
         ike_rekeys,
     })
-}
-
-/// Seconds from SIGKILL of `b`'s daemon until `a` reports its link to `b` down, with the
-/// default liveness settings.
-pub fn failure_detection(bin: &Binaries, ca: &Ca, dir: &Path, prefix: &str) -> Result<f64> {
-    let mut nodes = Nodes::start(bin, ca, dir, prefix, "")?;
-    nodes.b.process.signal(libc::SIGKILL);
-    let killed = Instant::now();
-    nodes.b.process.stop();
-    wait_for(
-        "the link to the dead peer to go down",
-        Duration::from_secs(600),
-        Duration::from_millis(100),
-        || Ok((nodes.a.link_state("b")?.as_deref() == Some("down")).then_some(())),
-    )?;
-    Ok(killed.elapsed().as_secs_f64())
 }
 
 /// Throughput over the link in one run.

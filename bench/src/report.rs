@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bird;
+use crate::failure::FailureRun;
 use crate::floor::FloorRun;
 use crate::pair::{DataplaneRun, RekeyRun};
 use crate::setup_rate::RateRun;
@@ -17,7 +19,8 @@ pub struct Report {
     pub setup: Vec<SizeResult>,
     pub floor: Vec<FloorRun>,
     pub rekey: Vec<RekeyRun>,
-    pub failure_detection_s: Vec<f64>,
+    #[serde(default)]
+    pub failure: Vec<FailureRun>,
     pub dataplane: Vec<DataplaneRun>,
     /// Runs that failed, and why; they are left out of the figures.
     pub errors: Vec<String>,
@@ -141,11 +144,19 @@ impl Report {
                 );
             }
         }
-        if let Some(s) = Spread::of(self.failure_detection_s.iter().copied()) {
+        if !self.failure.is_empty() {
+            let f = &self.failure;
             let _ = writeln!(
                 t,
-                "\nFailure detection (peer SIGKILLed, default liveness): link down after {} s",
-                s.show(1)
+                "\nFailure of a node, seen from its neighbor: VN a–b–c, OSPF costs a–b and b–c 10, a–c 100;\n\
+                 b's iiptrand SIGKILLed; iiptrand's default liveness, BIRD 2's default OSPF timers ({}):\n\
+                 \x20 a's link to b down after                           {:>22} s\n\
+                 \x20 a's kernel route to c's loopback via a–c after     {:>22} s\n\
+                 \x20 pings between a's and c's loopbacks again after    {:>22} s",
+                bird::DEFAULT_TIMERS,
+                cell(spread(f, |r| r.link_down_s), 1),
+                cell(spread(f, |r| r.rerouted_s), 1),
+                cell(spread(f, |r| r.ping_back_s), 1),
             );
         }
         if !self.dataplane.is_empty() {

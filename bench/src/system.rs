@@ -91,6 +91,48 @@ impl Pair {
     }
 }
 
+/// Namespaces `<prefix>0`, `<prefix>1`, … each with `veth0` on one bridge, which lives in
+/// a namespace of its own (`<prefix>sw`), and the /24 addresses given.
+pub struct Lan {
+    pub nodes: Vec<Netns>,
+    // Dropped after the nodes; its bridge and the veth peers go with it.
+    switch: Netns,
+}
+
+impl Lan {
+    pub fn new(prefix: &str, addrs: &[&str]) -> Result<Self> {
+        let switch = Netns::new(&format!("{prefix}sw"))?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        let mut lan = Self {
+            nodes: Vec::new(),
+            switch,
+        };
+        for (i, addr) in addrs.iter().enumerate() {
+            let ns = Netns::new(&format!("{prefix}{i}"))?;
+            let port = format!("p{i}");
+            ns.ip(&[
+                "link",
+                "add",
+                "veth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &lan.switch.name,
+            ])?;
+            lan.switch
+                .ip(&["link", "set", &port, "master", "br0", "up"])?;
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "veth0"])?;
+            ns.ip(&["link", "set", "veth0", "up"])?;
+            lan.nodes.push(ns);
+        }
+        Ok(lan)
+    }
+}
+
 /// A child process, stopped (SIGTERM, then SIGKILL) on drop. Its output goes to
 /// `<dir>/<name>.stdout|stderr` unless the caller asked for a pipe.
 pub struct Process {

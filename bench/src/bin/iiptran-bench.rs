@@ -11,7 +11,7 @@ use iiptran_bench::iiptrand::Binaries;
 use iiptran_bench::report::{Report, SizeResult};
 use iiptran_bench::setup_rate::{self, Responder, Setup};
 use iiptran_bench::system::{WorkDir, run};
-use iiptran_bench::{floor, pair};
+use iiptran_bench::{failure, floor, pair};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Part {
@@ -198,16 +198,17 @@ fn main() -> Result<()> {
         }
     }
     if wants(Part::Failure) {
-        // Each detection waits out the default liveness timers (about a minute and a half),
-        // so the runs go side by side, each in its own namespaces.
-        eprintln!("bench: failure detection, {} runs side by side", args.runs);
-        let results: Vec<Result<f64>> = std::thread::scope(|scope| {
+        // Each run waits out the default liveness timers (about three minutes), so the
+        // runs go side by side, each in its own namespaces.
+        eprintln!(
+            "bench: failure and rerouting, {} runs side by side",
+            args.runs
+        );
+        let results: Vec<Result<failure::FailureRun>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..args.runs)
                 .map(|r| {
                     let (binaries, ca, dir) = (&binaries, &ca, &work.path);
-                    scope.spawn(move || {
-                        pair::failure_detection(binaries, ca, dir, &format!("ibf{id}{r}"))
-                    })
+                    scope.spawn(move || failure::measure(binaries, ca, dir, &format!("ibf{id}{r}")))
                 })
                 .collect();
             handles
@@ -220,10 +221,10 @@ fn main() -> Result<()> {
         });
         for (r, result) in results.into_iter().enumerate() {
             match result {
-                Ok(s) => report.failure_detection_s.push(s),
+                Ok(f) => report.failure.push(f),
                 Err(e) => report
                     .errors
-                    .push(format!("failure detection, run {}: {e:#}", r + 1)),
+                    .push(format!("failure and rerouting, run {}: {e:#}", r + 1)),
             }
         }
     }
