@@ -109,7 +109,10 @@ fn wait_pair(nodes: &TwoNodes, a: &Daemon, b: &Daemon, protocols: &[u8]) -> Chil
 
 /// Three pings from a to b over the link, IPv4 and IPv6, and a's child SA counters grow by
 /// both.
-fn ping_both_families(nodes: &TwoNodes, a: &Daemon, before: &ChildSaReport) {
+fn ping_both_families(nodes: &TwoNodes, a: &Daemon, b: &Daemon, before: &ChildSaReport) {
+    // The SAs are in before the links come up (and a reload makes the links anew).
+    a.wait_established("b", Duration::from_secs(30)).or_panic();
+    b.wait_established("a", Duration::from_secs(30)).or_panic();
     for (family, dst) in [("-4", B_V4), ("-6", B_V6)] {
         nodes
             .a_ns
@@ -197,7 +200,7 @@ fn dual_stack_pair(endpoints: (&str, &str, u8), kind: &str) {
     let (a, b) = nodes.start(dir.path()).or_panic();
     let before = wait_pair(nodes, &a, &b, &[4, 41]);
     kernel_holds_dual_stack_objects(nodes, kind);
-    ping_both_families(nodes, &a, &before);
+    ping_both_families(nodes, &a, &b, &before);
 }
 
 #[test]
@@ -241,5 +244,5 @@ fn a_reload_turns_an_ipv4_neighbor_into_a_dual_stack_one() {
     }
     let before = wait_pair(&nodes, &a, &b, &[4, 41]);
     kernel_holds_dual_stack_objects(&nodes, "sit");
-    ping_both_families(&nodes, &a, &before);
+    ping_both_families(&nodes, &a, &b, &before);
 }
