@@ -8,11 +8,12 @@ use tracing::warn;
 
 use crate::LinkSpec;
 
-/// Turns IPv6 off on the (still down) link of `spec` unless it carries IPv6 inner packets
-/// (also with link-local addresses only, as OSPFv3 uses) or has an IPv6 address. A link
-/// that keeps IPv6 still works, so a failure is only reported.
+/// Turns IPv6 off on the (still down) link of a validated `spec` unless it carries IPv6
+/// inner packets (also with link-local addresses only, as OSPFv3 uses; an IPv6 address
+/// fails validation without them). A link that keeps IPv6 still works, so a failure is
+/// only reported.
 pub(crate) fn unless_carried(spec: &LinkSpec) {
-    if spec.inner.ipv6 || spec.addresses.iter().any(|p| p.addr().is_ipv6()) {
+    if spec.inner.ipv6 {
         return;
     }
     let ipv6 = Path::new("/proc/sys/net/ipv6");
