@@ -135,33 +135,27 @@ impl Area {
         Ok(())
     }
 
-    /// Stores each `(key, record)` and deletes each key of `deletes`, all or nothing; sled
-    /// flushes it to disk in the background within half a second.
+    /// Stores each `(key, record)` and deletes each key of `deletes`, all or nothing (one
+    /// atomic batch: no transaction is needed, nothing is read); sled flushes it to disk
+    /// in the background within half a second.
     fn write<K: Serialize, V: Serialize>(
         &self,
         puts: &[(K, &V)],
         deletes: &[K],
     ) -> Result<(), DbError> {
-        self.tree
-            .transaction(|tx| {
-                for (key, value) in puts {
-                    tx.insert(encode(key, DbError)?, encode(value, DbError)?)?;
-                }
-                for key in deletes {
-                    tx.remove(encode(key, DbError)?)?;
-                }
-                Ok(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => db_error(e),
-            })
+        let mut batch = sled::Batch::default();
+        for (key, value) in puts {
+            batch.insert(json(key)?, json(value)?);
+        }
+        for key in deletes {
+            batch.remove(json(key)?);
+        }
+        self.tree.apply_batch(batch).map_err(db_error)
     }
 
     fn get<K: Serialize, V: DeserializeOwned>(&self, key: &K) -> Result<Option<V>, DbError> {
-        let key = serde_json::to_vec(key).map_err(|e| DbError(e.to_string()))?;
         self.tree
-            .get(key)
+            .get(json(key)?)
             .map_err(db_error)?
             .map(|v| decode(&v, DbError))
             .transpose()
@@ -176,6 +170,10 @@ impl Area {
     }
 }
 
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, DbError> {
+    serde_json::to_vec(value).map_err(|e| DbError(e.to_string()))
+}
+
 fn db_error(e: sled::Error) -> DbError {
     DbError(e.to_string())
 }
@@ -185,12 +183,12 @@ fn db_error(e: sled::Error) -> DbError {
 pub struct AdjacencyDb(Area);
 
 impl AdjacencyDb {
-    /// Stores the record, replacing the neighbor's previous one. Not flushed at once: an
-    /// adjacency changes state several times per setup, and a crash loses at most the
-    /// last half second of what is only a report (a restarted daemon starts every
-    /// adjacency afresh).
-    pub fn put(&self, record: &AdjacencyRecord) -> Result<(), DbError> {
-        self.0.write(&[(record.neighbor.as_str(), record)], &[])
+    /// Stores the records, each replacing its neighbor's previous one, in one batch. Not
+    /// flushed at once: a crash loses at most the last half second of what is only a
+    /// report (a restarted daemon starts every adjacency afresh).
+    pub fn put(&self, records: &[&AdjacencyRecord]) -> Result<(), DbError> {
+        let puts: Vec<_> = records.iter().map(|r| (r.neighbor.as_str(), *r)).collect();
+        self.0.write(&puts, &[])
     }
 
     pub fn get(&self, neighbor: &str) -> Result<Option<AdjacencyRecord>, DbError> {
@@ -618,9 +616,13 @@ mod tests {
         let down = State::Down {
             retry_at: Time(4_000),
         };
-        db.put(&adjacency_record("b", State::Connecting)).unwrap();
-        db.put(&adjacency_record("b", down)).unwrap();
-        db.put(&adjacency_record("c", State::Up)).unwrap();
+        db.put(&[&adjacency_record("b", State::Connecting)])
+            .unwrap();
+        db.put(&[
+            &adjacency_record("b", down),
+            &adjacency_record("c", State::Up),
+        ])
+        .unwrap();
         assert_eq!(db.get("b").unwrap(), Some(adjacency_record("b", down)));
         let mut names: Vec<_> = db.list().unwrap().into_iter().map(|r| r.neighbor).collect();
         names.sort();
@@ -640,7 +642,7 @@ mod tests {
         store
             .adjacencies()
             .unwrap()
-            .put(&adjacency_record("b", State::Up))
+            .put(&[&adjacency_record("b", State::Up)])
             .unwrap();
         assert!(store.installed().unwrap().list().unwrap().is_empty());
         assert!(store.ca().unwrap().list().unwrap().is_empty());

@@ -2,7 +2,7 @@
 //! requests, data-plane events, signals), feeds the engine and the adjacencies, and
 //! carries out what they ask for.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +45,11 @@ pub enum NatT {
 
 const MARKER: [u8; 4] = [0; 4];
 const MAX_DATAGRAM: usize = 65_536;
+/// How long a changed adjacency record may wait to be written. A setup changes a record
+/// several times within milliseconds; writing them together costs one store batch per
+/// interval instead of one per change. The records are a report (a restart starts every
+/// adjacency afresh), so a crash loses at most this much of it.
+const RECORD_WRITE_DELAY: Duration = Duration::from_secs(1);
 
 impl NatT {
     /// The next datagram, as the engine expects it on port 4500 (with the marker).
@@ -92,6 +97,9 @@ pub struct Runtime<D: Dataplane> {
     ike_sas: HashMap<IkeSaId, String>,
     /// The timer each adjacency has armed, by neighbor name.
     timers: Deadlines<String, Time>,
+    /// Neighbors whose record changed since it was last written, and when to write them.
+    unwritten: BTreeSet<String>,
+    write_records_at: Option<Instant>,
     next_reqid: u32,
     pub(super) started: Instant,
 }
@@ -147,6 +155,8 @@ impl<D: Dataplane> Runtime<D> {
             neighbors: BTreeMap::new(),
             ike_sas: HashMap::new(),
             timers: Deadlines::default(),
+            unwritten: BTreeSet::new(),
+            write_records_at: None,
             next_reqid: *OWNED_REQIDS.start() + 1,
             started: Instant::now(),
         }
@@ -174,7 +184,13 @@ impl<D: Dataplane> Runtime<D> {
         self.drain().await;
     }
 
+    /// Records objects about to be installed, durably: a crash after the install must
+    /// not leave them unknown to the next start. Needless (and a disk flush per setup)
+    /// where the objects die with the process.
     fn record(&self, neighbor: &str, objects: Vec<KernelObject>) {
+        if !self.dataplane.outlives_process() {
+            return;
+        }
         let installed_at = wall_now();
         let list: Vec<InstalledObject> = objects
             .into_iter()
@@ -190,6 +206,9 @@ impl<D: Dataplane> Runtime<D> {
     }
 
     fn forget(&self, objects: &[KernelObject]) {
+        if !self.dataplane.outlives_process() {
+            return;
+        }
         if let Err(e) = self.store.installed().and_then(|db| db.forget(objects)) {
             warn!(error = %e, "forgetting removed objects");
         }
@@ -280,6 +299,7 @@ impl<D: Dataplane> Runtime<D> {
             .poll_timeout()
             .into_iter()
             .chain(timer)
+            .chain(self.write_records_at)
             .min()
             .map_or(far, |d| d.min(far))
     }
@@ -291,6 +311,24 @@ impl<D: Dataplane> Runtime<D> {
         }
         for name in self.timers.take_due(wall_now()) {
             self.feed(&name, AdjEvent::Timer).await;
+        }
+        if self.write_records_at.is_some_and(|at| at <= now) {
+            self.write_records();
+        }
+    }
+
+    fn write_records(&mut self) {
+        self.write_records_at = None;
+        let names = std::mem::take(&mut self.unwritten);
+        if names.is_empty() {
+            return;
+        }
+        let records: Vec<_> = names
+            .iter()
+            .filter_map(|name| self.neighbors.get(name)?.record.as_ref())
+            .collect();
+        if let Err(e) = self.store.adjacencies().and_then(|db| db.put(&records)) {
+            warn!(error = %e, "storing adjacency records");
         }
     }
 
@@ -554,11 +592,10 @@ impl<D: Dataplane> Runtime<D> {
         if n.record.as_ref().map(|r| r.state) != Some(record.state) {
             info!(neighbor = name, state = ?record.state, "adjacency");
         }
-        let stored = self.store.adjacencies().and_then(|db| db.put(&record));
-        if let Err(e) = stored {
-            warn!(error = %e, "storing the adjacency");
-        }
         n.record = Some(record);
+        self.unwritten.insert(name.to_owned());
+        self.write_records_at
+            .get_or_insert_with(|| Instant::now() + RECORD_WRITE_DELAY);
     }
 
     /// Carries out one adjacency command; returns the event its success means.
@@ -790,6 +827,7 @@ impl<D: Dataplane> Runtime<D> {
             self.feed(name, AdjEvent::Remove).await;
             self.neighbors.remove(name);
             self.timers.set(name.clone(), None);
+            self.unwritten.remove(name);
             if let Err(e) = self.store.adjacencies().and_then(|db| db.remove(name)) {
                 warn!(error = %e, "removing the adjacency record");
             }
@@ -831,6 +869,7 @@ impl<D: Dataplane> Runtime<D> {
             }
         }
         remove_recorded(&self.store, &self.dataplane).await;
+        self.write_records();
         self.services.stop().await;
         info!("stopped");
     }

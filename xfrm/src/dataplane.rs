@@ -92,6 +92,11 @@ pub trait Dataplane: Send + Sync {
     /// data plane.
     fn subscribe(&self) -> broadcast::Receiver<DataplaneEvent>;
 
+    /// Whether what this data plane installs outlives the daemon's process, so that a
+    /// restart after a crash must find and remove it. Kernel objects do; userspace tables
+    /// and non-persistent TUN devices go with the process.
+    fn outlives_process(&self) -> bool;
+
     /// Removes every SA and policy tagged as the daemon's (see [`crate::OWNED_REQIDS`] and
     /// [`crate::OWNED_PRIORITIES`]) and nothing else; used after a crash.
     fn flush_ours(&self) -> impl Future<Output = Result<()>> + Send;

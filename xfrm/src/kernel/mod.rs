@@ -179,6 +179,10 @@ impl<S: XfrmSocket> KernelDataplane<S> {
 }
 
 impl<S: XfrmSocket> Dataplane for KernelDataplane<S> {
+    fn outlives_process(&self) -> bool {
+        true
+    }
+
     async fn allocate_spi(&self, src: IpAddr, dst: IpAddr, reqid: u32) -> Result<u32> {
         let info = UserSaInfo {
             id: Id {

@@ -264,6 +264,10 @@ fn build_tun(spec: &LinkSpec) -> Result<tun_rs::AsyncDevice> {
 }
 
 impl Dataplane for UserspaceDataplane {
+    fn outlives_process(&self) -> bool {
+        false
+    }
+
     async fn allocate_spi(&self, src: IpAddr, dst: IpAddr, _reqid: u32) -> Result<u32> {
         let mut t = self.shared.write_tables();
         for _ in 0..64 {
