@@ -227,6 +227,8 @@ pub struct Adjacency {
     refused: bool,
     rng: u64,
     history: History,
+    /// Counts changes of what [`Adjacency::record`] shows.
+    revision: u64,
 }
 
 impl Adjacency {
@@ -247,6 +249,7 @@ impl Adjacency {
             refused: false,
             rng: seed,
             history: History::default(),
+            revision: 0,
         }
     }
 
@@ -266,6 +269,11 @@ impl Adjacency {
     /// Whether the link is up (the daemon confirmed it).
     pub fn link_up(&self) -> bool {
         self.link == LinkState::Up
+    }
+
+    /// Changes whenever [`Adjacency::record`] would: a cheap test of whether to store it.
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     pub fn record(&self) -> AdjacencyRecord {
@@ -384,6 +392,7 @@ impl Adjacency {
             cause: cause.to_owned(),
         });
         self.state = to;
+        self.revision += 1;
     }
 
     fn established(&mut self, now: Time, p: ChildPair, out: &mut Vec<Command>) {
@@ -417,6 +426,7 @@ impl Adjacency {
                 installed: false,
                 rekeyed: false,
             });
+            self.revision += 1;
             out.push(Command::InstallSas(p));
             return;
         }
@@ -456,6 +466,7 @@ impl Adjacency {
                 out.push(Command::DeleteSas(old.pair));
             }
             self.current = self.next.take();
+            self.revision += 1;
         } else if !self.current.is_some_and(|c| c.pair == p) {
             return;
         }
@@ -503,6 +514,7 @@ impl Adjacency {
         self.timer = None;
         self.up_since = Some(now);
         self.history.last_established = Some(now);
+        self.revision += 1;
         self.go(now, State::Up, "child SAs installed and link up");
     }
 
@@ -526,6 +538,7 @@ impl Adjacency {
             // During a rekey the old pair may go before the new one is in: carry on with
             // the new one.
             self.current = self.next.take();
+            self.revision += 1;
             match self.current {
                 None => self.fail(now, "child SAs deleted or expired", out),
                 Some(c) if !c.installed && self.state == State::Up => {
@@ -546,6 +559,7 @@ impl Adjacency {
         }
         if self.current.is_some_and(|c| c.pair.ike_sa == ike_sa) {
             self.current = None;
+            self.revision += 1;
             self.fail(now, "peer deleted the IKE SA", out);
         } else if matches!(self.state, State::Connecting | State::Rekeying)
             && self.current.is_none()
@@ -575,6 +589,7 @@ impl Adjacency {
                 out.push(Command::DeleteSas(p.pair));
             } else {
                 self.current = Some(p);
+                self.revision += 1;
             }
         }
         self.go(now, State::Rekeying, "peer restarted: new child SAs coming");
@@ -637,6 +652,7 @@ impl Adjacency {
         {
             out.push(Command::DeleteSas(p.pair));
         }
+        self.revision += 1;
         self.timer = None;
     }
 
@@ -646,6 +662,7 @@ impl Adjacency {
         }
         self.tear_down(out);
         self.history.last_error = Some((now, why.to_owned()));
+        self.revision += 1;
         out.push(Command::Log(why.to_owned()));
         if self
             .up_since

@@ -186,8 +186,8 @@ impl AdjacencyDb {
     /// Stores the records, each replacing its neighbor's previous one, in one batch. Not
     /// flushed at once: a crash loses at most the last half second of what is only a
     /// report (a restarted daemon starts every adjacency afresh).
-    pub fn put(&self, records: &[&AdjacencyRecord]) -> Result<(), DbError> {
-        let puts: Vec<_> = records.iter().map(|r| (r.neighbor.as_str(), *r)).collect();
+    pub fn put(&self, records: &[AdjacencyRecord]) -> Result<(), DbError> {
+        let puts: Vec<_> = records.iter().map(|r| (r.neighbor.as_str(), r)).collect();
         self.0.write(&puts, &[])
     }
 
@@ -616,11 +616,10 @@ mod tests {
         let down = State::Down {
             retry_at: Time(4_000),
         };
-        db.put(&[&adjacency_record("b", State::Connecting)])
-            .unwrap();
+        db.put(&[adjacency_record("b", State::Connecting)]).unwrap();
         db.put(&[
-            &adjacency_record("b", down),
-            &adjacency_record("c", State::Up),
+            adjacency_record("b", down),
+            adjacency_record("c", State::Up),
         ])
         .unwrap();
         assert_eq!(db.get("b").unwrap(), Some(adjacency_record("b", down)));
@@ -642,7 +641,7 @@ mod tests {
         store
             .adjacencies()
             .unwrap()
-            .put(&[&adjacency_record("b", State::Up)])
+            .put(&[adjacency_record("b", State::Up)])
             .unwrap();
         assert!(store.installed().unwrap().list().unwrap().is_empty());
         assert!(store.ca().unwrap().list().unwrap().is_empty());

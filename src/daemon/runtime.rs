@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use iiptran_ike::deadlines::Deadlines;
 use iiptran_ike::sa::{ChildSa, ChildSpis, DownReason, Engine, Event, IkeSaId};
 use iiptran_policy::adjacency::{
-    Adjacency, AdjacencyRecord, ChildPair, Command, Event as AdjEvent, State, Time, Timing,
+    Adjacency, ChildPair, Command, Event as AdjEvent, State, Time, Timing,
 };
 use iiptran_policy::config::{Config, Neighbor, diff};
 use iiptran_policy::store::{InstalledObject, KernelObject, Store};
@@ -75,12 +75,34 @@ pub(super) struct NeighborState {
     pub config: Neighbor,
     pub adjacency: Adjacency,
     pub reqid: u32,
-    children: HashMap<ChildSpis, ChildSa>,
+    children: Children,
     /// Pairs we responded to a rekey with, by the pair they replace: their outbound SA
     /// is installed once the replaced pair is retired, as by then the peer, which deletes
     /// it after installing the new pair, has the new inbound SA.
     outbound_waits: HashMap<ChildSpis, ChildSpis>,
-    record: Option<AdjacencyRecord>,
+    /// The revision and state of the adjacency when its record was last stored.
+    stored: Option<(u64, State)>,
+}
+
+/// A neighbor's child SAs, with the keys the data plane needs: one, or two across a
+/// rekey, so a vector holds them in the least memory.
+#[derive(Default)]
+struct Children(Vec<ChildSa>);
+
+impl Children {
+    fn get(&self, spis: &ChildSpis) -> Option<&ChildSa> {
+        self.0.iter().find(|c| c.spis == *spis)
+    }
+
+    fn insert(&mut self, child: ChildSa) {
+        self.remove(&child.spis);
+        self.0.reserve_exact(1);
+        self.0.push(child);
+    }
+
+    fn remove(&mut self, spis: &ChildSpis) {
+        self.0.retain(|c| c.spis != *spis);
+    }
 }
 
 pub struct Runtime<D: Dataplane> {
@@ -224,9 +246,9 @@ impl<D: Dataplane> Runtime<D> {
                 config,
                 adjacency,
                 reqid: self.next_reqid,
-                children: HashMap::new(),
+                children: Children::default(),
                 outbound_waits: HashMap::new(),
-                record: None,
+                stored: None,
             },
         );
         self.next_reqid += 1;
@@ -325,7 +347,7 @@ impl<D: Dataplane> Runtime<D> {
         }
         let records: Vec<_> = names
             .iter()
-            .filter_map(|name| self.neighbors.get(name)?.record.as_ref())
+            .filter_map(|name| Some(self.neighbors.get(name)?.adjacency.record()))
             .collect();
         if let Err(e) = self.store.adjacencies().and_then(|db| db.put(&records)) {
             warn!(error = %e, "storing adjacency records");
@@ -384,7 +406,7 @@ impl<D: Dataplane> Runtime<D> {
                 }
                 let pair = pair_of(child.ike_sa, child.spis);
                 if let Some(n) = self.neighbors.get_mut(&name) {
-                    n.children.insert(child.spis, child);
+                    n.children.insert(child);
                 }
                 self.feed(&name, AdjEvent::ChildSaEstablished(pair)).await;
             }
@@ -402,7 +424,7 @@ impl<D: Dataplane> Runtime<D> {
                     if !initiated {
                         n.outbound_waits.insert(old, new.spis);
                     }
-                    n.children.insert(new.spis, new);
+                    n.children.insert(new);
                 }
                 let event = AdjEvent::ChildSaRekeyed {
                     old: old_pair,
@@ -585,14 +607,13 @@ impl<D: Dataplane> Runtime<D> {
         let Some(n) = self.neighbors.get_mut(name) else {
             return;
         };
-        let record = n.adjacency.record();
-        if n.record.as_ref() == Some(&record) {
-            return;
+        let (revision, state) = (n.adjacency.revision(), n.adjacency.state());
+        match n.stored {
+            Some((stored, _)) if stored == revision => return,
+            Some((_, shown)) if shown == state => {}
+            _ => info!(neighbor = name, ?state, "adjacency"),
         }
-        if n.record.as_ref().map(|r| r.state) != Some(record.state) {
-            info!(neighbor = name, state = ?record.state, "adjacency");
-        }
-        n.record = Some(record);
+        n.stored = Some((revision, state));
         self.unwritten.insert(name.to_owned());
         self.write_records_at
             .get_or_insert_with(|| Instant::now() + RECORD_WRITE_DELAY);

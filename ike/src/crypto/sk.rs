@@ -32,8 +32,10 @@ pub struct SkCipher {
 
 enum Transform {
     ChaCha20Poly1305(ChaCha20Poly1305, Zeroizing<[u8; SALT_LEN]>),
-    Aes128Gcm(Aes128Gcm, Zeroizing<[u8; SALT_LEN]>),
-    Aes256Gcm(Aes256Gcm, Zeroizing<[u8; SALT_LEN]>),
+    // Boxed: an AES key schedule with its GHASH key is several hundred bytes, and every
+    // IKE SA holds two ciphers of whatever suite it negotiated.
+    Aes128Gcm(Box<Aes128Gcm>, Zeroizing<[u8; SALT_LEN]>),
+    Aes256Gcm(Box<Aes256Gcm>, Zeroizing<[u8; SALT_LEN]>),
     AesCbc {
         key: Secret,
         integ: Integ,
@@ -144,12 +146,14 @@ impl SkCipher {
                 ChaCha20Poly1305::new_from_slice(key).map_err(bad_key)?,
                 salt(),
             ),
-            Encr::AesGcm16 { key_len: 16 } => {
-                Transform::Aes128Gcm(Aes128Gcm::new_from_slice(key).map_err(bad_key)?, salt())
-            }
-            Encr::AesGcm16 { .. } => {
-                Transform::Aes256Gcm(Aes256Gcm::new_from_slice(key).map_err(bad_key)?, salt())
-            }
+            Encr::AesGcm16 { key_len: 16 } => Transform::Aes128Gcm(
+                Box::new(Aes128Gcm::new_from_slice(key).map_err(bad_key)?),
+                salt(),
+            ),
+            Encr::AesGcm16 { .. } => Transform::Aes256Gcm(
+                Box::new(Aes256Gcm::new_from_slice(key).map_err(bad_key)?),
+                salt(),
+            ),
             Encr::AesCbc { integ, .. } => Transform::AesCbc {
                 key: Secret::from_slice(key),
                 integ,
@@ -226,8 +230,8 @@ impl SkCipher {
         body.extend_from_slice(iv);
         match &self.transform {
             Transform::ChaCha20Poly1305(aead, salt) => aead_seal(aead, salt, iv, aad, &mut buf)?,
-            Transform::Aes128Gcm(aead, salt) => aead_seal(aead, salt, iv, aad, &mut buf)?,
-            Transform::Aes256Gcm(aead, salt) => aead_seal(aead, salt, iv, aad, &mut buf)?,
+            Transform::Aes128Gcm(aead, salt) => aead_seal(&**aead, salt, iv, aad, &mut buf)?,
+            Transform::Aes256Gcm(aead, salt) => aead_seal(&**aead, salt, iv, aad, &mut buf)?,
             Transform::AesCbc {
                 key,
                 integ,
@@ -262,8 +266,8 @@ impl SkCipher {
             Transform::ChaCha20Poly1305(aead, salt) => {
                 aead_open(aead, salt, iv, aad, &mut buf, icv)?
             }
-            Transform::Aes128Gcm(aead, salt) => aead_open(aead, salt, iv, aad, &mut buf, icv)?,
-            Transform::Aes256Gcm(aead, salt) => aead_open(aead, salt, iv, aad, &mut buf, icv)?,
+            Transform::Aes128Gcm(aead, salt) => aead_open(&**aead, salt, iv, aad, &mut buf, icv)?,
+            Transform::Aes256Gcm(aead, salt) => aead_open(&**aead, salt, iv, aad, &mut buf, icv)?,
             Transform::AesCbc {
                 key,
                 integ,
@@ -676,7 +680,7 @@ mod tests {
             (vec![200u8], Err(CryptoError::Padding)),
         ] {
             let mut buf = Zeroizing::new(decrypted);
-            aead_seal(aead, salt, &iv, b"aad", &mut buf).expect("seal");
+            aead_seal(&**aead, salt, &iv, b"aad", &mut buf).expect("seal");
             let body = [&iv[..], &buf].concat();
             assert_eq!(cipher.open(b"aad", &body), expected);
         }

@@ -32,7 +32,9 @@ pub struct Engine<P: Policy> {
     suites: Arc<Suites>,
     policy: P,
     /// By our SPI.
-    sas: HashMap<u64, IkeSa>,
+    /// Boxed: an IKE SA is ~2 KiB, and a map of inline values carries up to twice that
+    /// per SA in free slots, and moves it whenever an SA is taken out and put back.
+    sas: HashMap<u64, Box<IkeSa>>,
     /// Responder SAs not yet authenticated, by the initiator's address and SPI.
     half_open: HashMap<(SocketAddr, u64), u64>,
     /// The current IKE SA behind each id (rekeys change it).
@@ -123,13 +125,13 @@ impl<P: Policy> Engine<P> {
         if let Some(old) = sa.successor_of {
             self.successors.entry(old).or_default().push(spi);
         }
-        self.put_back(spi, sa);
+        self.put_back(spi, Box::new(sa));
         spi
     }
 
     /// Puts an IKE SA that was taken out of `sas` (or is new) back, noting what its
     /// run changed: a finished handshake leaves the half-open SAs, a dead SA is reaped.
-    fn put_back(&mut self, spi: u64, sa: IkeSa) {
+    fn put_back(&mut self, spi: u64, sa: Box<IkeSa>) {
         if sa.phase != Phase::HalfOpen
             && let Some(key) = sa.init_key
             && self.half_open.get(&key) == Some(&spi)
@@ -148,7 +150,7 @@ impl<P: Policy> Engine<P> {
         let mut ids: Vec<IkeSaId> = self
             .handles
             .iter()
-            .filter(|(_, spi)| self.sas.get(spi).is_some_and(IkeSa::is_established))
+            .filter(|(_, spi)| self.sas.get(spi).is_some_and(|sa| sa.is_established()))
             .map(|(id, _)| *id)
             .collect();
         ids.sort();
@@ -179,7 +181,10 @@ impl<P: Policy> Engine<P> {
     }
 
     fn current(&self, sa: IkeSaId) -> Option<&IkeSa> {
-        self.handles.get(&sa).and_then(|spi| self.sas.get(spi))
+        self.handles
+            .get(&sa)
+            .and_then(|spi| self.sas.get(spi))
+            .map(|sa| &**sa)
     }
 
     fn fresh_id(&mut self) -> IkeSaId {
@@ -492,7 +497,7 @@ impl<P: Policy> Engine<P> {
         self.by_remote
             .get(sa.remote.ip())
             .iter()
-            .filter_map(|spi| Some((*spi, self.sas.get(spi)?)))
+            .filter_map(|spi| Some((*spi, &**self.sas.get(spi)?)))
             .filter(|(_, s)| Self::same_peer(s, sa))
     }
 

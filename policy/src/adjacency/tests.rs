@@ -800,7 +800,11 @@ proptest! {
                     event
                 }
             };
+            let (record, revision) = (a.record(), a.revision());
             let out = a.handle(now, event);
+            if a.record() != record {
+                prop_assert_ne!(a.revision(), revision, "the record changed, its revision not");
+            }
             for c in &out {
                 match c {
                     Command::SetLinkUp => link_up_commanded = true,

@@ -68,7 +68,8 @@ pub async fn run(shared: Arc<Shared>, dev: Arc<tun_rs::AsyncDevice>, link: LinkS
     // links are idle most of the time. They are taken when packets come and kept while
     // traffic flows.
     let per_read = GSO_MAX.div_ceil(usize::from(link.mtu)) + 1;
-    let mut held: Option<Buffers> = None;
+    // Boxed: the task of every configured link lives as long as the link, idle or not.
+    let mut held: Option<Box<Buffers>> = None;
     let mut id: u16 = 0;
     loop {
         let readable = match held {
@@ -84,7 +85,7 @@ pub async fn run(shared: Arc<Shared>, dev: Arc<tun_rs::AsyncDevice>, link: LinkS
         if let Err(e) = readable {
             return closed(&shared, &link, &e);
         }
-        let b = held.get_or_insert_with(|| Buffers::new(link.mtu));
+        let b = held.get_or_insert_with(|| Box::new(Buffers::new(link.mtu)));
         let mut used = 0;
         loop {
             let read = dev.try_recv_multiple(

@@ -200,10 +200,7 @@ impl IkeSa {
         let mut out = vec![Payload::IdR(id)];
         out.extend(self.our_certificates());
         out.push(Payload::Auth(our_auth));
-        self.phase = Phase::Established;
-        self.established = Some(ctx.now);
-        self.last_heard = ctx.now;
-        self.rekey_at = ctx.rekey_time(ctx.config.lifetimes.ike_rekey);
+        self.authenticated(ctx);
         ctx.events.push_back(self.up_event(&peer));
         let (ni, nr) = (self.ni.clone(), self.nr.clone());
         match self.answer_child(ctx, payloads, None, &ni, &nr) {
@@ -236,7 +233,20 @@ impl IkeSa {
         }
     }
 
+    /// Both ends are authenticated: the SA is established. The IKE_SA_INIT messages were
+    /// kept only to be signed and to recognise a retransmitted first request.
+    fn authenticated(&mut self, ctx: &Ctx<'_>) {
+        self.phase = Phase::Established;
+        self.established = Some(ctx.now);
+        self.last_heard = ctx.now;
+        self.rekey_at = ctx.rekey_time(ctx.config.lifetimes.ike_rekey);
+        self.init_ours = Vec::new();
+        self.init_theirs = Vec::new();
+    }
+
     pub(super) fn add_child(&mut self, ctx: &Ctx<'_>, sa: ChildSa) {
+        // Most IKE SAs carry one child at a time; the default growth would reserve four.
+        self.children.reserve_exact(1);
         self.children.push(Child {
             sa,
             state: ChildState::Installed,
@@ -396,10 +406,7 @@ impl IkeSa {
             );
             return self.down(ctx, DownReason::AuthFailed);
         }
-        self.phase = Phase::Established;
-        self.established = Some(ctx.now);
-        self.last_heard = ctx.now;
-        self.rekey_at = ctx.rekey_time(ctx.config.lifetimes.ike_rekey);
+        self.authenticated(ctx);
         ctx.events.push_back(self.up_event(&peer));
         let (ni, nr) = (self.ni.clone(), self.nr.clone());
         match self.accept_child(

@@ -163,7 +163,7 @@ impl IkeSa {
         if ours_outstanding {
             // §2.8.1: decide when our own rekey of it completes.
             if let Some(c) = self.children.iter_mut().find(|c| c.sa.spis == old) {
-                c.collision = Some((child, lowest(ni, nr).to_vec()));
+                c.collision = Some(Box::new((child, lowest(ni, nr).to_vec())));
             }
             return;
         }
@@ -240,7 +240,7 @@ impl IkeSa {
             self.children
                 .iter_mut()
                 .find(|c| c.sa.spis == old)
-                .and_then(|c| c.collision.take())
+                .and_then(|c| c.collision.take().map(|b| *b))
         });
         match (result, rekey) {
             (Ok(child), None) => {

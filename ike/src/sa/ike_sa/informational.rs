@@ -76,7 +76,7 @@ impl IkeSa {
                 };
                 let spis = child.sa.spis;
                 let state = child.state;
-                if let Some((theirs, _)) = child.collision.take() {
+                if let Some((theirs, _)) = child.collision.take().map(|b| *b) {
                     // The peer's rekey won before it saw ours (§2.8.1): it deletes the old.
                     self.replace_child(ctx, spis, theirs, false);
                 }

@@ -172,7 +172,8 @@ struct Child {
     rekey_at: Option<Instant>,
     /// A child we created answering the peer's rekey of this one while our own rekey
     /// of it was outstanding (§2.8.1), with the lowest nonce of that exchange.
-    collision: Option<(ChildSa, Vec<u8>)>,
+    /// Boxed: rare, and as large as the child itself.
+    collision: Option<Box<(ChildSa, Vec<u8>)>>,
     /// Reported to the caller; a collision's redundant SA never is.
     announced: bool,
 }
