@@ -9,31 +9,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use iiptran_testkit::WorkDir;
+
 pub const IIPTRAND: &str = env!("CARGO_BIN_EXE_iiptrand");
 pub const IIPTRANCTL: &str = env!("CARGO_BIN_EXE_iiptranctl");
-
-/// A directory removed when the test ends, however it ends.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(what: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("iiptran-{what}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Runs a command and returns its output, whatever its exit status.
 pub fn run(program: &str, args: &[&str]) -> Output {
@@ -67,14 +46,14 @@ pub fn ok(program: &str, args: &[&str]) -> String {
 
 /// A CA directory made by `iiptranctl ca init`.
 pub struct TestCa {
-    pub dir: TempDir,
+    pub dir: WorkDir,
     pub fingerprint: String,
 }
 
 impl TestCa {
     pub fn new() -> Self {
-        let dir = TempDir::new("ca");
-        let ca = dir.path("ca");
+        let dir = WorkDir::temp("ca").unwrap();
+        let ca = dir.join("ca");
         ok(
             IIPTRANCTL,
             &["ca", "init", "--name", "vn.example", "--dir", path_str(&ca)],
@@ -87,7 +66,7 @@ impl TestCa {
     }
 
     pub fn ca_dir(&self) -> PathBuf {
-        self.dir.path("ca")
+        self.dir.join("ca")
     }
 
     pub fn ca_pem(&self) -> PathBuf {
@@ -205,9 +184,9 @@ impl Drop for EnrollServer {
 }
 
 /// One curl request: returns the HTTP status and the body.
-pub fn curl(ca_pem: &Path, url: &str, extra: &[&str], scratch: &TempDir) -> (u16, Vec<u8>) {
+pub fn curl(ca_pem: &Path, url: &str, extra: &[&str], scratch: &WorkDir) -> (u16, Vec<u8>) {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let body = scratch.path(&format!("curl-body-{}", N.fetch_add(1, Ordering::Relaxed)));
+    let body = scratch.join(&format!("curl-body-{}", N.fetch_add(1, Ordering::Relaxed)));
     let mut args = vec![
         "-sS",
         "--max-time",
@@ -229,9 +208,9 @@ pub fn curl(ca_pem: &Path, url: &str, extra: &[&str], scratch: &TempDir) -> (u16
 }
 
 /// Makes a private key and a DER CSR with openssl; `algorithm` is ed25519 or p256.
-pub fn openssl_csr(scratch: &TempDir, name: &str, algorithm: &str, subject_cn: &str) -> PathBuf {
-    let key = scratch.path(&format!("{name}.key"));
-    let csr = scratch.path(&format!("{name}.csr"));
+pub fn openssl_csr(scratch: &WorkDir, name: &str, algorithm: &str, subject_cn: &str) -> PathBuf {
+    let key = scratch.join(&format!("{name}.key"));
+    let csr = scratch.join(&format!("{name}.csr"));
     match algorithm {
         "ed25519" => ok(
             "openssl",
@@ -266,13 +245,13 @@ pub fn openssl_csr(scratch: &TempDir, name: &str, algorithm: &str, subject_cn: &
             path_str(&csr),
         ],
     );
-    let b64 = scratch.path(&format!("{name}.csr.b64"));
+    let b64 = scratch.join(&format!("{name}.csr.b64"));
     std::fs::write(&b64, ok("openssl", &["base64", "-in", path_str(&csr)])).unwrap();
     b64
 }
 
 /// Decodes an EST base64 PKCS#7 answer and prints its certificates as PEM with openssl.
-pub fn pkcs7_to_pem(answer: &[u8], scratch: &TempDir, name: &str) -> PathBuf {
+pub fn pkcs7_to_pem(answer: &[u8], scratch: &WorkDir, name: &str) -> PathBuf {
     use base64::Engine;
     let text: Vec<u8> = answer
         .iter()
@@ -282,9 +261,9 @@ pub fn pkcs7_to_pem(answer: &[u8], scratch: &TempDir, name: &str) -> PathBuf {
     let der = base64::engine::general_purpose::STANDARD
         .decode(text)
         .expect("base64 answer");
-    let p7 = scratch.path(&format!("{name}.p7"));
+    let p7 = scratch.join(&format!("{name}.p7"));
     std::fs::write(&p7, der).unwrap();
-    let pem = scratch.path(&format!("{name}.pem"));
+    let pem = scratch.join(&format!("{name}.pem"));
     ok(
         "openssl",
         &[
