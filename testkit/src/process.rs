@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use crate::wait::wait_until;
 
 /// How long a process may take to exit after SIGTERM before it gets SIGKILL, unless
-/// [`Process::with_grace`] says otherwise.
+/// [`Process::set_grace`] says otherwise.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
 /// A running child, usually with its stdout and stderr in `<dir>/<name>.stdout` /
@@ -55,9 +55,8 @@ impl Process {
     }
 
     /// Gives the process `grace` to exit after SIGTERM.
-    pub fn with_grace(mut self, grace: Duration) -> Self {
+    pub fn set_grace(&mut self, grace: Duration) {
         self.grace = grace;
-        self
     }
 
     pub fn pid(&self) -> u32 {

@@ -10,8 +10,9 @@ use clap::{Parser, ValueEnum};
 use iiptran_bench::iiptrand::Binaries;
 use iiptran_bench::report::{Report, SizeResult};
 use iiptran_bench::setup_rate::{self, Responder, Setup};
-use iiptran_bench::system::{WorkDir, run};
+use iiptran_bench::system::WorkDir;
 use iiptran_bench::{failure, floor, pair};
+use iiptran_testkit::command::run;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Part {

@@ -285,7 +285,8 @@ fn launch(
         ])
         .arg(dir.path())
         .args([CHARON, &preload]);
-    let mut process = Process::spawn("charon", command, dir.path())?.with_grace(options.grace);
+    let mut process = Process::spawn("charon", command, dir.path())?;
+    process.set_grace(options.grace);
     let vici = dir.join("run/charon.vici");
     let what = format!("charon {name}'s vici socket");
     // A first start in a fresh VM guest takes up to ~20 s (its plugins are read cold over
