@@ -5,6 +5,7 @@ mod enroll_common;
 
 use enroll_common::*;
 use iiptran_testkit::WorkDir;
+use iiptran_testkit::command::sh;
 
 #[test]
 fn openssl_and_curl_enroll() {
@@ -25,7 +26,7 @@ fn openssl_and_curl_enroll() {
     );
     assert_eq!(status, 200);
     let chain = pkcs7_to_pem(&cacerts, &scratch, "cacerts");
-    let fingerprint = ok(
+    let fingerprint = sh(
         "openssl",
         &[
             "x509",
@@ -103,7 +104,7 @@ fn openssl_and_curl_enroll() {
     assert_eq!(status, 200);
     let crl_path = scratch.join("crl.der");
     std::fs::write(&crl_path, crl).unwrap();
-    let crl_text = ok(
+    let crl_text = sh(
         "openssl",
         &[
             "crl",

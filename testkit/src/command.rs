@@ -28,12 +28,9 @@ pub fn checked(mut command: Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `run` for tests that end at the first failure: `args[0]` is the program; panics with
-/// its output if it cannot run or fails.
+/// [`run`] for tests that end at the first failure: panics with the command's output if
+/// it cannot run or fails.
 #[track_caller]
-pub fn sh(args: &[&str]) -> String {
-    let Some((program, rest)) = args.split_first() else {
-        panic!("sh needs a program");
-    };
-    run(program, rest).unwrap_or_else(|e| panic!("{e:#}"))
+pub fn sh(program: &str, args: &[&str]) -> String {
+    run(program, args).unwrap_or_else(|e| panic!("{e:#}"))
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use iiptran_testkit::WorkDir;
+use iiptran_testkit::command::sh;
 
 pub const IIPTRAND: &str = env!("CARGO_BIN_EXE_iiptrand");
 pub const IIPTRANCTL: &str = env!("CARGO_BIN_EXE_iiptranctl");
@@ -32,18 +33,6 @@ pub fn assert_success(out: &Output) {
     );
 }
 
-/// Runs a command that must succeed and returns its stdout.
-pub fn ok(program: &str, args: &[&str]) -> String {
-    let out = run(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// A CA directory made by `iiptranctl ca init`.
 pub struct TestCa {
     pub dir: WorkDir,
@@ -54,11 +43,11 @@ impl TestCa {
     pub fn new() -> Self {
         let dir = WorkDir::temp("ca").unwrap();
         let ca = dir.join("ca");
-        ok(
+        sh(
             IIPTRANCTL,
             &["ca", "init", "--name", "vn.example", "--dir", path_str(&ca)],
         );
-        let fingerprint = ok(IIPTRANCTL, &["ca", "fingerprint", "--dir", path_str(&ca)])
+        let fingerprint = sh(IIPTRANCTL, &["ca", "fingerprint", "--dir", path_str(&ca)])
             .trim()
             .to_owned();
         assert_eq!(fingerprint.len(), 64);
@@ -87,21 +76,21 @@ impl TestCa {
             "--ttl",
             ttl,
         ];
-        ok(IIPTRANCTL, &args).trim().to_owned()
+        sh(IIPTRANCTL, &args).trim().to_owned()
     }
 
     pub fn ctl(&self, args: &[&str]) -> String {
         let dir = self.ca_dir();
         let mut all = vec!["ca", args[0], "--dir", path_str(&dir)];
         all.extend_from_slice(&args[1..]);
-        ok(IIPTRANCTL, &all)
+        sh(IIPTRANCTL, &all)
     }
 
     /// Enrolls a node through `server` with `iiptrand enroll` and a fresh token for
     /// `identity` at `endpoint`: its key, certificate and the CA land in `dir`.
     pub fn enroll(&self, server: &EnrollServer, identity: &str, endpoint: &str, dir: &Path) {
         let token = self.token(identity, endpoint, "1h");
-        ok(
+        sh(
             IIPTRAND,
             &[
                 "enroll",
@@ -200,7 +189,7 @@ pub fn curl(ca_pem: &Path, url: &str, extra: &[&str], scratch: &WorkDir) -> (u16
     ];
     args.extend_from_slice(extra);
     args.push(url);
-    let status = ok("curl", &args);
+    let status = sh("curl", &args);
     (
         status.trim().parse().unwrap(),
         std::fs::read(&body).unwrap_or_default(),
@@ -212,11 +201,11 @@ pub fn openssl_csr(scratch: &WorkDir, name: &str, algorithm: &str, subject_cn: &
     let key = scratch.join(&format!("{name}.key"));
     let csr = scratch.join(&format!("{name}.csr"));
     match algorithm {
-        "ed25519" => ok(
+        "ed25519" => sh(
             "openssl",
             &["genpkey", "-algorithm", "ed25519", "-out", path_str(&key)],
         ),
-        _ => ok(
+        _ => sh(
             "openssl",
             &[
                 "genpkey",
@@ -230,7 +219,7 @@ pub fn openssl_csr(scratch: &WorkDir, name: &str, algorithm: &str, subject_cn: &
         ),
     };
     let subject = format!("/CN={subject_cn}");
-    ok(
+    sh(
         "openssl",
         &[
             "req",
@@ -246,7 +235,7 @@ pub fn openssl_csr(scratch: &WorkDir, name: &str, algorithm: &str, subject_cn: &
         ],
     );
     let b64 = scratch.join(&format!("{name}.csr.b64"));
-    std::fs::write(&b64, ok("openssl", &["base64", "-in", path_str(&csr)])).unwrap();
+    std::fs::write(&b64, sh("openssl", &["base64", "-in", path_str(&csr)])).unwrap();
     b64
 }
 
@@ -264,7 +253,7 @@ pub fn pkcs7_to_pem(answer: &[u8], scratch: &WorkDir, name: &str) -> PathBuf {
     let p7 = scratch.join(&format!("{name}.p7"));
     std::fs::write(&p7, der).unwrap();
     let pem = scratch.join(&format!("{name}.pem"));
-    ok(
+    sh(
         "openssl",
         &[
             "pkcs7",
@@ -282,7 +271,7 @@ pub fn pkcs7_to_pem(answer: &[u8], scratch: &WorkDir, name: &str) -> PathBuf {
 
 /// The serial of a PEM certificate, lowercase hex as `iiptranctl ca list` shows it.
 pub fn serial_of(cert_pem: &Path) -> String {
-    let out = ok(
+    let out = sh(
         "openssl",
         &["x509", "-in", path_str(cert_pem), "-noout", "-serial"],
     );
@@ -293,7 +282,7 @@ pub fn serial_of(cert_pem: &Path) -> String {
 
 /// `openssl x509 -text` of a PEM certificate.
 pub fn cert_text(cert_pem: &Path) -> String {
-    ok(
+    sh(
         "openssl",
         &["x509", "-in", path_str(cert_pem), "-noout", "-text"],
     )
@@ -301,7 +290,7 @@ pub fn cert_text(cert_pem: &Path) -> String {
 
 /// Asserts that `openssl verify` accepts the certificate under the CA file.
 pub fn assert_verifies(ca_pem: &Path, cert_pem: &Path) {
-    let out = ok(
+    let out = sh(
         "openssl",
         &["verify", "-CAfile", path_str(ca_pem), path_str(cert_pem)],
     );
@@ -310,7 +299,7 @@ pub fn assert_verifies(ca_pem: &Path, cert_pem: &Path) {
 
 /// `openssl pkey -text` of a PEM private key.
 pub fn key_text(key_pem: &Path) -> String {
-    ok(
+    sh(
         "openssl",
         &["pkey", "-in", path_str(key_pem), "-noout", "-text"],
     )

@@ -56,35 +56,37 @@ fn policies_install_dump_delete(family: Family) {
     let (a, b) = family.endpoints();
     let (fa, fb, _) = foreign(family);
     // A policy someone else installed (foreign reqid and priority).
-    sh(&[
+    sh(
         "ip",
-        "-n",
-        ns.name(),
-        "xfrm",
-        "policy",
-        "add",
-        "src",
-        fa,
-        "dst",
-        fb,
-        "proto",
-        "4",
-        "dir",
-        "out",
-        "priority",
-        "100",
-        "tmpl",
-        "src",
-        fa,
-        "dst",
-        fb,
-        "proto",
-        "esp",
-        "reqid",
-        "7",
-        "mode",
-        "transport",
-    ]);
+        &[
+            "-n",
+            ns.name(),
+            "xfrm",
+            "policy",
+            "add",
+            "src",
+            fa,
+            "dst",
+            fb,
+            "proto",
+            "4",
+            "dir",
+            "out",
+            "priority",
+            "100",
+            "tmpl",
+            "src",
+            fa,
+            "dst",
+            fb,
+            "proto",
+            "esp",
+            "reqid",
+            "7",
+            "mode",
+            "transport",
+        ],
+    );
     let out = policy(Direction::Out, a, b);
     let inp = policy(Direction::In, b, a);
     let (dumped, after_delete, after_flush, dup, gone) = in_ns(&ns, move |dp| async move {
@@ -115,7 +117,7 @@ fn policies_install_dump_delete(family: Family) {
     assert_eq!(after_flush.len(), 1, "{after_flush:?}");
     assert_eq!(after_flush[0].template.reqid, 7);
     assert!(!after_flush[0].is_ours());
-    let listed = sh(&["ip", "-n", ns.name(), "xfrm", "policy", "list"]);
+    let listed = sh("ip", &["-n", ns.name(), "xfrm", "policy", "list"]);
     assert!(
         listed.contains(fb) && !listed.contains(&format!("{b}/")),
         "{listed}"
@@ -146,7 +148,7 @@ fn allocspi(family: Family) {
         (s1, s2)
     });
     assert!(s1 >= 0x100 && s2 >= 0x100 && s1 != s2, "{s1:#x} {s2:#x}");
-    let states = sh(&["ip", "-n", ns.name(), "xfrm", "state", "list"]);
+    let states = sh("ip", &["-n", ns.name(), "xfrm", "state", "list"]);
     assert!(states.contains(&format!("spi {s1:#010x}")), "{states}");
     assert!(
         states.contains(&format!("src {b} dst {a}")),
@@ -162,7 +164,7 @@ fn allocspi(family: Family) {
         dp.delete_sa(id).await.unwrap_err()
     });
     assert!(gone.is_not_found(), "deleting a flushed SA: {gone}");
-    let states = sh(&["ip", "-n", ns.name(), "xfrm", "state", "list"]);
+    let states = sh("ip", &["-n", ns.name(), "xfrm", "state", "list"]);
     assert!(states.trim().is_empty(), "{states}");
 }
 
@@ -225,32 +227,36 @@ fn acquire(family: Family) {
     let (a, b) = family.endpoints();
     let (_, _, len) = foreign(family);
     // A veth pair gives the namespace an address and a route towards b.
-    sh(&[
+    sh(
         "ip",
-        "-n",
-        ns.name(),
-        "link",
-        "add",
-        "v0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "v1",
-    ]);
-    sh(&[
+        &[
+            "-n",
+            ns.name(),
+            "link",
+            "add",
+            "v0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "v1",
+        ],
+    );
+    sh(
         "ip",
-        "-n",
-        ns.name(),
-        "addr",
-        "add",
-        &format!("{a}/{len}"),
-        "dev",
-        "v0",
-        "nodad",
-    ]);
-    sh(&["ip", "-n", ns.name(), "link", "set", "v0", "up"]);
-    sh(&["ip", "-n", ns.name(), "link", "set", "v1", "up"]);
+        &[
+            "-n",
+            ns.name(),
+            "addr",
+            "add",
+            &format!("{a}/{len}"),
+            "dev",
+            "v0",
+            "nodad",
+        ],
+    );
+    sh("ip", &["-n", ns.name(), "link", "set", "v0", "up"]);
+    sh("ip", &["-n", ns.name(), "link", "set", "v1", "up"]);
     let event = in_ns(&ns, move |dp| async move {
         let mut events = dp.subscribe();
         dp.install_policy(&policy(Direction::Out, a, b))
@@ -323,7 +329,7 @@ fn link_refused(family: Family, inner: InnerFamilies) {
     // This kernel has no ipip, sit or ip6tnl: RTM_NEWLINK is refused, and nothing is
     // left behind.
     assert!(matches!(err, Error::Kernel { .. }), "{err}");
-    let links = sh(&["ip", "-n", ns.name(), "link", "show"]);
+    let links = sh("ip", &["-n", ns.name(), "link", "show"]);
     assert!(!links.contains("ipt0"), "{links}");
 }
 

@@ -470,7 +470,7 @@ fn virtual_link_deleted_behind_our_back_is_reported() {
     let pair = Pair::new();
     let (ca, _) = ends(AeadAlg::ChaCha20Poly1305, Family::V4);
     let a = UserspaceNode::start(&pair.a, ca);
-    sh(&["ip", "-n", pair.a.name(), "link", "del", LINK]);
+    sh("ip", &["-n", pair.a.name(), "link", "del", LINK]);
     assert_eq!(
         a.next_event(Duration::from_secs(5)),
         Some(DataplaneEvent::LinkDown { name: LINK.into() })
