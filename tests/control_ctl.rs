@@ -9,8 +9,9 @@ use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use control_common::{IIPTRANCTL, Server, TempDir};
+use control_common::{IIPTRANCTL, Server};
 use iiptran::control::{Body, ErrorKind, Response, ServerConfig};
+use iiptran_testkit::WorkDir;
 
 fn ctl(socket: &Path, args: &[&str]) -> Output {
     Command::new(IIPTRANCTL)
@@ -55,8 +56,8 @@ fn assert_aligned(header: &str, row: &str, cells: &[&str]) {
 
 #[test]
 fn tables_show_the_reports() {
-    let tmp = TempDir::new("tables");
-    let path = tmp.0.join("control.sock");
+    let tmp = WorkDir::temp("control-tables").unwrap();
+    let path = tmp.path.join("control.sock");
     let _server = Server::start(ServerConfig::new(&path)).unwrap();
 
     let status = stdout(&ctl(&path, &["status"]));
@@ -141,8 +142,8 @@ fn tables_show_the_reports() {
 
 #[test]
 fn json_parses_back_to_the_reports() {
-    let tmp = TempDir::new("json");
-    let path = tmp.0.join("control.sock");
+    let tmp = WorkDir::temp("control-json").unwrap();
+    let path = tmp.path.join("control.sock");
     let server = Server::start(ServerConfig::new(&path)).unwrap();
     let fixture = &server.handler.fixture;
 
@@ -174,8 +175,8 @@ fn json_parses_back_to_the_reports() {
 
 #[test]
 fn actions_reach_the_handler_and_errors_exit_1() {
-    let tmp = TempDir::new("actions");
-    let path = tmp.0.join("control.sock");
+    let tmp = WorkDir::temp("control-actions").unwrap();
+    let path = tmp.path.join("control.sock");
     let server = Server::start(ServerConfig::new(&path)).unwrap();
 
     assert_eq!(stdout(&ctl(&path, &["initiate", "n2"])), "initiating n2\n");
@@ -221,8 +222,8 @@ fn actions_reach_the_handler_and_errors_exit_1() {
 
 #[test]
 fn unreachable_daemon_exits_3() {
-    let tmp = TempDir::new("absent");
-    let path = tmp.0.join("control.sock");
+    let tmp = WorkDir::temp("control-absent").unwrap();
+    let path = tmp.path.join("control.sock");
     let output = ctl(&path, &["status"]);
     assert_eq!(output.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -242,8 +243,8 @@ fn unreachable_daemon_exits_3() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let tmp = TempDir::new("usage");
-    let path = tmp.0.join("control.sock");
+    let tmp = WorkDir::temp("control-usage").unwrap();
+    let path = tmp.path.join("control.sock");
     for args in [
         &[][..],
         &["frobnicate"],
@@ -257,11 +258,11 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn non_root_peer_is_refused() {
-    let tmp = TempDir::new("nonroot");
-    let dir = tmp.0.join("run");
+    let tmp = WorkDir::temp("control-nonroot").unwrap();
+    let dir = tmp.path.join("run");
     let path = dir.join("control.sock");
     let _server = Server::start(ServerConfig::new(&path)).unwrap();
-    fs::set_permissions(&tmp.0, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&tmp.path, fs::Permissions::from_mode(0o755)).unwrap();
     let as_nobody = |path: &Path| {
         Command::new("setpriv")
             .args([

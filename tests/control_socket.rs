@@ -8,9 +8,10 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::time::{Duration, Instant};
 
-use control_common::{RawClient, Server, TempDir};
+use control_common::{RawClient, Server};
 use iiptran::control::{BindError, Body, ErrorKind, Response, ServerConfig};
 use iiptran::notify::{Notifier, State};
+use iiptran_testkit::WorkDir;
 
 fn error_kind(response: &Response) -> ErrorKind {
     match &response.body {
@@ -21,8 +22,8 @@ fn error_kind(response: &Response) -> ErrorKind {
 
 #[test]
 fn socket_is_0600_in_a_0700_directory() {
-    let tmp = TempDir::new("modes");
-    let dir = tmp.0.join("run").join("iiptran");
+    let tmp = WorkDir::temp("control-modes").unwrap();
+    let dir = tmp.path.join("run").join("iiptran");
     let path = dir.join("control.sock");
     let server = Server::start(ServerConfig::new(&path)).unwrap();
 
@@ -45,8 +46,8 @@ fn socket_is_0600_in_a_0700_directory() {
 
 #[test]
 fn bad_requests_get_error_responses() {
-    let tmp = TempDir::new("bad");
-    let path = tmp.0.join("control.sock");
+    let tmp = WorkDir::temp("control-bad").unwrap();
+    let path = tmp.path.join("control.sock");
     let _server = Server::start(ServerConfig::new(&path)).unwrap();
     let mut client = RawClient::connect(&path);
 
@@ -82,8 +83,8 @@ fn bad_requests_get_error_responses() {
 
 #[test]
 fn oversized_line_is_refused_and_closed() {
-    let tmp = TempDir::new("long");
-    let path = tmp.0.join("control.sock");
+    let tmp = WorkDir::temp("control-long").unwrap();
+    let path = tmp.path.join("control.sock");
     let mut config = ServerConfig::new(&path);
     config.max_line = 1024;
     let _server = Server::start(config).unwrap();
@@ -107,8 +108,8 @@ fn oversized_line_is_refused_and_closed() {
 
 #[test]
 fn slow_client_times_out_while_others_are_served() {
-    let tmp = TempDir::new("slow");
-    let path = tmp.0.join("control.sock");
+    let tmp = WorkDir::temp("control-slow").unwrap();
+    let path = tmp.path.join("control.sock");
     let mut config = ServerConfig::new(&path);
     config.io_timeout = Duration::from_millis(1500);
     let _server = Server::start(config).unwrap();
@@ -138,8 +139,8 @@ fn slow_client_times_out_while_others_are_served() {
 
 #[test]
 fn many_clients_at_once() {
-    let tmp = TempDir::new("many");
-    let path = tmp.0.join("control.sock");
+    let tmp = WorkDir::temp("control-many").unwrap();
+    let path = tmp.path.join("control.sock");
     let _server = Server::start(ServerConfig::new(&path)).unwrap();
     // All connected before any asks, so the server holds them all at once.
     let mut clients: Vec<RawClient> = (0..40).map(|_| RawClient::connect(&path)).collect();
@@ -154,8 +155,8 @@ fn many_clients_at_once() {
 
 #[test]
 fn clients_beyond_the_limit_are_told_busy() {
-    let tmp = TempDir::new("busy");
-    let path = tmp.0.join("control.sock");
+    let tmp = WorkDir::temp("control-busy").unwrap();
+    let path = tmp.path.join("control.sock");
     let mut config = ServerConfig::new(&path);
     config.max_clients = 2;
     let _server = Server::start(config).unwrap();
@@ -189,8 +190,8 @@ fn clients_beyond_the_limit_are_told_busy() {
 
 #[test]
 fn second_server_refuses_and_stale_socket_is_replaced() {
-    let tmp = TempDir::new("owner");
-    let path = tmp.0.join("control.sock");
+    let tmp = WorkDir::temp("control-owner").unwrap();
+    let path = tmp.path.join("control.sock");
     let first = Server::start(ServerConfig::new(&path)).unwrap();
     match Server::start(ServerConfig::new(&path)) {
         Err(BindError::InUse(p)) => assert_eq!(p, path),
@@ -233,8 +234,8 @@ fn second_server_refuses_and_stale_socket_is_replaced() {
 
 #[test]
 fn sd_notify_reaches_path_and_abstract_sockets() {
-    let tmp = TempDir::new("notify");
-    let path = tmp.0.join("notify.sock");
+    let tmp = WorkDir::temp("control-notify").unwrap();
+    let path = tmp.path.join("notify.sock");
     let listener = UnixDatagram::bind(&path).unwrap();
     listener
         .set_read_timeout(Some(Duration::from_secs(10)))

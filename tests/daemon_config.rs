@@ -5,11 +5,12 @@ mod support;
 
 use std::process::Command;
 
-use support::{OrPanic, TempDir};
+use iiptran_testkit::WorkDir;
+use support::OrPanic;
 
 #[test]
 fn a_bad_configuration_exits_2_naming_file_line_and_field() {
-    let dir = TempDir::new("daemon-config").or_panic();
+    let dir = WorkDir::temp("daemon-config").or_panic();
     let path = dir.join("bad.toml");
     std::fs::write(
         &path,

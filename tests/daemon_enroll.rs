@@ -16,10 +16,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
 use iiptran::control::protocol::{CertReport, LinkState};
-use support::daemon::{Credentials, Daemon, Neighbor, NodeConfig, enroll};
-use support::netns::{Netns, veth};
-use support::wait::wait_until;
-use support::{OrPanic, TempDir, have_root};
+use iiptran_testkit::iiptrand::{Credentials, Neighbor, NodeConfig};
+use iiptran_testkit::netns::{Netns, veth};
+use iiptran_testkit::wait::wait_until;
+use iiptran_testkit::{WorkDir, have_root};
+use support::OrPanic;
+use support::daemon::{Daemon, enroll};
 
 const A: &str = "198.51.100.1";
 const B: &str = "198.51.100.2";
@@ -37,14 +39,14 @@ struct Vn {
     // Dropped last: the daemons run inside the namespaces and write into the directory.
     _a_ns: Netns,
     _b_ns: Netns,
-    _dir: TempDir,
+    _dir: WorkDir,
 }
 
 impl Vn {
     /// Starts the CA daemon issuing certificates of `cert_lifetime`, enrolls a and b with
     /// it and starts them with `[enroll.client]` and a CRL refresh every second.
     fn start(cert_lifetime: &str) -> Result<Self> {
-        let dir = TempDir::new("daemon-enroll")?;
+        let dir = WorkDir::temp("daemon-enroll")?;
         let ca = enroll_common::TestCa::new();
         let a_ns = Netns::new("dea")?;
         let b_ns = Netns::new("deb")?;
@@ -310,7 +312,7 @@ fn the_enrollment_service_follows_reloads() {
     if !have_root("the_enrollment_service_follows_reloads") {
         return;
     }
-    let dir = TempDir::new("daemon-enroll-reload").or_panic();
+    let dir = WorkDir::temp("daemon-enroll-reload").or_panic();
     let ca = enroll_common::TestCa::new();
     let ns = Netns::new("der").or_panic();
     ns.ip(&["addr", "add", &format!("{CA}/32"), "dev", "lo"])
@@ -382,7 +384,7 @@ fn the_ca_host_and_a_crl_file_both_revoke() {
     if !have_root("the_ca_host_and_a_crl_file_both_revoke") {
         return;
     }
-    let dir = TempDir::new("daemon-enroll-ca-host").or_panic();
+    let dir = WorkDir::temp("daemon-enroll-ca-host").or_panic();
     let ca = enroll_common::TestCa::new();
     // Both nodes enroll with a standalone service first: a hosts the CA afterwards.
     let standalone = ca.serve(&[]);

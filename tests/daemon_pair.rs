@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use anyhow::Result;
 use iiptran::control::protocol::{IkeSaReport, LinkState, Mode, NeighborReport, TrafficSelector};
-use support::daemon::{
-    Credentials, Daemon, LIVENESS_BOUND, Neighbor, NodeConfig, TWO_NODES_V4, TwoNodes,
-};
-use support::netns::Netns;
-use support::wait::{scaled, wait_until};
-use support::{OrPanic, TempDir, have_root};
+use iiptran_testkit::iiptrand::{Credentials, LIVENESS_BOUND, Neighbor, NodeConfig};
+use iiptran_testkit::netns::Netns;
+use iiptran_testkit::wait::{scaled, wait_until};
+use iiptran_testkit::{WorkDir, have_root};
+use support::OrPanic;
+use support::daemon::{Daemon, TWO_NODES_V4, TwoNodes};
 
 const PSK: &str = "a long pre-shared key for the daemon pair test";
 
@@ -59,7 +59,7 @@ fn certificate_pair_comes_up_carries_traffic_and_notices_a_dead_peer() {
     }
     let ca = enroll_common::TestCa::new();
     let server = ca.serve(&[]);
-    let scratch = TempDir::new("daemon-pair-certs").or_panic();
+    let scratch = WorkDir::temp("daemon-pair-certs").or_panic();
     let enroll = |name: &str, endpoint: &str| {
         let dir = scratch.join(name);
         ca.enroll(&server, &format!("{name}.vn.example"), endpoint, &dir);
@@ -144,7 +144,7 @@ fn wait_one_pair(a: &Daemon, b: &Daemon, within: Duration) -> (IkeSaReport, IkeS
 }
 
 fn pair(auth: &Auth, stop: Stop) {
-    let dir = TempDir::new("daemon-pair").or_panic();
+    let dir = WorkDir::temp("daemon-pair").or_panic();
     let nodes = two_nodes(auth);
     let (a, mut b) = nodes.start(dir.path()).or_panic();
 
@@ -224,7 +224,7 @@ fn ready_then_reload_replaces_a_removed_neighbor_with_an_added_one() {
     if !have_root("ready_then_reload_replaces_a_removed_neighbor_with_an_added_one") {
         return;
     }
-    let dir = TempDir::new("daemon-reload").or_panic();
+    let dir = WorkDir::temp("daemon-reload").or_panic();
     let ns = Netns::new("drl").or_panic();
     ns.ip(&["addr", "add", "198.51.100.1/24", "dev", "lo"])
         .or_panic();
@@ -286,7 +286,7 @@ fn crossing_initiations_leave_one_ike_sa_and_one_pair() {
     if !have_root("crossing_initiations_leave_one_ike_sa_and_one_pair") {
         return;
     }
-    let dir = TempDir::new("daemon-crossing").or_panic();
+    let dir = WorkDir::temp("daemon-crossing").or_panic();
     let mut nodes = two_nodes(&Auth::Psk);
     // IKE is held back in both namespaces until both daemons have initiated, so that
     // their IKE_SA_INIT requests (retransmitted every second) cross. Ten of them outlast
@@ -377,7 +377,7 @@ fn a_refused_child_sa_fails_the_attempt_at_once_and_says_why() {
     if !have_root("a_refused_child_sa_fails_the_attempt_at_once_and_says_why") {
         return;
     }
-    let dir = TempDir::new("daemon-refused").or_panic();
+    let dir = WorkDir::temp("daemon-refused").or_panic();
     let mut nodes = two_nodes(&Auth::Psk);
     // b carries only IPv6 over its link to a, so it accepts only protocol 41 selectors
     // where a proposes protocol 4.
@@ -399,7 +399,7 @@ fn a_lost_link_takes_the_adjacency_down_and_it_recovers() {
     if !have_root("a_lost_link_takes_the_adjacency_down_and_it_recovers") {
         return;
     }
-    let dir = TempDir::new("daemon-link-lost").or_panic();
+    let dir = WorkDir::temp("daemon-link-lost").or_panic();
     let nodes = two_nodes(&Auth::Psk);
     let (a, _b) = nodes.start(dir.path()).or_panic();
     wait_for_b(&a, "a up", Duration::from_secs(30), |n| {
@@ -432,7 +432,7 @@ fn a_daemon_killed_and_restarted_replaces_its_stale_sas_at_once() {
     if !have_root("a_daemon_killed_and_restarted_replaces_its_stale_sas_at_once") {
         return;
     }
-    let dir = TempDir::new("daemon-restart").or_panic();
+    let dir = WorkDir::temp("daemon-restart").or_panic();
     let mut nodes = two_nodes(&Auth::Psk);
     // b's liveness checks wait longer than the test runs: only a's INITIAL_CONTACT can
     // tell b that a restarted, however slowly a starts again.

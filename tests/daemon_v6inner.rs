@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use iiptran::control::protocol::{ChildSaReport, IkeSaReport, TrafficSelector};
-use support::daemon::{Credentials, Daemon, NodeConfig, TWO_NODES_V4, TwoNodes, test_dataplane};
-use support::netns::Netns;
-use support::wait::wait_until;
-use support::{OrPanic, TempDir, have_root, kernel};
+use iiptran_testkit::iiptrand::{Credentials, NodeConfig, test_dataplane};
+use iiptran_testkit::netns::Netns;
+use iiptran_testkit::wait::wait_until;
+use iiptran_testkit::{WorkDir, have_root};
+use support::daemon::{Daemon, TWO_NODES_V4, TwoNodes};
+use support::{OrPanic, kernel};
 
 const PSK: &str = "a long pre-shared key for the dual-stack inner test";
 const BOTH: &str = "inner = [\"ipv4\", \"ipv6\"]\n";
@@ -193,7 +195,7 @@ fn kernel_holds_dual_stack_objects(nodes: &TwoNodes, kind: &str) {
 }
 
 fn dual_stack_pair(endpoints: (&str, &str, u8), kind: &str) {
-    let dir = TempDir::new("daemon-v6inner").or_panic();
+    let dir = WorkDir::temp("daemon-v6inner").or_panic();
     let mut nodes = two_nodes(endpoints);
     (nodes.a, nodes.b) = dual_stack_configs(&nodes);
     let nodes = &nodes;
@@ -224,7 +226,7 @@ fn a_reload_turns_an_ipv4_neighbor_into_a_dual_stack_one() {
     if !have_root("a_reload_turns_an_ipv4_neighbor_into_a_dual_stack_one") {
         return;
     }
-    let dir = TempDir::new("daemon-v6inner-reload").or_panic();
+    let dir = WorkDir::temp("daemon-v6inner-reload").or_panic();
     let nodes = two_nodes(TWO_NODES_V4);
     let (mut a, mut b) = nodes.start(dir.path()).or_panic();
     wait_pair(&nodes, &a, &b, &[4]);

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use enroll_common::*;
+use iiptran_testkit::WorkDir;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 
@@ -81,7 +82,7 @@ fn bad_input_gets_clear_statuses() {
     let expiring_made = Instant::now();
     let misbound = ca.token("b.vn.example", "192.0.2.2", "1h");
     let server = ca.serve(&["--read-timeout", "2s"]);
-    let scratch = TempDir::new("abuse");
+    let scratch = WorkDir::temp("abuse").unwrap();
     let ca_pem = ca.ca_pem();
     let enroll = server.url("/.well-known/est/simpleenroll");
     let csr_b = openssl_csr(&scratch, "b", "ed25519", "b.vn.example");
@@ -98,7 +99,7 @@ fn bad_input_gets_clear_statuses() {
         )
     };
     let file = |name: &str, content: &[u8]| {
-        let path = scratch.path(name);
+        let path = scratch.join(name);
         std::fs::write(&path, content).unwrap();
         path
     };

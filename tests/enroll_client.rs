@@ -6,6 +6,8 @@ mod enroll_common;
 use std::os::unix::fs::PermissionsExt;
 
 use enroll_common::*;
+use iiptran_testkit::WorkDir;
+use iiptran_testkit::command::sh;
 
 /// `iiptrand enroll`; `token` is `["--token", T]` or `["--token-file", PATH]`.
 fn enroll(
@@ -55,8 +57,8 @@ fn client_enrolls_renews_and_is_refused_once_revoked() {
     let ca = TestCa::new();
     let token = ca.token("c.vn.example", "192.0.2.3", "1h");
     let server = ca.serve(&["--cert-lifetime", "1h"]);
-    let state = TempDir::new("node");
-    let node = state.path("c");
+    let state = WorkDir::temp("node").unwrap();
+    let node = state.join("c");
 
     // A wrong pin stops the client before it sends the token, so the token stays usable.
     let wrong_pin = "00".repeat(32);
@@ -119,7 +121,7 @@ fn client_enrolls_renews_and_is_refused_once_revoked() {
 
     // P-256 keys work as well; this token is made while the server runs.
     let p256_token = ca.token("d.vn.example", "192.0.2.4", "1h");
-    let other = state.path("d");
+    let other = state.join("d");
     let out = enroll(
         &server,
         ["--token", &p256_token],
@@ -134,9 +136,9 @@ fn client_enrolls_renews_and_is_refused_once_revoked() {
 
     // Revocation while the server runs: iiptranctl and the server take turns on the database.
     ca.ctl(&["revoke", &renewed_serial]);
-    let crl = ca.dir.path("crl.pem");
+    let crl = ca.dir.join("crl.pem");
     ca.ctl(&["crl", "--out", path_str(&crl)]);
-    let crl_text = ok(
+    let crl_text = sh(
         "openssl",
         &[
             "crl",
@@ -181,9 +183,9 @@ fn token_file_must_be_private_to_its_owner() {
     let ca = TestCa::new();
     let token = ca.token("e.vn.example", "192.0.2.5", "1h");
     let server = ca.serve(&[]);
-    let state = TempDir::new("node-token-file");
-    let node = state.path("e");
-    let token_file = state.path("e.token");
+    let state = WorkDir::temp("node-token-file").unwrap();
+    let node = state.join("e");
+    let token_file = state.join("e.token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let enroll_with_file = || {
         let file = ["--token-file", path_str(&token_file)];

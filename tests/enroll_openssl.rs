@@ -4,6 +4,8 @@
 mod enroll_common;
 
 use enroll_common::*;
+use iiptran_testkit::WorkDir;
+use iiptran_testkit::command::sh;
 
 #[test]
 fn openssl_and_curl_enroll() {
@@ -11,7 +13,7 @@ fn openssl_and_curl_enroll() {
     let bearer = ca.token("b.vn.example", "192.0.2.2", "1h");
     let basic = ca.token("192.0.2.3", "192.0.2.3", "1h");
     let server = ca.serve(&[]);
-    let scratch = TempDir::new("curl");
+    let scratch = WorkDir::temp("curl").unwrap();
     let ca_pem = ca.ca_pem();
     let ca_key = key_text(&ca.ca_dir().join("ca.key"));
     assert!(ca_key.contains("ED25519"), "{ca_key}");
@@ -24,7 +26,7 @@ fn openssl_and_curl_enroll() {
     );
     assert_eq!(status, 200);
     let chain = pkcs7_to_pem(&cacerts, &scratch, "cacerts");
-    let fingerprint = ok(
+    let fingerprint = sh(
         "openssl",
         &[
             "x509",
@@ -100,9 +102,9 @@ fn openssl_and_curl_enroll() {
     // The CRL the server serves is signed by the CA and parses with openssl.
     let (status, crl) = curl(&ca_pem, &server.url("/.well-known/est/crl"), &[], &scratch);
     assert_eq!(status, 200);
-    let crl_path = scratch.path("crl.der");
+    let crl_path = scratch.join("crl.der");
     std::fs::write(&crl_path, crl).unwrap();
-    let crl_text = ok(
+    let crl_text = sh(
         "openssl",
         &[
             "crl",

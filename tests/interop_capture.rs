@@ -8,17 +8,17 @@
 mod support;
 
 use iiptran::daemon::LOG_IKE_KEYS;
+use iiptran_testkit::strongswan::Installation;
 use support::OrPanic;
 use support::capture::Capture;
 use support::peering::{Keys, OURS, Peering, Plan, THEIRS};
-use support::strongswan::Installation;
 
 #[test]
 fn ike_auth_decrypted_shows_transport_mode_and_ipip_selectors() {
-    if !support::have_root("ike_auth_decrypted_shows_transport_mode_and_ipip_selectors") {
+    if !iiptran_testkit::have_root("ike_auth_decrypted_shows_transport_mode_and_ipip_selectors") {
         return;
     }
-    let install = Installation::find().or_panic();
+    let install = Installation::find(&support::capture::TOOLS).or_panic();
     let mut plan = Plan::new(Keys::Psk, false).suite("aes256-sha256-x25519", "aes256gcm16");
     plan.charon.ike_log_level = 4;
     plan.daemon_env = vec![(LOG_IKE_KEYS, "1".into())];

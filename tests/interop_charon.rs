@@ -11,12 +11,13 @@ mod support;
 use std::time::Duration;
 
 use iiptran::control::protocol::LinkState;
+use iiptran_testkit::pki::{Ca, KeyType, NodeCert};
+use iiptran_testkit::strongswan::{IkeSa, Installation};
+use iiptran_testkit::wait::wait_until;
 use support::OrPanic;
 use support::peering::{
     CHARON_ID, Keys, NEIGHBOR, OUR_ID, OURS, Peering, Plan, SETUP, THEIRS, child,
 };
-use support::strongswan::{Ca, IkeSa, Installation, KeyType, NodeCert};
-use support::wait::wait_until;
 
 /// What charon must list for an IIPtran adjacency with iiptrand.
 fn assert_iiptran_sa(sa: &IkeSa, charon_initiated: bool) {
@@ -35,7 +36,7 @@ fn assert_iiptran_sa(sa: &IkeSa, charon_initiated: bool) {
 }
 
 fn adjacency(keys: Keys, iiptran_initiates: bool) {
-    let install = Installation::find().or_panic();
+    let install = Installation::find(&support::capture::TOOLS).or_panic();
     let plan = Plan::new(keys, iiptran_initiates);
     let peering = Peering::start(&install, &plan).or_panic();
     let sa = peering.establish(&plan).or_panic();
@@ -45,10 +46,14 @@ fn adjacency(keys: Keys, iiptran_initiates: bool) {
     assert_eq!(ours.last_error, None);
 }
 
-fn pki(key_type: KeyType, scratch: &support::TempDir) -> (Ca, Keys) {
-    let ca = Ca::new(key_type).or_panic();
-    let ours = ca.issue(OUR_ID, OURS, key_type).or_panic();
-    let theirs = ca.issue(CHARON_ID, THEIRS, key_type).or_panic();
+fn pki(key_type: KeyType, scratch: &iiptran_testkit::WorkDir) -> (Ca, Keys) {
+    let ca = Ca::temporary(key_type).or_panic();
+    let ours = ca
+        .issue_with(OUR_ID, &OURS.to_string(), key_type)
+        .or_panic();
+    let theirs = ca
+        .issue_with(CHARON_ID, &THEIRS.to_string(), key_type)
+        .or_panic();
     let dir = scratch.join("ours");
     ours.export_for_iiptrand(&dir).or_panic();
     (ca, Keys::Certificates { ours: dir, theirs })
@@ -56,7 +61,7 @@ fn pki(key_type: KeyType, scratch: &support::TempDir) -> (Ca, Keys) {
 
 /// Both nodes enrolled with the VN CA (`iiptranctl ca`, `iiptrand enroll-server`,
 /// `iiptrand enroll`); charon uses the files enrollment wrote for it.
-fn vn_ca(scratch: &support::TempDir) -> (enroll_common::TestCa, Keys) {
+fn vn_ca(scratch: &iiptran_testkit::WorkDir) -> (enroll_common::TestCa, Keys) {
     let ca = enroll_common::TestCa::new();
     let server = ca.serve(&[]);
     let enroll = |identity: &str, endpoint: std::net::IpAddr| {
@@ -79,20 +84,20 @@ macro_rules! both_directions {
     ($($initiator:ident, $responder:ident: $keys:expr;)*) => {$(
         #[test]
         fn $initiator() {
-            if !support::have_root(stringify!($initiator)) {
+            if !iiptran_testkit::have_root(stringify!($initiator)) {
                 return;
             }
-            let scratch = support::TempDir::new("interop-keys").or_panic();
+            let scratch = iiptran_testkit::WorkDir::temp("interop-keys").or_panic();
             let (_ca, keys) = $keys(&scratch);
             adjacency(keys, true);
         }
 
         #[test]
         fn $responder() {
-            if !support::have_root(stringify!($responder)) {
+            if !iiptran_testkit::have_root(stringify!($responder)) {
                 return;
             }
-            let scratch = support::TempDir::new("interop-keys").or_panic();
+            let scratch = iiptran_testkit::WorkDir::temp("interop-keys").or_panic();
             let (_ca, keys) = $keys(&scratch);
             adjacency(keys, false);
         }
@@ -101,11 +106,11 @@ macro_rules! both_directions {
 
 both_directions! {
     psk_iiptran_initiates, psk_charon_initiates:
-        |_: &support::TempDir| ((), Keys::Psk);
+        |_: &iiptran_testkit::WorkDir| ((), Keys::Psk);
     pki_ed25519_iiptran_initiates, pki_ed25519_charon_initiates:
-        |s: &support::TempDir| pki(KeyType::Ed25519, s);
+        |s: &iiptran_testkit::WorkDir| pki(KeyType::Ed25519, s);
     pki_p256_iiptran_initiates, pki_p256_charon_initiates:
-        |s: &support::TempDir| pki(KeyType::EcdsaP256, s);
+        |s: &iiptran_testkit::WorkDir| pki(KeyType::EcdsaP256, s);
     vn_ca_ed25519_iiptran_initiates, vn_ca_ed25519_charon_initiates: vn_ca;
 }
 
@@ -121,10 +126,10 @@ fn kernel_netlink_plan(iiptran_initiates: bool) -> Plan {
 /// refusal and leaves its link down.
 #[test]
 fn kernel_netlink_charon_responds_ike_up_child_refused() {
-    if !support::have_root("kernel_netlink_charon_responds_ike_up_child_refused") {
+    if !iiptran_testkit::have_root("kernel_netlink_charon_responds_ike_up_child_refused") {
         return;
     }
-    let install = Installation::find().or_panic();
+    let install = Installation::find(&support::capture::TOOLS).or_panic();
     let plan = kernel_netlink_plan(true);
     let peering = Peering::start(&install, &plan).or_panic();
     wait_for_log(&peering, "IKE SA up");
@@ -155,10 +160,10 @@ fn kernel_netlink_charon_responds_ike_up_child_refused() {
 /// sends DELETE for the child, which takes iiptrand's link down again.
 #[test]
 fn kernel_netlink_charon_initiates_ike_up_child_not_installed() {
-    if !support::have_root("kernel_netlink_charon_initiates_ike_up_child_not_installed") {
+    if !iiptran_testkit::have_root("kernel_netlink_charon_initiates_ike_up_child_not_installed") {
         return;
     }
-    let install = Installation::find().or_panic();
+    let install = Installation::find(&support::capture::TOOLS).or_panic();
     let plan = kernel_netlink_plan(false);
     let peering = Peering::start(&install, &plan).or_panic();
     let initiated = peering.charon.initiate_child("ipip");

@@ -9,12 +9,13 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use anyhow::Result;
+use iiptran_testkit::netns::{Netns, veth};
+use iiptran_testkit::pki::{Ca, KeyType};
+use iiptran_testkit::strongswan::{
+    Auth, Charon, CharonOptions, Connection, IkeSa, Installation, parse_list_sas,
+};
 use support::OrPanic;
 use support::capture::Capture;
-use support::netns::{Netns, veth};
-use support::strongswan::{
-    Auth, Ca, Charon, CharonOptions, Connection, IkeSa, Installation, KeyType, parse_list_sas,
-};
 
 const A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 const B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
@@ -56,10 +57,10 @@ fn pair_with(
             (Auth::Psk(key.clone()), Auth::Psk(key))
         }
         Credentials::Certs(key_type) => {
-            ca = Ca::new(key_type)?;
+            ca = Ca::temporary(key_type)?;
             (
-                Auth::Pubkey(ca.issue("a.vn.test", A, key_type)?),
-                Auth::Pubkey(ca.issue("b.vn.test", B, key_type)?),
+                Auth::Pubkey(ca.issue_with("a.vn.test", &A.to_string(), key_type)?),
+                Auth::Pubkey(ca.issue_with("b.vn.test", &B.to_string(), key_type)?),
             )
         }
     };
@@ -87,7 +88,7 @@ fn with_installed_child(sas: &[IkeSa]) -> Option<IkeSa> {
 /// A initiates the IIPtran child; both sides must list the IKE SA and a transport child
 /// SA on protocol 4 between the two endpoints.
 fn assert_transport_child_installed(creds: Credentials) {
-    let install = Installation::find().or_panic();
+    let install = Installation::find(&support::capture::TOOLS).or_panic();
     let pair = pair(&install, creds, &CharonOptions::default()).or_panic();
     pair.a.initiate_child("ipip").or_panic();
     let sa_a = pair
@@ -125,7 +126,7 @@ fn assert_transport_child_installed(creds: Credentials) {
 
 #[test]
 fn psk_transport_child_installed_with_fake_kernel() {
-    if !support::have_root("psk_transport_child_installed_with_fake_kernel") {
+    if !iiptran_testkit::have_root("psk_transport_child_installed_with_fake_kernel") {
         return;
     }
     assert_transport_child_installed(Credentials::Psk)
@@ -133,7 +134,7 @@ fn psk_transport_child_installed_with_fake_kernel() {
 
 #[test]
 fn ed25519_certs_transport_child_installed_with_fake_kernel() {
-    if !support::have_root("ed25519_certs_transport_child_installed_with_fake_kernel") {
+    if !iiptran_testkit::have_root("ed25519_certs_transport_child_installed_with_fake_kernel") {
         return;
     }
     assert_transport_child_installed(Credentials::Certs(KeyType::Ed25519))
@@ -141,7 +142,7 @@ fn ed25519_certs_transport_child_installed_with_fake_kernel() {
 
 #[test]
 fn ecdsa_p256_certs_transport_child_installed_with_fake_kernel() {
-    if !support::have_root("ecdsa_p256_certs_transport_child_installed_with_fake_kernel") {
+    if !iiptran_testkit::have_root("ecdsa_p256_certs_transport_child_installed_with_fake_kernel") {
         return;
     }
     assert_transport_child_installed(Credentials::Certs(KeyType::EcdsaP256))
@@ -152,10 +153,10 @@ fn ecdsa_p256_certs_transport_child_installed_with_fake_kernel() {
 /// answers N(NO_PROPOSAL_CHOSEN) in IKE_AUTH and the initiator keeps the IKE SA.
 #[test]
 fn kernel_netlink_establishes_ike_but_not_the_child() {
-    if !support::have_root("kernel_netlink_establishes_ike_but_not_the_child") {
+    if !iiptran_testkit::have_root("kernel_netlink_establishes_ike_but_not_the_child") {
         return;
     }
-    let install = Installation::find().or_panic();
+    let install = Installation::find(&support::capture::TOOLS).or_panic();
     let options = CharonOptions {
         fake_kernel: false,
         ..CharonOptions::default()
@@ -199,10 +200,10 @@ fn kernel_netlink_establishes_ike_but_not_the_child() {
 /// termination removes the SAs on both sides.
 #[test]
 fn rekey_and_terminate() {
-    if !support::have_root("rekey_and_terminate") {
+    if !iiptran_testkit::have_root("rekey_and_terminate") {
         return;
     }
-    let install = Installation::find().or_panic();
+    let install = Installation::find(&support::capture::TOOLS).or_panic();
     let configure = |conn: Connection| conn.rekey(Some("1h"), Some("30m")).dpd("30s");
     let options = CharonOptions::default();
     let pair = pair_with(&install, Credentials::Psk, &options, configure).or_panic();
@@ -254,7 +255,7 @@ fn rekey_and_terminate() {
 /// stay there: a datagram from A's namespace reaches B's over the veth.
 #[test]
 fn enter_opens_sockets_in_the_namespace() {
-    if !support::have_root("enter_opens_sockets_in_the_namespace") {
+    if !iiptran_testkit::have_root("enter_opens_sockets_in_the_namespace") {
         return;
     }
     let ns_a = Netns::new("ena").or_panic();
@@ -290,10 +291,10 @@ fn enter_opens_sockets_in_the_namespace() {
 /// response with the payloads charon sends, and nothing is malformed.
 #[test]
 fn capture_dissects_ike_sa_init() {
-    if !support::have_root("capture_dissects_ike_sa_init") {
+    if !iiptran_testkit::have_root("capture_dissects_ike_sa_init") {
         return;
     }
-    let install = Installation::find().or_panic();
+    let install = Installation::find(&support::capture::TOOLS).or_panic();
     let pair = pair(&install, Credentials::Psk, &CharonOptions::default()).or_panic();
     let mut capture =
         Capture::start(&pair.ns_a, &pair.ifname, "udp port 500 or udp port 4500").or_panic();

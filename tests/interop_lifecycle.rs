@@ -8,14 +8,14 @@ mod support;
 use std::time::Duration;
 
 use iiptran::control::protocol::LinkState;
+use iiptran_testkit::iiptrand::LIVENESS_BOUND;
+use iiptran_testkit::strongswan::{IkeSa, Installation};
+use iiptran_testkit::wait::wait_until;
 use support::OrPanic;
-use support::daemon::LIVENESS_BOUND;
 use support::peering::{Keys, NEIGHBOR, Peering, Plan, SETUP, child, installed};
-use support::strongswan::{IkeSa, Installation};
-use support::wait::wait_until;
 
 fn start(plan: &Plan) -> (Installation, Peering, IkeSa) {
-    let install = Installation::find().or_panic();
+    let install = Installation::find(&support::capture::TOOLS).or_panic();
     let peering = Peering::start(&install, plan).or_panic();
     let sa = peering.establish(plan).or_panic();
     (install, peering, sa)
@@ -115,7 +115,7 @@ fn rekeys(iiptran_initiates: bool, pfs: bool) {
 
 #[test]
 fn rekeys_by_either_side_with_pfs_iiptran_initiated() {
-    if !support::have_root("rekeys_by_either_side_with_pfs_iiptran_initiated") {
+    if !iiptran_testkit::have_root("rekeys_by_either_side_with_pfs_iiptran_initiated") {
         return;
     }
     rekeys(true, true);
@@ -123,7 +123,7 @@ fn rekeys_by_either_side_with_pfs_iiptran_initiated() {
 
 #[test]
 fn rekeys_by_either_side_without_pfs_charon_initiated() {
-    if !support::have_root("rekeys_by_either_side_without_pfs_charon_initiated") {
+    if !iiptran_testkit::have_root("rekeys_by_either_side_without_pfs_charon_initiated") {
         return;
     }
     rekeys(false, false);
@@ -143,7 +143,7 @@ fn liveness_plan() -> Plan {
 /// iiptrand checks after 2 s idle and charon, without DPD of its own, answers.
 #[test]
 fn iiptran_liveness_checks_are_answered() {
-    if !support::have_root("iiptran_liveness_checks_are_answered") {
+    if !iiptran_testkit::have_root("iiptran_liveness_checks_are_answered") {
         return;
     }
     let mut plan = Plan::new(Keys::Psk, true);
@@ -161,7 +161,7 @@ fn iiptran_liveness_checks_are_answered() {
 /// charon's DPD every 2 s is answered by iiptrand, whose own checks wait an hour.
 #[test]
 fn charon_dpd_is_answered() {
-    if !support::have_root("charon_dpd_is_answered") {
+    if !iiptran_testkit::have_root("charon_dpd_is_answered") {
         return;
     }
     let mut plan = liveness_plan();
@@ -194,7 +194,7 @@ fn liveness_answered(plan: &Plan, what: &str, lines: &[&str]) {
 /// charon killed (no DELETE): iiptrand's liveness check fails and takes the link down.
 #[test]
 fn iiptran_notices_charon_killed() {
-    if !support::have_root("iiptran_notices_charon_killed") {
+    if !iiptran_testkit::have_root("iiptran_notices_charon_killed") {
         return;
     }
     let (_install, mut peering, _) = start(&liveness_plan());
@@ -213,7 +213,7 @@ fn iiptran_notices_charon_killed() {
 /// iiptrand killed (no DELETE): charon's DPD gives up and clears the SA.
 #[test]
 fn charon_dpd_notices_iiptran_killed() {
-    if !support::have_root("charon_dpd_notices_iiptran_killed") {
+    if !iiptran_testkit::have_root("charon_dpd_notices_iiptran_killed") {
         return;
     }
     let (_install, mut peering, _) = start(&liveness_plan());
@@ -232,7 +232,7 @@ fn charon_dpd_notices_iiptran_killed() {
 /// `swanctl --terminate --child`: iiptrand removes the pair and takes its link down.
 #[test]
 fn charon_deletes_the_child() {
-    if !support::have_root("charon_deletes_the_child") {
+    if !iiptran_testkit::have_root("charon_deletes_the_child") {
         return;
     }
     let (_install, peering, _) = start(&Plan::new(Keys::Psk, false));
@@ -248,7 +248,7 @@ fn charon_deletes_the_child() {
 /// link down.
 #[test]
 fn charon_deletes_the_ike_sa() {
-    if !support::have_root("charon_deletes_the_ike_sa") {
+    if !iiptran_testkit::have_root("charon_deletes_the_ike_sa") {
         return;
     }
     let (_install, peering, _) = start(&Plan::new(Keys::Psk, false));
@@ -264,7 +264,7 @@ fn charon_deletes_the_ike_sa() {
 /// `iiptranctl terminate`: charon hears the DELETE and lists no SAs.
 #[test]
 fn iiptran_terminates() {
-    if !support::have_root("iiptran_terminates") {
+    if !iiptran_testkit::have_root("iiptran_terminates") {
         return;
     }
     let (_install, peering, _) = start(&Plan::new(Keys::Psk, true));
@@ -288,7 +288,7 @@ fn iiptran_terminates() {
 /// old one's SPI: the old SA must be gone from the data plane first.)
 #[test]
 fn charon_restarted_initial_contact() {
-    if !support::have_root("charon_restarted_initial_contact") {
+    if !iiptran_testkit::have_root("charon_restarted_initial_contact") {
         return;
     }
     let plan = Plan::new(Keys::Psk, false);

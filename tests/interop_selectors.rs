@@ -10,16 +10,16 @@ mod support;
 use std::time::Duration;
 
 use iiptran::control::protocol::LinkState;
+use iiptran_testkit::strongswan::{Connection, Installation};
+use iiptran_testkit::wait::wait_until;
 use support::OrPanic;
 use support::peering::{Keys, NEIGHBOR, OURS, Peering, Plan, SETUP, THEIRS, child};
-use support::strongswan::{Connection, Installation};
-use support::wait::wait_until;
 
 fn peering(
     iiptran_initiates: bool,
     configure: impl FnOnce(Connection) -> Connection,
 ) -> (Plan, Peering) {
-    let install = Installation::find().or_panic();
+    let install = Installation::find(&support::capture::TOOLS).or_panic();
     let plan = Plan::new(Keys::Psk, iiptran_initiates).charon_connection(configure);
     let peering = Peering::start(&install, &plan).or_panic();
     (plan, peering)
@@ -43,7 +43,7 @@ fn narrowed(local_ts: &str, remote_ts: &str) {
 
 #[test]
 fn responder_narrows_dynamic_without_protocol() {
-    if !support::have_root("responder_narrows_dynamic_without_protocol") {
+    if !iiptran_testkit::have_root("responder_narrows_dynamic_without_protocol") {
         return;
     }
     narrowed("dynamic", "dynamic");
@@ -51,7 +51,7 @@ fn responder_narrows_dynamic_without_protocol() {
 
 #[test]
 fn responder_narrows_subnets() {
-    if !support::have_root("responder_narrows_subnets") {
+    if !iiptran_testkit::have_root("responder_narrows_subnets") {
         return;
     }
     narrowed("192.0.2.0/24", "192.0.2.0/24");
@@ -123,7 +123,7 @@ fn responder_refuses(configure: impl FnOnce(Connection) -> Connection, notify: &
 
 #[test]
 fn responder_refuses_tunnel_mode() {
-    if !support::have_root("responder_refuses_tunnel_mode") {
+    if !iiptran_testkit::have_root("responder_refuses_tunnel_mode") {
         return;
     }
     responder_refuses(
@@ -137,7 +137,7 @@ fn responder_refuses_tunnel_mode() {
 
 #[test]
 fn responder_refuses_selectors_without_the_tunnel() {
-    if !support::have_root("responder_refuses_selectors_without_the_tunnel") {
+    if !iiptran_testkit::have_root("responder_refuses_selectors_without_the_tunnel") {
         return;
     }
     responder_refuses(
@@ -155,7 +155,7 @@ fn responder_refuses_selectors_without_the_tunnel() {
 /// (charon would otherwise keep a tunnel-mode SA nobody uses).
 #[test]
 fn initiator_refuses_a_tunnel_mode_answer() {
-    if !support::have_root("initiator_refuses_a_tunnel_mode_answer") {
+    if !iiptran_testkit::have_root("initiator_refuses_a_tunnel_mode_answer") {
         return;
     }
     let (_plan, peering) = peering(true, |mut conn| {
@@ -172,7 +172,7 @@ fn initiator_refuses_a_tunnel_mode_answer() {
 /// IIPtran SA covers all of protocol 4 between the endpoints, and deletes charon's child.
 #[test]
 fn initiator_refuses_narrowed_selectors() {
-    if !support::have_root("initiator_refuses_narrowed_selectors") {
+    if !iiptran_testkit::have_root("initiator_refuses_narrowed_selectors") {
         return;
     }
     let (_plan, peering) = peering(true, |mut conn| {

@@ -9,9 +9,9 @@ mod support;
 
 use std::collections::BTreeMap;
 
+use iiptran_testkit::strongswan::Installation;
 use support::OrPanic;
 use support::peering::{Keys, NEIGHBOR, Peering, Plan, child};
-use support::strongswan::Installation;
 
 /// An IKE proposal and what charon lists for it: encr-alg, encr-keysize, integ-alg,
 /// prf-alg, dh-group (absent fields are empty).
@@ -81,7 +81,7 @@ fn one(install: &Installation, ike: (&str, [&str; 5]), esp: (&str, [&str; 2]), o
 
 /// Every combination at once; the failure lists those that failed.
 fn matrix(iiptran_initiates: bool) {
-    let install = Installation::find().or_panic();
+    let install = Installation::find(&support::capture::TOOLS).or_panic();
     let role = if iiptran_initiates {
         "iiptran initiates"
     } else {
@@ -110,7 +110,7 @@ fn matrix(iiptran_initiates: bool) {
 
 #[test]
 fn suites_iiptran_initiates() {
-    if !support::have_root("suites_iiptran_initiates") {
+    if !iiptran_testkit::have_root("suites_iiptran_initiates") {
         return;
     }
     matrix(true);
@@ -118,7 +118,7 @@ fn suites_iiptran_initiates() {
 
 #[test]
 fn suites_charon_initiates() {
-    if !support::have_root("suites_charon_initiates") {
+    if !iiptran_testkit::have_root("suites_charon_initiates") {
         return;
     }
     matrix(false);

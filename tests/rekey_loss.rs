@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use iiptran::control::protocol::IkeSaReport;
-use support::daemon::{Credentials, Daemon, TWO_NODES_V4, TwoNodes};
-use support::netns::Netns;
-use support::wait::wait_until;
-use support::{OrPanic, TempDir, have_root};
+use iiptran_testkit::iiptrand::Credentials;
+use iiptran_testkit::netns::Netns;
+use iiptran_testkit::wait::wait_until;
+use iiptran_testkit::{WorkDir, have_root};
+use support::OrPanic;
+use support::daemon::{Daemon, TWO_NODES_V4, TwoNodes};
 
 const PSK: &str = "a long pre-shared key for the rekey loss test";
 /// Datagrams per second in each direction: fast enough that a rekey which drops what is
@@ -168,7 +170,7 @@ fn child_and_ike_rekeys_under_load_lose_no_datagram() {
     if !have_root("child_and_ike_rekeys_under_load_lose_no_datagram") {
         return;
     }
-    let dir = TempDir::new("rekey-loss").or_panic();
+    let dir = WorkDir::temp("rekey-loss").or_panic();
     let psk = |_: &str| Credentials::Psk(PSK.to_owned());
     let nodes = TwoNodes::new("rl", TWO_NODES_V4, psk).or_panic();
     let (a, b) = nodes.start(dir.path()).or_panic();

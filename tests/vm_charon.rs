@@ -11,12 +11,14 @@ mod support;
 
 use std::time::Duration;
 
-use support::daemon::{Credentials, Daemon, Neighbor, NodeConfig};
+use iiptran_testkit::iiptrand::{Credentials, Neighbor, NodeConfig};
+use iiptran_testkit::netns::{Netns, veth};
+use iiptran_testkit::strongswan::{Auth, Charon, CharonOptions, ChildSa, Connection, Installation};
+use iiptran_testkit::wait::wait_until;
+use iiptran_testkit::{WorkDir, have_root};
+use support::OrPanic;
+use support::daemon::Daemon;
 use support::kernel::{XfrmState, ipip_selector, sa_pair};
-use support::netns::{Netns, veth};
-use support::strongswan::{Auth, Charon, CharonOptions, ChildSa, Connection, Installation};
-use support::wait::wait_until;
-use support::{OrPanic, TempDir, have_root};
 
 const PSK: &str = "a long pre-shared key for iiptrand and charon";
 /// iiptrand's node.
@@ -70,8 +72,8 @@ fn ping(ns: &Netns, to: &str) {
 }
 
 fn pair(initiator: Initiator) {
-    let install = Installation::find().or_panic();
-    let dir = TempDir::new("vm-charon").or_panic();
+    let install = Installation::find(&support::capture::TOOLS).or_panic();
+    let dir = WorkDir::temp("vm-charon").or_panic();
     let a_ns = Netns::new("vca").or_panic();
     let b_ns = Netns::new("vcb").or_panic();
     veth(&a_ns, A.parse().unwrap(), &b_ns, B.parse().unwrap(), 24).or_panic();
@@ -99,7 +101,7 @@ fn pair(initiator: Initiator) {
 
     let mut neighbor = Neighbor::new("b", B, "10.255.0.0/31");
     if initiator == Initiator::Charon {
-        neighbor.extra = "passive = true\n".to_owned();
+        neighbor.passive = true;
     }
     let config = NodeConfig {
         dataplane: "kernel".to_owned(),

@@ -13,13 +13,15 @@ mod support;
 
 use std::time::Duration;
 
-use support::daemon::{Credentials, Daemon, Neighbor, NodeConfig};
+use iiptran_testkit::iiptrand::{Credentials, Neighbor, NodeConfig};
+use iiptran_testkit::netns::{Netns, veth};
+use iiptran_testkit::wait::wait_until;
+use iiptran_testkit::{WorkDir, have_root};
+use support::OrPanic;
+use support::daemon::Daemon;
 use support::kernel::{
     XfrmState, ipip_selector, links, parse_policies, parse_states, policies, sa_pair, states,
 };
-use support::netns::{Netns, veth};
-use support::wait::wait_until;
-use support::{OrPanic, TempDir, have_root};
 
 const PSK: &str = "a long pre-shared key for the kernel pair test";
 const A: &str = "198.51.100.1";
@@ -132,7 +134,7 @@ fn kernel_pair_carries_esp_and_leaves_nothing_stale() {
     if !have_root("kernel_pair_carries_esp_and_leaves_nothing_stale") {
         return;
     }
-    let dir = TempDir::new("vm-kernel-pair").or_panic();
+    let dir = WorkDir::temp("vm-kernel-pair").or_panic();
     let (a_ns, b_ns) = namespaces();
     let mut a = Daemon::start(&a_ns, dir.path(), &node("a", "kernel"), &[]).or_panic();
     let mut b = Daemon::start(&b_ns, dir.path(), &node("b", "kernel"), &[]).or_panic();
@@ -209,7 +211,7 @@ fn kernel_node_and_userspace_node_carry_traffic_both_ways() {
     if !have_root("kernel_node_and_userspace_node_carry_traffic_both_ways") {
         return;
     }
-    let dir = TempDir::new("vm-kernel-userspace").or_panic();
+    let dir = WorkDir::temp("vm-kernel-userspace").or_panic();
     let (a_ns, b_ns) = namespaces();
     let a = Daemon::start(&a_ns, dir.path(), &node("a", "kernel"), &[]).or_panic();
     let b = Daemon::start(&b_ns, dir.path(), &node("b", "userspace"), &[]).or_panic();

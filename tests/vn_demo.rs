@@ -9,17 +9,18 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use iiptran_testkit::process::Process;
+use iiptran_testkit::wait::wait_until;
+use iiptran_testkit::{WorkDir, have_root};
+use support::OrPanic;
 use support::daemon::IIPTRAND;
-use support::process::Process;
-use support::wait::wait_until;
-use support::{OrPanic, TempDir, have_root};
 
 #[test]
 fn demo_converges_pings_across_two_hops_and_cleans_up_on_ctrl_c() {
     if !have_root("demo_converges_pings_across_two_hops_and_cleans_up_on_ctrl_c") {
         return;
     }
-    let dir = TempDir::new("vn-demo").or_panic();
+    let dir = WorkDir::temp("vn-demo").or_panic();
     let bin_dir = Path::new(IIPTRAND)
         .parent()
         .expect("the binaries' directory");
@@ -44,7 +45,7 @@ fn demo_converges_pings_across_two_hops_and_cleans_up_on_ctrl_c() {
         },
     )
     .or_panic();
-    let namespaces = support::netns::run("ip", &["netns", "list"]).or_panic();
+    let namespaces = iiptran_testkit::command::run("ip", &["netns", "list"]).or_panic();
     assert_eq!(
         namespaces.matches(&tag).count(),
         5,
@@ -77,7 +78,7 @@ fn demo_converges_pings_across_two_hops_and_cleans_up_on_ctrl_c() {
     .or_panic();
     assert_eq!(status.code(), Some(130), "{}", demo.dump());
     assert!(demo.stdout().contains("removed the namespaces"));
-    let namespaces = support::netns::run("ip", &["netns", "list"]).or_panic();
+    let namespaces = iiptran_testkit::command::run("ip", &["netns", "list"]).or_panic();
     assert!(!namespaces.contains(&tag), "left behind: {namespaces}");
     let work_prefix = format!("{tag}.");
     let left: Vec<String> = std::fs::read_dir("/proc")

@@ -14,11 +14,11 @@ mod vn_common;
 
 use std::time::{Duration, Instant};
 
+use iiptran_testkit::bird::{OspfNeighbor, parse_neighbors};
+use iiptran_testkit::have_root;
+use iiptran_testkit::iiptrand::LIVENESS_BOUND;
+use iiptran_testkit::wait::scaled;
 use support::OrPanic;
-use support::bird::{OspfNeighbor, parse_neighbors};
-use support::daemon::LIVENESS_BOUND;
-use support::have_root;
-use support::wait::scaled;
 use vn_common::{Edge, Vn};
 
 /// How long a VN may take to converge (stretched in the VM, whose CPUs are emulated).

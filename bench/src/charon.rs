@@ -1,32 +1,21 @@
-//! strongSwan's charon as a benchmark subject: one instance in a namespace with its own
-//! strongswan.conf and swanctl directory, the load-tester plugin's fake kernel completing
-//! transport-mode child SAs on a kernel without ESP (see tests/interop/setup).
+//! strongSwan's charon as a benchmark subject: one instance in a namespace with a
+//! connection per peer, the load-tester plugin's fake kernel completing transport-mode
+//! child SAs on a kernel without ESP (see tests/interop/setup).
 
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use iiptran_testkit::WorkDir;
+use iiptran_testkit::pki::NodeCert;
+use iiptran_testkit::strongswan::{self, Auth, CharonOptions, Connection, Installation};
 
-use crate::pki::{NodeCert, write_private};
-use crate::system::{Netns, Process, Usage, checked, run, wait_for};
+use crate::system::{Netns, Usage};
 
-const CHARON: &str = "/usr/lib/ipsec/charon";
-const PLUGIN_CACHE: &str = "/var/cache/iiptran-interop";
-
-/// The load-tester plugin `tests/interop/setup` built for the installed charon.
-pub fn load_tester() -> Result<PathBuf> {
-    let version = run("dpkg-query", &["-W", "-f=${Version}", "strongswan-charon"])
-        .context("strongswan-charon is not installed: run tests/interop/setup")?;
-    let plugin = Path::new(PLUGIN_CACHE)
-        .join(version.trim())
-        .join("libstrongswan-load-tester.so");
-    if !plugin.exists() {
-        bail!("missing {}: run tests/interop/setup", plugin.display());
-    }
-    Ok(plugin)
-}
+/// The plugins of the interop harness minus what this suite does not use (`openssl`,
+/// `gcm`): charon picks its ChaCha20-Poly1305 and X25519 from `chapoly` and `curve25519`.
+const PLUGINS: &str = "random nonce drbg aes sha1 sha2 hmac kdf pem pkcs1 pkcs8 x509 pubkey \
+                       constraints curve25519 chapoly kernel-netlink socket-default vici";
 
 /// One peer the responder accepts.
 #[derive(Clone, Debug)]
@@ -35,88 +24,12 @@ pub struct Peer {
     pub endpoint: String,
 }
 
-fn strongswan_conf(dir: &Path) -> String {
-    let dir = dir.display();
-    // The plugin set of the interop harness, minus what this suite does not use; the IKE
-    // SA table sized for the largest runs, as an operator of that many peers would.
-    format!(
-        "charon {{
-    load_modular = no
-    load = load-tester random nonce drbg aes sha1 sha2 hmac kdf pem pkcs1 pkcs8 x509 pubkey constraints curve25519 chapoly kernel-netlink socket-default vici
-    install_routes = no
-    install_virtual_ip = no
-    ikesa_table_size = 32768
-    plugins {{
-        vici {{
-            socket = unix://{dir}/run/charon.vici
-        }}
-        load-tester {{
-            enable = yes
-            fake_kernel = yes
-            initiators = 0
-        }}
-    }}
-    filelog {{
-        main {{
-            path = {dir}/charon.log
-            default = 1
-        }}
-    }}
-}}
-swanctl {{
-    load = pem pkcs1 pkcs8 x509 pubkey curve25519 sha1 sha2 random nonce
-}}
-"
-    )
-}
-
-/// A connection per peer, each with its IIPtran child, as iiptrand has a neighbor per peer.
-fn swanctl_conf(local: &NodeCert, endpoint: &str, peers: &[Peer]) -> String {
-    let mut text = String::from("connections {\n");
-    for (i, p) in peers.iter().enumerate() {
-        let _ = write!(
-            text,
-            "    p{i} {{
-        version = 2
-        local_addrs = {endpoint}
-        remote_addrs = {remote}
-        proposals = chacha20poly1305-prfsha256-x25519
-        local {{
-            auth = pubkey
-            certs = responder.pem
-            id = {local_id}
-        }}
-        remote {{
-            auth = pubkey
-            id = {remote_id}
-        }}
-        children {{
-            ipip {{
-                mode = transport
-                local_ts = dynamic[ipencap]
-                remote_ts = dynamic[ipencap]
-                esp_proposals = chacha20poly1305
-            }}
-        }}
-    }}
-",
-            remote = p.endpoint,
-            local_id = local.id,
-            remote_id = p.identity,
-        );
-    }
-    text.push_str("}\n");
-    text
-}
-
 /// A running charon, stopped on drop.
-pub struct Charon {
-    pub process: Process,
-    dir: PathBuf,
-}
+pub struct Charon(strongswan::Charon);
 
 impl Charon {
-    /// Starts charon in `ns` with a connection for every peer and loads them.
+    /// Starts charon in `ns` (its files in `dir`) with an IIPtran connection `p<i>` from
+    /// `endpoint` to every peer, as iiptrand has a neighbor per peer, and loads them.
     pub fn start(
         ns: &Netns,
         dir: &Path,
@@ -125,65 +38,40 @@ impl Charon {
         endpoint: &str,
         peers: &[Peer],
     ) -> Result<Self> {
-        let plugin = load_tester()?;
-        for sub in ["run", "swanctl/x509", "swanctl/x509ca", "swanctl/private"] {
-            std::fs::create_dir_all(dir.join(sub))?;
-        }
-        std::fs::write(dir.join("strongswan.conf"), strongswan_conf(dir))?;
-        std::fs::copy(&cert.cert, dir.join("swanctl/x509/responder.pem"))?;
-        std::fs::copy(ca, dir.join("swanctl/x509ca/ca.pem"))?;
-        write_private(
-            &dir.join("swanctl/private/responder.key"),
-            &std::fs::read_to_string(&cert.key)?,
-        )?;
-        std::fs::write(
-            dir.join("swanctl/swanctl.conf"),
-            swanctl_conf(cert, endpoint, peers),
-        )?;
-        let mut command = ns.command("sh");
-        // Debian's charon writes a fixed /var/run/charon.pid: give it a private /run in
-        // the mount namespace `ip netns exec` made for it.
-        command
-            .env("STRONGSWAN_CONF", dir.join("strongswan.conf"))
-            .args([
-                "-c",
-                r#"mount --bind "$0/run" /run || exit 1; exec env LD_PRELOAD="$2" "$1""#,
-            ])
-            .arg(dir)
-            .arg(CHARON)
-            .arg(&plugin);
-        let process = Process::spawn("charon", command, dir)?;
-        let mut charon = Self {
-            process,
-            dir: dir.to_owned(),
+        let install = Installation::find(&[])?;
+        let cert = NodeCert {
+            ca: ca.to_owned(),
+            ..cert.clone()
         };
-        let vici = dir.join("run/charon.vici");
-        wait_for(
-            "charon's vici socket",
-            Duration::from_secs(20),
-            Duration::from_millis(50),
-            || {
-                if let Some(status) = charon.process.exited()? {
-                    bail!("charon exited: {status}");
-                }
-                Ok(vici.exists().then_some(()))
-            },
-        )?;
-        let conf = dir.join("swanctl/swanctl.conf").display().to_string();
-        charon.swanctl(&["--load-all", "--noprompt", "--file", &conf])?;
-        Ok(charon)
+        let local = endpoint.parse()?;
+        let connections = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let remote = p.endpoint.parse()?;
+                let auth = Auth::Pubkey(cert.clone());
+                let mut conn = Connection::iiptran(local, &cert.id, remote, &p.identity, auth);
+                conn.name = format!("p{i}");
+                Ok(conn)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options = CharonOptions {
+            ike_log_level: 1,
+            fake_kernel: true,
+            // The IKE SA table sized for the largest runs, as an operator of that many
+            // peers would.
+            settings: "    ikesa_table_size = 32768\n".into(),
+            plugins: PLUGINS.into(),
+            flush_log: false,
+            grace: Duration::from_secs(10),
+        };
+        let dir = WorkDir::new(dir.to_owned())?;
+        strongswan::Charon::start_in(&install, ns, dir, "responder", &options, &connections)
+            .map(Self)
     }
 
     pub fn swanctl(&self, args: &[&str]) -> Result<String> {
-        let (verb, rest) = args.split_first().context("swanctl needs a verb")?;
-        let uri = format!("unix://{}", self.dir.join("run/charon.vici").display());
-        let mut command = Command::new("swanctl");
-        command
-            .env("STRONGSWAN_CONF", self.dir.join("strongswan.conf"))
-            .env("SWANCTL_DIR", self.dir.join("swanctl"))
-            .args([verb, "--uri", &uri])
-            .args(rest);
-        checked(command)
+        self.0.swanctl(args)
     }
 
     /// Established IKE SAs and half-open ones, from `swanctl --stats`
@@ -205,6 +93,6 @@ impl Charon {
     }
 
     pub fn usage(&self) -> Result<Usage> {
-        self.process.usage()
+        Usage::of(self.0.pid())
     }
 }

@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use serde::{Deserialize, Serialize};
 
-use crate::bird::Bird;
+use iiptran_testkit::bird::{Bird, Ospf, Timers};
+use iiptran_testkit::command::checked;
+use iiptran_testkit::pki::Ca;
+use iiptran_testkit::wait::wait_until;
+
 use crate::iiptrand::{Binaries, Daemon, Node};
-use crate::pki::Ca;
-use crate::system::{Lan, Netns, WorkDir, checked, wait_for};
+use crate::system::{Lan, Netns, WorkDir};
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
 const ENDPOINTS: [&str; 3] = ["10.202.0.1", "10.202.0.2", "10.202.0.3"];
@@ -100,13 +103,14 @@ impl Vn {
             }
         }
         for (me, ns) in vn.lan.nodes.iter().enumerate() {
-            let costs: Vec<(String, u32)> = EDGES
+            let mut ospf = Ospf::new(loopback(me), Timers::Default);
+            ospf.default_cost = COST;
+            ospf.costs = EDGES
                 .iter()
                 .filter(|&&(x, y, cost)| (me == x || me == y) && cost != COST)
                 .map(|&(x, y, cost)| (format!("vn-{}", NAMES[x + y - me]), cost))
                 .collect();
-            let costs: Vec<(&str, u32)> = costs.iter().map(|(l, c)| (l.as_str(), *c)).collect();
-            let bird = Bird::start(ns, &vn.dir.path, NAMES[me], loopback(me), &costs, COST)?;
+            let bird = Bird::start(ns, &vn.dir.path, NAMES[me], &ospf)?;
             vn.birds.push(bird);
         }
         Ok(vn)
@@ -121,7 +125,7 @@ impl Vn {
             NAMES[from], NAMES[to]
         );
         let ns = &self.lan.nodes[from];
-        wait_for(&what, timeout, Duration::from_millis(100), || {
+        wait_until(&what, timeout, Duration::from_millis(100), || {
             Ok(route_dev(ns, loopback(to))
                 .is_ok_and(|dev| dev == link)
                 .then_some(()))
@@ -132,7 +136,7 @@ impl Vn {
     /// Waits until a ping from node `from`'s loopback to node `to`'s is answered.
     fn wait_ping(&self, from: usize, to: usize, timeout: Duration) -> Result<()> {
         let what = format!("a ping from {} to {}", NAMES[from], NAMES[to]);
-        wait_for(&what, timeout, Duration::from_millis(100), || {
+        wait_until(&what, timeout, Duration::from_millis(100), || {
             let mut ping = self.lan.nodes[from].command("ping");
             ping.args(["-n", "-q", "-c", "1", "-W", "0.5", "-I"])
                 .arg(loopback(from).to_string())
@@ -160,10 +164,10 @@ pub fn measure(bin: &Binaries, ca: &Ca, dir: &Path, prefix: &str) -> Result<Fail
     vn.wait_route(a, c, b, converge)?;
     vn.wait_route(c, a, b, converge)?;
     vn.wait_ping(a, c, converge)?;
-    let victim = &mut vn.daemons[b].process;
-    victim.signal(libc::SIGKILL);
+    let victim = vn.daemons[b].process();
+    victim.signal(libc::SIGKILL)?;
     let killed = Instant::now();
-    victim.stop();
+    victim.stop()?;
     let vn = &vn;
     let since = |waited: Result<()>| waited.map(|()| killed.elapsed().as_secs_f64());
     let (link_down_s, rerouted_s, ping_back_s) = std::thread::scope(|scope| {

@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::system::checked;
+use iiptran_testkit::command::checked;
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct FloorRun {

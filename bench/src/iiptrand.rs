@@ -1,23 +1,20 @@
-//! `iiptrand` as a benchmark subject: its configuration, the daemon in a namespace, and
-//! `iiptranctl --json` against its control socket.
+//! `iiptrand` as a benchmark subject: a certificate-authenticated node on the userspace
+//! data plane with the daemon's default log, and `iiptranctl --json` against its control
+//! socket.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use iiptran_testkit::command::checked;
+use iiptran_testkit::iiptrand::{self, Credentials, NodeConfig};
+use iiptran_testkit::pki::{Ca, NodeCert};
+use iiptran_testkit::wait::wait_until;
 use serde_json::Value;
 
-use crate::pki::{Ca, NodeCert};
-use crate::system::{Netns, Process, Usage, checked, wait_for};
+pub use iiptran_testkit::iiptrand::Binaries;
 
-/// Where the daemon and its control tool are.
-#[derive(Clone, Debug)]
-pub struct Binaries {
-    pub iiptrand: PathBuf,
-    pub iiptranctl: PathBuf,
-}
+use crate::system::{Netns, Process, Usage};
 
 /// One `[[neighbor]]`.
 #[derive(Clone, Debug)]
@@ -30,7 +27,7 @@ pub struct Neighbor {
     pub passive: bool,
 }
 
-/// A node configuration with certificates and the userspace data plane.
+/// A node with its certificate.
 #[derive(Clone, Debug)]
 pub struct Node {
     pub name: String,
@@ -73,39 +70,35 @@ impl Node {
         })
     }
 
-    fn render(&self, state_dir: &Path, socket: &Path) -> String {
-        let mut text = format!(
-            "[node]\nname = \"{}\"\nidentity = \"{}\"\nendpoint = \"{}\"\ndataplane = \"userspace\"\n\
-             state_dir = \"{}\"\ncontrol_socket = \"{}\"\n\n[auth]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
-             [ike]\n{}\n",
-            self.name,
-            self.cert.id,
-            self.endpoint,
-            state_dir.display(),
-            socket.display(),
-            self.ca.display(),
-            self.cert.cert.display(),
-            self.cert.key.display(),
-            self.ike,
-        );
-        for n in &self.neighbors {
-            let _ = writeln!(
-                text,
-                "[[neighbor]]\nname = \"{}\"\nidentity = \"{}\"\nendpoint = \"{}\"\n\
-                 link = {{ name = \"{}\", address = \"{}\", mtu = 1400 }}\npassive = {}\n",
-                n.name, n.identity, n.endpoint, n.link, n.address, n.passive
-            );
-        }
-        text
+    /// The node's configuration: userspace data plane, the daemon's default log.
+    fn config(&self) -> NodeConfig {
+        let credentials = Credentials::Files {
+            ca: self.ca.clone(),
+            cert: self.cert.cert.clone(),
+            key: self.cert.key.clone(),
+        };
+        let mut config = NodeConfig::new(&self.name, &self.endpoint, credentials);
+        config.identity = self.cert.id.clone();
+        config.dataplane = "userspace".into();
+        config.ike = self.ike.clone();
+        config.log = None;
+        config.neighbors = self
+            .neighbors
+            .iter()
+            .map(|n| {
+                let mut neighbor = iiptrand::Neighbor::new(&n.name, &n.endpoint, &n.address);
+                neighbor.identity = n.identity.clone();
+                neighbor.link = n.link.clone();
+                neighbor.passive = n.passive;
+                neighbor
+            })
+            .collect();
+        config
     }
 }
 
 /// A running `iiptrand`, stopped on drop.
-pub struct Daemon {
-    pub process: Process,
-    socket: PathBuf,
-    iiptranctl: PathBuf,
-}
+pub struct Daemon(iiptrand::Daemon);
 
 impl Daemon {
     /// Writes the configuration into `dir`, starts the daemon in `ns` and waits until its
@@ -117,21 +110,11 @@ impl Daemon {
         node: &Node,
         ready_within: Duration,
     ) -> Result<Self> {
-        let state_dir = dir.join(format!("{}-state", node.name));
-        let socket = dir.join(format!("{}.sock", node.name));
-        let config = dir.join(format!("{}.toml", node.name));
-        std::fs::write(&config, node.render(&state_dir, &socket))?;
-        let mut command = ns.command(&bin.iiptrand.display().to_string());
-        command.arg("--config").arg(&config);
-        let process = Process::spawn(&format!("iiptrand-{}", node.name), command, dir)?;
-        let mut daemon = Self {
-            process,
-            socket,
-            iiptranctl: bin.iiptranctl.clone(),
-        };
+        let mut daemon = Self(iiptrand::Daemon::start(bin, ns, dir, &node.config(), &[])?);
+        daemon.process().set_grace(Duration::from_secs(10));
         let what = format!("iiptrand {} to answer", node.name);
-        wait_for(&what, ready_within, Duration::from_millis(100), || {
-            if let Some(status) = daemon.process.exited()? {
+        wait_until(&what, ready_within, Duration::from_millis(100), || {
+            if let Some(status) = daemon.0.process.exited()? {
                 bail!("iiptrand {} exited: {status}", node.name);
             }
             Ok(daemon.ask(&["status"]).ok())
@@ -139,10 +122,13 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// The process, e.g. to kill it.
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.0.process
+    }
+
     pub fn ctl(&self, args: &[&str]) -> Result<String> {
-        let mut command = Command::new(&self.iiptranctl);
-        command.arg("--socket").arg(&self.socket).args(args);
-        checked(command)
+        checked(self.0.ctl_command(args))
     }
 
     /// The JSON answer of `iiptranctl --json <args>`.
@@ -175,12 +161,12 @@ impl Daemon {
     /// every 100 ms.
     pub fn wait_link(&self, name: &str, state: &str, timeout: Duration) -> Result<()> {
         let what = format!("the link to {name} to be {state}");
-        wait_for(&what, timeout, Duration::from_millis(100), || {
-            Ok((self.link_state(name)?.as_deref() == Some(state)).then_some(()))
+        wait_until(&what, timeout, Duration::from_millis(100), || {
+            Ok(self.link_state(name)? == Some(state.to_owned()))
         })
     }
 
     pub fn usage(&self) -> Result<Usage> {
-        self.process.usage()
+        Usage::of(self.0.process.pid())
     }
 }

@@ -2,7 +2,6 @@
 //! `bench/run` builds everything and runs the `iiptran-bench` binary; `loadgen` is the
 //! engine-driven initiator it uses for the setup-rate measurements.
 
-pub mod bird;
 pub mod charon;
 pub mod cipher;
 pub mod failure;
@@ -10,8 +9,10 @@ pub mod floor;
 pub mod iiptrand;
 pub mod loadgen;
 pub mod pair;
-pub mod pki;
 pub mod report;
 pub mod setup_rate;
 pub mod stats;
 pub mod system;
+
+// Where the setup-rate measurement finds the PKI.
+pub use iiptran_testkit::pki;

@@ -8,9 +8,11 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use iiptran_testkit::command::checked;
+use iiptran_testkit::pki::Ca;
+
 use crate::iiptrand::{Binaries, Daemon, Node};
-use crate::pki::Ca;
-use crate::system::{Pair, Process, WorkDir, checked};
+use crate::system::{Pair, Process, WorkDir};
 
 const A_ADDR: &str = "10.201.0.1";
 const B_ADDR: &str = "10.201.0.2";

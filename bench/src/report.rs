@@ -4,7 +4,6 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bird;
 use crate::failure::FailureRun;
 use crate::floor::FloorRun;
 use crate::pair::{DataplaneRun, RekeyRun};
@@ -153,7 +152,7 @@ impl Report {
                  \x20 a's link to b down after                           {:>22} s\n\
                  \x20 a's kernel route to c's loopback via a–c after     {:>22} s\n\
                  \x20 pings between a's and c's loopbacks again after    {:>22} s",
-                bird::DEFAULT_TIMERS,
+                iiptran_testkit::bird::DEFAULT_TIMERS,
                 cell(spread(f, |r| r.link_down_s), 1),
                 cell(spread(f, |r| r.rerouted_s), 1),
                 cell(spread(f, |r| r.ping_back_s), 1),

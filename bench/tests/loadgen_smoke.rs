@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use iiptran_bench::iiptrand::Binaries;
 use iiptran_bench::setup_rate::{self, Responder, Setup};
-use iiptran_bench::system::WorkDir;
+use iiptran_testkit::{WorkDir, have_root};
 
 const NODES: u32 = 20;
 
@@ -35,15 +35,10 @@ fn binaries() -> Binaries {
 
 #[test]
 fn loadgen_sets_up_twenty_nodes_against_iiptrand() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: needs root (network namespaces)");
+    if !have_root("loadgen_sets_up_twenty_nodes_against_iiptrand") {
         return;
     }
-    let work = WorkDir::new(
-        std::env::temp_dir().join(format!("iiptran-bench-smoke-{}", std::process::id())),
-    )
-    .expect("scratch directory");
+    let work = WorkDir::temp("bench-smoke").expect("scratch directory");
     let (ca, cert) = setup_rate::credentials(&work.path).expect("credentials from pki");
     let setup = Setup {
         binaries: binaries(),

@@ -1,13 +1,11 @@
 //! Shared by the control socket tests: a handler with fixed reports, a server on its own
-//! runtime thread, unique temporary directories and a raw line client.
+//! runtime thread and a raw line client.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -24,27 +22,6 @@ use iiptran::control::{
 use tokio::sync::oneshot;
 
 pub const IIPTRANCTL: &str = env!("CARGO_BIN_EXE_iiptranctl");
-
-/// A directory under /tmp, unique to this process and call, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("iiptran-control-{tag}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The reports the test handler answers with.
 #[derive(Clone)]

@@ -9,31 +9,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use iiptran_testkit::WorkDir;
+use iiptran_testkit::command::sh;
+
 pub const IIPTRAND: &str = env!("CARGO_BIN_EXE_iiptrand");
 pub const IIPTRANCTL: &str = env!("CARGO_BIN_EXE_iiptranctl");
-
-/// A directory removed when the test ends, however it ends.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(what: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("iiptran-{what}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Runs a command and returns its output, whatever its exit status.
 pub fn run(program: &str, args: &[&str]) -> Output {
@@ -53,33 +33,21 @@ pub fn assert_success(out: &Output) {
     );
 }
 
-/// Runs a command that must succeed and returns its stdout.
-pub fn ok(program: &str, args: &[&str]) -> String {
-    let out = run(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// A CA directory made by `iiptranctl ca init`.
 pub struct TestCa {
-    pub dir: TempDir,
+    pub dir: WorkDir,
     pub fingerprint: String,
 }
 
 impl TestCa {
     pub fn new() -> Self {
-        let dir = TempDir::new("ca");
-        let ca = dir.path("ca");
-        ok(
+        let dir = WorkDir::temp("ca").unwrap();
+        let ca = dir.join("ca");
+        sh(
             IIPTRANCTL,
             &["ca", "init", "--name", "vn.example", "--dir", path_str(&ca)],
         );
-        let fingerprint = ok(IIPTRANCTL, &["ca", "fingerprint", "--dir", path_str(&ca)])
+        let fingerprint = sh(IIPTRANCTL, &["ca", "fingerprint", "--dir", path_str(&ca)])
             .trim()
             .to_owned();
         assert_eq!(fingerprint.len(), 64);
@@ -87,7 +55,7 @@ impl TestCa {
     }
 
     pub fn ca_dir(&self) -> PathBuf {
-        self.dir.path("ca")
+        self.dir.join("ca")
     }
 
     pub fn ca_pem(&self) -> PathBuf {
@@ -108,21 +76,21 @@ impl TestCa {
             "--ttl",
             ttl,
         ];
-        ok(IIPTRANCTL, &args).trim().to_owned()
+        sh(IIPTRANCTL, &args).trim().to_owned()
     }
 
     pub fn ctl(&self, args: &[&str]) -> String {
         let dir = self.ca_dir();
         let mut all = vec!["ca", args[0], "--dir", path_str(&dir)];
         all.extend_from_slice(&args[1..]);
-        ok(IIPTRANCTL, &all)
+        sh(IIPTRANCTL, &all)
     }
 
     /// Enrolls a node through `server` with `iiptrand enroll` and a fresh token for
     /// `identity` at `endpoint`: its key, certificate and the CA land in `dir`.
     pub fn enroll(&self, server: &EnrollServer, identity: &str, endpoint: &str, dir: &Path) {
         let token = self.token(identity, endpoint, "1h");
-        ok(
+        sh(
             IIPTRAND,
             &[
                 "enroll",
@@ -205,9 +173,9 @@ impl Drop for EnrollServer {
 }
 
 /// One curl request: returns the HTTP status and the body.
-pub fn curl(ca_pem: &Path, url: &str, extra: &[&str], scratch: &TempDir) -> (u16, Vec<u8>) {
+pub fn curl(ca_pem: &Path, url: &str, extra: &[&str], scratch: &WorkDir) -> (u16, Vec<u8>) {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let body = scratch.path(&format!("curl-body-{}", N.fetch_add(1, Ordering::Relaxed)));
+    let body = scratch.join(&format!("curl-body-{}", N.fetch_add(1, Ordering::Relaxed)));
     let mut args = vec![
         "-sS",
         "--max-time",
@@ -221,7 +189,7 @@ pub fn curl(ca_pem: &Path, url: &str, extra: &[&str], scratch: &TempDir) -> (u16
     ];
     args.extend_from_slice(extra);
     args.push(url);
-    let status = ok("curl", &args);
+    let status = sh("curl", &args);
     (
         status.trim().parse().unwrap(),
         std::fs::read(&body).unwrap_or_default(),
@@ -229,15 +197,15 @@ pub fn curl(ca_pem: &Path, url: &str, extra: &[&str], scratch: &TempDir) -> (u16
 }
 
 /// Makes a private key and a DER CSR with openssl; `algorithm` is ed25519 or p256.
-pub fn openssl_csr(scratch: &TempDir, name: &str, algorithm: &str, subject_cn: &str) -> PathBuf {
-    let key = scratch.path(&format!("{name}.key"));
-    let csr = scratch.path(&format!("{name}.csr"));
+pub fn openssl_csr(scratch: &WorkDir, name: &str, algorithm: &str, subject_cn: &str) -> PathBuf {
+    let key = scratch.join(&format!("{name}.key"));
+    let csr = scratch.join(&format!("{name}.csr"));
     match algorithm {
-        "ed25519" => ok(
+        "ed25519" => sh(
             "openssl",
             &["genpkey", "-algorithm", "ed25519", "-out", path_str(&key)],
         ),
-        _ => ok(
+        _ => sh(
             "openssl",
             &[
                 "genpkey",
@@ -251,7 +219,7 @@ pub fn openssl_csr(scratch: &TempDir, name: &str, algorithm: &str, subject_cn: &
         ),
     };
     let subject = format!("/CN={subject_cn}");
-    ok(
+    sh(
         "openssl",
         &[
             "req",
@@ -266,13 +234,13 @@ pub fn openssl_csr(scratch: &TempDir, name: &str, algorithm: &str, subject_cn: &
             path_str(&csr),
         ],
     );
-    let b64 = scratch.path(&format!("{name}.csr.b64"));
-    std::fs::write(&b64, ok("openssl", &["base64", "-in", path_str(&csr)])).unwrap();
+    let b64 = scratch.join(&format!("{name}.csr.b64"));
+    std::fs::write(&b64, sh("openssl", &["base64", "-in", path_str(&csr)])).unwrap();
     b64
 }
 
 /// Decodes an EST base64 PKCS#7 answer and prints its certificates as PEM with openssl.
-pub fn pkcs7_to_pem(answer: &[u8], scratch: &TempDir, name: &str) -> PathBuf {
+pub fn pkcs7_to_pem(answer: &[u8], scratch: &WorkDir, name: &str) -> PathBuf {
     use base64::Engine;
     let text: Vec<u8> = answer
         .iter()
@@ -282,10 +250,10 @@ pub fn pkcs7_to_pem(answer: &[u8], scratch: &TempDir, name: &str) -> PathBuf {
     let der = base64::engine::general_purpose::STANDARD
         .decode(text)
         .expect("base64 answer");
-    let p7 = scratch.path(&format!("{name}.p7"));
+    let p7 = scratch.join(&format!("{name}.p7"));
     std::fs::write(&p7, der).unwrap();
-    let pem = scratch.path(&format!("{name}.pem"));
-    ok(
+    let pem = scratch.join(&format!("{name}.pem"));
+    sh(
         "openssl",
         &[
             "pkcs7",
@@ -303,7 +271,7 @@ pub fn pkcs7_to_pem(answer: &[u8], scratch: &TempDir, name: &str) -> PathBuf {
 
 /// The serial of a PEM certificate, lowercase hex as `iiptranctl ca list` shows it.
 pub fn serial_of(cert_pem: &Path) -> String {
-    let out = ok(
+    let out = sh(
         "openssl",
         &["x509", "-in", path_str(cert_pem), "-noout", "-serial"],
     );
@@ -314,7 +282,7 @@ pub fn serial_of(cert_pem: &Path) -> String {
 
 /// `openssl x509 -text` of a PEM certificate.
 pub fn cert_text(cert_pem: &Path) -> String {
-    ok(
+    sh(
         "openssl",
         &["x509", "-in", path_str(cert_pem), "-noout", "-text"],
     )
@@ -322,7 +290,7 @@ pub fn cert_text(cert_pem: &Path) -> String {
 
 /// Asserts that `openssl verify` accepts the certificate under the CA file.
 pub fn assert_verifies(ca_pem: &Path, cert_pem: &Path) {
-    let out = ok(
+    let out = sh(
         "openssl",
         &["verify", "-CAfile", path_str(ca_pem), path_str(cert_pem)],
     );
@@ -331,7 +299,7 @@ pub fn assert_verifies(ca_pem: &Path, cert_pem: &Path) {
 
 /// `openssl pkey -text` of a PEM private key.
 pub fn key_text(key_pem: &Path) -> String {
-    ok(
+    sh(
         "openssl",
         &["pkey", "-in", path_str(key_pem), "-noout", "-text"],
     )

@@ -5,24 +5,29 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use super::TempDir;
-use super::netns::{Netns, run};
-use super::process::Process;
-use super::wait::wait_until;
+use iiptran_testkit::WorkDir;
+use iiptran_testkit::command::run;
+use iiptran_testkit::netns::Netns;
+use iiptran_testkit::process::Process;
+use iiptran_testkit::strongswan::IkeKeys;
+use iiptran_testkit::wait::wait_until;
+
+/// The programs the captures need, for `Installation::find`.
+pub const TOOLS: [&str; 2] = ["/usr/bin/tshark", "/usr/bin/tcpdump"];
 
 /// tcpdump running on one interface of a namespace, writing every packet to a pcap file
 /// as it arrives (`-U --immediate-mode`).
 pub struct Capture {
     process: Process,
     file: PathBuf,
-    dir: TempDir,
+    dir: WorkDir,
 }
 
 impl Capture {
     /// Starts capturing on `ifname` in `ns` with a pcap `filter` (e.g. `udp port 500 or
     /// udp port 4500`) and waits until tcpdump listens.
     pub fn start(ns: &Netns, ifname: &str, filter: &str) -> Result<Self> {
-        let dir = TempDir::new("capture")?;
+        let dir = WorkDir::temp("capture")?;
         let file = dir.join("capture.pcap");
         let mut command = ns.command("tcpdump");
         command
@@ -72,7 +77,7 @@ impl Capture {
     /// `dissect` with IKE SA keys for tshark's `ikev2_decryption_table`, so the encrypted
     /// payloads of that SA (IKE_AUTH onwards) are dissected too.
     pub fn dissect_decrypted(&self, keys: &IkeKeys, display_filter: &str) -> Result<String> {
-        let uat = format!("uat:ikev2_decryption_table:{}", keys.uat_record());
+        let uat = format!("uat:ikev2_decryption_table:{}", uat_record(keys));
         self.tshark(&["-o", &uat, "-V"], display_filter)
     }
 
@@ -87,29 +92,17 @@ impl Capture {
     }
 
     /// The directory holding the pcap and tcpdump's output (kept if the test fails).
-    pub fn dir(&self) -> &TempDir {
+    pub fn dir(&self) -> &WorkDir {
         &self.dir
     }
 }
 
-/// The keys of one IKE SA with AES-CBC-256 and HMAC-SHA2-256-128 (the suites tshark 4.0
-/// can decrypt), all in lower-case hex.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IkeKeys {
-    pub spi_i: String,
-    pub spi_r: String,
-    pub sk_ei: String,
-    pub sk_er: String,
-    pub sk_ai: String,
-    pub sk_ar: String,
-}
-
-impl IkeKeys {
-    /// One record of tshark's `ikev2_decryption_table` UAT: bytes in bare hex, names quoted.
-    fn uat_record(&self) -> String {
-        format!(
-            "{},{},{},{},\"AES-CBC-256 [RFC3602]\",{},{},\"HMAC_SHA2_256_128 [RFC4868]\"",
-            self.spi_i, self.spi_r, self.sk_ei, self.sk_er, self.sk_ai, self.sk_ar
-        )
-    }
+/// One record of tshark's `ikev2_decryption_table` UAT for an IKE SA with AES-CBC-256
+/// and HMAC-SHA2-256-128 (the suites tshark 4.0 can decrypt): bytes in bare hex, names
+/// quoted.
+fn uat_record(keys: &IkeKeys) -> String {
+    format!(
+        "{},{},{},{},\"AES-CBC-256 [RFC3602]\",{},{},\"HMAC_SHA2_256_128 [RFC4868]\"",
+        keys.spi_i, keys.spi_r, keys.sk_ei, keys.sk_er, keys.sk_ai, keys.sk_ar
+    )
 }

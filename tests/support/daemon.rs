@@ -1,7 +1,7 @@
-//! `iiptrand` as a test process: a node's configuration, the daemon in its namespace, and
-//! its control socket through `iiptranctl --json`.
+//! `iiptrand` and `iiptranctl` of this package as test processes: the testkit's daemon
+//! with the typed answers of its control socket (`iiptranctl --json`).
 
-use std::fmt::Write as _;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -11,158 +11,20 @@ use iiptran::control::protocol::{
     CertReport, IkeSaReport, LinkState, NeighborReport, StatusReport,
 };
 use iiptran::control::{Body, Response};
-
-use super::capture::IkeKeys;
-use super::netns::{Netns, veth};
-use super::process::Process;
-use super::wait::wait_until;
+use iiptran_testkit::command::checked;
+use iiptran_testkit::iiptrand::{self, Binaries, Credentials, Neighbor, NodeConfig};
+use iiptran_testkit::netns::{Netns, veth};
+use iiptran_testkit::strongswan::IkeKeys;
+use iiptran_testkit::wait::wait_until;
 
 pub const IIPTRAND: &str = env!("CARGO_BIN_EXE_iiptrand");
 pub const IIPTRANCTL: &str = env!("CARGO_BIN_EXE_iiptranctl");
 
-/// Short liveness settings for tests: 2 s idle, then retransmissions 1 s apart, so a dead
-/// peer is noticed within `LIVENESS_BOUND`.
-pub const FAST_LIVENESS: &str =
-    "liveness = \"2s\"\nretransmit_timeout = \"1s\"\nretransmit_base = 1.0\nretransmit_tries = 2\n";
-pub const LIVENESS_BOUND: Duration = Duration::from_secs(20);
-
-/// The environment variable that picks the data plane of every [`NodeConfig`]:
-/// `userspace` (the default) or `kernel`, which `tests/vm/run` sets in its guest.
-pub const DATAPLANE_ENV: &str = "IIPTRAN_TEST_DATAPLANE";
-
-/// The data plane the tests run with, from [`DATAPLANE_ENV`].
-pub fn test_dataplane() -> String {
-    std::env::var(DATAPLANE_ENV).unwrap_or_else(|_| "userspace".to_owned())
-}
-
-/// How a node authenticates.
-#[derive(Clone, Debug)]
-pub enum Credentials {
-    /// One pre-shared key, written into every neighbor.
-    Psk(String),
-    /// Files as `iiptrand enroll` writes them: `ca.pem`, `cert.pem` and `key.pem` in `dir`.
-    Enrolled(PathBuf),
-}
-
-/// One `[[neighbor]]`.
-#[derive(Clone, Debug)]
-pub struct Neighbor {
-    pub name: String,
-    pub identity: String,
-    pub endpoint: String,
-    pub link: String,
-    /// The link's address with prefix, e.g. `10.255.0.0/31`.
-    pub address: String,
-    /// Further addresses of the link, e.g. an IPv6 one beside an IPv4 `address`.
-    pub more_addresses: Vec<String>,
-    /// Further `key = value` lines of this neighbor, e.g. `passive = true`.
-    pub extra: String,
-}
-
-impl Neighbor {
-    /// A neighbor named `name` with identity `<name>.vn.example` and link `vn-<name>`.
-    pub fn new(name: &str, endpoint: &str, address: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            identity: format!("{name}.vn.example"),
-            endpoint: endpoint.to_owned(),
-            link: format!("vn-{name}"),
-            address: address.to_owned(),
-            more_addresses: Vec::new(),
-            extra: String::new(),
-        }
-    }
-}
-
-/// A node's configuration file.
-#[derive(Clone, Debug)]
-pub struct NodeConfig {
-    pub name: String,
-    pub identity: String,
-    pub endpoint: String,
-    pub dataplane: String,
-    pub credentials: Credentials,
-    /// Further lines of the `[auth]` section with `Credentials::Enrolled`, e.g.
-    /// `crl_refresh = "1s"`.
-    pub auth: String,
-    /// Lines of the `[ike]` section.
-    pub ike: String,
-    /// Further top-level sections, e.g. `[enroll.server]`.
-    pub sections: String,
-    pub neighbors: Vec<Neighbor>,
-}
-
-impl NodeConfig {
-    /// A node with the data plane of [`test_dataplane`], fast liveness and no neighbors yet.
-    pub fn new(name: &str, endpoint: &str, credentials: Credentials) -> Self {
-        Self {
-            name: name.to_owned(),
-            identity: format!("{name}.vn.example"),
-            endpoint: endpoint.to_owned(),
-            dataplane: test_dataplane(),
-            credentials,
-            auth: String::new(),
-            ike: FAST_LIVENESS.to_owned(),
-            sections: String::new(),
-            neighbors: Vec::new(),
-        }
-    }
-
-    pub fn neighbor(mut self, neighbor: Neighbor) -> Self {
-        self.neighbors.push(neighbor);
-        self
-    }
-
-    /// The TOML text, with the state directory and control socket given.
-    pub fn render(&self, state_dir: &Path, socket: &Path) -> String {
-        let mut text = format!(
-            "[node]\nname = \"{}\"\nidentity = \"{}\"\nendpoint = \"{}\"\ndataplane = \"{}\"\n\
-             state_dir = \"{}\"\ncontrol_socket = \"{}\"\n\n",
-            self.name,
-            self.identity,
-            self.endpoint,
-            self.dataplane,
-            state_dir.display(),
-            socket.display()
-        );
-        let psk = match &self.credentials {
-            Credentials::Psk(psk) => Some(psk),
-            Credentials::Enrolled(dir) => {
-                let file = |name: &str| dir.join(name).display().to_string();
-                let _ = write!(
-                    text,
-                    "[auth]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n{}\n",
-                    file("ca.pem"),
-                    file("cert.pem"),
-                    file("key.pem"),
-                    self.auth
-                );
-                None
-            }
-        };
-        let _ = write!(text, "[ike]\n{}\n{}\n", self.ike, self.sections);
-        for n in &self.neighbors {
-            let addresses: Vec<String> = std::iter::once(&n.address)
-                .chain(&n.more_addresses)
-                .map(|a| format!("\"{a}\""))
-                .collect();
-            let _ = write!(
-                text,
-                "[[neighbor]]\nname = \"{}\"\nidentity = \"{}\"\nendpoint = \"{}\"\n\
-                 link = {{ name = \"{}\", address = [{}], mtu = 1400 }}\n{}",
-                n.name,
-                n.identity,
-                n.endpoint,
-                n.link,
-                addresses.join(", "),
-                n.extra
-            );
-            if let Some(psk) = psk {
-                let _ = writeln!(text, "psk = \"{psk}\"");
-            }
-            text.push('\n');
-        }
-        text
+/// This package's binaries, as the test harness built them.
+pub fn binaries() -> Binaries {
+    Binaries {
+        iiptrand: IIPTRAND.into(),
+        iiptranctl: IIPTRANCTL.into(),
     }
 }
 
@@ -211,15 +73,21 @@ impl TwoNodes {
 /// IPv4 underlay endpoints for [`TwoNodes::new`].
 pub const TWO_NODES_V4: (&str, &str, u8) = ("198.51.100.1", "198.51.100.2", 24);
 
-/// A running `iiptrand`: stopped (SIGTERM, then SIGKILL) when dropped.
-pub struct Daemon {
-    pub name: String,
-    pub config: PathBuf,
-    pub socket: PathBuf,
-    pub state_dir: PathBuf,
-    pub process: Process,
-    /// How often it was started: each start logs to its own files.
-    starts: u32,
+/// A running `iiptrand` of this package: the testkit's daemon, whose control socket
+/// answers are parsed into the daemon's own types.
+pub struct Daemon(iiptrand::Daemon);
+
+impl Deref for Daemon {
+    type Target = iiptrand::Daemon;
+    fn deref(&self) -> &iiptrand::Daemon {
+        &self.0
+    }
+}
+
+impl DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut iiptrand::Daemon {
+        &mut self.0
+    }
 }
 
 impl Daemon {
@@ -231,55 +99,7 @@ impl Daemon {
         config: &NodeConfig,
         env: &[(&str, &Path)],
     ) -> Result<Self> {
-        let name = config.name.clone();
-        let state_dir = dir.join(format!("{name}-state"));
-        let socket = dir.join(format!("{name}.sock"));
-        let path = dir.join(format!("{name}.toml"));
-        std::fs::write(&path, config.render(&state_dir, &socket))?;
-        let process = Self::spawn(ns, dir, &name, &path, env)?;
-        Ok(Self {
-            name,
-            config: path,
-            socket,
-            state_dir,
-            process,
-            starts: 1,
-        })
-    }
-
-    fn spawn(
-        ns: &Netns,
-        dir: &Path,
-        name: &str,
-        config: &Path,
-        env: &[(&str, &Path)],
-    ) -> Result<Process> {
-        let mut command = ns.command(IIPTRAND);
-        command.envs(env.iter().copied());
-        command.arg("--config").arg(config);
-        command.env("RUST_LOG", "info,iiptran=debug,iiptran_ike=debug");
-        Process::spawn(&format!("iiptrand-{name}"), command, dir)
-    }
-
-    /// Starts the daemon again on the same files (after it was stopped or killed); the
-    /// new process logs to `iiptrand-<name>-<n>.stdout|stderr`, the old logs stay.
-    pub fn restart(&mut self, ns: &Netns, dir: &Path) -> Result<()> {
-        self.process.stop()?;
-        self.starts += 1;
-        let name = format!("{}-{}", self.name, self.starts);
-        self.process = Self::spawn(ns, dir, &name, &self.config, &[])?;
-        Ok(())
-    }
-
-    /// Rewrites the configuration file (the daemon reads it on `reload`).
-    pub fn rewrite(&mut self, config: &NodeConfig) -> Result<()> {
-        std::fs::write(&self.config, config.render(&self.state_dir, &self.socket))?;
-        Ok(())
-    }
-
-    /// The daemon's log so far (its stderr; it writes no colour codes to a file).
-    pub fn log(&self) -> String {
-        self.process.stderr()
+        iiptrand::Daemon::start(&binaries(), ns, dir, config, env).map(Self)
     }
 
     /// The keys of every IKE SA the daemon logged, oldest first; it logs them only when
@@ -303,16 +123,6 @@ impl Daemon {
                 sk_ar: field(l, "sk_ar"),
             })
             .collect()
-    }
-
-    /// Runs `iiptranctl --socket <socket> <args>` and returns its output.
-    pub fn ctl(&self, args: &[&str]) -> Result<std::process::Output> {
-        Command::new(IIPTRANCTL)
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .context("running iiptranctl")
     }
 
     /// The answer of `iiptranctl --json <args>`, or `None` while the daemon does not answer.
@@ -427,6 +237,6 @@ pub fn enroll(
         "--dir",
         &path(dir),
     ]);
-    super::netns::checked(command)?;
+    checked(command)?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 
-use super::netns::Netns;
+use iiptran_testkit::netns::Netns;
 
 /// One SA of `ip -s xfrm state`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -11,12 +11,15 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::TempDir;
-use super::daemon::{Credentials, Daemon, FAST_LIVENESS, Neighbor, NodeConfig};
-use super::netns::{Netns, veth};
-use super::strongswan::{
-    Auth, Charon, CharonOptions, ChildSa, Connection, IkeSa, Installation, NodeCert,
+use iiptran_testkit::WorkDir;
+use iiptran_testkit::iiptrand::{Credentials, FAST_LIVENESS, Neighbor, NodeConfig};
+use iiptran_testkit::netns::{Netns, veth};
+use iiptran_testkit::pki::NodeCert;
+use iiptran_testkit::strongswan::{
+    Auth, Charon, CharonOptions, ChildSa, Connection, IkeSa, Installation,
 };
+
+use super::daemon::Daemon;
 
 pub const OURS: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 pub const THEIRS: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
@@ -97,7 +100,7 @@ pub struct Peering {
     pub charon: Charon,
     /// The veth's name (the same in both namespaces), for captures.
     pub ifname: String,
-    pub dir: TempDir,
+    pub dir: WorkDir,
     pub ours: Netns,
     pub theirs: Netns,
 }
@@ -109,7 +112,7 @@ impl Peering {
         let ours = Netns::new("iio")?;
         let theirs = Netns::new("iis")?;
         let (end, _) = veth(&ours, OURS, &theirs, THEIRS, 24)?;
-        let dir = TempDir::new("peering")?;
+        let dir = WorkDir::temp("peering")?;
         let charon = Charon::start(
             install,
             &theirs,
@@ -123,7 +126,7 @@ impl Peering {
         };
         let mut neighbor = Neighbor::new(NEIGHBOR, &THEIRS.to_string(), "10.255.0.0/31");
         if !plan.iiptran_initiates {
-            neighbor.extra = "passive = true\n".into();
+            neighbor.passive = true;
         }
         let mut config = NodeConfig::new("a", &OURS.to_string(), credentials).neighbor(neighbor);
         config.ike = format!("{}{}", plan.liveness, plan.ike);

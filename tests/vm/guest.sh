@@ -29,8 +29,8 @@ timed() {
 if [ -n "$1" ]; then
     timed vm_scenarios "$1"
 fi
-# The tests read the data plane of their daemons from this variable (tests/support/daemon.rs),
-# and stretch their convergence deadlines by the time scale (tests/support/wait.rs): the
+# The tests read the data plane of their daemons from this variable (testkit/src/iiptrand.rs),
+# and stretch their convergence deadlines by the time scale (testkit/src/wait.rs): the
 # emulated CPUs run them several times slower than the host.
 export IIPTRAN_TEST_DATAPLANE=kernel IIPTRAN_TEST_TIME_SCALE=4 RUST_BACKTRACE=1
 while read -r name binary args; do

@@ -12,12 +12,13 @@ use anyhow::{Context, Result, bail, ensure};
 use iiptran::control::protocol::{Counts, Traffic, UnixTime};
 
 use crate::enroll_common::{EnrollServer, TestCa};
-use crate::support::TempDir;
-use crate::support::bird::{Bird, DEFAULT_COST, Ospf};
-use crate::support::daemon::{Credentials, Daemon, Neighbor, NodeConfig, test_dataplane};
+use crate::support::daemon::Daemon;
 use crate::support::kernel;
-use crate::support::netns::{Netns, Switch, VethEnd};
-use crate::support::wait::{scaled, wait_until};
+use iiptran_testkit::WorkDir;
+use iiptran_testkit::bird::{Bird, DEFAULT_COST, Ospf, Timers};
+use iiptran_testkit::iiptrand::{Credentials, Neighbor, NodeConfig, test_dataplane};
+use iiptran_testkit::netns::{Netns, Switch, VethEnd};
+use iiptran_testkit::wait::{scaled, wait_until};
 
 /// Pings that prove a path: this many, each with this payload, so the bytes they add to
 /// the ESP counters stand out from the OSPF hellos on the same links.
@@ -88,7 +89,7 @@ pub struct Vn {
     switch: Switch,
     server: EnrollServer,
     ca: TestCa,
-    dir: TempDir,
+    dir: WorkDir,
 }
 
 fn endpoint(index: usize) -> Result<IpAddr> {
@@ -98,7 +99,7 @@ fn endpoint(index: usize) -> Result<IpAddr> {
 impl Vn {
     /// Creates, enrolls and starts every node, with the virtual links of `edges`.
     pub fn new(what: &str, names: &[&'static str], edges: &[Edge]) -> Result<Self> {
-        let dir = TempDir::new(what)?;
+        let dir = WorkDir::temp(what)?;
         let ca = TestCa::new();
         let server = ca.serve(&[]);
         let switch = Switch::new()?;
@@ -149,7 +150,7 @@ impl Vn {
         );
         let config = self.config(&base)?;
         let daemon = Daemon::start(&ns, self.dir.path(), &config, &[])?;
-        let mut ospf = Ospf::new(loopback);
+        let mut ospf = Ospf::new(loopback, Timers::Fast);
         for edge in &self.edges {
             if let Some(peer) = edge.peer(name)
                 && edge.cost != DEFAULT_COST

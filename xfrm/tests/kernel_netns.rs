@@ -9,8 +9,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::fixtures::Family;
+use common::netns;
 use common::node::{REQID, policy, sa_with_key};
-use common::{Netns, sh};
+use iiptran_testkit::command::sh;
+use iiptran_testkit::netns::Netns;
 use iiptran_xfrm::kernel::KernelDataplane;
 use iiptran_xfrm::{
     AeadAlg, Dataplane, DataplaneEvent, Direction, Error, InnerFamilies, OWNED_REQIDS,
@@ -50,39 +52,41 @@ fn ipv6_policies_install_dump_delete_and_flush_ours_spares_foreign() {
 }
 
 fn policies_install_dump_delete(family: Family) {
-    let ns = Netns::new("k");
+    let ns = netns("k");
     let (a, b) = family.endpoints();
     let (fa, fb, _) = foreign(family);
     // A policy someone else installed (foreign reqid and priority).
-    sh(&[
+    sh(
         "ip",
-        "-n",
-        &ns.name,
-        "xfrm",
-        "policy",
-        "add",
-        "src",
-        fa,
-        "dst",
-        fb,
-        "proto",
-        "4",
-        "dir",
-        "out",
-        "priority",
-        "100",
-        "tmpl",
-        "src",
-        fa,
-        "dst",
-        fb,
-        "proto",
-        "esp",
-        "reqid",
-        "7",
-        "mode",
-        "transport",
-    ]);
+        &[
+            "-n",
+            ns.name(),
+            "xfrm",
+            "policy",
+            "add",
+            "src",
+            fa,
+            "dst",
+            fb,
+            "proto",
+            "4",
+            "dir",
+            "out",
+            "priority",
+            "100",
+            "tmpl",
+            "src",
+            fa,
+            "dst",
+            fb,
+            "proto",
+            "esp",
+            "reqid",
+            "7",
+            "mode",
+            "transport",
+        ],
+    );
     let out = policy(Direction::Out, a, b);
     let inp = policy(Direction::In, b, a);
     let (dumped, after_delete, after_flush, dup, gone) = in_ns(&ns, move |dp| async move {
@@ -113,7 +117,7 @@ fn policies_install_dump_delete(family: Family) {
     assert_eq!(after_flush.len(), 1, "{after_flush:?}");
     assert_eq!(after_flush[0].template.reqid, 7);
     assert!(!after_flush[0].is_ours());
-    let listed = sh(&["ip", "-n", &ns.name, "xfrm", "policy", "list"]);
+    let listed = sh("ip", &["-n", ns.name(), "xfrm", "policy", "list"]);
     assert!(
         listed.contains(fb) && !listed.contains(&format!("{b}/")),
         "{listed}"
@@ -136,7 +140,7 @@ fn ipv6_allocspi_gives_distinct_spis_and_flush_removes_them() {
 }
 
 fn allocspi(family: Family) {
-    let ns = Netns::new("k");
+    let ns = netns("k");
     let (a, b) = family.endpoints();
     let (s1, s2) = in_ns(&ns, move |dp| async move {
         let s1 = dp.allocate_spi(b, a, REQID).await.unwrap();
@@ -144,7 +148,7 @@ fn allocspi(family: Family) {
         (s1, s2)
     });
     assert!(s1 >= 0x100 && s2 >= 0x100 && s1 != s2, "{s1:#x} {s2:#x}");
-    let states = sh(&["ip", "-n", &ns.name, "xfrm", "state", "list"]);
+    let states = sh("ip", &["-n", ns.name(), "xfrm", "state", "list"]);
     assert!(states.contains(&format!("spi {s1:#010x}")), "{states}");
     assert!(
         states.contains(&format!("src {b} dst {a}")),
@@ -160,7 +164,7 @@ fn allocspi(family: Family) {
         dp.delete_sa(id).await.unwrap_err()
     });
     assert!(gone.is_not_found(), "deleting a flushed SA: {gone}");
-    let states = sh(&["ip", "-n", &ns.name, "xfrm", "state", "list"]);
+    let states = sh("ip", &["-n", ns.name(), "xfrm", "state", "list"]);
     assert!(states.trim().is_empty(), "{states}");
 }
 
@@ -175,7 +179,7 @@ fn ipv6_newsa_without_kernel_esp_is_a_clean_error() {
 }
 
 fn newsa_refused(family: Family) {
-    let ns = Netns::new("k");
+    let ns = netns("k");
     let (a, b) = family.endpoints();
     let errs = in_ns(&ns, move |dp| async move {
         let mut errs = Vec::new();
@@ -219,26 +223,40 @@ fn ipv6_traffic_matching_a_policy_without_sa_raises_acquire() {
 }
 
 fn acquire(family: Family) {
-    let ns = Netns::new("k");
+    let ns = netns("k");
     let (a, b) = family.endpoints();
     let (_, _, len) = foreign(family);
     // A veth pair gives the namespace an address and a route towards b.
-    sh(&[
-        "ip", "-n", &ns.name, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
-    ]);
-    sh(&[
+    sh(
         "ip",
-        "-n",
-        &ns.name,
-        "addr",
-        "add",
-        &format!("{a}/{len}"),
-        "dev",
-        "v0",
-        "nodad",
-    ]);
-    sh(&["ip", "-n", &ns.name, "link", "set", "v0", "up"]);
-    sh(&["ip", "-n", &ns.name, "link", "set", "v1", "up"]);
+        &[
+            "-n",
+            ns.name(),
+            "link",
+            "add",
+            "v0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "v1",
+        ],
+    );
+    sh(
+        "ip",
+        &[
+            "-n",
+            ns.name(),
+            "addr",
+            "add",
+            &format!("{a}/{len}"),
+            "dev",
+            "v0",
+            "nodad",
+        ],
+    );
+    sh("ip", &["-n", ns.name(), "link", "set", "v0", "up"]);
+    sh("ip", &["-n", ns.name(), "link", "set", "v1", "up"]);
     let event = in_ns(&ns, move |dp| async move {
         let mut events = dp.subscribe();
         dp.install_policy(&policy(Direction::Out, a, b))
@@ -299,7 +317,7 @@ fn bare_link(local: IpAddr, remote: IpAddr) -> iiptran_xfrm::LinkSpec {
 }
 
 fn link_refused(family: Family, inner: InnerFamilies) {
-    let ns = Netns::new("k");
+    let ns = netns("k");
     let (a, b) = family.endpoints();
     let err = in_ns(&ns, move |dp| async move {
         let link = iiptran_xfrm::LinkSpec {
@@ -311,13 +329,13 @@ fn link_refused(family: Family, inner: InnerFamilies) {
     // This kernel has no ipip, sit or ip6tnl: RTM_NEWLINK is refused, and nothing is
     // left behind.
     assert!(matches!(err, Error::Kernel { .. }), "{err}");
-    let links = sh(&["ip", "-n", &ns.name, "link", "show"]);
+    let links = sh("ip", &["-n", ns.name(), "link", "show"]);
     assert!(!links.contains("ipt0"), "{links}");
 }
 
 #[test]
 fn mixed_family_specs_never_reach_the_kernel() {
-    let ns = Netns::new("k");
+    let ns = netns("k");
     let (a4, _) = Family::V4.endpoints();
     let (_, b6) = Family::V6.endpoints();
     let errs = in_ns(&ns, move |dp| async move {

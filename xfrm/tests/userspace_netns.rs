@@ -11,9 +11,14 @@ use std::time::Duration;
 
 use common::fixtures::Family;
 use common::node::{EndConfig, INNER6_SPI_OFFSET, LINK, UserspaceNode};
-use common::{ADDR_A, ADDR_A6, ADDR_B, ADDR_B6, Pair, wait_until};
+use common::{ADDR_A, ADDR_A6, ADDR_B, ADDR_B6, Pair, if_stat};
+use iiptran_testkit::command::sh;
+use iiptran_testkit::netns::Netns;
+use iiptran_testkit::wait::wait_until;
 use iiptran_xfrm::{AeadAlg, DataplaneEvent, Error, IpPrefix, Lifetimes, Limits, SaId};
 
+/// How often a waiting test looks again.
+const POLL: Duration = Duration::from_millis(20);
 const SPI_AB: u32 = 0x0000_0a01;
 const SPI_BA: u32 = 0x0000_0b01;
 
@@ -65,8 +70,10 @@ fn id(src: IpAddr, dst: IpAddr, spi: u32) -> SaId {
     SaId { src, dst, spi }
 }
 
-fn ping(pair_ns: &common::Netns, dst: &str) -> bool {
-    let out = pair_ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", dst]);
+fn ping(pair_ns: &Netns, dst: &str) -> bool {
+    let out = pair_ns
+        .exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", dst])
+        .expect("running ping");
     if !out.status.success() {
         eprintln!(
             "{}{}",
@@ -129,7 +136,7 @@ fn ping_and_tcp(family: Family) {
     let port = port_rx
         .recv_timeout(Duration::from_secs(10))
         .expect("server listening");
-    let tun_rx_before = pair.b.if_stat(LINK, "rx_packets");
+    let tun_rx_before = if_stat(&pair.b, LINK, "rx_packets");
     let data: Vec<u8> = (0..256 * 1024u32)
         .map(|i| (i * 7 + i / 251) as u8)
         .collect();
@@ -159,7 +166,7 @@ fn ping_and_tcp(family: Family) {
     assert!(after.bytes >= ab_in.bytes + data.len() as u64, "{after:?}");
     // Runs of TCP segments reach b's stack joined: fewer writes to its TUN device than
     // ESP packets opened.
-    let tun_writes = pair.b.if_stat(LINK, "rx_packets") - tun_rx_before;
+    let tun_writes = if_stat(&pair.b, LINK, "rx_packets") - tun_rx_before;
     let opened = after.packets - ab_in.packets;
     assert!(
         tun_writes < opened,
@@ -288,7 +295,7 @@ fn forgeries_rejected(family: Family) {
     );
     let in_id = id(addr_a, addr_b, SPI_AB);
     let before = b.stats(in_id);
-    let tun_before = pair.b.if_stat(LINK, "rx_packets");
+    let tun_before = if_stat(&pair.b, LINK, "rx_packets");
     assert_eq!((before.auth_failures, before.replay_drops), (0, 0));
 
     // Inject from a's address, as a forger on the path would.
@@ -308,7 +315,11 @@ fn forgeries_rejected(family: Family) {
     // Replay: the captured datagram again, verbatim.
     inject(vec![genuine.clone(), genuine.clone()]);
     assert!(
-        wait_until(Duration::from_secs(5), || b.stats(in_id).replay_drops >= 2),
+        wait_until("replay drops", Duration::from_secs(5), POLL, || Ok(b
+            .stats(in_id)
+            .replay_drops
+            >= 2))
+        .is_ok(),
         "replays counted: {:?}",
         b.stats(in_id)
     );
@@ -325,7 +336,13 @@ fn forgeries_rejected(family: Family) {
     flipped_only[last] ^= 0x80;
     inject(vec![tampered, flipped_only]);
     assert!(
-        wait_until(Duration::from_secs(5), || b.stats(in_id).auth_failures >= 2),
+        wait_until(
+            "authentication failures",
+            Duration::from_secs(5),
+            POLL,
+            || Ok(b.stats(in_id).auth_failures >= 2)
+        )
+        .is_ok(),
         "auth failures counted: {:?}",
         b.stats(in_id)
     );
@@ -346,7 +363,7 @@ fn forgeries_rejected(family: Family) {
     );
     assert_eq!((after.replay_drops, after.auth_failures), (2, 2));
     assert_eq!(
-        pair.b.if_stat(LINK, "rx_packets"),
+        if_stat(&pair.b, LINK, "rx_packets"),
         tun_before + 3,
         "nothing forged reached b's TUN"
     );
@@ -390,7 +407,9 @@ fn ike_and_acquire(family: Family) {
     assert_eq!(d.to, Some(addr_b));
 
     // a has the policy but no outbound SA: traffic on the link asks for one.
-    let _ = pair.a.exec(&["ping", "-c", "1", "-W", "1", "10.99.0.2"]);
+    pair.a
+        .exec(&["ping", "-c", "1", "-W", "1", "10.99.0.2"])
+        .expect("running ping");
     let ev = a.next_event(Duration::from_secs(5)).expect("ACQUIRE");
     assert_eq!(
         ev,
@@ -423,9 +442,9 @@ fn packet_limits_raise_soft_then_hard_expire_and_remove_the_sa() {
 
     // Six echo requests: the 2nd crosses the soft limit, the 4th the hard one, the 5th
     // finds no SA left under the policy.
-    let _ = pair
-        .a
-        .exec(&["ping", "-c", "6", "-i", "0.2", "-W", "1", "10.99.0.2"]);
+    pair.a
+        .exec(&["ping", "-c", "6", "-i", "0.2", "-W", "1", "10.99.0.2"])
+        .expect("running ping");
     let t = Duration::from_secs(5);
     assert_eq!(
         a.next_event(t),
@@ -451,7 +470,7 @@ fn virtual_link_deleted_behind_our_back_is_reported() {
     let pair = Pair::new();
     let (ca, _) = ends(AeadAlg::ChaCha20Poly1305, Family::V4);
     let a = UserspaceNode::start(&pair.a, ca);
-    common::sh(&["ip", "-n", &pair.a.name, "link", "del", LINK]);
+    sh("ip", &["-n", pair.a.name(), "link", "del", LINK]);
     assert_eq!(
         a.next_event(Duration::from_secs(5)),
         Some(DataplaneEvent::LinkDown { name: LINK.into() })
@@ -493,12 +512,16 @@ fn time_limits_expire_an_idle_sa() {
 
 /// What `/proc` says of IPv6 on the virtual link in `ns`: whether it is turned off, and
 /// the link's IPv6 addresses.
-fn link_ipv6(ns: &common::Netns) -> (String, String) {
-    let knob = ns.exec(&[
-        "cat",
-        &format!("/proc/sys/net/ipv6/conf/{LINK}/disable_ipv6"),
-    ]);
-    let addrs = ns.exec(&["ip", "-6", "-o", "addr", "show", "dev", LINK]);
+fn link_ipv6(ns: &Netns) -> (String, String) {
+    let knob = ns
+        .exec(&[
+            "cat",
+            &format!("/proc/sys/net/ipv6/conf/{LINK}/disable_ipv6"),
+        ])
+        .expect("reading the IPv6 switch");
+    let addrs = ns
+        .exec(&["ip", "-6", "-o", "addr", "show", "dev", LINK])
+        .expect("listing IPv6 addresses");
     (
         String::from_utf8_lossy(&knob.stdout).trim().to_owned(),
         String::from_utf8_lossy(&addrs.stdout).into_owned(),

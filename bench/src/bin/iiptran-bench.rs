@@ -10,8 +10,9 @@ use clap::{Parser, ValueEnum};
 use iiptran_bench::iiptrand::Binaries;
 use iiptran_bench::report::{Report, SizeResult};
 use iiptran_bench::setup_rate::{self, Responder, Setup};
-use iiptran_bench::system::{WorkDir, run};
 use iiptran_bench::{failure, floor, pair};
+use iiptran_testkit::WorkDir;
+use iiptran_testkit::command::run;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Part {
@@ -109,8 +110,7 @@ fn main() -> Result<()> {
         iiptrand,
         iiptranctl,
     };
-    let mut work =
-        WorkDir::new(std::env::temp_dir().join(format!("iiptran-bench-{}", std::process::id())))?;
+    let mut work = WorkDir::temp("bench")?;
     work.keep = args.keep;
     let id = std::process::id() % 10_000;
     let mut report = Report {

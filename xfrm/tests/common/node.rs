@@ -12,7 +12,7 @@ use iiptran_xfrm::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::Netns;
+use iiptran_testkit::netns::Netns;
 
 pub use super::fixtures::{LINK, REQID, policy, sa_with_key};
 

@@ -7,32 +7,32 @@
 
 mod config;
 mod keylog;
-mod pki;
 mod sas;
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-pub use config::{Auth, CharonOptions, Connection};
-pub use pki::{Ca, KeyType, NodeCert};
+pub use config::{Auth, CharonOptions, Connection, PLUGINS};
+pub use keylog::IkeKeys;
 pub use sas::{ChildSa, IkeSa, parse_list_sas};
 
-use super::TempDir;
-use super::netns::{Netns, checked, run};
-use super::process::Process;
-use super::wait::wait_until;
+use crate::WorkDir;
+use crate::command::{checked, run};
+use crate::netns::Netns;
+use crate::pki::write_private;
+use crate::process::Process;
+use crate::wait::wait_until;
 
 const CHARON: &str = "/usr/lib/ipsec/charon";
 const PLUGIN_CACHE: &str = "/var/cache/iiptran-interop";
 const SETUP: &str = "tests/interop/setup";
 
-/// The strongSwan installation the tests use, checked once: missing pieces are an error
-/// that says how to install them.
+/// The strongSwan installation, checked once: missing pieces are an error that says how
+/// to install them.
 #[derive(Clone, Debug)]
 pub struct Installation {
     /// Debian version of strongswan-charon, e.g. `5.9.8-5+deb12u6`.
@@ -42,23 +42,23 @@ pub struct Installation {
 }
 
 impl Installation {
-    pub fn find() -> Result<Self> {
-        let missing: Vec<&str> = [
-            CHARON,
-            "/usr/sbin/swanctl",
-            "/usr/bin/pki",
-            "/usr/bin/tshark",
-            "/usr/bin/tcpdump",
-        ]
-        .into_iter()
-        .filter(|p| !Path::new(p).exists())
-        .collect();
+    /// Checks charon, swanctl, pki, the load-tester plugin and the further programs `also`
+    /// needs (paths that `SETUP` installs, e.g. `/usr/bin/tshark`).
+    pub fn find(also: &[&str]) -> Result<Self> {
+        let missing: Vec<&str> = [CHARON, "/usr/sbin/swanctl", "/usr/bin/pki"]
+            .iter()
+            .chain(also)
+            .copied()
+            .filter(|p| !Path::new(p).exists())
+            .collect();
         if !missing.is_empty() {
             bail!(
                 "missing {missing:?}: run `{SETUP}` as root (installs Debian's strongSwan, tcpdump, tshark)"
             );
         }
-        let version = run("dpkg-query", &["-W", "-f=${Version}", "strongswan-charon"])?;
+        let version = run("dpkg-query", &["-W", "-f=${Version}", "strongswan-charon"])?
+            .trim()
+            .to_owned();
         let load_tester = Path::new(PLUGIN_CACHE)
             .join(&version)
             .join("libstrongswan-load-tester.so");
@@ -82,12 +82,11 @@ pub struct Charon {
     name: String,
     // Declared before `dir`: charon must stop before its directory goes.
     process: Process,
-    dir: TempDir,
+    dir: WorkDir,
 }
 
 impl Charon {
-    /// Writes the configuration for `connections`, starts charon in `ns`, waits for its vici
-    /// socket and loads the connections, credentials and secrets.
+    /// [`Charon::start_in`] a new temporary directory.
     pub fn start(
         install: &Installation,
         ns: &Netns,
@@ -95,7 +94,20 @@ impl Charon {
         options: &CharonOptions,
         connections: &[Connection],
     ) -> Result<Self> {
-        let dir = TempDir::new(&format!("charon-{name}"))?;
+        let dir = WorkDir::temp(&format!("charon-{name}"))?;
+        Self::start_in(install, ns, dir, name, options, connections)
+    }
+
+    /// Writes the configuration for `connections` into `dir`, starts charon in `ns`, waits
+    /// for its vici socket and loads the connections, credentials and secrets.
+    pub fn start_in(
+        install: &Installation,
+        ns: &Netns,
+        dir: WorkDir,
+        name: &str,
+        options: &CharonOptions,
+        connections: &[Connection],
+    ) -> Result<Self> {
         for sub in ["run", "swanctl/x509", "swanctl/x509ca", "swanctl/private"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
@@ -165,6 +177,10 @@ impl Charon {
         self.process.pid()
     }
 
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+
     /// Runs `swanctl <verb> --uri <this charon> <args…>`; its stdout, or an error with its
     /// output if it failed.
     pub fn swanctl(&self, args: &[&str]) -> Result<String> {
@@ -212,7 +228,7 @@ impl Charon {
 
     /// The keys of `sa` from the log, for decrypting captures; needs `ike_log_level = 4`
     /// and a log that holds no other IKE SA's keys.
-    pub fn ike_keys(&self, sa: &IkeSa) -> Result<crate::support::capture::IkeKeys> {
+    pub fn ike_keys(&self, sa: &IkeSa) -> Result<IkeKeys> {
         keylog::ike_keys(&self.log(), sa)
     }
 
@@ -250,7 +266,7 @@ impl Drop for Charon {
 fn launch(
     install: &Installation,
     ns: &Netns,
-    dir: &TempDir,
+    dir: &WorkDir,
     name: &str,
     options: &CharonOptions,
 ) -> Result<Process> {
@@ -270,6 +286,7 @@ fn launch(
         .arg(dir.path())
         .args([CHARON, &preload]);
     let mut process = Process::spawn("charon", command, dir.path())?;
+    process.set_grace(options.grace);
     let vici = dir.join("run/charon.vici");
     let what = format!("charon {name}'s vici socket");
     // A first start in a fresh VM guest takes up to ~20 s (its plugins are read cold over
@@ -288,21 +305,23 @@ fn launch(
     Ok(process)
 }
 
-fn swanctl_conf(dir: &TempDir, connections: &[Connection]) -> Result<String> {
+/// swanctl.conf for `connections`; each certificate, its key and its CA are written into
+/// the swanctl directory once, however many connections use them.
+fn swanctl_conf(dir: &WorkDir, connections: &[Connection]) -> Result<String> {
     let mut conns = String::new();
     let mut secrets = String::new();
+    let mut written = BTreeSet::new();
     for conn in connections {
         let cert_file = match &conn.auth {
             Auth::Pubkey(node) => {
-                let file = format!("{}.crt", conn.name);
-                std::fs::copy(&node.cert, dir.join(&format!("swanctl/x509/{file}")))?;
-                let ca = format!("swanctl/x509ca/{}-ca.crt", conn.name);
-                std::fs::copy(&node.ca, dir.join(&ca))?;
-                let key = std::fs::read_to_string(&node.key)?;
-                write_private(
-                    &dir.join(&format!("swanctl/private/{}.key", conn.name)),
-                    &key,
-                )?;
+                let file = format!("{}.pem", node.id);
+                if written.insert(node.id.clone()) {
+                    std::fs::copy(&node.cert, dir.join(&format!("swanctl/x509/{file}")))?;
+                    let ca = format!("swanctl/x509ca/{}-ca.pem", node.id);
+                    std::fs::copy(&node.ca, dir.join(&ca))?;
+                    let key = std::fs::read_to_string(&node.key)?;
+                    write_private(&dir.join(&format!("swanctl/private/{}.key", node.id)), &key)?;
+                }
                 Some(file)
             }
             Auth::Psk(_) => None,
@@ -313,17 +332,4 @@ fn swanctl_conf(dir: &TempDir, connections: &[Connection]) -> Result<String> {
     Ok(format!(
         "connections {{\n{conns}}}\nsecrets {{\n{secrets}}}\n"
     ))
-}
-
-/// Writes a file readable by its owner only: keys and secrets.
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    Ok(())
 }

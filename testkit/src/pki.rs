@@ -1,14 +1,16 @@
-//! A CA and node certificates made with strongSwan's own `pki` tool.
+//! A CA and node certificates made with strongSwan's own `pki` tool, whose files both
+//! charon and iiptrand read.
 
-use std::net::IpAddr;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-use crate::support::TempDir;
-use crate::support::netns::run;
+use crate::WorkDir;
+use crate::command::run;
 
-/// Key types the harness issues.
+/// Key types the CA issues.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyType {
     Ed25519,
@@ -45,22 +47,36 @@ impl NodeCert {
             "openssl",
             &["pkcs8", "-topk8", "-nocrypt", "-in", &path(&self.key)],
         )?;
-        super::write_private(&dir.join("key.pem"), &key)
+        write_private(&dir.join("key.pem"), &key)
     }
 }
 
-/// A self-signed CA in a temporary directory.
+/// A self-signed CA (`CN=iiptran-test-ca`) whose files are in `dir`.
 pub struct Ca {
-    dir: TempDir,
-    key: PathBuf,
-    cert: PathBuf,
+    dir: PathBuf,
+    pub key: PathBuf,
+    pub cert: PathBuf,
+    // Declared last: the files go after everything else.
+    _temp: Option<WorkDir>,
 }
 
 impl Ca {
-    pub fn new(key_type: KeyType) -> Result<Self> {
-        let dir = TempDir::new("pki")?;
-        let key = gen_key(&dir, "ca", key_type)?;
-        let cert = dir.join("ca.crt");
+    /// A CA with an Ed25519 key in `dir` (created if needed).
+    pub fn new(dir: &Path) -> Result<Self> {
+        Self::create(dir, KeyType::Ed25519, None)
+    }
+
+    /// A CA with a `key_type` key in a temporary directory, removed with it.
+    pub fn temporary(key_type: KeyType) -> Result<Self> {
+        let temp = WorkDir::temp("pki")?;
+        let dir = temp.path.clone();
+        Self::create(&dir, key_type, Some(temp))
+    }
+
+    fn create(dir: &Path, key_type: KeyType, temp: Option<WorkDir>) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let key = gen_key(dir, "ca", key_type)?;
+        let cert = dir.join("ca.pem");
         pki(
             &[
                 "--self",
@@ -70,23 +86,30 @@ impl Ca {
                 "--in",
                 &path(&key),
                 "--dn",
-                "CN=iiptran-interop-ca",
+                "CN=iiptran-test-ca",
                 "--outform",
                 "pem",
             ],
             &cert,
         )?;
-        Ok(Self { dir, key, cert })
+        Ok(Self {
+            dir: dir.to_owned(),
+            key,
+            cert,
+            _temp: temp,
+        })
     }
 
-    pub fn cert(&self) -> &Path {
-        &self.cert
+    /// [`Ca::issue_with`] on an Ed25519 key.
+    pub fn issue(&self, id: &str, addr: &str) -> Result<NodeCert> {
+        self.issue_with(id, addr, KeyType::Ed25519)
     }
 
-    /// Issues a certificate for `id` (subject `CN=<id>`, SANs `id` and `addr`) on a new key.
-    pub fn issue(&self, id: &str, addr: IpAddr, key_type: KeyType) -> Result<NodeCert> {
+    /// A certificate for `id` (subject `CN=<id>`, SANs `id` and `addr`) on a new
+    /// `key_type` key.
+    pub fn issue_with(&self, id: &str, addr: &str, key_type: KeyType) -> Result<NodeCert> {
         let key = gen_key(&self.dir, id, key_type)?;
-        let cert = self.dir.join(&format!("{id}.crt"));
+        let cert = self.dir.join(format!("{id}.pem"));
         pki(
             &[
                 "--issue",
@@ -105,7 +128,7 @@ impl Ca {
                 "--san",
                 id,
                 "--san",
-                &addr.to_string(),
+                addr,
                 "--flag",
                 "serverAuth",
                 "--flag",
@@ -124,8 +147,8 @@ impl Ca {
     }
 }
 
-fn gen_key(dir: &TempDir, name: &str, key_type: KeyType) -> Result<PathBuf> {
-    let key = dir.join(&format!("{name}.key"));
+fn gen_key(dir: &Path, name: &str, key_type: KeyType) -> Result<PathBuf> {
+    let key = dir.join(format!("{name}.key"));
     let mut args = vec!["--gen"];
     args.extend_from_slice(key_type.gen_args());
     args.extend_from_slice(&["--outform", "pem"]);
@@ -136,7 +159,20 @@ fn gen_key(dir: &TempDir, name: &str, key_type: KeyType) -> Result<PathBuf> {
 /// Runs `pki` and writes its stdout to `out` (0600: it may be a private key).
 fn pki(args: &[&str], out: &Path) -> Result<()> {
     let pem = run("pki", args)?;
-    super::write_private(out, &pem)
+    write_private(out, &pem)
+}
+
+/// Writes a file readable by its owner only: keys and secrets.
+pub fn write_private(path: &Path, text: &str) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 fn path(p: &Path) -> String {

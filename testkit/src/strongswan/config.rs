@@ -3,12 +3,15 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::Duration;
 
-use super::pki::NodeCert;
+use crate::pki::NodeCert;
+use crate::process::DEFAULT_GRACE;
 
-/// Plugins every instance loads (`load_modular = no`, so nothing under /etc matters).
-/// `curve25519` gives X25519 and Ed25519, `chapoly` ChaCha20-Poly1305, `openssl` ECDSA.
-const PLUGINS: &str = "random nonce drbg aes sha1 sha2 hmac kdf pem pkcs1 pkcs8 x509 pubkey \
+/// The plugins an instance loads unless its options say otherwise (`load_modular = no`,
+/// so nothing under /etc matters). `curve25519` gives X25519 and Ed25519, `chapoly`
+/// ChaCha20-Poly1305, `openssl` ECDSA.
+pub const PLUGINS: &str = "random nonce drbg aes sha1 sha2 hmac kdf pem pkcs1 pkcs8 x509 pubkey \
                        constraints curve25519 chapoly openssl gcm kernel-netlink socket-default vici";
 
 /// How charon itself runs.
@@ -21,6 +24,12 @@ pub struct CharonOptions {
     pub fake_kernel: bool,
     /// Further lines of the `charon` section, e.g. `retransmit_timeout = 1`.
     pub settings: String,
+    /// The plugins to load (the load-tester is added with `fake_kernel`).
+    pub plugins: String,
+    /// Whether the file log is flushed after every line, so a test reads it up to date.
+    pub flush_log: bool,
+    /// How long charon may take to exit after SIGTERM before it gets SIGKILL.
+    pub grace: Duration,
 }
 
 impl Default for CharonOptions {
@@ -29,6 +38,9 @@ impl Default for CharonOptions {
             ike_log_level: 2,
             fake_kernel: true,
             settings: String::new(),
+            plugins: PLUGINS.into(),
+            flush_log: true,
+            grace: DEFAULT_GRACE,
         }
     }
 }
@@ -43,10 +55,15 @@ pub(super) fn strongswan_conf(dir: &Path, options: &CharonOptions) -> String {
     } else {
         ("", "")
     };
+    let flush = if options.flush_log {
+        "            flush_line = yes\n"
+    } else {
+        ""
+    };
     format!(
         "charon {{
     load_modular = no
-    load = {first}{PLUGINS}
+    load = {first}{plugins}
     install_routes = no
     install_virtual_ip = no
 {settings}
@@ -61,8 +78,7 @@ pub(super) fn strongswan_conf(dir: &Path, options: &CharonOptions) -> String {
             time_format = %T
             default = 1
             ike = {ike}
-            flush_line = yes
-        }}
+{flush}        }}
     }}
 }}
 swanctl {{
@@ -71,6 +87,7 @@ swanctl {{
 ",
         ike = options.ike_log_level,
         settings = options.settings,
+        plugins = options.plugins,
     )
 }
 

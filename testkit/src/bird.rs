@@ -1,6 +1,6 @@
-//! BIRD 2 as a test process: one per namespace, running OSPF over the VN's virtual links
+//! BIRD 2 as a child process: one per namespace, running OSPF over the VN's virtual links
 //! only and announcing the node's loopback address as a stub network. Its configuration,
-//! control socket and pid file live in the test's directory; `birdc -s SOCKET` asks it.
+//! control socket and pid file live in the caller's directory; `birdc -s SOCKET` asks it.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -10,27 +10,49 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use super::netns::{Netns, checked};
-use super::process::Process;
-use super::wait::wait_until;
+use crate::command::checked;
+use crate::netns::Netns;
+use crate::process::Process;
+use crate::wait::wait_until;
 
 /// The OSPF cost of a virtual link unless `Ospf::costs` names it.
 pub const DEFAULT_COST: u32 = 10;
+
+/// How [`Timers::Default`] shows in a report.
+pub const DEFAULT_TIMERS: &str = "hello 10 s, dead 40 s";
+
+/// OSPF's hello and dead intervals and BIRD's scans of devices and kernel routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timers {
+    /// Hello 1 s and dead 4 s, so a lost neighbor shows within seconds; the kernel table
+    /// scanned every 2 s, devices every 10 s. A restarted iiptrand makes its links anew,
+    /// and the kernel drops the routes through the old ones; BIRD notices only when its
+    /// kernel protocol scans (its default is 60 s).
+    Fast,
+    /// BIRD's defaults ([`DEFAULT_TIMERS`]), as an operator would run it.
+    Default,
+}
 
 /// What one node's BIRD announces and over which links.
 #[derive(Clone, Debug)]
 pub struct Ospf {
     /// The node's loopback address: the router id and the stub /32 it announces.
     pub loopback: Ipv4Addr,
-    /// Virtual links whose cost is not `DEFAULT_COST`: (interface name, cost).
+    /// Virtual links whose cost is not `default_cost`: (interface name, cost).
     pub costs: Vec<(String, u32)>,
+    /// The cost of every other virtual link.
+    pub default_cost: u32,
+    pub timers: Timers,
 }
 
 impl Ospf {
-    pub fn new(loopback: Ipv4Addr) -> Self {
+    /// Links costing [`DEFAULT_COST`], with `timers`.
+    pub fn new(loopback: Ipv4Addr, timers: Timers) -> Self {
         Self {
             loopback,
             costs: Vec::new(),
+            default_cost: DEFAULT_COST,
+            timers,
         }
     }
 
@@ -39,16 +61,17 @@ impl Ospf {
         self
     }
 
-    /// bird.conf: OSPF on the `vn-*` interfaces as point-to-point links with short hello
-    /// and dead intervals (so a test sees a lost neighbor within seconds), its routes
-    /// exported to the kernel's main table. A restarted iiptrand makes its links anew, and
-    /// the kernel drops the routes through the old ones; BIRD notices only when its kernel
-    /// protocol scans, so the scan is short (its default is 60 s).
+    /// bird.conf: OSPF on the `vn-*` interfaces as point-to-point links, its routes
+    /// exported to the kernel's main table.
     pub fn render(&self) -> String {
+        let (device, kernel, interface) = match self.timers {
+            Timers::Fast => (" scan time 10;", " scan time 2;", " hello 1; dead 4;"),
+            Timers::Default => ("", "", ""),
+        };
         let mut text = format!(
             "router id {id};\nlog stderr all;\n\
-             protocol device {{ scan time 10; }}\n\
-             protocol kernel {{ scan time 2; ipv4 {{ import none; export all; }}; }}\n\
+             protocol device {{{device} }}\n\
+             protocol kernel {{{kernel} ipv4 {{ import none; export all; }}; }}\n\
              protocol ospf v2 vn {{\n  ipv4 {{ import all; export none; }};\n  area 0 {{\n\
              \x20   stubnet {id}/32;\n",
             id = self.loopback
@@ -58,11 +81,11 @@ impl Ospf {
             .costs
             .iter()
             .map(|(name, cost)| (name.as_str(), *cost))
-            .chain([("vn-*", DEFAULT_COST)]);
+            .chain([("vn-*", self.default_cost)]);
         for (pattern, cost) in links {
             let _ = writeln!(
                 text,
-                "    interface \"{pattern}\" {{ type ptp; cost {cost}; hello 1; dead 4; }};"
+                "    interface \"{pattern}\" {{ type ptp; cost {cost};{interface} }};"
             );
         }
         text.push_str("  };\n}\n");
@@ -184,4 +207,48 @@ pub fn parse_neighbors(out: &str) -> Vec<OspfNeighbor> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::WorkDir;
+
+    /// Needs root and BIRD 2: the running BIRD reports the costs asked for and, with
+    /// `Timers::Default`, the timers `DEFAULT_TIMERS` names.
+    #[test]
+    fn costs_set_and_timers_default() -> Result<()> {
+        if !crate::have_root("costs_set_and_timers_default") {
+            return Ok(());
+        }
+        let dir = WorkDir::temp("bird")?;
+        let ns = Netns::new("ibird")?;
+        ns.ip(&[
+            "link", "add", "vn-x", "type", "veth", "peer", "name", "vn-y",
+        ])?;
+        for (link, addr) in [("vn-x", "10.99.0.0/31"), ("vn-y", "10.99.0.2/31")] {
+            ns.ip(&["addr", "add", addr, "dev", link])?;
+            ns.ip(&["link", "set", link, "up"])?;
+        }
+        let ospf = Ospf::new(Ipv4Addr::new(10, 0, 0, 1), Timers::Default).cost("vn-y", 100);
+        let bird = Bird::start(&ns, dir.path(), "t", &ospf)?;
+        let show = |link: &str| {
+            let quoted = format!("\"{link}\"");
+            bird.birdc(&["show", "ospf", "interface", "vn", &quoted])
+        };
+        wait_until(
+            "BIRD to run OSPF on both links",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || Ok(show("vn-x")?.contains("Cost:") && show("vn-y")?.contains("Cost:")),
+        )?;
+        let (x, y) = (show("vn-x")?, show("vn-y")?);
+        assert!(x.contains("Cost: 10\n"), "{x}");
+        assert!(y.contains("Cost: 100\n"), "{y}");
+        for out in [&x, &y] {
+            assert!(out.contains("Hello timer: 10\n"), "{out}");
+            assert!(out.contains("Dead timer: 40\n"), "{out}");
+        }
+        Ok(())
+    }
 }

@@ -4,10 +4,13 @@
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
+
+use crate::command::{checked, run};
 
 /// A named network namespace (`ip netns add`), deleted on drop with everything in it.
 pub struct Netns {
@@ -18,18 +21,28 @@ impl Netns {
     /// Creates `<prefix><pid>-<n>` with `lo` up. The name is kept to 15 characters so it
     /// can also name interfaces; a longer prefix is an error.
     pub fn new(prefix: &str) -> Result<Self> {
-        let name = format!("{prefix}{}", super::unique_suffix());
+        let name = format!("{prefix}{}", crate::unique_suffix());
         if name.len() > 15 {
             bail!("namespace name {name:?} is longer than 15 characters: shorten {prefix:?}");
         }
-        run("ip", &["netns", "add", &name])?;
-        let ns = Self { name };
+        Self::named(&name)
+    }
+
+    /// Creates the namespace `name` as given, with `lo` up.
+    pub fn named(name: &str) -> Result<Self> {
+        run("ip", &["netns", "add", name])?;
+        let ns = Self { name: name.into() };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The namespace's file, for joining it with `setns`.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
     }
 
     /// A command that runs `program` inside the namespace (and, through `ip netns exec`,
@@ -47,6 +60,16 @@ impl Netns {
         checked(command)
     }
 
+    /// Runs `args` inside the namespace to completion, whether it succeeds or not.
+    pub fn exec(&self, args: &[&str]) -> Result<std::process::Output> {
+        let (program, rest) = args.split_first().context("exec needs a program")?;
+        let mut command = self.command(program);
+        command.args(rest);
+        command
+            .output()
+            .with_context(|| format!("running {command:?}"))
+    }
+
     /// `ip -n <ns> <args>`.
     pub fn ip(&self, args: &[&str]) -> Result<String> {
         let mut full = vec!["-n", &self.name];
@@ -57,8 +80,8 @@ impl Netns {
     /// Runs `f` on a new thread that has joined this namespace, so sockets it opens live
     /// here. A panic in `f` is passed on to the caller.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
-        let file = File::open(format!("/run/netns/{}", self.name))
-            .with_context(|| format!("opening namespace {}", self.name))?;
+        let file =
+            File::open(self.path()).with_context(|| format!("opening namespace {}", self.name))?;
         std::thread::scope(|scope| {
             let thread = scope.spawn(|| -> Result<T> {
                 // SAFETY: setns on a valid namespace fd only changes this thread's network
@@ -115,13 +138,20 @@ pub fn veth(
 fn veth_pair(a: &Netns, b: &Netns) -> Result<String> {
     static N: AtomicUsize = AtomicUsize::new(0);
     let ifname = format!("veth{}", N.fetch_add(1, Ordering::Relaxed));
-    a.ip(&[
-        "link", "add", &ifname, "type", "veth", "peer", "name", &ifname, "netns", &b.name,
-    ])?;
+    link(a, &ifname, b, &ifname)?;
     Ok(ifname)
 }
 
-fn address_up(ns: &Netns, ifname: &str, addr: IpAddr, prefix_len: u8) -> Result<()> {
+/// A veth pair: `a_if` in `a`, `b_if` in `b`, both down and without addresses.
+pub fn link(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
+    a.ip(&[
+        "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name,
+    ])?;
+    Ok(())
+}
+
+/// Gives `ifname` in `ns` the address `addr/prefix_len` and brings it up.
+pub fn address_up(ns: &Netns, ifname: &str, addr: IpAddr, prefix_len: u8) -> Result<()> {
     let cidr = format!("{addr}/{prefix_len}");
     let mut args = vec!["addr", "add", &cidr, "dev", ifname];
     if addr.is_ipv6() {
@@ -140,43 +170,48 @@ pub struct Switch {
 }
 
 impl Switch {
+    /// The bridge in a new namespace `sw<pid>-<n>`.
     pub fn new() -> Result<Self> {
-        let ns = Netns::new("sw")?;
+        Self::within(Netns::new("sw")?)
+    }
+
+    /// The bridge in `ns`.
+    pub fn within(ns: Netns) -> Result<Self> {
         ns.ip(&["link", "add", "br0", "type", "bridge"])?;
         ns.ip(&["link", "set", "br0", "up"])?;
         Ok(Self { ns })
     }
 
     /// Plugs `node` into the bridge; the node's end gets `addr/prefix_len` and comes up.
+    /// Both ends get the same unique name.
     pub fn plug(&self, node: &Netns, addr: IpAddr, prefix_len: u8) -> Result<VethEnd> {
         let ifname = veth_pair(&self.ns, node)?;
-        self.ns.ip(&["link", "set", &ifname, "master", "br0"])?;
-        self.ns.ip(&["link", "set", &ifname, "up"])?;
+        self.attach(&ifname)?;
         address_up(node, &ifname, addr, prefix_len)?;
         Ok(VethEnd { ifname, addr })
     }
-}
 
-/// Runs a host command that must succeed; returns its stdout.
-pub fn run(program: &str, args: &[&str]) -> Result<String> {
-    let mut command = Command::new(program);
-    command.args(args);
-    checked(command)
-}
-
-/// Runs `command` to completion; its stdout if it succeeded, an error with stderr if not.
-pub fn checked(mut command: Command) -> Result<String> {
-    let out: Output = command
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{command:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
+    /// [`Switch::plug`] with the names given: `ifname` in the node, `port` at the bridge.
+    pub fn plug_as(
+        &self,
+        node: &Netns,
+        ifname: &str,
+        port: &str,
+        addr: IpAddr,
+        prefix_len: u8,
+    ) -> Result<VethEnd> {
+        link(node, ifname, &self.ns, port)?;
+        self.attach(port)?;
+        address_up(node, ifname, addr, prefix_len)?;
+        Ok(VethEnd {
+            ifname: ifname.into(),
+            addr,
+        })
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+
+    fn attach(&self, port: &str) -> Result<()> {
+        self.ns.ip(&["link", "set", port, "master", "br0"])?;
+        self.ns.ip(&["link", "set", port, "up"])?;
+        Ok(())
+    }
 }

@@ -7,38 +7,56 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::wait::wait_until;
+use crate::wait::wait_until;
 
-/// A running child whose stdout and stderr go to `<dir>/<name>.stdout` / `.stderr`.
-/// On drop it gets SIGTERM, then SIGKILL after the grace period, and is reaped; if the test
-/// is failing its output is printed.
+/// How long a process may take to exit after SIGTERM before it gets SIGKILL, unless
+/// [`Process::set_grace`] says otherwise.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+/// A running child, usually with its stdout and stderr in `<dir>/<name>.stdout` /
+/// `.stderr`. On drop it gets SIGTERM, then SIGKILL after the grace period, and is reaped;
+/// if the thread is panicking its output is printed.
 pub struct Process {
     name: String,
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
+    /// The child itself, e.g. to take a pipe the caller asked for.
+    pub child: Child,
+    /// stdout and stderr files, unless the caller set up the child's stdio.
+    logs: Option<(PathBuf, PathBuf)>,
     grace: Duration,
     status: Option<ExitStatus>,
 }
 
 impl Process {
+    /// Starts `command` with no stdin and its output in files under `dir`.
     pub fn spawn(name: &str, mut command: Command, dir: &Path) -> Result<Self> {
         let stdout = dir.join(format!("{name}.stdout"));
         let stderr = dir.join(format!("{name}.stderr"));
-        let child = command
+        command
             .stdin(Stdio::null())
             .stdout(File::create(&stdout)?)
-            .stderr(File::create(&stderr)?)
+            .stderr(File::create(&stderr)?);
+        let mut process = Self::spawn_as_is(name, command)?;
+        process.logs = Some((stdout, stderr));
+        Ok(process)
+    }
+
+    /// Starts `command` with the stdio the caller set up.
+    pub fn spawn_as_is(name: &str, mut command: Command) -> Result<Self> {
+        let child = command
             .spawn()
             .with_context(|| format!("starting {name}: {command:?}"))?;
         Ok(Self {
             name: name.to_owned(),
             child,
-            stdout,
-            stderr,
-            grace: Duration::from_secs(5),
+            logs: None,
+            grace: DEFAULT_GRACE,
             status: None,
         })
+    }
+
+    /// Gives the process `grace` to exit after SIGTERM.
+    pub fn set_grace(&mut self, grace: Duration) {
+        self.grace = grace;
     }
 
     pub fn pid(&self) -> u32 {
@@ -53,12 +71,21 @@ impl Process {
         Ok(self.status)
     }
 
+    /// Its stdout so far (empty if the caller set up its stdio).
     pub fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+        self.log(|(stdout, _)| stdout)
     }
 
+    /// Its stderr so far (empty if the caller set up its stdio).
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.log(|(_, stderr)| stderr)
+    }
+
+    fn log(&self, which: impl Fn(&(PathBuf, PathBuf)) -> &PathBuf) -> String {
+        self.logs
+            .as_ref()
+            .and_then(|logs| std::fs::read_to_string(which(logs)).ok())
+            .unwrap_or_default()
     }
 
     /// Both outputs, labelled, for failure messages.

@@ -7,7 +7,17 @@
 use anyhow::{Context, Result, bail};
 
 use super::IkeSa;
-use crate::support::capture::IkeKeys;
+
+/// The keys of one IKE SA, all in lower-case hex.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IkeKeys {
+    pub spi_i: String,
+    pub spi_r: String,
+    pub sk_ei: String,
+    pub sk_er: String,
+    pub sk_ai: String,
+    pub sk_ar: String,
+}
 
 /// The keys of `sa`, which must be the only IKE SA whose keys the log holds.
 pub fn ike_keys(log: &str, sa: &IkeSa) -> Result<IkeKeys> {
