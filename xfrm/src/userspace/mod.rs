@@ -23,6 +23,7 @@ mod batch;
 mod deliver;
 mod rx;
 mod sad;
+mod spd;
 mod tx;
 
 use std::collections::HashMap;
@@ -234,11 +235,7 @@ async fn lifetimes(shared: std::sync::Weak<Shared>) {
         };
         let sas: Vec<Arc<SaState>> = {
             let t = shared.read_tables();
-            t.inbound
-                .values()
-                .chain(t.outbound.iter())
-                .cloned()
-                .collect()
+            t.all_sas().cloned().collect()
         };
         for sa in sas {
             shared.expire(&sa, sa.age());
@@ -298,7 +295,7 @@ impl Dataplane for UserspaceDataplane {
             Direction::In => {
                 t.inbound.insert(sa.spi, state);
             }
-            Direction::Out => t.outbound.push(state),
+            Direction::Out => t.insert_outbound(state),
         }
         Ok(())
     }
@@ -340,23 +337,22 @@ impl Dataplane for UserspaceDataplane {
     async fn install_policy(&self, policy: &PolicySpec) -> Result<()> {
         policy.validate()?;
         let mut t = self.shared.write_tables();
-        if t.policies.iter().any(|p| p.id() == policy.id()) {
+        if !t.policies.insert(*policy) {
             return Err(Error::Exists(format!("policy {:?}", policy.id())));
         }
-        t.policies.push(*policy);
         Ok(())
     }
 
     async fn delete_policy(&self, id: PolicyId) -> Result<()> {
         let mut t = self.shared.write_tables();
-        let i = t.policies.iter().position(|p| p.id() == id);
-        let i = i.ok_or_else(|| Error::NotFound(format!("policy {id:?}")))?;
-        t.policies.remove(i);
+        if !t.policies.remove(&id) {
+            return Err(Error::NotFound(format!("policy {id:?}")));
+        }
         Ok(())
     }
 
     async fn policies(&self) -> Result<Vec<PolicySpec>> {
-        Ok(self.shared.read_tables().policies.clone())
+        Ok(self.shared.read_tables().policies.all())
     }
 
     async fn create_link(&self, link: &LinkSpec) -> Result<()> {
@@ -418,8 +414,7 @@ impl Dataplane for UserspaceDataplane {
             }
             !ours
         };
-        t.inbound.retain(|_, s| keep(s));
-        t.outbound.retain(keep);
+        t.retain_sas(keep);
         t.reserved.clear();
         Ok(())
     }

@@ -129,7 +129,8 @@ fn accept_inner(shared: &Shared, sa: &SaState, next_header: u8, inner: &[u8]) ->
         return false;
     }
     let t = shared.read_tables();
-    t.policy(Direction::In, sa.id.src, sa.id.dst, next_header)
+    t.policies
+        .lookup(Direction::In, sa.id.src, sa.id.dst, next_header)
         .is_some_and(|p| {
             p.template.reqid == sa.reqid
                 && p.template.src == sa.id.src

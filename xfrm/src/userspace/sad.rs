@@ -3,13 +3,15 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::esp::EspCipher;
-use crate::model::{Direction, Lifetimes, NAT_T_PORT, PolicySpec, SaId, SaSpec, SaStats, Selector};
+use crate::model::{Direction, Lifetimes, NAT_T_PORT, SaId, SaSpec, SaStats, Selector};
 use crate::replay::ReplayWindow;
+
+use super::spd::Spd;
 
 /// What crossing a limit means for the packet that crossed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,13 +171,15 @@ impl SaState {
 }
 
 /// SAs by SPI (inbound) and by endpoints (outbound), SPIs reserved by `allocate_spi`,
-/// and the policies.
+/// and the policies. Every lookup on the packet path is by key: a node with thousands of
+/// neighbors scans only the one or two SAs of a rekey.
 #[derive(Default)]
 pub struct Tables {
-    pub inbound: HashMap<u32, std::sync::Arc<SaState>>,
-    pub outbound: Vec<std::sync::Arc<SaState>>,
+    pub inbound: HashMap<u32, Arc<SaState>>,
+    /// Oldest first within each pair of endpoints.
+    outbound: HashMap<(IpAddr, IpAddr), Vec<Arc<SaState>>>,
     pub reserved: HashMap<u32, (IpAddr, IpAddr)>,
-    pub policies: Vec<PolicySpec>,
+    pub policies: Spd,
 }
 
 impl Tables {
@@ -188,54 +192,69 @@ impl Tables {
         dst: IpAddr,
         reqid: u32,
         proto: u8,
-    ) -> Option<&std::sync::Arc<SaState>> {
-        self.outbound.iter().rev().find(|s| {
-            s.id.src == src
-                && s.id.dst == dst
-                && s.reqid == reqid
-                && s.selector.matches(src, dst, proto, None)
-                && !s.is_dead()
-        })
-    }
-
-    /// The winning policy for a packet: lowest priority value among the matches.
-    pub fn policy(
-        &self,
-        dir: Direction,
-        src: IpAddr,
-        dst: IpAddr,
-        proto: u8,
-    ) -> Option<&PolicySpec> {
-        self.policies
+    ) -> Option<&Arc<SaState>> {
+        self.outbound
+            .get(&(src, dst))?
             .iter()
-            .filter(|p| p.direction == dir && p.selector.matches(src, dst, proto, None))
-            .min_by_key(|p| p.priority)
+            .rev()
+            .find(|s| s.reqid == reqid && s.selector.matches(src, dst, proto, None) && !s.is_dead())
     }
 
-    pub fn find(&self, id: SaId) -> Option<&std::sync::Arc<SaState>> {
+    pub fn insert_outbound(&mut self, sa: Arc<SaState>) {
+        self.outbound
+            .entry((sa.id.src, sa.id.dst))
+            .or_default()
+            .push(sa);
+    }
+
+    pub fn all_sas(&self) -> impl Iterator<Item = &Arc<SaState>> {
+        self.inbound
+            .values()
+            .chain(self.outbound.values().flatten())
+    }
+
+    pub fn find(&self, id: SaId) -> Option<&Arc<SaState>> {
         self.inbound
             .get(&id.spi)
             .filter(|s| s.id == id)
-            .or_else(|| self.outbound.iter().find(|s| s.id == id))
+            .or_else(|| {
+                self.outbound
+                    .get(&(id.src, id.dst))?
+                    .iter()
+                    .find(|s| s.id == id)
+            })
     }
 
-    pub fn remove(&mut self, id: SaId) -> Option<std::sync::Arc<SaState>> {
+    pub fn remove(&mut self, id: SaId) -> Option<Arc<SaState>> {
         if self.inbound.get(&id.spi).is_some_and(|s| s.id == id) {
             return self.inbound.remove(&id.spi);
         }
-        let i = self.outbound.iter().position(|s| s.id == id)?;
-        Some(self.outbound.remove(i))
+        let key = (id.src, id.dst);
+        let sas = self.outbound.get_mut(&key)?;
+        let i = sas.iter().position(|s| s.id == id)?;
+        let sa = sas.remove(i);
+        if sas.is_empty() {
+            self.outbound.remove(&key);
+        }
+        Some(sa)
+    }
+
+    /// Keeps the SAs, inbound and outbound, for which `keep` is true.
+    pub fn retain_sas(&mut self, mut keep: impl FnMut(&Arc<SaState>) -> bool) {
+        self.inbound.retain(|_, s| keep(s));
+        for sas in self.outbound.values_mut() {
+            sas.retain(&mut keep);
+        }
+        self.outbound.retain(|_, sas| !sas.is_empty());
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::model::{
-        AeadAlg, DEFAULT_PRIORITY, IPPROTO_IPIP, IPPROTO_IPV6, KeyMaterial, OWNED_REQIDS, Replay,
-        Template,
+        AeadAlg, DEFAULT_PRIORITY, IPPROTO_IPIP, IPPROTO_IPV6, KeyMaterial, OWNED_REQIDS,
+        PolicySpec, Replay, Template,
     };
 
     fn ip(s: &str) -> IpAddr {
@@ -265,8 +284,8 @@ mod tests {
         };
         spec.validate().unwrap();
         let mut t = Tables::default();
-        t.outbound.push(Arc::new(SaState::new(&spec)));
-        t.policies.push(PolicySpec {
+        t.insert_outbound(Arc::new(SaState::new(&spec)));
+        assert!(t.policies.insert(PolicySpec {
             direction: Direction::Out,
             selector: Selector::tunnel(a, b, IPPROTO_IPIP),
             template: Template {
@@ -276,13 +295,25 @@ mod tests {
             },
             priority: DEFAULT_PRIORITY,
             mark: None,
-        });
+        }));
         for proto in [IPPROTO_IPIP, IPPROTO_IPV6] {
             assert!(t.outbound_sa(a, b, reqid, proto).is_some(), "{proto}");
         }
-        assert!(t.policy(Direction::Out, a, b, IPPROTO_IPIP).is_some());
-        assert!(t.policy(Direction::Out, a, b, IPPROTO_IPV6).is_none());
-        assert!(t.policy(Direction::In, b, a, IPPROTO_IPIP).is_none());
+        assert!(
+            t.policies
+                .lookup(Direction::Out, a, b, IPPROTO_IPIP)
+                .is_some()
+        );
+        assert!(
+            t.policies
+                .lookup(Direction::Out, a, b, IPPROTO_IPV6)
+                .is_none()
+        );
+        assert!(
+            t.policies
+                .lookup(Direction::In, b, a, IPPROTO_IPIP)
+                .is_none()
+        );
         assert!(t.outbound_sa(a, b, reqid + 1, IPPROTO_IPIP).is_none());
         assert!(
             t.outbound_sa(a, ip("192.0.2.3"), reqid, IPPROTO_IPIP)

@@ -188,7 +188,9 @@ fn seal(
 fn select_sa(shared: &Shared, outer: &Outer) -> Option<Arc<SaState>> {
     let (sa, missing) = {
         let t = shared.read_tables();
-        let policy = t.policy(Direction::Out, outer.src(), outer.dst(), outer.proto())?;
+        let policy = t
+            .policies
+            .lookup(Direction::Out, outer.src(), outer.dst(), outer.proto())?;
         let tmpl = policy.template;
         match t.outbound_sa(tmpl.src, tmpl.dst, tmpl.reqid, outer.proto()) {
             Some(sa) => (Some(sa.clone()), None),
