@@ -10,7 +10,9 @@ use iiptran_testkit::WorkDir;
 use iiptran_testkit::pki::NodeCert;
 use iiptran_testkit::strongswan::{self, Auth, CharonOptions, Connection, Installation};
 
-use crate::system::{Netns, Usage};
+use iiptran_testkit::netns::Netns;
+
+use crate::system::Usage;
 
 /// The plugins of the interop harness minus what this suite does not use (`openssl`,
 /// `gcm`): charon picks its ChaCha20-Poly1305 and X25519 from `chapoly` and `curve25519`.

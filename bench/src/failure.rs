@@ -17,8 +17,11 @@ use iiptran_testkit::command::checked;
 use iiptran_testkit::pki::Ca;
 use iiptran_testkit::wait::wait_until;
 
-use crate::iiptrand::{Binaries, Daemon, Node};
-use crate::system::{Lan, Netns, WorkDir};
+use crate::iiptrand::{self, Binaries, Daemon};
+use iiptran_testkit::WorkDir;
+use iiptran_testkit::netns::Netns;
+
+use crate::system::Lan;
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
 const ENDPOINTS: [&str; 3] = ["10.202.0.1", "10.202.0.2", "10.202.0.3"];
@@ -93,7 +96,7 @@ impl Vn {
                 .collect();
             let peers: Vec<(&str, &str, &str)> =
                 peers.iter().map(|(n, e, a)| (*n, *e, a.as_str())).collect();
-            let node = Node::issued(ca, (NAMES[me], ENDPOINTS[me]), "", &peers)?;
+            let node = iiptrand::issued(ca, (NAMES[me], ENDPOINTS[me]), "", &peers)?;
             let daemon = Daemon::start(bin, ns, &vn.dir.path, &node, Duration::from_secs(30))?;
             vn.daemons.push(daemon);
         }

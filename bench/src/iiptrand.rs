@@ -2,99 +2,54 @@
 //! data plane with the daemon's default log, and `iiptranctl --json` against its control
 //! socket.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use iiptran_testkit::command::checked;
-use iiptran_testkit::iiptrand::{self, Credentials, NodeConfig};
+use iiptran_testkit::iiptrand::{self, Credentials, Neighbor, NodeConfig};
 use iiptran_testkit::pki::{Ca, NodeCert};
 use iiptran_testkit::wait::wait_until;
 use serde_json::Value;
 
 pub use iiptran_testkit::iiptrand::Binaries;
 
-use crate::system::{Netns, Process, Usage};
+use iiptran_testkit::netns::Netns;
+use iiptran_testkit::process::Process;
 
-/// One `[[neighbor]]`.
-#[derive(Clone, Debug)]
-pub struct Neighbor {
-    pub name: String,
-    pub identity: String,
-    pub endpoint: String,
-    pub link: String,
-    pub address: String,
-    pub passive: bool,
+use crate::system::Usage;
+
+/// The benchmark's node configuration: certificate files, the userspace data plane, the
+/// daemon's default log, `ike` as the lines of `[ike]` (empty keeps every default).
+pub fn node(ca: &Ca, cert: &NodeCert, (name, endpoint): (&str, &str), ike: &str) -> NodeConfig {
+    let credentials = Credentials::Files {
+        ca: ca.cert.clone(),
+        cert: cert.cert.clone(),
+        key: cert.key.clone(),
+    };
+    let mut config = NodeConfig::new(name, endpoint, credentials);
+    config.identity = cert.id.clone();
+    config.dataplane = "userspace".into();
+    config.ike = ike.into();
+    config.log = None;
+    config
 }
 
-/// A node with its certificate.
-#[derive(Clone, Debug)]
-pub struct Node {
-    pub name: String,
-    pub endpoint: String,
-    pub cert: NodeCert,
-    pub ca: PathBuf,
-    /// Lines of `[ike]`; empty keeps every default.
-    pub ike: String,
-    pub neighbors: Vec<Neighbor>,
-}
-
-impl Node {
-    /// Node `name` at `endpoint` with a new certificate from `ca` for `<name>.vn.example`,
-    /// and an active neighbor on link `vn-<peer>` for each `(peer, its endpoint, our
-    /// address on the link)`.
-    pub fn issued(
-        ca: &Ca,
-        (name, endpoint): (&str, &str),
-        ike: &str,
-        peers: &[(&str, &str, &str)],
-    ) -> Result<Self> {
-        let cert = ca.issue(&format!("{name}.vn.example"), endpoint)?;
-        Ok(Self {
-            name: name.into(),
-            endpoint: endpoint.into(),
-            cert,
-            ca: ca.cert.clone(),
-            ike: ike.into(),
-            neighbors: peers
-                .iter()
-                .map(|&(peer, endpoint, address)| Neighbor {
-                    name: peer.into(),
-                    identity: format!("{peer}.vn.example"),
-                    endpoint: endpoint.into(),
-                    link: format!("vn-{peer}"),
-                    address: address.into(),
-                    passive: false,
-                })
-                .collect(),
-        })
+/// [`node`] with a new certificate from `ca` for `<name>.vn.example`, and an active
+/// neighbor `<peer>.vn.example` on link `vn-<peer>` for each `(peer, its endpoint, our
+/// address on the link)`.
+pub fn issued(
+    ca: &Ca,
+    (name, endpoint): (&str, &str),
+    ike: &str,
+    peers: &[(&str, &str, &str)],
+) -> Result<NodeConfig> {
+    let cert = ca.issue(&format!("{name}.vn.example"), endpoint)?;
+    let mut config = node(ca, &cert, (name, endpoint), ike);
+    for &(peer, endpoint, address) in peers {
+        config = config.neighbor(Neighbor::new(peer, endpoint, address));
     }
-
-    /// The node's configuration: userspace data plane, the daemon's default log.
-    fn config(&self) -> NodeConfig {
-        let credentials = Credentials::Files {
-            ca: self.ca.clone(),
-            cert: self.cert.cert.clone(),
-            key: self.cert.key.clone(),
-        };
-        let mut config = NodeConfig::new(&self.name, &self.endpoint, credentials);
-        config.identity = self.cert.id.clone();
-        config.dataplane = "userspace".into();
-        config.ike = self.ike.clone();
-        config.log = None;
-        config.neighbors = self
-            .neighbors
-            .iter()
-            .map(|n| {
-                let mut neighbor = iiptrand::Neighbor::new(&n.name, &n.endpoint, &n.address);
-                neighbor.identity = n.identity.clone();
-                neighbor.link = n.link.clone();
-                neighbor.passive = n.passive;
-                neighbor
-            })
-            .collect();
-        config
-    }
+    Ok(config)
 }
 
 /// A running `iiptrand`, stopped on drop.
@@ -107,10 +62,10 @@ impl Daemon {
         bin: &Binaries,
         ns: &Netns,
         dir: &Path,
-        node: &Node,
+        node: &NodeConfig,
         ready_within: Duration,
     ) -> Result<Self> {
-        let mut daemon = Self(iiptrand::Daemon::start(bin, ns, dir, &node.config(), &[])?);
+        let mut daemon = Self(iiptrand::Daemon::start(bin, ns, dir, node, &[])?);
         daemon.process().set_grace(Duration::from_secs(10));
         let what = format!("iiptrand {} to answer", node.name);
         wait_until(&what, ready_within, Duration::from_millis(100), || {

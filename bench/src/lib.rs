@@ -13,6 +13,3 @@ pub mod report;
 pub mod setup_rate;
 pub mod stats;
 pub mod system;
-
-// Where the setup-rate measurement finds the PKI.
-pub use iiptran_testkit::pki;

@@ -11,8 +11,11 @@ use serde_json::Value;
 use iiptran_testkit::command::checked;
 use iiptran_testkit::pki::Ca;
 
-use crate::iiptrand::{Binaries, Daemon, Node};
-use crate::system::{Pair, Process, WorkDir};
+use crate::iiptrand::{self, Binaries, Daemon};
+use iiptran_testkit::WorkDir;
+use iiptran_testkit::process::Process;
+
+use crate::system::Pair;
 
 const A_ADDR: &str = "10.201.0.1";
 const B_ADDR: &str = "10.201.0.2";
@@ -33,8 +36,8 @@ impl Nodes {
     pub fn start(bin: &Binaries, ca: &Ca, dir: &Path, prefix: &str, ike: &str) -> Result<Self> {
         let pair = Pair::new(prefix, A_ADDR, B_ADDR)?;
         let dir = WorkDir::new(dir.join(prefix))?;
-        let a = Node::issued(ca, ("a", A_ADDR), ike, &[("b", B_ADDR, "10.99.0.0/31")])?;
-        let b = Node::issued(ca, ("b", B_ADDR), ike, &[("a", A_ADDR, "10.99.0.1/31")])?;
+        let a = iiptrand::issued(ca, ("a", A_ADDR), ike, &[("b", B_ADDR, "10.99.0.0/31")])?;
+        let b = iiptrand::issued(ca, ("b", B_ADDR), ike, &[("a", A_ADDR, "10.99.0.1/31")])?;
         let ready = Duration::from_secs(30);
         let a = Daemon::start(bin, &pair.a, &dir.path, &a, ready)?;
         let b = Daemon::start(bin, &pair.b, &dir.path, &b, ready)?;

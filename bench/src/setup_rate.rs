@@ -12,10 +12,16 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::charon::{self, Charon};
-use crate::iiptrand::{Binaries, Daemon, Neighbor, Node};
+use crate::iiptrand::{self, Binaries, Daemon};
 use crate::loadgen::{Outcome, node_addr, node_identity};
-use crate::pki::{Ca, NodeCert};
-use crate::system::{Netns, Pair, Process, Usage, WorkDir, wait_for};
+use iiptran_testkit::WorkDir;
+use iiptran_testkit::iiptrand::{Neighbor, NodeConfig};
+use iiptran_testkit::netns::Netns;
+use iiptran_testkit::pki::{Ca, NodeCert};
+use iiptran_testkit::process::Process;
+use iiptran_testkit::wait::wait_until;
+
+use crate::system::{Pair, Usage};
 
 const LOADGEN_ADDR: &str = "10.200.0.1";
 const RESPONDER_ADDR: &str = "10.200.0.2";
@@ -63,28 +69,26 @@ pub struct RateRun {
     pub loadgen: Outcome,
 }
 
-fn responder_node(ca: &Ca, cert: &NodeCert, count: u32) -> Node {
-    let neighbors = (0..count)
-        .map(|i| Neighbor {
-            name: format!("n{i}"),
-            identity: node_identity(i),
-            endpoint: node_addr(FIRST_NODE, i).to_string(),
-            link: format!("l{i}"),
-            address: format!("{}/31", Ipv4Addr::from(u32::from(LINKS_BASE) + 2 * i)),
-            passive: true,
+fn responder_node(ca: &Ca, cert: &NodeCert, count: u32) -> NodeConfig {
+    // Charon checks no liveness by default (dpd_delay = 0); iiptrand's default of 10 s
+    // idle would, with 10,000 neighbors, run 1,000 liveness exchanges a second during the
+    // measurement. Both responders are measured without them.
+    let mut config = iiptrand::node(ca, cert, ("responder", RESPONDER_ADDR), "liveness = \"1h\"");
+    config.neighbors = (0..count)
+        .map(|i| {
+            let address = format!("{}/31", Ipv4Addr::from(u32::from(LINKS_BASE) + 2 * i));
+            let mut n = Neighbor::new(
+                &format!("n{i}"),
+                &node_addr(FIRST_NODE, i).to_string(),
+                &address,
+            );
+            n.identity = node_identity(i);
+            n.link = format!("l{i}");
+            n.passive = true;
+            n
         })
         .collect();
-    Node {
-        name: "responder".into(),
-        endpoint: RESPONDER_ADDR.into(),
-        cert: cert.clone(),
-        ca: ca.cert.clone(),
-        // Charon checks no liveness by default (dpd_delay = 0); iiptrand's default of 10 s
-        // idle would, with 10,000 neighbors, run 1,000 liveness exchanges a second during
-        // the measurement. Both responders are measured without them.
-        ike: "liveness = \"1h\"".into(),
-        neighbors,
-    }
+    config
 }
 
 /// A responder under test.
@@ -207,7 +211,7 @@ pub fn run_once(
             load.outcome.first_failure
         );
     }
-    wait_for(
+    wait_until(
         "the responder to report every adjacency up",
         Duration::from_secs(300),
         Duration::from_millis(250),

@@ -6,11 +6,7 @@ use std::net::IpAddr;
 use anyhow::{Context, Result};
 use iiptran_testkit::netns::{Switch, address_up, link};
 
-pub use iiptran_testkit::WorkDir;
-pub use iiptran_testkit::netns::Netns;
-pub use iiptran_testkit::process::Process;
-// The name the setup-rate measurement knows it by.
-pub use iiptran_testkit::wait::wait_until as wait_for;
+use iiptran_testkit::netns::Netns;
 
 /// Two namespaces `<prefix>a` and `<prefix>b` joined by a veth link `veth0`, with
 /// `a_addr` and `b_addr` (/24).
