@@ -1,4 +1,4 @@
-//! One engine with many peers: it finds the IKE SAs with a peer by the peer's address, so
+//! One engine with many peers: it finds the IKE SAs with a peer by their address pair, so
 //! what one peer does (restart, move behind its NAT, delete) touches its SAs only, and
 //! SAs that go leave nothing behind.
 

@@ -1,6 +1,6 @@
 //! The engine: all IKE SAs of one node, the datagrams and timers that drive them.
 
-use super::by_remote::ByRemote;
+use super::by_addresses::{Addresses, ByAddresses};
 use super::child::ChildSpis;
 use super::cookie::Cookies;
 use super::event::{DownReason, Event, IkeSaId};
@@ -39,8 +39,8 @@ pub struct Engine<P: Policy> {
     half_open: HashMap<(SocketAddr, u64), u64>,
     /// The current IKE SA behind each id (rekeys change it).
     handles: HashMap<IkeSaId, u64>,
-    /// The SAs of `sas` by remote address, kept while one is out of `sas` being run.
-    by_remote: ByRemote,
+    /// The SAs of `sas` by their pair of addresses, kept while one is out of `sas` being run.
+    by_addresses: ByAddresses,
     /// The IKE SAs a rekey created, by the local SPI of the SA each is to succeed.
     successors: HashMap<u64, Vec<u64>>,
     /// SAs that went dead in a run, for `reap`.
@@ -74,7 +74,7 @@ impl<P: Policy> Engine<P> {
             sas: HashMap::new(),
             half_open: HashMap::new(),
             handles: HashMap::new(),
-            by_remote: ByRemote::default(),
+            by_addresses: ByAddresses::default(),
             successors: HashMap::new(),
             dying: Vec::new(),
             timers: Deadlines::default(),
@@ -121,7 +121,7 @@ impl<P: Policy> Engine<P> {
     /// Adds a new IKE SA and files its deadline; returns its local SPI.
     fn add(&mut self, sa: IkeSa) -> u64 {
         let spi = sa.local_spi();
-        self.by_remote.add(sa.remote.ip(), spi);
+        self.by_addresses.add(addresses(&sa), spi);
         if let Some(old) = sa.successor_of {
             self.successors.entry(old).or_default().push(spi);
         }
@@ -203,7 +203,7 @@ impl<P: Policy> Engine<P> {
         peer: Arc<PeerConfig>,
     ) -> Result<IkeSaId, KeyError> {
         let id = self.fresh_id();
-        let mut ctx = self.ctx(now, remote);
+        let mut ctx = self.ctx(now, local, remote);
         let sa = IkeSa::initiate(&mut ctx, id, local, remote, peer)?;
         let spi = self.add(sa);
         self.handles.insert(id, spi);
@@ -279,7 +279,7 @@ impl<P: Policy> Engine<P> {
             Ok((header, _)) => header,
             Err(wire::Error::UnsupportedVersion { header, .. }) => {
                 if !header.response {
-                    let mut ctx = self.ctx(now, remote);
+                    let mut ctx = self.ctx(now, local, remote);
                     refuse_init(
                         &mut ctx,
                         local,
@@ -351,15 +351,15 @@ impl<P: Policy> Engine<P> {
     }
 
     /// What an IKE SA with the peer at `remote` works with.
-    fn ctx(&mut self, now: Instant, remote: SocketAddr) -> Ctx<'_> {
+    fn ctx(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr) -> Ctx<'_> {
         let suites = self
             .policy
             .suites(remote)
             .unwrap_or_else(|| self.suites.clone());
         // The SA being worked on is out of `sas` meanwhile (or not in yet).
         let others_with_peer = self
-            .by_remote
-            .get(remote.ip())
+            .by_addresses
+            .get((local.ip(), remote.ip()))
             .iter()
             .any(|spi| self.sas.get(spi).is_some_and(|sa| sa.phase != Phase::Dead));
         Ctx {
@@ -395,7 +395,7 @@ impl<P: Policy> Engine<P> {
         let payloads = match Datagram::parse(raw) {
             Ok(d) => d.message.payloads,
             Err(wire::Error::UnsupportedCritical(ty)) => {
-                let mut ctx = self.ctx(now, remote);
+                let mut ctx = self.ctx(now, local, remote);
                 return refuse_init(
                     &mut ctx,
                     local,
@@ -418,12 +418,12 @@ impl<P: Policy> Engine<P> {
                 let Ok(cookie) = self.cookies.make(now, ni, remote, header.spi_i) else {
                     return;
                 };
-                let mut ctx = self.ctx(now, remote);
+                let mut ctx = self.ctx(now, local, remote);
                 return refuse_init(&mut ctx, local, remote, header, NotifyType::COOKIE, cookie);
             }
         }
         let id = self.fresh_id();
-        let mut ctx = self.ctx(now, remote);
+        let mut ctx = self.ctx(now, local, remote);
         let Some(sa) = IkeSa::respond_init(&mut ctx, id, local, remote, header, &payloads, raw)
         else {
             return;
@@ -441,16 +441,16 @@ impl<P: Policy> Engine<P> {
             return;
         };
         let was_established = sa.is_established();
-        let remote = sa.remote.ip();
+        let before = addresses(&sa);
         let mark = self.events.len();
-        let mut ctx = self.ctx(now, sa.remote);
+        let mut ctx = self.ctx(now, sa.local, sa.remote);
         f(&mut sa, &mut ctx);
         let spawned = std::mem::take(&mut ctx.spawned);
         let handovers = std::mem::take(&mut ctx.handovers);
         let newly_established = !was_established && sa.is_established();
-        if sa.remote.ip() != remote {
-            self.by_remote.remove(remote, spi);
-            self.by_remote.add(sa.remote.ip(), spi);
+        if addresses(&sa) != before {
+            self.by_addresses.remove(before, spi);
+            self.by_addresses.add(addresses(&sa), spi);
         }
         self.put_back(spi, sa);
         for new in spawned {
@@ -487,15 +487,13 @@ impl<P: Policy> Engine<P> {
     /// addresses. A node with several local addresses (or a load generator acting as many
     /// nodes) may hold one IKE SA per address with the same peer.
     fn same_peer(a: &IkeSa, b: &IkeSa) -> bool {
-        a.peer_id().is_some()
-            && a.peer_id() == b.peer_id()
-            && (a.local.ip(), a.remote.ip()) == (b.local.ip(), b.remote.ip())
+        a.peer_id().is_some() && a.peer_id() == b.peer_id() && addresses(a) == addresses(b)
     }
 
     /// The IKE SAs in `sas` with the same peer as `sa` (itself included).
     fn with_peer_of<'a>(&'a self, sa: &'a IkeSa) -> impl Iterator<Item = (u64, &'a IkeSa)> {
-        self.by_remote
-            .get(sa.remote.ip())
+        self.by_addresses
+            .get(addresses(sa))
             .iter()
             .filter_map(|spi| Some((*spi, &**self.sas.get(spi)?)))
             .filter(|(_, s)| Self::same_peer(s, sa))
@@ -563,7 +561,7 @@ impl<P: Policy> Engine<P> {
             let Some(sa) = self.sas.remove(&spi) else {
                 continue;
             };
-            self.by_remote.remove(sa.remote.ip(), spi);
+            self.by_addresses.remove(addresses(&sa), spi);
             self.timers.set(spi, None);
             if let Some(key) = sa.init_key
                 && self.half_open.get(&key) == Some(&spi)
@@ -592,4 +590,8 @@ fn wall_time((then, wall): (Instant, SystemTime), now: Instant) -> SystemTime {
             .checked_sub(then.duration_since(now))
             .unwrap_or(SystemTime::UNIX_EPOCH),
     }
+}
+
+fn addresses(sa: &IkeSa) -> Addresses {
+    (sa.local.ip(), sa.remote.ip())
 }

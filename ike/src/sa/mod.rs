@@ -32,7 +32,7 @@
 //! - A child SA request without USE_TRANSPORT_MODE is refused with NO_PROPOSAL_CHOSEN
 //!   and the IKE SA is kept; selectors are the caller's decision ([`Policy`]).
 
-mod by_remote;
+mod by_addresses;
 mod child;
 mod cookie;
 mod engine;
