@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use iiptran_ike::auth::TrustAnchors;
 use iiptran_ike::config::{
@@ -16,7 +16,7 @@ use iiptran_ike::ts::{IiptranSelectors, TrafficSelector};
 use iiptran_policy::config::{Config, Credentials, IkeSettings, NatTraversal, Neighbor, Proposal};
 
 use super::DaemonError;
-use super::credentials::NodeCredentials;
+use super::credentials::{Certificates, NodeCredentials};
 
 /// One configured peer as the engine sees it, but for the certificates, which are taken
 /// from the node's credentials as each IKE SA starts.
@@ -30,6 +30,15 @@ struct Peer {
     selectors: IiptranSelectors,
     /// The neighbor's proposals (the node's unless it overrides them).
     suites: Arc<Suites>,
+    /// The configuration last handed out and the certificates it holds: every IKE SA
+    /// keeps its configuration, and one copy per neighbor serves them all until the
+    /// certificates change.
+    made: Mutex<Option<Made>>,
+}
+
+struct Made {
+    certificates: Option<Arc<Certificates>>,
+    config: Arc<PeerConfig>,
 }
 
 /// The engine's [`Policy`] over the neighbors of the configuration. The engine asks for
@@ -46,27 +55,43 @@ pub struct VnPolicy {
 
 impl Peer {
     fn config(&self, credentials: &NodeCredentials) -> Option<Arc<PeerConfig>> {
-        let (local_auth, remote_auth) = match &self.credentials {
-            Credentials::Psk(psk) => (LocalAuth::Psk(psk.clone()), PeerAuth::Psk(psk.clone())),
-            Credentials::Certificates => {
-                let c = credentials.current()?;
-                (
-                    LocalAuth::Certificate {
-                        key: c.key.clone(),
-                        chain: c.chain.clone(),
-                    },
-                    PeerAuth::Certificate(c.anchors.clone()),
-                )
-            }
+        let certificates = match &self.credentials {
+            Credentials::Psk(_) => None,
+            Credentials::Certificates => Some(credentials.current()?),
         };
-        Some(Arc::new(PeerConfig {
+        let mut made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(m) = made.as_ref()
+            && match (&m.certificates, &certificates) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            }
+        {
+            return Some(m.config.clone());
+        }
+        let (local_auth, remote_auth) = match (&self.credentials, &certificates) {
+            (Credentials::Psk(psk), _) => (LocalAuth::Psk(psk.clone()), PeerAuth::Psk(psk.clone())),
+            (Credentials::Certificates, Some(c)) => (
+                LocalAuth::Certificate {
+                    key: c.key.clone(),
+                    chain: c.chain.clone(),
+                },
+                PeerAuth::Certificate(c.anchors.clone()),
+            ),
+            (Credentials::Certificates, None) => return None,
+        };
+        let config = Arc::new(PeerConfig {
             local_id: self.local_id.clone(),
             local_auth,
             remote_id: self.remote_id.clone(),
             remote_auth,
             ts_local: self.ts_local.clone(),
             ts_remote: self.ts_remote.clone(),
-        }))
+        });
+        *made = Some(Made {
+            certificates,
+            config: config.clone(),
+        });
+        Some(config)
     }
 }
 
@@ -94,6 +119,7 @@ impl VnPolicy {
                     ts_remote,
                     selectors: n.selectors.clone(),
                     suites: Arc::new(suites(&n.ike)),
+                    made: Mutex::new(None),
                 })
             })
             .collect::<Result<_, DaemonError>>()?;
@@ -405,5 +431,9 @@ mod tests {
             policy.suites(at("192.0.2.9")).is_none(),
             "no neighbor there"
         );
+        // One configuration per neighbor serves all its IKE SAs while credentials stay.
+        let b = policy.peer_config("b").expect("b");
+        assert!(Arc::ptr_eq(&b, &policy.peer_config("b").expect("b")));
+        assert!(!Arc::ptr_eq(&b, &policy.peer_config("c").expect("c")));
     }
 }
