@@ -589,9 +589,9 @@ impl Adjacency {
                 out.push(Command::DeleteSas(p.pair));
             } else {
                 self.current = Some(p);
-                self.revision += 1;
             }
         }
+        self.revision += 1;
         self.go(now, State::Rekeying, "peer restarted: new child SAs coming");
         if self.current.is_none() {
             self.arm(now.plus(self.timing.connect_timeout), out);

@@ -803,7 +803,7 @@ proptest! {
             let (record, revision) = (a.record(), a.revision());
             let out = a.handle(now, event);
             if a.record() != record {
-                prop_assert_ne!(a.revision(), revision, "the record changed, its revision not");
+                prop_assert_ne!(a.revision(), revision, "record changed, revision not: {:?}", a.record());
             }
             for c in &out {
                 match c {
