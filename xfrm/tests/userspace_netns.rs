@@ -543,3 +543,45 @@ fn a_link_without_ipv6_addresses_comes_up_with_ipv6_off() {
     assert!(addrs.contains("fd00:99::2/64"), "{addrs}");
     assert!(ping(&pair.a, "10.99.0.2"), "IPv4 still crosses the link");
 }
+
+/// A deleted link is gone when `delete_link` returns: a link of the same name can be made
+/// at once (a reload that changes a neighbor does exactly that), again and again.
+#[test]
+fn a_deleted_link_can_be_made_again_at_once() {
+    use iiptran_xfrm::userspace::UserspaceDataplane;
+    use iiptran_xfrm::{Dataplane, InnerFamilies, LinkSpec};
+    let pair = Pair::new();
+    let link = LinkSpec {
+        name: LINK.into(),
+        local: ip(ADDR_A),
+        remote: ip(ADDR_B),
+        addresses: vec![IpPrefix::new(ip("10.99.0.1"), 31).unwrap()],
+        inner: InnerFamilies {
+            ipv4: true,
+            ipv6: false,
+        },
+        mtu: 1400,
+    };
+    let worker = iiptran_xfrm::netns::spawn_in(&pair.a.path(), move || async move {
+        let socket = std::sync::Arc::new(tokio::net::UdpSocket::bind("0.0.0.0:4500").await?);
+        let (dp, _ike) = UserspaceDataplane::new(socket).map_err(std::io::Error::other)?;
+        for round in 0..20 {
+            let made: iiptran_xfrm::Result<()> = async {
+                dp.create_link(&link).await?;
+                dp.set_link_up(LINK, true).await?;
+                dp.delete_link(LINK).await
+            }
+            .await;
+            made.map_err(|e| std::io::Error::other(format!("round {round}: {e}")))?;
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .expect("namespace thread");
+    worker
+        .join()
+        .expect("no panic")
+        .expect("namespace entered")
+        .expect("every round");
+    let links = sh("ip", &["-n", pair.a.name(), "-o", "link", "show"]);
+    assert!(!links.contains(LINK), "the link is gone: {links}");
+}

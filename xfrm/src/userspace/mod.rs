@@ -393,9 +393,14 @@ impl Dataplane for UserspaceDataplane {
         let mut link = links
             .remove(name)
             .ok_or_else(|| Error::NotFound(format!("link {name}")))?;
-        link.task.abort();
         link.up = false;
         self.publish(&link);
+        link.task.abort();
+        // The task holds the device, and the interface goes only when the last holder
+        // closes it: wait for that, so that a link of the same name can be made at once
+        // (a reload that changes a neighbor makes its link again).
+        let _ = link.task.await;
+        drop(link.dev);
         Ok(())
     }
 
