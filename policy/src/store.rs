@@ -184,8 +184,8 @@ pub struct AdjacencyDb(Area);
 
 impl AdjacencyDb {
     /// Stores the records, each replacing its neighbor's previous one, in one batch. Not
-    /// flushed at once: a crash loses at most the last half second of what is only a
-    /// report (a restarted daemon starts every adjacency afresh).
+    /// flushed at once: sled writes it out within half a second, and a crash loses at most
+    /// that of what is only a report (a restarted daemon starts every adjacency afresh).
     pub fn put(&self, records: &[AdjacencyRecord]) -> Result<(), DbError> {
         let puts: Vec<_> = records.iter().map(|r| (r.neighbor.as_str(), r)).collect();
         self.0.write(&puts, &[])

@@ -48,7 +48,7 @@ const MAX_DATAGRAM: usize = 65_536;
 /// How long a changed adjacency record may wait to be written. A setup changes a record
 /// several times within milliseconds; writing them together costs one store batch per
 /// interval instead of one per change. The records are a report (a restart starts every
-/// adjacency afresh), so a crash loses at most this much of it.
+/// adjacency afresh): a crash loses at most this much of it, and the store's own delay.
 const RECORD_WRITE_DELAY: Duration = Duration::from_secs(1);
 
 impl NatT {

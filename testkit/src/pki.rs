@@ -106,10 +106,12 @@ impl Ca {
     }
 
     /// A certificate for `id` (subject `CN=<id>`, SANs `id` and `addr`) on a new
-    /// `key_type` key.
+    /// `key_type` key. Its files are new each time: one identity issued twice (side-by-side
+    /// runs of one setting) never overwrites a key or certificate a running node reads.
     pub fn issue_with(&self, id: &str, addr: &str, key_type: KeyType) -> Result<NodeCert> {
-        let key = gen_key(&self.dir, id, key_type)?;
-        let cert = self.dir.join(format!("{id}.pem"));
+        let stem = format!("{id}-{}", crate::unique_suffix());
+        let key = gen_key(&self.dir, &stem, key_type)?;
+        let cert = self.dir.join(format!("{stem}.pem"));
         pki(
             &[
                 "--issue",
