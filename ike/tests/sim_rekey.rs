@@ -305,3 +305,38 @@ fn simultaneous_initiation_ends_with_one_pair() {
         }
     }
 }
+
+/// A node whose child SA the peer refused (its selectors were changed at one end first)
+/// keeps that childless IKE SA while the peer, reconfigured, initiates again: of the two
+/// IKE SAs both ends keep the one carrying a child SA, whichever nonces they drew.
+#[test]
+fn of_duplicate_ike_sas_the_one_with_a_child_is_kept() {
+    for seed in 0..20 {
+        let mut net = Net::new(700 + seed);
+        net.add("alice.example", "192.0.2.1", Config::default());
+        net.add("bob.example", "192.0.2.2", Config::default());
+        net.pair_psk(0, 1);
+        net.nodes[1].engine.policy_mut().refuse_children = true;
+        net.initiate(0, 1);
+        assert!(
+            net.run_until(Duration::from_secs(5), |n| (0..2).all(|i| n.nodes[i]
+                .engine
+                .ike_sas()
+                .len()
+                == 1)
+                && n.nodes[0].count(|e| matches!(e, Event::ChildSaFailed { .. })) == 1),
+            "seed {seed}: the childless IKE SA"
+        );
+        net.nodes[1].engine.policy_mut().refuse_children = false;
+        net.initiate(1, 0);
+        net.run_for(Duration::from_secs(10));
+        assert!(settled(&net), "seed {seed}: one child SA pair");
+        for n in 0..2 {
+            assert_eq!(
+                net.nodes[n].engine.ike_sas().len(),
+                1,
+                "seed {seed} node {n}"
+            );
+        }
+    }
+}

@@ -528,8 +528,16 @@ impl<P: Policy> Engine<P> {
         if sa.peer_id().is_none() {
             return;
         }
-        let key = |sa: &IkeSa| std::cmp::min(sa.ni.clone(), sa.nr.clone());
-        let mut same: Vec<(Vec<u8>, u64)> = self
+        // Both ends must keep the same SA: they rank by what both know, an SA carrying a
+        // child SA before one whose child was refused (the one that is of use), then by
+        // the lowest nonce.
+        let key = |sa: &IkeSa| {
+            (
+                !sa.child_spis().is_empty(),
+                std::cmp::min(sa.ni.clone(), sa.nr.clone()),
+            )
+        };
+        let mut same: Vec<((bool, Vec<u8>), u64)> = self
             .with_peer_of(sa)
             .filter(|(_, s)| s.is_established())
             .map(|(spi, s)| (key(s), spi))
