@@ -115,7 +115,8 @@ impl NeighborObjects<'_> {
         Ok([inbound, outbound])
     }
 
-    /// The SAs of a pair, by the endpoints they are installed between.
+    /// The SAs of a pair, inbound then outbound, by the endpoints they are installed
+    /// between.
     pub fn sa_ids(&self, spis: ChildSpis) -> [SaId; 2] {
         [
             SaId {

@@ -16,7 +16,7 @@ use iiptran_policy::adjacency::{
 use iiptran_policy::config::{Config, Neighbor, diff};
 use iiptran_policy::store::{InstalledObject, KernelObject, Store};
 use iiptran_xfrm::userspace::IkeDatagram;
-use iiptran_xfrm::{Dataplane, DataplaneEvent, Direction, Error as DpError, OWNED_REQIDS};
+use iiptran_xfrm::{Dataplane, DataplaneEvent, Direction, Error as DpError, OWNED_REQIDS, SaId};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -50,6 +50,11 @@ const MAX_DATAGRAM: usize = 65_536;
 /// interval instead of one per change. The records are a report (a restart starts every
 /// adjacency afresh): a crash loses at most this much of it, and the store's own delay.
 const RECORD_WRITE_DELAY: Duration = Duration::from_secs(1);
+/// How long the inbound SA of a retired or deleted pair stays. The peer switches to the
+/// new pair before it retires the old one, but ESP it sealed with the old SA just before
+/// may still arrive after the IKE message that retires it (on the userspace data plane
+/// both leave through one socket, from different tasks).
+const INBOUND_GRACE: Duration = Duration::from_secs(2);
 
 impl NatT {
     /// The next datagram, as the engine expects it on port 4500 (with the marker).
@@ -119,6 +124,8 @@ pub struct Runtime<D: Dataplane> {
     ike_sas: HashMap<IkeSaId, String>,
     /// The timer each adjacency has armed, by neighbor name.
     timers: Deadlines<String, Time>,
+    /// Inbound SAs of retired pairs, removed after [`INBOUND_GRACE`].
+    retiring: Deadlines<SaId, Instant>,
     /// Neighbors whose record changed since it was last written, and when to write them.
     unwritten: BTreeSet<String>,
     write_records_at: Option<Instant>,
@@ -177,6 +184,7 @@ impl<D: Dataplane> Runtime<D> {
             neighbors: BTreeMap::new(),
             ike_sas: HashMap::new(),
             timers: Deadlines::default(),
+            retiring: Deadlines::default(),
             unwritten: BTreeSet::new(),
             write_records_at: None,
             next_reqid: *OWNED_REQIDS.start() + 1,
@@ -321,6 +329,7 @@ impl<D: Dataplane> Runtime<D> {
             .poll_timeout()
             .into_iter()
             .chain(timer)
+            .chain(self.retiring.next())
             .chain(self.write_records_at)
             .min()
             .map_or(far, |d| d.min(far))
@@ -334,9 +343,19 @@ impl<D: Dataplane> Runtime<D> {
         for name in self.timers.take_due(wall_now()) {
             self.feed(&name, AdjEvent::Timer).await;
         }
+        for id in self.retiring.take_due(now) {
+            self.delete_sa(id).await;
+        }
         if self.write_records_at.is_some_and(|at| at <= now) {
             self.write_records();
         }
+    }
+
+    async fn delete_sa(&mut self, id: SaId) {
+        if let Err(e) = gone_ok(self.dataplane.delete_sa(id).await) {
+            warn!(spi = id.spi, error = %e, "deleting an SA");
+        }
+        self.forget(&[sa_object(&id)]);
     }
 
     fn write_records(&mut self) {
@@ -774,7 +793,8 @@ impl<D: Dataplane> Runtime<D> {
         }
     }
 
-    /// Removes a pair from the data plane.
+    /// Removes a pair from the data plane: its outbound SA at once, its inbound SA after
+    /// [`INBOUND_GRACE`].
     async fn remove_sas(&mut self, name: &str, pair: &ChildPair) {
         let Some(n) = self.neighbors.get_mut(name) else {
             return;
@@ -783,14 +803,10 @@ impl<D: Dataplane> Runtime<D> {
         n.children.remove(&spis);
         n.outbound_waits.retain(|_, new| *new != spis);
         let n = &self.neighbors[name];
-        let ids = self.objects(n).sa_ids(spis_of(pair));
-        for id in &ids {
-            if let Err(e) = gone_ok(self.dataplane.delete_sa(*id).await) {
-                warn!(neighbor = name, error = %e, "deleting an SA");
-            }
-        }
-        let gone: Vec<KernelObject> = ids.iter().map(sa_object).collect();
-        self.forget(&gone);
+        let [inbound, outbound] = self.objects(n).sa_ids(spis_of(pair));
+        self.delete_sa(outbound).await;
+        self.retiring
+            .set(inbound, Some(Instant::now() + INBOUND_GRACE));
     }
 
     /// Removes a pair from the data plane and deletes it with the peer; a stopped

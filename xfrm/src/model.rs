@@ -270,7 +270,7 @@ pub struct Mark {
 }
 
 /// Identifies one SA: ESP, its endpoints and SPI.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SaId {
     pub src: IpAddr,
     pub dst: IpAddr,
