@@ -33,10 +33,10 @@ pub enum Error {
 }
 
 impl Error {
-    /// The errno behind a kernel refusal, if that is what this is.
+    /// The errno behind a kernel refusal or a failed system call, if that is what this is.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            Self::Kernel { source, .. } => source.raw_os_error(),
+            Self::Kernel { source, .. } | Self::Io(source) => source.raw_os_error(),
             _ => None,
         }
     }

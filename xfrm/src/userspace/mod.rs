@@ -243,6 +243,24 @@ async fn lifetimes(shared: std::sync::Weak<Shared>) {
     }
 }
 
+/// How long a new link waits for a device of the same name that is going away.
+const NAME_RELEASE: Duration = Duration::from_secs(2);
+
+/// [`build_tun`], waiting while a device of that name is still being torn down: the
+/// kernel frees the name only once the last holder of the old device has closed it,
+/// which a deleted link's task does as it ends.
+async fn build_tun_when_free(spec: &LinkSpec) -> Result<tun_rs::AsyncDevice> {
+    let deadline = tokio::time::Instant::now() + NAME_RELEASE;
+    loop {
+        match build_tun(spec) {
+            Err(e) if e.errno() == Some(libc::EBUSY) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            built => return built,
+        }
+    }
+}
+
 fn build_tun(spec: &LinkSpec) -> Result<tun_rs::AsyncDevice> {
     // Offload lets the kernel hand over (and the transmit task split) 64 KiB TCP packets,
     // one read instead of dozens; every packet then carries a virtio-net header.
@@ -362,7 +380,7 @@ impl Dataplane for UserspaceDataplane {
         if links.contains_key(&link.name) {
             return Err(Error::Exists(format!("link {}", link.name)));
         }
-        let dev = Arc::new(build_tun(link)?);
+        let dev = Arc::new(build_tun_when_free(link).await?);
         crate::ipv6_off::unless_carried(link);
         let task = tokio::spawn(tx::run(self.shared.clone(), dev.clone(), link.clone()));
         links.insert(
