@@ -414,11 +414,10 @@ impl Dataplane for UserspaceDataplane {
         link.up = false;
         self.publish(&link);
         link.task.abort();
-        // The task holds the device, and the interface goes only when the last holder
-        // closes it: wait for that, so that a link of the same name can be made at once
-        // (a reload that changes a neighbor makes its link again).
+        // The task holds the device: waiting for it to end leaves no task behind and
+        // mostly frees the name at once; `create_link` waits for what the kernel still
+        // takes (see `build_tun_when_free`).
         let _ = link.task.await;
-        drop(link.dev);
         Ok(())
     }
 
