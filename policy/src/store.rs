@@ -183,7 +183,8 @@ fn db_error(e: sled::Error) -> DbError {
 pub struct AdjacencyDb(Area);
 
 impl AdjacencyDb {
-    /// Stores the records, each replacing its neighbor's previous one, in one batch. Not
+    /// Stores the records, each replacing its neighbor's previous one, in one batch (keep
+    /// batches small: sled's memory for one grows with its size). Not
     /// flushed at once: sled writes it out within half a second, and a crash loses at most
     /// that of what is only a report (a restarted daemon starts every adjacency afresh).
     pub fn put(&self, records: &[AdjacencyRecord]) -> Result<(), DbError> {
