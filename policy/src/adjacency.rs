@@ -74,9 +74,8 @@ pub enum State {
 pub enum Event {
     /// The adjacency was configured (daemon start or reload).
     Start,
-    IkeSaUp {
-        ike_sa: u64,
-    },
+    /// An IKE SA with the neighbor is up: a new attempt, whose going is its own failure.
+    IkeSaUp,
     /// A child SA pair was negotiated. The newest pair replaces the one in use: the
     /// daemon passes on no pair of an IKE SA that the IKE engine found redundant
     /// (crossing initiations), so both nodes end with the same pair.
@@ -302,10 +301,7 @@ impl Adjacency {
                 State::Down { .. } => self.connect(now, "operator initiate", &mut out),
                 _ => out.push(Command::Log("already connecting or up".into())),
             },
-            Event::IkeSaUp { ike_sa } => {
-                self.refused = false;
-                out.push(Command::Log(format!("IKE SA {ike_sa:016x} up")));
-            }
+            Event::IkeSaUp => self.refused = false,
             Event::ChildSaEstablished(p) => self.established(now, p, &mut out),
             Event::ChildSaInstalled(p) => self.installed(now, p, &mut out),
             Event::LinkUp => self.link_came_up(now, &mut out),

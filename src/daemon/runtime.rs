@@ -410,9 +410,9 @@ impl<D: Dataplane> Runtime<D> {
                     self.engine.delete_ike(Instant::now(), sa);
                     return;
                 };
-                info!(neighbor = name.as_str(), %remote, "IKE SA up");
+                info!(neighbor = name.as_str(), %remote, sa = %format_args!("{:016x}", sa.0), "IKE SA up");
                 self.ike_sas.insert(sa, name.clone());
-                self.feed(&name, AdjEvent::IkeSaUp { ike_sa: sa.0 }).await;
+                self.feed(&name, AdjEvent::IkeSaUp).await;
             }
             Event::ChildSaUp(child) => {
                 let Some(name) = self.neighbor_of_sa(child.ike_sa) else {
