@@ -21,6 +21,7 @@
 
 mod batch;
 mod deliver;
+mod link_flags;
 mod rx;
 mod sad;
 mod spd;
@@ -166,6 +167,7 @@ impl Shared {
 pub struct UserspaceDataplane {
     shared: Arc<Shared>,
     links: tokio::sync::Mutex<HashMap<String, Link>>,
+    flags: link_flags::LinkFlags,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -176,6 +178,7 @@ impl UserspaceDataplane {
     pub fn new(socket: Arc<UdpSocket>) -> Result<(Self, mpsc::Receiver<IkeDatagram>)> {
         batch::prepare(&socket)?;
         let families = Families::of(&socket)?;
+        let flags = link_flags::LinkFlags::open()?;
         let (events, _) = broadcast::channel(256);
         let shared = Arc::new(Shared {
             socket,
@@ -194,6 +197,7 @@ impl UserspaceDataplane {
             Self {
                 shared,
                 links: tokio::sync::Mutex::new(HashMap::new()),
+                flags,
                 tasks,
             },
             ike_rx,
@@ -400,7 +404,7 @@ impl Dataplane for UserspaceDataplane {
         let link = links
             .get_mut(name)
             .ok_or_else(|| Error::NotFound(format!("link {name}")))?;
-        link.dev.enabled(up)?;
+        self.flags.set_up(name, up)?;
         link.up = up;
         self.publish(link);
         Ok(())
