@@ -434,6 +434,48 @@ fn chains_through_intermediates() {
 }
 
 #[test]
+fn a_chain_that_passed_passes_again_while_nothing_it_was_checked_on_changed() {
+    let root = Ca::new("vn root", &rcgen::PKCS_ED25519);
+    let intermediate = root.intermediate("vn intermediate");
+    let leaf = intermediate.issue(&ed25519_key(), |p| {
+        p.serial_number = Some(SerialNumber::from_slice(&[0x42]));
+        p.not_after = date_time_ymd(2027, 1, 2);
+    });
+    let chain = std::slice::from_ref(&intermediate.der);
+    let anchors = anchors(&root);
+
+    let first = anchors.validate_peer(&leaf, chain, now()).unwrap();
+    assert_eq!(first.cert_der(), leaf.as_slice());
+    assert_eq!(anchors.remembered(), 1);
+    let again = anchors.validate_peer(&leaf, chain, now()).unwrap();
+    assert_eq!(again.cert_der(), leaf.as_slice());
+    assert_eq!(anchors.remembered(), 1, "the same chain is one entry");
+
+    // The leaf alone is another chain, and it does not lead to the root.
+    assert_eq!(
+        chain_error(anchors.validate_peer(&leaf, &[], now())),
+        webpki::Error::UnknownIssuer
+    );
+    assert_eq!(anchors.remembered(), 1, "a failed chain is not remembered");
+
+    // Past the leaf's validity the remembered chain no longer passes.
+    let later = now() + Duration::from_secs(2 * 86_400);
+    assert!(matches!(
+        chain_error(anchors.validate_peer(&leaf, chain, later)),
+        webpki::Error::CertExpired { .. }
+    ));
+
+    // New CRLs: the chain is checked against them, not taken from memory.
+    anchors.set_crls(vec![intermediate.crl(&[0x42])]).unwrap();
+    assert_eq!(
+        chain_error(anchors.validate_peer(&leaf, chain, now())),
+        webpki::Error::CertRevoked
+    );
+    anchors.set_crls(Vec::new()).unwrap();
+    assert!(anchors.validate_peer(&leaf, chain, now()).is_ok());
+}
+
+#[test]
 fn trust_anchor_inputs() {
     let a = Ca::new("a", &rcgen::PKCS_ED25519);
     let b = Ca::new("b", &rcgen::PKCS_ECDSA_P256_SHA256);

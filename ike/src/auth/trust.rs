@@ -4,7 +4,9 @@ use super::{AuthError, CA_HASH_LEN, ca_hash};
 use crate::identity::{Identity, cert_matches_identity};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
-use std::sync::{Arc, PoisonError, RwLock};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 use webpki::{
     BorrowedCertRevocationList, CertRevocationList, ExtendedKeyUsageValidator, KeyPurposeId,
@@ -34,8 +36,29 @@ const EKU_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02]
 pub struct TrustAnchors {
     anchors: Vec<TrustAnchor<'static>>,
     ca_hashes: Vec<[u8; CA_HASH_LEN]>,
-    crls: RwLock<Arc<Vec<Vec<u8>>>>,
+    crls: RwLock<Crls>,
+    passed: Mutex<HashMap<[u8; 32], Passed>>,
 }
+
+#[derive(Debug, Default)]
+struct Crls {
+    ders: Arc<Vec<Vec<u8>>>,
+    /// Counts replacements: a chain that passed holds for the CRLs it was checked against.
+    generation: u64,
+}
+
+/// A chain that validated: against which CRLs, and the time span (Unix seconds) within
+/// every validity period of its certificates.
+#[derive(Clone, Copy, Debug)]
+struct Passed {
+    crls: u64,
+    not_before: u64,
+    not_after: u64,
+}
+
+/// Chains remembered at most; more are forgotten all at once. Only chains that passed
+/// get in, so a peer must hold a certificate of the VN to take a place.
+const PASSED_CHAINS: usize = 1024;
 
 /// A peer certificate whose chain validated.
 #[derive(Clone, Debug)]
@@ -117,6 +140,7 @@ impl TrustAnchors {
             anchors,
             ca_hashes,
             crls: RwLock::default(),
+            passed: Mutex::default(),
         })
     }
 
@@ -133,16 +157,68 @@ impl TrustAnchors {
         for der in &crls {
             BorrowedCertRevocationList::from_der(der).map_err(AuthError::BadCrl)?;
         }
-        *self.crls.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(crls);
+        let mut current = self.crls.write().unwrap_or_else(PoisonError::into_inner);
+        current.ders = Arc::new(crls);
+        current.generation += 1;
         Ok(())
     }
 
     /// The CRLs last set with [`set_crls`](Self::set_crls).
     pub fn crls(&self) -> Arc<Vec<Vec<u8>>> {
-        self.crls
-            .read()
+        self.current_crls().0
+    }
+
+    fn current_crls(&self) -> (Arc<Vec<Vec<u8>>>, u64) {
+        let current = self.crls.read().unwrap_or_else(PoisonError::into_inner);
+        (current.ders.clone(), current.generation)
+    }
+
+    /// [`validate`](Self::validate) against the CRLs last set. A chain that passed is
+    /// remembered, and the same chain again passes on its hash alone while the CRLs are
+    /// unchanged and `now` is within its certificates' validity: a peer that comes back
+    /// costs no signature check of its chain.
+    pub fn validate_peer(
+        &self,
+        end_entity: &[u8],
+        intermediates: &[Vec<u8>],
+        now: SystemTime,
+    ) -> Result<ValidatedPeer, AuthError> {
+        let (crls, generation) = self.current_crls();
+        let key = chain_hash(end_entity, intermediates);
+        let seconds = now
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| AuthError::BadTime)?
+            .as_secs();
+        let remembered = self
+            .passed
+            .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .get(&key)
+            .copied();
+        if let Some(p) = remembered
+            && p.crls == generation
+            && (p.not_before..=p.not_after).contains(&seconds)
+        {
+            return Ok(ValidatedPeer {
+                end_entity: end_entity.to_vec(),
+            });
+        }
+        let validated = self.validate(end_entity, intermediates, now, &crls)?;
+        if let Some((not_before, not_after)) = validity(end_entity, intermediates) {
+            let mut passed = self.passed.lock().unwrap_or_else(PoisonError::into_inner);
+            if passed.len() >= PASSED_CHAINS {
+                passed.clear();
+            }
+            passed.insert(
+                key,
+                Passed {
+                    crls: generation,
+                    not_before,
+                    not_after,
+                },
+            );
+        }
+        Ok(validated)
     }
 
     /// Validates `end_entity` at time `now`: validity periods, a chain through
@@ -196,4 +272,40 @@ impl TrustAnchors {
             end_entity: end_entity.to_vec(),
         })
     }
+}
+
+#[cfg(test)]
+impl TrustAnchors {
+    /// How many chains that passed are remembered.
+    pub(super) fn remembered(&self) -> usize {
+        self.passed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// SHA-256 over the chain as sent, each certificate preceded by its length.
+fn chain_hash(end_entity: &[u8], intermediates: &[Vec<u8>]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for der in std::iter::once(end_entity).chain(intermediates.iter().map(Vec::as_slice)) {
+        h.update((der.len() as u64).to_be_bytes());
+        h.update(der);
+    }
+    h.finalize().into()
+}
+
+/// The span within every certificate's validity period, in Unix seconds: the chain that
+/// validated may use fewer of the intermediates than were sent, so this may be narrower
+/// than its own, never wider.
+fn validity(end_entity: &[u8], intermediates: &[Vec<u8>]) -> Option<(u64, u64)> {
+    let mut span = (0u64, u64::MAX);
+    for der in std::iter::once(end_entity).chain(intermediates.iter().map(Vec::as_slice)) {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let v = cert.validity();
+        let not_before = u64::try_from(v.not_before.timestamp()).unwrap_or(0);
+        let not_after = u64::try_from(v.not_after.timestamp()).ok()?;
+        span = (span.0.max(not_before), span.1.min(not_after));
+    }
+    Some(span)
 }

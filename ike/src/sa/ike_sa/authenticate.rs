@@ -88,8 +88,7 @@ impl IkeSa {
                 });
                 let end_entity = certs.next().ok_or(AuthError::Mismatch)?;
                 let intermediates: Vec<Vec<u8>> = certs.collect();
-                let crls = anchors.crls();
-                let validated = anchors.validate(&end_entity, &intermediates, ctx.wall, &crls)?;
+                let validated = anchors.validate_peer(&end_entity, &intermediates, ctx.wall)?;
                 if !validated.matches(&peer.remote_id) {
                     return Err(AuthError::Mismatch);
                 }
