@@ -5,9 +5,10 @@ mod sim;
 
 use iiptran_ike::config::{Config, Lifetimes, Retransmission};
 use iiptran_ike::iana::DhId;
-use iiptran_ike::sa::{DownReason, Event, IkeSaId};
+use iiptran_ike::iana::ExchangeType;
+use iiptran_ike::sa::{DownReason, Event, IkeSaId, IkeSaState};
 use sim::{Faults, Net};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::Duration;
@@ -338,5 +339,104 @@ fn of_duplicate_ike_sas_the_one_with_a_child_is_kept() {
                 "seed {seed} node {n}"
             );
         }
+    }
+}
+
+/// The IKE header's SPIs and exchange type of a datagram of the simulated network.
+fn header(from: std::net::SocketAddr, payload: &[u8]) -> Option<(u64, u64, u8)> {
+    let header = payload.get(if from.port() == 4500 { 4.. } else { 0.. })?;
+    let spi = |at: usize| Some(u64::from_be_bytes(header.get(at..at + 8)?.try_into().ok()?));
+    Some((spi(0)?, spi(8)?, *header.get(18)?))
+}
+
+/// A peer that keeps the IKE SA of crossing initiations that it should delete (one with
+/// another rule for them, or whose DELETE is lost): when the IKE SA kept instead goes, the
+/// other takes its place and its child SA is reported up again.
+#[test]
+fn a_duplicate_the_peer_keeps_takes_over_when_the_kept_one_goes() {
+    for seed in 0..20 {
+        let mut net = Net::new(900 + seed);
+        net.add("alice.example", "192.0.2.1", Config::default());
+        net.add("bob.example", "192.0.2.2", Config::default());
+        net.pair_psk(0, 1);
+        // Until the duplicate is known no INFORMATIONAL gets through, then none of it:
+        // its initiator's DELETE never arrives.
+        let held: Rc<Cell<Option<(u64, u64)>>> = Rc::new(Cell::new(None));
+        let spis = held.clone();
+        net.filter = Some(Box::new(move |from, _, payload| {
+            let Some((spi_i, spi_r, exchange)) = header(from, payload) else {
+                return true;
+            };
+            match spis.get() {
+                None => exchange != ExchangeType::INFORMATIONAL.0,
+                Some(held) => held != (spi_i, spi_r),
+            }
+        }));
+        net.initiate(0, 1);
+        net.initiate(1, 0);
+        let both_up = |n: &Net| {
+            (0..2).all(|i| {
+                let sas = n.nodes[i].engine.snapshot();
+                sas.len() == 2
+                    && sas
+                        .iter()
+                        .all(|s| matches!(s.state, IkeSaState::Established | IkeSaState::Duplicate))
+            })
+        };
+        assert!(
+            net.run_until(Duration::from_secs(5), both_up),
+            "seed {seed}: both IKE SAs up at both ends"
+        );
+        // The end that responded to the duplicate waits for the peer to delete it.
+        let (keeper, duplicate) = (0..2)
+            .find_map(|n| {
+                let d = net.nodes[n]
+                    .engine
+                    .snapshot()
+                    .into_iter()
+                    .find(|s| s.state == IkeSaState::Duplicate && !s.initiator)?;
+                Some((n, d))
+            })
+            .unwrap_or_else(|| panic!("seed {seed}: a duplicate the peer initiated"));
+        held.set(Some((duplicate.spi_i, duplicate.spi_r)));
+        let node = &net.nodes[keeper];
+        assert_eq!(
+            node.count(|e| matches!(e, Event::ChildSaUp(c) if c.ike_sa == duplicate.id)),
+            1,
+            "seed {seed}: the duplicate's child came up once"
+        );
+        let kept = node
+            .engine
+            .snapshot()
+            .into_iter()
+            .find(|s| s.state == IkeSaState::Established)
+            .expect("the IKE SA kept")
+            .id;
+
+        let now = net.now;
+        assert!(net.nodes[keeper].engine.delete_ike(now, kept));
+        assert!(
+            net.run_until(Duration::from_secs(5), |n| !n.nodes[keeper]
+                .engine
+                .ike_sas()
+                .contains(&kept)),
+            "seed {seed}: the kept IKE SA deleted"
+        );
+        let node = &net.nodes[keeper];
+        assert!(!node.engine.is_duplicate(duplicate.id), "seed {seed}");
+        assert_eq!(node.engine.ike_sas(), vec![duplicate.id], "seed {seed}");
+        assert_eq!(
+            node.count(|e| matches!(e, Event::ChildSaUp(c) if c.ike_sa == duplicate.id)),
+            2,
+            "seed {seed}: the duplicate's child reported up again"
+        );
+        let installed = node.engine.child_sas(duplicate.id);
+        assert_eq!(installed.len(), 1, "seed {seed}");
+        assert!(
+            node.active_children()
+                .iter()
+                .any(|c| c.spis == installed[0]),
+            "seed {seed}: the child in use is the duplicate's"
+        );
     }
 }

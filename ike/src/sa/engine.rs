@@ -174,8 +174,8 @@ impl<P: Policy> Engine<P> {
     }
 
     /// Whether another IKE SA with the same peer is kept instead of this one
-    /// (simultaneous initiation): its child SAs are not to be used, and the engine
-    /// deletes it.
+    /// (simultaneous initiation): its child SAs are not to be used (unless reported up
+    /// again), and the engine deletes it.
     pub fn is_duplicate(&self, sa: IkeSaId) -> bool {
         self.current(sa).is_some_and(|s| s.duplicate)
     }
@@ -528,25 +528,19 @@ impl<P: Policy> Engine<P> {
         if sa.peer_id().is_none() {
             return;
         }
-        // Both ends must keep the same SA: they rank by what both know, an SA carrying a
-        // child SA before one whose child was refused (the one that is of use), then by
-        // the lowest nonce.
-        let key = |sa: &IkeSa| {
-            (
-                !sa.child_spis().is_empty(),
-                std::cmp::min(sa.ni.clone(), sa.nr.clone()),
-            )
-        };
         let mut same: Vec<((bool, Vec<u8>), u64)> = self
             .with_peer_of(sa)
             .filter(|(_, s)| s.is_established())
-            .map(|(spi, s)| (key(s), spi))
+            .map(|(spi, s)| (rank(s), spi))
             .collect();
         if same.len() < 2 {
             return;
         }
         same.sort();
         let keep = same.pop();
+        if let Some((_, kept)) = keep {
+            self.reinstate(kept);
+        }
         for (_, loser) in same {
             debug!(?keep, loser, "duplicate IKE SA");
             let Some(sa) = self.sas.get_mut(&loser) else {
@@ -564,12 +558,45 @@ impl<P: Policy> Engine<P> {
         }
     }
 
+    /// An IKE SA that lost to another with the same peer is kept after all: when it ranks
+    /// first again, or when the one kept went first and the peer has not deleted this one
+    /// (a peer with another rule, or its DELETE lost). One whose deletion is ours and
+    /// under way stays as it is.
+    fn reinstate(&mut self, spi: u64) {
+        if let Some(sa) = self.sas.get_mut(&spi)
+            && sa.duplicate
+            && !sa.initiator
+        {
+            debug!(spi, "duplicate IKE SA kept after all");
+            sa.reinstate(&mut self.events);
+            self.schedule(spi);
+        }
+    }
+
+    /// After an IKE SA with a peer went: if only duplicates are left with that peer, the
+    /// best of them is kept.
+    fn successor_among_duplicates(&mut self, gone: &IkeSa) {
+        let left: Vec<((bool, Vec<u8>), u64, bool)> = self
+            .with_peer_of(gone)
+            .filter(|(_, s)| s.is_established())
+            .map(|(spi, s)| (rank(s), spi, s.duplicate))
+            .collect();
+        if left.iter().all(|(_, _, duplicate)| *duplicate)
+            && let Some((_, best, _)) = left.into_iter().max()
+        {
+            self.reinstate(best);
+        }
+    }
+
     fn reap(&mut self, now: Instant) {
         for spi in std::mem::take(&mut self.dying) {
             let Some(sa) = self.sas.remove(&spi) else {
                 continue;
             };
             self.by_addresses.remove(addresses(&sa), spi);
+            if !sa.duplicate && sa.peer_id().is_some() {
+                self.successor_among_duplicates(&sa);
+            }
             self.timers.set(spi, None);
             if let Some(key) = sa.init_key
                 && self.half_open.get(&key) == Some(&spi)
@@ -598,6 +625,16 @@ fn wall_time((then, wall): (Instant, SystemTime), now: Instant) -> SystemTime {
             .checked_sub(then.duration_since(now))
             .unwrap_or(SystemTime::UNIX_EPOCH),
     }
+}
+
+/// Of two IKE SAs with one peer both ends must keep the same: they rank by what both
+/// know, an SA carrying a child SA before one whose child was refused (the one that is of
+/// use), then by the lowest nonce; the highest is kept.
+fn rank(sa: &IkeSa) -> (bool, Vec<u8>) {
+    (
+        !sa.child_spis().is_empty(),
+        std::cmp::min(sa.ni.clone(), sa.nr.clone()),
+    )
 }
 
 fn addresses(sa: &IkeSa) -> Addresses {

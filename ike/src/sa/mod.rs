@@ -24,9 +24,12 @@
 //!   the other exchange deletes the old one. Requests that would cross an IKE SA rekey
 //!   are answered with TEMPORARY_FAILURE (§2.25) and retried by their sender.
 //! - Simultaneous initiation: once two IKE SAs with the same peer identity are up, both
-//!   ends keep the one whose lower nonce (of Ni, Nr) is higher; whoever initiated the
+//!   ends keep the one carrying a child SA, of two such the one whose lower nonce (of Ni,
+//!   Nr) is higher; whoever initiated the
 //!   other deletes it ([`DownReason::Duplicate`]); [`Engine::is_duplicate`] tells the
-//!   caller not to use the other's child SAs meanwhile.
+//!   caller not to use the other's child SAs meanwhile. Should the kept one go first
+//!   while the peer still holds the other, the other is kept after all and its child SAs
+//!   are reported up again ([`Event::ChildSaUp`]).
 //! - Peer restart: a new IKE SA with INITIAL_CONTACT ends every IKE SA with that peer
 //!   established before it began ([`DownReason::PeerRestarted`]).
 //! - A child SA request without USE_TRANSPORT_MODE is refused with NO_PROPOSAL_CHOSEN

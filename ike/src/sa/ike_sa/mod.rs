@@ -312,6 +312,16 @@ impl IkeSa {
         self.peer.as_ref().map(|p| &p.remote_id)
     }
 
+    /// No longer a duplicate: the child SAs withheld meanwhile are reported up again.
+    pub fn reinstate(&mut self, events: &mut VecDeque<Event>) {
+        self.duplicate = false;
+        for c in &self.children {
+            if c.state == ChildState::Installed && c.announced {
+                events.push_back(Event::ChildSaUp(c.sa.clone()));
+            }
+        }
+    }
+
     pub fn child_spis(&self) -> Vec<ChildSpis> {
         self.children
             .iter()
