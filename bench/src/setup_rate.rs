@@ -173,7 +173,23 @@ pub fn run_once(
         .ip(&["route", "add", "local", NODES_NET, "dev", "lo"])?;
     pair.b
         .ip(&["route", "add", NODES_NET, "via", LOADGEN_ADDR])?;
-    let run_dir = WorkDir::new(dir.join(format!("{responder:?}-{count}-{}", std::process::id())))?;
+    let mut run_dir =
+        WorkDir::new(dir.join(format!("{responder:?}-{count}-{}", std::process::id())))?;
+    let run = measure(setup, &pair, &run_dir, ca, cert, responder, count);
+    // The logs of a failed run are what explains it.
+    run_dir.keep |= run.is_err();
+    run
+}
+
+fn measure(
+    setup: &Setup,
+    pair: &Pair,
+    run_dir: &WorkDir,
+    ca: &Ca,
+    cert: &NodeCert,
+    responder: Responder,
+    count: u32,
+) -> Result<RateRun> {
     let started = Instant::now();
     let subject = match responder {
         Responder::Iiptrand => Subject::Iiptrand(Daemon::start(
