@@ -86,6 +86,11 @@ pub enum Event {
     },
     /// Both SAs of the pair are in the data plane.
     ChildSaInstalled(ChildPair),
+    /// The data plane refused the pair.
+    InstallFailed {
+        pair: ChildPair,
+        reason: String,
+    },
     LinkUp,
     /// A rekey of the current pair began.
     RekeyStarted,
@@ -304,6 +309,22 @@ impl Adjacency {
             Event::IkeSaUp => self.refused = false,
             Event::ChildSaEstablished(p) => self.established(now, p, &mut out),
             Event::ChildSaInstalled(p) => self.installed(now, p, &mut out),
+            Event::InstallFailed { pair, reason } => {
+                // A pair that is not in the data plane is of no use, and a passive
+                // adjacency would wait for ever with a peer that believes it is up:
+                // failing deletes it with the peer, which starts afresh.
+                if [self.current, self.next]
+                    .into_iter()
+                    .flatten()
+                    .any(|k| k.pair == pair)
+                {
+                    self.fail(
+                        now,
+                        &format!("cannot install the child SAs: {reason}"),
+                        &mut out,
+                    );
+                }
+            }
             Event::LinkUp => self.link_came_up(now, &mut out),
             Event::RekeyStarted => {
                 if self.state == State::Up {

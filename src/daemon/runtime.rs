@@ -683,7 +683,8 @@ impl<D: Dataplane> Runtime<D> {
                     Ok(()) => Some(AdjEvent::LinkUp),
                     Err(e) => {
                         warn!(neighbor = name, error = %e, "cannot set the link up");
-                        None
+                        // Made afresh for the next attempt, as a link lost behind our back.
+                        Some(AdjEvent::LinkLost)
                     }
                 };
             }
@@ -705,7 +706,10 @@ impl<D: Dataplane> Runtime<D> {
                     Ok(()) => Some(AdjEvent::ChildSaInstalled(pair)),
                     Err(e) => {
                         warn!(neighbor = name, error = %e, "cannot install the child SAs");
-                        None
+                        Some(AdjEvent::InstallFailed {
+                            pair,
+                            reason: e.to_string(),
+                        })
                     }
                 };
             }

@@ -709,6 +709,43 @@ fn a_lost_link_fails_the_adjacency_and_is_made_again() {
     assert_eq!(a.state(), State::Up);
 }
 
+#[test]
+fn a_pair_the_data_plane_refuses_is_deleted_and_the_attempt_fails() {
+    for passive in [false, true] {
+        let mut a = adjacency(passive);
+        a.handle(t(0), Event::Start);
+        assert_eq!(
+            a.handle(t(1), Event::ChildSaEstablished(P1)),
+            [Command::InstallSas(P1)]
+        );
+        let refused = |pair| Event::InstallFailed {
+            pair,
+            reason: "no room".into(),
+        };
+        assert!(a.handle(t(2), refused(P2)).is_empty(), "not a pair in use");
+        let out = a.handle(t(2), refused(P1));
+        let why = "cannot install the child SAs: no room".to_owned();
+        assert_eq!(
+            out[..2],
+            [Command::DeleteSas(P1), Command::Log(why.clone())]
+        );
+        assert_eq!(a.history().last_error, Some((t(2), why)));
+        if passive {
+            assert_eq!(
+                a.state(),
+                State::Connecting,
+                "waits for the peer's next try"
+            );
+        } else {
+            let State::Down { retry_at } = a.state() else {
+                panic!("not backing off: {:?}", a.state());
+            };
+            assert_eq!(out[2..], [Command::ArmTimer(retry_at)]);
+        }
+        assert!(a.current().is_none());
+    }
+}
+
 /// A small pool, so that random events often name the pairs in use.
 fn any_pair() -> impl Strategy<Value = ChildPair> {
     prop_oneof![
@@ -733,6 +770,10 @@ fn any_event() -> impl Strategy<Value = Event> {
         Just(Event::RekeyFailed),
         Just(Event::ChildSaFailed { reason: "r".into() }),
         Just(Event::LinkLost),
+        any_pair().prop_map(|pair| Event::InstallFailed {
+            pair,
+            reason: "r".into()
+        }),
         Just(Event::AuthFailed { reason: "r".into() }),
         (1u64..3).prop_map(|ike_sa| Event::PeerDeleted { ike_sa }),
         (1u64..3).prop_map(|ike_sa| Event::PeerRestarted { ike_sa }),
