@@ -299,7 +299,9 @@ fn launch(
             if let Some(status) = process.exited()? {
                 bail!("charon {name} exited ({status}): {}", process.dump());
             }
-            Ok(vici.exists())
+            // The socket file appears when charon binds it, a moment before it listens:
+            // ready is when a connection is taken.
+            Ok(std::os::unix::net::UnixStream::connect(&vici).is_ok())
         },
     )?;
     Ok(process)
