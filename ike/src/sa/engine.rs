@@ -528,7 +528,7 @@ impl<P: Policy> Engine<P> {
         if sa.peer_id().is_none() {
             return;
         }
-        let mut same: Vec<((bool, Vec<u8>), u64)> = self
+        let mut same: Vec<(Rank, u64)> = self
             .with_peer_of(sa)
             .filter(|(_, s)| s.is_established())
             .map(|(spi, s)| (rank(s), spi))
@@ -574,17 +574,20 @@ impl<P: Policy> Engine<P> {
     }
 
     /// After an IKE SA with a peer went: if only duplicates are left with that peer, the
-    /// best of them is kept.
+    /// best of those this end is not deleting is kept.
     fn successor_among_duplicates(&mut self, gone: &IkeSa) {
-        let left: Vec<((bool, Vec<u8>), u64, bool)> = self
-            .with_peer_of(gone)
-            .filter(|(_, s)| s.is_established())
-            .map(|(spi, s)| (rank(s), spi, s.duplicate))
-            .collect();
-        if left.iter().all(|(_, _, duplicate)| *duplicate)
-            && let Some((_, best, _)) = left.into_iter().max()
+        let mut in_use = false;
+        let mut best: Option<(Rank, u64)> = None;
+        for (spi, s) in self.with_peer_of(gone).filter(|(_, s)| s.is_established()) {
+            in_use |= !s.duplicate;
+            if !s.initiator {
+                best = best.max(Some((rank(s), spi)));
+            }
+        }
+        if let Some((_, spi)) = best
+            && !in_use
         {
-            self.reinstate(best);
+            self.reinstate(spi);
         }
     }
 
@@ -630,7 +633,9 @@ fn wall_time((then, wall): (Instant, SystemTime), now: Instant) -> SystemTime {
 /// Of two IKE SAs with one peer both ends must keep the same: they rank by what both
 /// know, an SA carrying a child SA before one whose child was refused (the one that is of
 /// use), then by the lowest nonce; the highest is kept.
-fn rank(sa: &IkeSa) -> (bool, Vec<u8>) {
+type Rank = (bool, Vec<u8>);
+
+fn rank(sa: &IkeSa) -> Rank {
     (
         !sa.child_spis().is_empty(),
         std::cmp::min(sa.ni.clone(), sa.nr.clone()),
