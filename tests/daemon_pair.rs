@@ -481,3 +481,38 @@ fn a_daemon_killed_and_restarted_replaces_its_stale_sas_at_once() {
         .run("ping", &["-c", "2", "-W", "2", "-i", "0.2", "10.255.0.1"])
         .or_panic();
 }
+
+/// A daemon stopped and started again still shows its neighbor's past: the history kept
+/// in the adjacency records outlives the process.
+#[test]
+fn a_restarted_daemon_shows_its_neighbors_past() {
+    if !have_root("a_restarted_daemon_shows_its_neighbors_past") {
+        return;
+    }
+    let dir = WorkDir::temp("daemon-history").or_panic();
+    let nodes = two_nodes(&Auth::Psk);
+    let (mut a, mut b) = nodes.start(dir.path()).or_panic();
+    wait_one_pair(&a, &b, Duration::from_secs(30));
+    let up = a.neighbor("b").or_panic().expect("a lists b");
+    assert!(up.last_established.is_some());
+    // b goes for good, deleting its SAs: a's adjacency fails and stays down.
+    b.process.stop().or_panic();
+    let failed = wait_for_b(&a, "a to see b go", scaled(Duration::from_secs(10)), |n| {
+        n.last_error.is_some()
+    });
+    a.restart(&nodes.a_ns, dir.path()).or_panic();
+    let after = wait_until(
+        "a to answer again",
+        scaled(Duration::from_secs(10)),
+        Duration::from_millis(100),
+        || a.neighbor("b"),
+    )
+    .or_panic();
+    assert_eq!(
+        (after.last_established, last_error(&after)),
+        (up.last_established, last_error(&failed)),
+        "{}",
+        a.process.dump()
+    );
+    assert_ne!(after.adjacency, "up");
+}

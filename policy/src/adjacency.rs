@@ -265,6 +265,17 @@ impl Adjacency {
         &self.history
     }
 
+    /// Takes over the history of this neighbor's record from an earlier run of the
+    /// daemon, so that its past (last established, last error, transitions) outlives a
+    /// restart; the adjacency itself starts afresh.
+    pub fn restore(&mut self, mut history: History) {
+        while history.transitions.len() > HISTORY_LEN {
+            history.transitions.pop_front();
+        }
+        self.history = history;
+        self.revision += 1;
+    }
+
     /// The pair carrying traffic (or being installed to).
     pub fn current(&self) -> Option<ChildPair> {
         self.current.map(|c| c.pair)

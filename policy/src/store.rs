@@ -186,7 +186,7 @@ impl AdjacencyDb {
     /// Stores the records, each replacing its neighbor's previous one, in one batch (keep
     /// batches small: sled's memory for one grows with its size). Not
     /// flushed at once: sled writes it out within half a second, and a crash loses at most
-    /// that of what is only a report (a restarted daemon starts every adjacency afresh).
+    /// that of the history a restarted daemon takes over.
     pub fn put(&self, records: &[AdjacencyRecord]) -> Result<(), DbError> {
         let puts: Vec<_> = records.iter().map(|r| (r.neighbor.as_str(), r)).collect();
         self.0.write(&puts, &[])

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use iiptran_ike::deadlines::Deadlines;
 use iiptran_ike::sa::{ChildSa, ChildSpis, DownReason, Engine, Event, IkeSaId};
 use iiptran_policy::adjacency::{
-    Adjacency, ChildPair, Command, Event as AdjEvent, State, Time, Timing,
+    Adjacency, ChildPair, Command, Event as AdjEvent, History, State, Time, Timing,
 };
 use iiptran_policy::config::{Config, Neighbor, diff};
 use iiptran_policy::store::{InstalledObject, KernelObject, Store};
@@ -47,8 +47,9 @@ const MARKER: [u8; 4] = [0; 4];
 const MAX_DATAGRAM: usize = 65_536;
 /// How long a changed adjacency record may wait to be written. A setup changes a record
 /// several times within milliseconds; writing them together costs one store batch per
-/// interval instead of one per change. The records are a report (a restart starts every
-/// adjacency afresh): a crash loses at most this much of it, and the store's own delay.
+/// interval instead of one per change. The records keep each adjacency's history across
+/// restarts (the adjacency itself starts afresh): a crash loses at most this much of it,
+/// and the store's own delay.
 const RECORD_WRITE_DELAY: Duration = Duration::from_secs(1);
 /// Records per store batch. sled's working memory for a batch grows with its size and the
 /// heap keeps what a thousand-record batch took (about 2.5 KiB of resident memory per
@@ -208,14 +209,36 @@ impl<D: Dataplane> Runtime<D> {
         }
     }
 
-    /// Removes what a previous run left in the data plane, then starts every adjacency.
+    /// Removes what a previous run left in the data plane, then starts every adjacency
+    /// with the history its record kept.
     pub async fn start(&mut self) {
         remove_recorded(&self.store, &self.dataplane).await;
+        let mut histories = self.stored_histories();
         let neighbors = self.config.neighbors.clone();
         for n in neighbors {
-            self.add_neighbor(n).await;
+            let history = histories.remove(n.name.as_str());
+            self.add_neighbor(n, history).await;
+        }
+        for gone in histories.keys() {
+            if let Err(e) = self.store.adjacencies().and_then(|db| db.remove(gone)) {
+                warn!(neighbor = gone.as_str(), error = %e, "removing the adjacency record");
+            }
         }
         self.drain().await;
+    }
+
+    /// The history of each adjacency record in the store, by neighbor.
+    fn stored_histories(&self) -> HashMap<String, History> {
+        match self.store.adjacencies().and_then(|db| db.list()) {
+            Ok(records) => records
+                .into_iter()
+                .map(|r| (r.neighbor, r.history))
+                .collect(),
+            Err(e) => {
+                warn!(error = %e, "reading the adjacency records");
+                HashMap::new()
+            }
+        }
     }
 
     /// Records objects about to be installed, durably: a crash after the install must
@@ -248,9 +271,12 @@ impl<D: Dataplane> Runtime<D> {
         }
     }
 
-    async fn add_neighbor(&mut self, config: Neighbor) {
+    async fn add_neighbor(&mut self, config: Neighbor, history: Option<History>) {
         let seed = wall_now().0 ^ u64::from(self.next_reqid).rotate_left(32);
-        let adjacency = Adjacency::new(&config.name, config.passive, Timing::default(), seed);
+        let mut adjacency = Adjacency::new(&config.name, config.passive, Timing::default(), seed);
+        if let Some(history) = history {
+            adjacency.restore(history);
+        }
         let name = config.name.clone();
         self.neighbors.insert(
             name.clone(),
@@ -881,7 +907,7 @@ impl<D: Dataplane> Runtime<D> {
         self.config = new;
         for name in d.added.iter().chain(&d.changed) {
             if let Some(n) = self.config.neighbor(name).cloned() {
-                self.add_neighbor(n).await;
+                self.add_neighbor(n, None).await;
             }
         }
         self.drain().await;

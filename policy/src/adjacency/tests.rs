@@ -746,6 +746,40 @@ fn a_pair_the_data_plane_refuses_is_deleted_and_the_attempt_fails() {
     }
 }
 
+#[test]
+fn a_restored_history_is_carried_on() {
+    let mut before = up();
+    before.handle(t(5), Event::LivenessFailed);
+    let stored = before.history().clone();
+    assert_eq!(stored.transitions.len(), 3);
+
+    let mut a = adjacency(false);
+    let revision = a.revision();
+    a.restore(stored.clone());
+    assert_ne!(a.revision(), revision, "the record changed");
+    assert_eq!(a.history(), &stored);
+    a.handle(t(9), Event::Start);
+    let h = a.history();
+    assert_eq!(h.last_established, stored.last_established);
+    assert_eq!(h.last_error, stored.last_error);
+    assert_eq!(h.transitions.len(), 4);
+    assert!(h.transitions.iter().take(3).eq(stored.transitions.iter()));
+    assert_eq!(
+        (h.transitions[3].at, h.transitions[3].to),
+        (t(9), State::Connecting)
+    );
+
+    // A longer history than is kept loses its oldest transitions.
+    let mut long = stored.clone();
+    while long.transitions.len() <= 40 {
+        long.transitions.push_back(stored.transitions[0].clone());
+    }
+    let last = long.transitions.back().cloned();
+    a.restore(long);
+    assert_eq!(a.history().transitions.len(), 32);
+    assert_eq!(a.history().transitions.back().cloned(), last);
+}
+
 /// A small pool, so that random events often name the pairs in use.
 fn any_pair() -> impl Strategy<Value = ChildPair> {
     prop_oneof![
