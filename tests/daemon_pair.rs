@@ -501,13 +501,12 @@ fn a_restarted_daemon_shows_its_neighbors_past() {
         n.last_error.is_some()
     });
     a.restart(&nodes.a_ns, dir.path()).or_panic();
-    let after = wait_until(
+    let after = wait_for_b(
+        &a,
         "a to answer again",
         scaled(Duration::from_secs(10)),
-        Duration::from_millis(100),
-        || a.neighbor("b"),
-    )
-    .or_panic();
+        |_| true,
+    );
     assert_eq!(
         (after.last_established, last_error(&after)),
         (up.last_established, last_error(&failed)),

@@ -14,14 +14,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn nodes(seed: u64, config: Config) -> Net {
-    let mut net = Net::new(seed);
-    net.add("alice.vn.example", "192.0.2.1", config.clone());
-    net.add("bob.vn.example", "192.0.2.2", config);
-    net.pair_psk(0, 1);
-    net
-}
-
 /// A fresh IKE_SA_INIT request towards `to`, as a stand-alone initiator would send it.
 fn init_request(net: &Net, to: SocketAddr) -> Vec<u8> {
     let mut engine = Engine::new(
@@ -75,7 +67,7 @@ fn notifies(datagram: &[u8]) -> Vec<NotifyType> {
 
 #[test]
 fn cookies_under_a_flood_of_spoofed_requests() {
-    let mut net = nodes(
+    let mut net = Net::psk_pair(
         50,
         Config {
             cookie_threshold: 5,
@@ -106,7 +98,7 @@ fn cookies_under_a_flood_of_spoofed_requests() {
 
 #[test]
 fn spoofed_half_open_sas_expire() {
-    let mut net = nodes(51, Config::default());
+    let mut net = Net::psk_pair(51, Config::default());
     let bob = net.nodes[1].addr();
     for i in 0..3u32 {
         let from = SocketAddr::new(std::net::Ipv4Addr::from(0xc612_0100 + i).into(), 500);
@@ -123,7 +115,7 @@ fn spoofed_half_open_sas_expire() {
 
 #[test]
 fn invalid_major_version_is_answered() {
-    let mut net = nodes(52, Config::default());
+    let mut net = Net::psk_pair(52, Config::default());
     let seen = capture_to_strangers(&mut net);
     let bob = net.nodes[1].addr();
     let mut request = init_request(&net, bob);
@@ -144,7 +136,7 @@ fn invalid_major_version_is_answered() {
 
 #[test]
 fn unsupported_critical_payload_is_answered() {
-    let mut net = nodes(53, Config::default());
+    let mut net = Net::psk_pair(53, Config::default());
     let seen = capture_to_strangers(&mut net);
     let bob = net.nodes[1].addr();
     let mut message = Message::parse(&init_request(&net, bob)).unwrap();
@@ -173,7 +165,7 @@ fn unsupported_critical_payload_is_answered() {
 
 #[test]
 fn init_request_without_ke_is_invalid_syntax() {
-    let mut net = nodes(54, Config::default());
+    let mut net = Net::psk_pair(54, Config::default());
     let seen = capture_to_strangers(&mut net);
     let bob = net.nodes[1].addr();
     let mut message = Message::parse(&init_request(&net, bob)).unwrap();
@@ -233,7 +225,7 @@ fn fragmented_ike_auth_with_loss() {
 
 #[test]
 fn forced_nat_traversal_moves_to_port_4500() {
-    let mut net = nodes(
+    let mut net = Net::psk_pair(
         70,
         Config {
             force_nat_t: true,
@@ -274,7 +266,7 @@ fn forced_nat_traversal_moves_to_port_4500() {
 
 #[test]
 fn moving_to_port_4500_without_a_nat_keeps_esp_plain() {
-    let mut net = nodes(73, Config::default());
+    let mut net = Net::psk_pair(73, Config::default());
     // Alice's first IKE_AUTH request is held back and then sent from and to port 4500,
     // as strongSwan does (it moves for MOBIKE whether or not there is a NAT).
     let held = Rc::new(RefCell::new(Vec::new()));
@@ -305,7 +297,7 @@ fn moving_to_port_4500_without_a_nat_keeps_esp_plain() {
 
 #[test]
 fn esp_on_port_4500_is_not_taken_for_ike() {
-    let mut net = nodes(71, Config::default());
+    let mut net = Net::psk_pair(71, Config::default());
     let bob = SocketAddr::new(net.nodes[1].ip, 4500);
     net.inject(
         "198.18.2.1:4500".parse().unwrap(),
@@ -319,7 +311,7 @@ fn esp_on_port_4500_is_not_taken_for_ike() {
 
 #[test]
 fn hostile_datagrams_do_not_disturb_an_established_sa() {
-    let mut net = nodes(80, Config::default());
+    let mut net = Net::psk_pair(80, Config::default());
     let seen = Rc::new(RefCell::new(Vec::new()));
     let sink = seen.clone();
     net.filter = Some(Box::new(move |from, to, payload| {
@@ -405,7 +397,7 @@ fn nat_detection_moves_both_to_port_4500() {
 
 #[test]
 fn unknown_ike_spis_are_answered_with_invalid_ike_spi_at_a_limited_rate() {
-    let mut net = nodes(60, Config::default());
+    let mut net = Net::psk_pair(60, Config::default());
     let seen = capture_to_strangers(&mut net);
     let bob = net.nodes[1].addr();
     let message = |response: bool| {

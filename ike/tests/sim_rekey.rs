@@ -14,10 +14,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 fn up(seed: u64, config: Config) -> (Net, [IkeSaId; 2]) {
-    let mut net = Net::new(seed);
-    net.add("alice.example", "192.0.2.1", config.clone());
-    net.add("bob.example", "192.0.2.2", config);
-    net.pair_psk(0, 1);
+    let mut net = Net::psk_pair(seed, config);
     let a = net.initiate(0, 1);
     assert!(net.run_until(Duration::from_secs(1), |n| n.paired(0, 1)));
     let b = net.nodes[1].ike_up()[0];
@@ -270,10 +267,7 @@ fn rekeys_by_lifetime_under_loss() {
 #[test]
 fn simultaneous_initiation_ends_with_one_pair() {
     for seed in 0..20 {
-        let mut net = Net::new(400 + seed);
-        net.add("alice.example", "192.0.2.1", Config::default());
-        net.add("bob.example", "192.0.2.2", Config::default());
-        net.pair_psk(0, 1);
+        let mut net = Net::psk_pair(400 + seed, Config::default());
         net.initiate(0, 1);
         net.initiate(1, 0);
         net.run_for(Duration::from_secs(10));
@@ -313,10 +307,7 @@ fn simultaneous_initiation_ends_with_one_pair() {
 #[test]
 fn of_duplicate_ike_sas_the_one_with_a_child_is_kept() {
     for seed in 0..20 {
-        let mut net = Net::new(700 + seed);
-        net.add("alice.example", "192.0.2.1", Config::default());
-        net.add("bob.example", "192.0.2.2", Config::default());
-        net.pair_psk(0, 1);
+        let mut net = Net::psk_pair(700 + seed, Config::default());
         net.nodes[1].engine.policy_mut().refuse_children = true;
         net.initiate(0, 1);
         assert!(
@@ -355,10 +346,7 @@ fn header(from: std::net::SocketAddr, payload: &[u8]) -> Option<(u64, u64, u8)> 
 #[test]
 fn a_duplicate_the_peer_keeps_takes_over_when_the_kept_one_goes() {
     for seed in 0..20 {
-        let mut net = Net::new(900 + seed);
-        net.add("alice.example", "192.0.2.1", Config::default());
-        net.add("bob.example", "192.0.2.2", Config::default());
-        net.pair_psk(0, 1);
+        let mut net = Net::psk_pair(900 + seed, Config::default());
         // Until the duplicate is known no INFORMATIONAL gets through, then none of it:
         // its initiator's DELETE never arrives.
         let held: Rc<Cell<Option<(u64, u64)>>> = Rc::new(Cell::new(None));

@@ -310,6 +310,15 @@ impl Net {
         }
     }
 
+    /// Alice (node 0) and Bob (node 1) on `config`, knowing each other with a PSK.
+    pub fn psk_pair(seed: u64, config: Config) -> Self {
+        let mut net = Self::new(seed);
+        net.add("alice.vn.example", "192.0.2.1", config.clone());
+        net.add("bob.vn.example", "192.0.2.2", config);
+        net.pair_psk(0, 1);
+        net
+    }
+
     /// Both nodes know each other with the same PSK.
     pub fn pair_psk(&mut self, a: usize, b: usize) {
         let ab = Arc::new(self.psk_peer(a, b, b"shared secret"));
