@@ -121,7 +121,7 @@ fn peer_configs(plan: &Plan) -> Result<Vec<Arc<PeerConfig>>> {
                 local_id: Identity::Fqdn(name),
                 local_auth: LocalAuth::Certificate {
                     key: Arc::new(signing),
-                    chain: vec![cert],
+                    chain: vec![cert].into(),
                 },
                 remote_id: responder_id.clone(),
                 remote_auth: PeerAuth::Certificate(anchors.clone()),

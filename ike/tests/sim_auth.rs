@@ -90,7 +90,7 @@ fn certificate_for_another_identity_fails() {
     net.edit_peer(0, |c| {
         c.local_auth = LocalAuth::Certificate {
             key: Arc::new(key),
-            chain: vec![der],
+            chain: vec![der].into(),
         }
     });
     net.edit_peer(1, |c| c.remote_auth = PeerAuth::Certificate(anchors));

@@ -22,7 +22,7 @@ use crate::control::protocol::{CrlReport, RenewalReport};
 /// The node's key and certificate chain and the CA certificates peers must chain to.
 pub struct Certificates {
     pub key: Arc<SigningKey>,
-    pub chain: Vec<Vec<u8>>,
+    pub chain: Arc<[Vec<u8>]>,
     pub anchors: Arc<TrustAnchors>,
 }
 
@@ -57,7 +57,7 @@ impl Certificates {
         let anchors = TrustAnchors::from_pem(&read(&files.ca)?).map_err(|e| bad(&files.ca, &e))?;
         Ok(Self {
             key: Arc::new(key),
-            chain,
+            chain: chain.into(),
             anchors: Arc::new(anchors),
         })
     }

@@ -26,10 +26,10 @@ pub enum LocalAuth {
     /// AUTH method 2.
     Psk(Secret),
     /// AUTH method 14 (RFC 7427) with our key; `chain` is our certificate first, then
-    /// any intermediates, DER.
+    /// any intermediates, DER. Shared: every peer's configuration presents the same one.
     Certificate {
         key: Arc<SigningKey>,
-        chain: Vec<Vec<u8>>,
+        chain: Arc<[Vec<u8>]>,
     },
 }
 

@@ -356,7 +356,7 @@ impl Net {
                 PeerConfig {
                     local_auth: LocalAuth::Certificate {
                         key: Arc::new(key),
-                        chain: vec![der],
+                        chain: vec![der].into(),
                     },
                     remote_auth: PeerAuth::Certificate(anchors.clone()),
                     ..self.psk_peer(x, y, b"unused")

@@ -32,6 +32,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -100,7 +101,7 @@ struct Shared {
     families: Families,
     tables: RwLock<Tables>,
     /// Up links by (local, remote) endpoint, for delivering decrypted packets.
-    delivery: RwLock<HashMap<(IpAddr, IpAddr), Arc<tun_rs::AsyncDevice>>>,
+    delivery: RwLock<FxHashMap<(IpAddr, IpAddr), Arc<tun_rs::AsyncDevice>>>,
     events: broadcast::Sender<DataplaneEvent>,
     acquired: Mutex<HashMap<u32, Instant>>,
 }
@@ -184,7 +185,7 @@ impl UserspaceDataplane {
             socket,
             families,
             tables: RwLock::new(Tables::default()),
-            delivery: RwLock::new(HashMap::new()),
+            delivery: RwLock::new(FxHashMap::default()),
             events,
             acquired: Mutex::new(HashMap::new()),
         });

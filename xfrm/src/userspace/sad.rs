@@ -1,11 +1,12 @@
 //! The userspace SAD and SPD: per-SA crypto state, counters and lifetimes, kept so that
 //! the per-packet path takes only read locks and atomics.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::esp::EspCipher;
 use crate::model::{Direction, Lifetimes, NAT_T_PORT, SaId, SaSpec, SaStats, Selector};

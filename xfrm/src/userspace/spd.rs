@@ -2,8 +2,9 @@
 //! name single hosts on both sides (all that the daemon installs: one pair per neighbor
 //! and protocol) are found by their address pair; only the others are scanned.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::model::{Direction, IpPrefix, PolicyId, PolicySpec};
 
@@ -39,6 +40,9 @@ impl Spd {
         if bucket.iter().any(|p| p.id() == id) {
             return false;
         }
+        // A host pair has one policy per direction, rarely more: the default growth to
+        // four would leave most of every bucket empty, once per neighbor.
+        bucket.reserve_exact(1);
         bucket.push(policy);
         true
     }
