@@ -25,7 +25,8 @@ pub(super) enum Expiry {
 
 pub(super) struct Requests<T> {
     pub next_id: u32,
-    pub outstanding: Option<Outstanding<T>>,
+    /// Boxed: an IKE SA is idle most of its life, and the exchange state is large.
+    pub outstanding: Option<Box<Outstanding<T>>>,
 }
 
 impl<T> Requests<T> {
@@ -50,13 +51,13 @@ impl<T> Requests<T> {
     ) -> u32 {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        self.outstanding = Some(Outstanding {
+        self.outstanding = Some(Box::new(Outstanding {
             id,
             datagrams,
             sent: 1,
             deadline: now + schedule.wait(0),
             exchange,
-        });
+        }));
         id
     }
 
@@ -66,7 +67,7 @@ impl<T> Requests<T> {
     }
 
     pub fn finish(&mut self) -> Option<Outstanding<T>> {
-        self.outstanding.take()
+        self.outstanding.take().map(|o| *o)
     }
 
     pub fn deadline(&self) -> Option<Instant> {

@@ -213,7 +213,9 @@ pub(super) struct IkeSa {
     rekey_at: Option<Instant>,
     /// For a responder's half-open SA: (remote, SPIi) under which the engine finds it.
     pub init_key: Option<(SocketAddr, u64)>,
-    reassembly: [Option<(u32, Reassembly)>; 2],
+    /// Fragments of a request and of a response being put together, by message ID; boxed,
+    /// as most IKE SAs never see a fragment.
+    reassembly: [Option<Box<(u32, Reassembly)>>; 2],
     /// An IKE SA we created answering the peer's rekey while ours was outstanding
     /// (§2.8.2): its local SPI and the lowest nonce of that exchange.
     ike_collision: Option<(u64, Vec<u8>)>,
@@ -444,14 +446,14 @@ impl IkeSa {
             None => (protected.first, plaintext),
             Some(position) => {
                 let slot = &mut self.reassembly[usize::from(response)];
-                if slot.as_ref().is_none_or(|(at, _)| *at != id) {
+                if slot.as_ref().is_none_or(|s| s.0 != id) {
                     let limits = ReassemblyLimits {
                         max_fragments: ctx.config.max_fragments,
                         max_bytes: ctx.config.max_message,
                     };
-                    *slot = Some((id, Reassembly::new(limits, ctx.now)));
+                    *slot = Some(Box::new((id, Reassembly::new(limits, ctx.now))));
                 }
-                let Some((_, reassembly)) = slot.as_mut() else {
+                let Some((_, reassembly)) = slot.as_deref_mut() else {
                     return Decoded::Drop;
                 };
                 match reassembly.insert(position, protected.first, plaintext) {
