@@ -49,6 +49,11 @@ pub struct SaState {
 
 impl SaState {
     pub fn new(spec: &SaSpec) -> Self {
+        // Only inbound SAs check sequence numbers; an outbound one gets the smallest window.
+        let window = match spec.direction {
+            Direction::In => spec.replay.window,
+            Direction::Out => 0,
+        };
         let s = Self {
             id: spec.id(),
             reqid: spec.reqid,
@@ -56,7 +61,7 @@ impl SaState {
             selector: spec.selector,
             esn: spec.replay.esn,
             cipher: EspCipher::new(&spec.key, spec.replay.esn),
-            replay: Mutex::new(ReplayWindow::new(spec.replay.window, spec.replay.esn)),
+            replay: Mutex::new(ReplayWindow::new(window, spec.replay.esn)),
             seq: AtomicU64::new(0),
             lifetimes: Mutex::new(spec.lifetimes),
             dst_port: AtomicU64::new(u64::from(NAT_T_PORT)),
