@@ -418,6 +418,16 @@ fn a_duplicate_the_peer_keeps_takes_over_when_the_kept_one_goes() {
             2,
             "seed {seed}: the duplicate's child reported up again"
         );
+        let position = |f: &dyn Fn(&Event) -> bool| node.events.iter().rposition(f);
+        let up_again = position(&|e| matches!(e, Event::ChildSaUp(c) if c.ike_sa == duplicate.id));
+        let kept_down = position(&|e| matches!(e, Event::IkeSaDown { sa, .. } if *sa == kept));
+        let kept_child_down =
+            position(&|e| matches!(e, Event::ChildSaDeleted { ike_sa, .. } if *ike_sa == kept));
+        assert!(
+            up_again < kept_child_down && kept_child_down < kept_down,
+            "seed {seed}: the duplicate's child reported before the kept SA's end, so the \
+             pair is replaced without a gap: {up_again:?} {kept_child_down:?} {kept_down:?}"
+        );
         let installed = node.engine.child_sas(duplicate.id);
         assert_eq!(installed.len(), 1, "seed {seed}");
         assert!(

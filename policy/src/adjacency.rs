@@ -585,10 +585,16 @@ impl Adjacency {
             self.next = None;
             self.abandon_replacement(now);
         }
-        if self.current.is_some_and(|c| c.pair.ike_sa == ike_sa) {
-            self.current = None;
-            self.revision += 1;
-            self.fail(now, "peer deleted the IKE SA", out);
+        if let Some(c) = self.current.filter(|c| c.pair.ike_sa == ike_sa) {
+            if self.next.is_some() {
+                // A pair of another IKE SA is taking over (a duplicate IKE SA kept after
+                // all): carry on with it, as when the pair alone goes.
+                self.pair_gone(now, c.pair, out);
+            } else {
+                self.current = None;
+                self.revision += 1;
+                self.fail(now, "peer deleted the IKE SA", out);
+            }
         } else if matches!(self.state, State::Connecting | State::Rekeying)
             && self.current.is_none()
         {

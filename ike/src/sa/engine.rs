@@ -539,7 +539,7 @@ impl<P: Policy> Engine<P> {
         same.sort();
         let keep = same.pop();
         if let Some((_, kept)) = keep {
-            self.reinstate(kept);
+            self.reinstate(kept, None);
         }
         for (_, loser) in same {
             debug!(?keep, loser, "duplicate IKE SA");
@@ -561,14 +561,23 @@ impl<P: Policy> Engine<P> {
     /// An IKE SA that lost to another with the same peer is kept after all: when it ranks
     /// first again, or when the one kept went first and the peer has not deleted this one
     /// (a peer with another rule, or its DELETE lost). One whose deletion is ours and
-    /// under way stays as it is.
-    fn reinstate(&mut self, spi: u64) {
+    /// under way stays as it is. Its child SAs are reported ahead of the events of
+    /// `replacing`, the IKE SA it takes over from, so that the caller sees the new pair
+    /// before the old one goes and can switch without a gap.
+    fn reinstate(&mut self, spi: u64, replacing: Option<IkeSaId>) {
         if let Some(sa) = self.sas.get_mut(&spi)
             && sa.duplicate
             && !sa.initiator
         {
             debug!(spi, "duplicate IKE SA kept after all");
-            sa.reinstate(&mut self.events);
+            let mut up = VecDeque::new();
+            sa.reinstate(&mut up);
+            let at = replacing
+                .and_then(|gone| self.events.iter().position(|e| concerns(e, gone)))
+                .unwrap_or(self.events.len());
+            for (i, event) in up.into_iter().enumerate() {
+                self.events.insert(at + i, event);
+            }
             self.schedule(spi);
         }
     }
@@ -587,7 +596,7 @@ impl<P: Policy> Engine<P> {
         if let Some((_, spi)) = best
             && !in_use
         {
-            self.reinstate(spi);
+            self.reinstate(spi, Some(gone.id));
         }
     }
 
@@ -640,6 +649,15 @@ fn rank(sa: &IkeSa) -> Rank {
         !sa.child_spis().is_empty(),
         std::cmp::min(sa.ni.clone(), sa.nr.clone()),
     )
+}
+
+/// Whether `event` reports the end of IKE SA `sa` or of one of its child SAs.
+fn concerns(event: &Event, sa: IkeSaId) -> bool {
+    match event {
+        Event::ChildSaDeleted { ike_sa, .. } => *ike_sa == sa,
+        Event::IkeSaDown { sa: down, .. } => *down == sa,
+        _ => false,
+    }
 }
 
 fn addresses(sa: &IkeSa) -> Addresses {

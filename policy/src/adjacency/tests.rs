@@ -636,6 +636,26 @@ fn the_redundant_ike_sa_going_away_changes_nothing() {
 }
 
 #[test]
+fn the_ike_sa_in_use_going_while_a_replacement_is_installed_keeps_the_link() {
+    // The engine keeps a duplicate IKE SA after all when the one in use goes: its pair
+    // comes first, then the end of the IKE SA in use.
+    let mut a = up();
+    let successor = pair(2, 5, 6);
+    assert_eq!(
+        a.handle(t(1), Event::ChildSaEstablished(successor)),
+        [Command::InstallSas(successor)]
+    );
+    let out = a.handle(t(1), Event::PeerDeleted { ike_sa: P1.ike_sa });
+    assert!(!out.contains(&Command::SetLinkDown), "{out:?}");
+    assert_eq!(a.state(), State::Rekeying);
+    assert!(a.link_up());
+    a.handle(t(1), Event::ChildSaInstalled(successor));
+    assert_eq!(a.state(), State::Up);
+    assert_eq!(a.current(), Some(successor));
+    assert!(a.history().last_error.is_none());
+}
+
+#[test]
 fn a_refused_child_sa_fails_the_attempt_at_once() {
     let mut a = adjacency(false);
     a.handle(t(0), Event::Start);
