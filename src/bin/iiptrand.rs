@@ -59,7 +59,8 @@ enum Command {
         token_file: Option<PathBuf>,
         /// The join token itself. Other users can see it in the process list while
         /// enrollment runs: prefer --token-file.
-        #[arg(long)]
+        // Tokens are base64url: one in 64 begins with '-', which is still the value.
+        #[arg(long, allow_hyphen_values = true)]
         token: Option<String>,
         /// SHA-256 of the CA certificate (hex, as `iiptranctl ca fingerprint` prints it).
         #[arg(long)]
@@ -227,4 +228,32 @@ async fn shutdown_signal() {
         }
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_that_begins_with_a_hyphen_is_the_tokens_value() {
+        let args = Args::try_parse_from([
+            "iiptrand",
+            "enroll",
+            "--server",
+            "https://192.0.2.1:8443",
+            "--token",
+            "-UdKx3",
+            "--ca-fingerprint",
+            "00",
+            "--identity",
+            "c.vn.example",
+            "--dir",
+            "/nonexistent",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Some(Command::Enroll { token, .. }) = args.command else {
+            panic!("enroll parsed as another command");
+        };
+        assert_eq!(token.as_deref(), Some("-UdKx3"));
+    }
 }
