@@ -4,7 +4,7 @@ use std::fmt::{self, Write};
 
 use crate::control::protocol::{
     Body, CertReport, ChildSaReport, IkeSaReport, NeighborReport, RenewalReport, StatusReport,
-    TrafficSelector, UnixTime,
+    TrafficSelector, TransitionReport, UnixTime,
 };
 
 /// How times are shown: relative to `now`, plus the absolute UTC time when `verbose`.
@@ -40,6 +40,7 @@ pub fn body(body: &Body, clock: Clock) -> String {
         Body::Neighbors(neighbors) => self::neighbors(neighbors, clock),
         Body::Sas(sas) => self::sas(sas, clock),
         Body::Certs(certs) => self::certs(certs, clock),
+        Body::History(transitions) => history(transitions, clock),
         Body::Done(done) => format!("{}\n", done.message),
         Body::Error(error) => format!("error ({}): {}\n", error.kind, error.message),
     }
@@ -112,6 +113,18 @@ pub fn neighbors(neighbors: &[NeighborReport], clock: Clock) -> String {
         }
     }
     out
+}
+
+pub fn history(transitions: &[TransitionReport], clock: Clock) -> String {
+    if transitions.is_empty() {
+        return "no changes of state recorded\n".to_owned();
+    }
+    let mut table = Table::default();
+    table.row(["WHEN", "FROM", "TO", "CAUSE"]);
+    for t in transitions {
+        table.row([&clock.when(t.at), &t.from, &t.to, &t.cause]);
+    }
+    table.to_string()
 }
 
 /// In the layout of `swanctl --list-sas`.

@@ -124,6 +124,31 @@ fn tables_show_the_reports() {
         );
     }
 
+    let history = stdout(&ctl(&path, &["history", "n2"]));
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 4, "{history}");
+    assert_aligned(
+        lines[0],
+        lines[1],
+        &["2h ago", "established", "removed", "daemon stopped"],
+    );
+    assert_aligned(
+        lines[0],
+        lines[3],
+        &[
+            "5m ago",
+            "connecting",
+            "established",
+            "child SAs installed and link up",
+        ],
+    );
+    let output = ctl(&path, &["history", "n9"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "error (not-found): no neighbor \"n9\"\n"
+    );
+
     let certs = stdout(&ctl(&path, &["list-certs", "--verbose"]));
     assert!(
         certs.contains("file:         /var/lib/iiptran/cert.pem\n"),
@@ -163,6 +188,9 @@ fn json_parses_back_to_the_reports() {
             assert_eq!(response.body, expected, "{verb}");
         }
     }
+
+    let output = ctl(&path, &["history", "n2", "--json"]);
+    assert_eq!(json(&output).body, Body::History(fixture.history.clone()));
 
     // The documented field names, so scripts can rely on them.
     let raw: serde_json::Value =
@@ -314,5 +342,5 @@ fn documented_examples_parse() {
             responses += 1;
         }
     }
-    assert_eq!((requests, responses), (8, 6));
+    assert_eq!((requests, responses), (9, 7));
 }

@@ -514,4 +514,20 @@ fn a_restarted_daemon_shows_its_neighbors_past() {
         a.process.dump()
     );
     assert_ne!(after.adjacency, "up");
+    // The transitions before the restart are there, the stop among them, then the new
+    // start.
+    let history = a.history("b").or_panic();
+    let at = |to: &str, cause: &str| {
+        history
+            .iter()
+            .position(|t| t.to == to && t.cause == cause)
+            .unwrap_or_else(|| panic!("no change to {to} ({cause}) in {history:#?}"))
+    };
+    let established = at("established", "child SAs installed and link up");
+    let stopped = at("removed", "daemon stopped");
+    let started = history
+        .iter()
+        .rposition(|t| t.from == "configured" && t.to == "connecting")
+        .unwrap_or_else(|| panic!("no start in {history:#?}"));
+    assert!(established < stopped && stopped < started, "{history:#?}");
 }

@@ -6,7 +6,7 @@
 //!      ▲                   ▲    │                               │
 //!  Terminate               │    └──failure──▶ Down(back-off) ◀──┘ SA loss
 //!      │                   └───────────timer─────────┘
-//!  any state ──Remove──▶ Removed (terminal)
+//!  any state ──Remove, Shutdown──▶ Removed (terminal)
 //! ```
 //!
 //! `Up` means both child SAs of the current pair are installed *and* the virtual link is
@@ -118,6 +118,8 @@ pub enum Event {
     },
     Timer,
     Remove,
+    /// The daemon is stopping: as `Remove`, with a cause of its own in the history.
+    Shutdown,
     /// Operator: take the adjacency down and keep it down.
     Terminate,
     /// Operator: connect now.
@@ -172,7 +174,7 @@ pub struct Transition {
     pub cause: String,
 }
 
-/// What `iiptranctl list-neighbors` shows about an adjacency's past.
+/// What `iiptranctl list-neighbors` and `iiptranctl history` show of an adjacency's past.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
     pub last_established: Option<Time>,
@@ -367,16 +369,19 @@ impl Adjacency {
                 self.tear_down(&mut out);
                 self.go(now, State::Configured, "terminated by operator");
             }
-            Event::Remove => {
-                self.tear_down(&mut out);
-                if self.link_created {
-                    out.push(Command::DeleteLink);
-                    self.link_created = false;
-                }
-                self.go(now, State::Removed, "removed from configuration");
-            }
+            Event::Remove => self.remove(now, "removed from configuration", &mut out),
+            Event::Shutdown => self.remove(now, "daemon stopped", &mut out),
         }
         out
+    }
+
+    fn remove(&mut self, now: Time, cause: &str, out: &mut Vec<Command>) {
+        self.tear_down(out);
+        if self.link_created {
+            out.push(Command::DeleteLink);
+            self.link_created = false;
+        }
+        self.go(now, State::Removed, cause);
     }
 
     fn start(&mut self, now: Time, out: &mut Vec<Command>) {

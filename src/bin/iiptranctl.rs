@@ -61,6 +61,8 @@ enum Command {
     },
     /// Re-read the configuration and certificates.
     Reload,
+    /// The recent changes of state of the adjacency with a neighbor, and why.
+    History { name: String },
     /// Manage the VN certificate authority (works beside a running enrollment service).
     #[command(subcommand)]
     Ca(CaCommand),
@@ -137,6 +139,7 @@ fn main() -> ExitCode {
         Command::Terminate { name } => Request::Terminate { name },
         Command::Rekey { name, ike } => Request::Rekey { name, ike },
         Command::Reload => Request::Reload,
+        Command::History { name } => Request::History { name },
     };
     let response = match client::request(&args.socket, &request, args.timeout) {
         Ok(response) => response,

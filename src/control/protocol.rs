@@ -39,11 +39,15 @@ pub enum Request {
     },
     /// Re-read the configuration and the certificates.
     Reload,
+    /// The recent changes of state of the adjacency with neighbor `name`, oldest first.
+    History {
+        name: String,
+    },
 }
 
 impl Request {
     /// Every verb, as it appears in the `verb` field.
-    pub const VERBS: [&'static str; 8] = [
+    pub const VERBS: [&'static str; 9] = [
         "status",
         "list-neighbors",
         "list-sas",
@@ -52,6 +56,7 @@ impl Request {
         "terminate",
         "rekey",
         "reload",
+        "history",
     ];
 
     /// Parses one request line; every failure is an error the client can be sent.
@@ -127,6 +132,7 @@ pub enum Body {
     Neighbors(Vec<NeighborReport>),
     Sas(Vec<IkeSaReport>),
     Certs(Vec<CertReport>),
+    History(Vec<TransitionReport>),
     /// The answer to `initiate`, `terminate`, `rekey` and `reload`.
     Done(ActionReport),
     Error(ControlError),
@@ -247,6 +253,16 @@ pub struct NeighborReport {
     pub next_rekey: Option<UnixTime>,
     pub traffic: Traffic,
     pub last_error: Option<LastError>,
+}
+
+/// `history`: one change of an adjacency's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionReport {
+    pub at: UnixTime,
+    /// The states as `list-neighbors` names them.
+    pub from: String,
+    pub to: String,
+    pub cause: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

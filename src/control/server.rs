@@ -17,7 +17,7 @@ use tokio::time::timeout;
 
 use super::protocol::{
     ActionReport, Body, CertReport, ControlError, ErrorKind, IkeSaReport, NeighborReport, Request,
-    Response, StatusReport,
+    Response, StatusReport, TransitionReport,
 };
 
 /// Carries out the verbs. The daemon implements it over its engines; the server only
@@ -43,6 +43,10 @@ pub trait ControlHandler: Send + Sync + 'static {
         ike: bool,
     ) -> impl Future<Output = Result<ActionReport, ControlError>> + Send;
     fn reload(&self) -> impl Future<Output = Result<ActionReport, ControlError>> + Send;
+    fn history(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Vec<TransitionReport>, ControlError>> + Send;
 }
 
 /// Runs one request through the handler.
@@ -56,6 +60,7 @@ pub async fn dispatch<H: ControlHandler>(handler: &H, request: Request) -> Respo
         Request::Terminate { name } => handler.terminate(&name).await.map(Body::Done),
         Request::Rekey { name, ike } => handler.rekey(&name, ike).await.map(Body::Done),
         Request::Reload => handler.reload().await.map(Body::Done),
+        Request::History { name } => handler.history(&name).await.map(Body::History),
     };
     body.unwrap_or_else(Body::Error).into()
 }

@@ -12,7 +12,7 @@ use super::runtime::{ControlRequest, Runtime, spis_of};
 use super::sa_report::unix_of;
 use crate::control::protocol::{
     ActionReport, CertReport, Counts, IkeSaReport, LastError, LinkState, NeighborReport,
-    StatusReport, Traffic,
+    StatusReport, Traffic, TransitionReport,
 };
 use crate::control::{Body, ControlError, ControlHandler, ErrorKind, Request};
 
@@ -99,6 +99,14 @@ impl ControlHandler for Handler {
     async fn reload(&self) -> Result<ActionReport, ControlError> {
         self.action(Request::Reload).await
     }
+
+    async fn history(&self, name: &str) -> Result<Vec<TransitionReport>, ControlError> {
+        self.ask(Request::History { name: name.into() }, |b| match b {
+            Body::History(h) => Some(h),
+            _ => None,
+        })
+        .await
+    }
 }
 
 fn unix(t: Time) -> u64 {
@@ -147,7 +155,25 @@ impl<D: Dataplane> Runtime<D> {
                 .reload()
                 .await
                 .map(|m| Body::Done(ActionReport { message: m })),
+            Request::History { name } => self.history(&name).map(Body::History),
         }
+    }
+
+    fn history(&self, name: &str) -> Result<Vec<TransitionReport>, ControlError> {
+        self.known(name)?;
+        let transitions = self
+            .neighbors
+            .get(name)
+            .into_iter()
+            .flat_map(|n| &n.adjacency.history().transitions);
+        Ok(transitions
+            .map(|t| TransitionReport {
+                at: unix(t.at),
+                from: state_name(t.from).to_owned(),
+                to: state_name(t.to).to_owned(),
+                cause: t.cause.clone(),
+            })
+            .collect())
     }
 
     /// The node's certificate chain and its CA, as configured in `[auth]`, with the

@@ -927,7 +927,7 @@ impl<D: Dataplane> Runtime<D> {
         crate::notify::notify(&[crate::notify::State::Stopping]);
         let names: Vec<String> = self.neighbors.keys().cloned().collect();
         for name in &names {
-            self.feed(name, AdjEvent::Remove).await;
+            self.feed(name, AdjEvent::Shutdown).await;
         }
         for sa in self.engine.ike_sas() {
             self.engine.delete_ike(Instant::now(), sa);

@@ -14,7 +14,7 @@ use iiptran::certs::unix_now;
 use iiptran::control::protocol::{
     ActionReport, CertReport, ChildSaReport, Counts, DataPlaneKind, EspSpi, IkeSaReport, IkeSpi,
     IkeSuite, LastError, LinkState, Mode, NeighborReport, SaTraffic, StatusReport, Traffic,
-    TrafficSelector,
+    TrafficSelector, TransitionReport,
 };
 use iiptran::control::{
     BindError, ControlError, ControlHandler, ControlServer, ErrorKind, Response, ServerConfig,
@@ -30,6 +30,8 @@ pub struct Fixture {
     pub neighbors: Vec<NeighborReport>,
     pub sas: Vec<IkeSaReport>,
     pub certs: Vec<CertReport>,
+    /// Neighbor n2's.
+    pub history: Vec<TransitionReport>,
 }
 
 impl Fixture {
@@ -150,11 +152,28 @@ impl Fixture {
             renewal: None,
             crl: None,
         }];
+        let transition = |ago: u64, from: &str, to: &str, cause: &str| TransitionReport {
+            at: now - ago,
+            from: from.into(),
+            to: to.into(),
+            cause: cause.into(),
+        };
+        let history = vec![
+            transition(7220, "established", "removed", "daemon stopped"),
+            transition(320, "configured", "connecting", "start"),
+            transition(
+                310,
+                "connecting",
+                "established",
+                "child SAs installed and link up",
+            ),
+        ];
         Self {
             status,
             neighbors,
             sas,
             certs,
+            history,
         }
     }
 }
@@ -167,13 +186,19 @@ pub struct TestHandler {
 }
 
 impl TestHandler {
-    fn act(&self, action: String, name: &str) -> Result<ActionReport, ControlError> {
-        if name != "n2" {
-            return Err(ControlError::new(
+    fn known(name: &str) -> Result<(), ControlError> {
+        if name == "n2" {
+            Ok(())
+        } else {
+            Err(ControlError::new(
                 ErrorKind::NotFound,
                 format!("no neighbor {name:?}"),
-            ));
+            ))
         }
+    }
+
+    fn act(&self, action: String, name: &str) -> Result<ActionReport, ControlError> {
+        Self::known(name)?;
         self.actions.lock().unwrap().push(action.clone());
         Ok(ActionReport { message: action })
     }
@@ -207,6 +232,10 @@ impl ControlHandler for TestHandler {
         Ok(ActionReport {
             message: "reloaded".into(),
         })
+    }
+    async fn history(&self, name: &str) -> Result<Vec<TransitionReport>, ControlError> {
+        Self::known(name)?;
+        Ok(self.fixture.history.clone())
     }
 }
 

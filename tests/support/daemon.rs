@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use iiptran::control::protocol::{
-    CertReport, IkeSaReport, LinkState, NeighborReport, StatusReport,
+    CertReport, IkeSaReport, LinkState, NeighborReport, StatusReport, TransitionReport,
 };
 use iiptran::control::{Body, Response};
 use iiptran_testkit::command::checked;
@@ -149,6 +149,15 @@ impl Daemon {
 
     pub fn neighbor(&self, name: &str) -> Result<Option<NeighborReport>> {
         Ok(self.neighbors()?.into_iter().find(|n| n.name == name))
+    }
+
+    /// `history NAME`, empty while the daemon does not answer.
+    pub fn history(&self, name: &str) -> Result<Vec<TransitionReport>> {
+        match self.ask(&["history", name])? {
+            None => Ok(Vec::new()),
+            Some(Body::History(h)) => Ok(h),
+            Some(other) => bail!("unexpected answer {other:?}"),
+        }
     }
 
     pub fn status(&self) -> Result<Option<StatusReport>> {

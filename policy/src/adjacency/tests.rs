@@ -481,7 +481,7 @@ fn every_transition() {
         adjacency(false)
     }
     type Build = fn() -> Adjacency;
-    let cases: [(&str, Build, Event, &str); 21] = [
+    let cases: [(&str, Build, Event, &str); 22] = [
         ("configured start", configured, Event::Start, "Connecting"),
         (
             "configured initiate",
@@ -514,6 +514,7 @@ fn every_transition() {
         ("up loss", up, Event::LivenessFailed, "Down"),
         ("up terminate", up, Event::Terminate, "Configured"),
         ("up remove", up, Event::Remove, "Removed"),
+        ("up shutdown", up, Event::Shutdown, "Removed"),
         ("rekeying done", rekeyed, Event::ChildSaInstalled(P2), "Up"),
         ("rekeying failed", rekeying, Event::RekeyFailed, "Down"),
         ("rekeying expired", rekeying, Event::HardExpire(P1), "Down"),
@@ -833,6 +834,7 @@ fn any_event() -> impl Strategy<Value = Event> {
         (1u64..3).prop_map(|ike_sa| Event::PeerRestarted { ike_sa }),
         Just(Event::Timer),
         Just(Event::Remove),
+        Just(Event::Shutdown),
         Just(Event::Terminate),
         Just(Event::Initiate),
     ]
