@@ -925,6 +925,10 @@ impl<D: Dataplane> Runtime<D> {
     /// deleted with the peers, links removed.
     async fn shutdown(&mut self) {
         crate::notify::notify(&[crate::notify::State::Stopping]);
+        // All at once first: one by one, the kernel takes a grace period per device.
+        if let Err(e) = self.dataplane.delete_links().await {
+            warn!(error = %e, "deleting the links");
+        }
         let names: Vec<String> = self.neighbors.keys().cloned().collect();
         for name in &names {
             self.feed(name, AdjEvent::Shutdown).await;

@@ -87,6 +87,8 @@ pub trait Dataplane: Send + Sync {
     fn create_link(&self, link: &LinkSpec) -> impl Future<Output = Result<()>> + Send;
     fn set_link_up(&self, name: &str, up: bool) -> impl Future<Output = Result<()>> + Send;
     fn delete_link(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Deletes every link, at once where the backend can: for the daemon's shutdown.
+    fn delete_links(&self) -> impl Future<Output = Result<()>> + Send;
 
     /// Events from now on. A receiver that lags loses the oldest events, never blocks the
     /// data plane.

@@ -11,6 +11,7 @@ pub mod esp;
 pub mod ipip;
 mod ipv6_off;
 pub mod kernel;
+mod link_group;
 mod model;
 pub mod netns;
 pub mod replay;

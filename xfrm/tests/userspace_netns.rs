@@ -585,3 +585,82 @@ fn a_deleted_link_can_be_made_again_at_once() {
     let links = sh("ip", &["-n", pair.a.name(), "-o", "link", "show"]);
     assert!(!links.contains(LINK), "the link is gone: {links}");
 }
+
+/// At shutdown the links go together (one request for their device group), and a link of
+/// someone else's that shares the group is left alone: then they go one by one.
+#[test]
+fn all_links_go_at_once_but_never_anothers() {
+    use iiptran_xfrm::userspace::UserspaceDataplane;
+    use iiptran_xfrm::{Dataplane, InnerFamilies, LinkSpec};
+    const GROUP: &str = "0x69697074";
+    let pair = Pair::new();
+    let ns = pair.a.name().to_owned();
+    let spec = |i: u8| LinkSpec {
+        name: format!("iipgrp{i}"),
+        local: ip(ADDR_A),
+        remote: ip(ADDR_B),
+        addresses: vec![IpPrefix::new(ip(&format!("10.98.{i}.1")), 31).unwrap()],
+        inner: InnerFamilies {
+            ipv4: true,
+            ipv6: false,
+        },
+        mtu: 1400,
+    };
+    let in_group = |ns: &str| sh("ip", &["-n", ns, "-o", "link", "show", "group", GROUP]);
+    let ns_worker = ns.clone();
+    let worker = iiptran_xfrm::netns::spawn_in(&pair.a.path(), move || async move {
+        let fail = |e: iiptran_xfrm::Error| std::io::Error::other(e.to_string());
+        let socket = std::sync::Arc::new(tokio::net::UdpSocket::bind("0.0.0.0:4500").await?);
+        let (dp, _ike) = UserspaceDataplane::new(socket).map_err(fail)?;
+        let mut seen = Vec::new();
+        for foreign in [true, false] {
+            for i in 0..3 {
+                dp.create_link(&spec(i)).await.map_err(fail)?;
+            }
+            dp.set_link_up("iipgrp0", true).await.map_err(fail)?;
+            if foreign {
+                sh(
+                    "ip",
+                    &[
+                        "-n", &ns_worker, "tuntap", "add", "dev", "fgngrp", "mode", "tun",
+                    ],
+                );
+                sh(
+                    "ip",
+                    &["-n", &ns_worker, "link", "set", "fgngrp", "group", GROUP],
+                );
+            }
+            seen.push(in_group(&ns_worker));
+            dp.delete_links().await.map_err(fail)?;
+            seen.push(in_group(&ns_worker));
+            if foreign {
+                sh("ip", &["-n", &ns_worker, "link", "del", "fgngrp"]);
+            }
+        }
+        Ok::<Vec<String>, std::io::Error>(seen)
+    })
+    .expect("namespace thread");
+    let seen = worker
+        .join()
+        .expect("no panic")
+        .expect("namespace entered")
+        .expect("links made and deleted");
+    let names = |listing: &str| -> Vec<String> {
+        let mut n: Vec<String> = listing
+            .lines()
+            .filter_map(|l| l.split(':').nth(1))
+            .map(|n| n.trim().to_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    let ours = ["iipgrp0", "iipgrp1", "iipgrp2"].map(String::from).to_vec();
+    let mut with_foreign = ours.clone();
+    with_foreign.insert(0, "fgngrp".into());
+    assert_eq!(names(&seen[0]), with_foreign, "made in the group");
+    assert_eq!(names(&seen[1]), ["fgngrp"], "ours gone, the other's left");
+    assert_eq!(names(&seen[2]), ours, "made again in the group");
+    assert_eq!(names(&seen[3]), Vec::<String>::new(), "all gone at once");
+    let links = sh("ip", &["-n", &ns, "-o", "link", "show"]);
+    assert!(!links.contains("iipgrp"), "{links}");
+}

@@ -9,13 +9,14 @@ use futures_util::{StreamExt, TryStreamExt};
 use netlink_packet_core::NetlinkPayload;
 use rtnetlink::packet_route::IpProtocol;
 use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_route::link::{Ip6TunnelFlags, LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::link::{Ip6TunnelFlags, LinkFlags};
 use rtnetlink::sys::AsyncSocket;
 use rtnetlink::{Handle, LinkIp6Tnl, LinkIpIp, LinkSit, LinkUnspec};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::dataplane::{Error, Result};
+use crate::link_group::name_of;
 use crate::model::{DataplaneEvent, InnerFamilies, LinkSpec};
 
 /// The links this backend manages, and whether the daemon wants each up.
@@ -57,13 +58,6 @@ impl Drop for Links {
 
 fn lock(w: &Wanted) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
     w.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn name_of(link: &LinkMessage) -> Option<&str> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => Some(n.as_str()),
-        _ => None,
-    })
 }
 
 /// Reports a managed link that goes down or disappears while the daemon wants it up
@@ -219,6 +213,21 @@ impl Links {
             .execute()
             .await
             .map_err(rt_err("RTM_SETLINK"))
+    }
+
+    /// Deletes every link of this backend.
+    pub async fn delete_all(&self) -> Result<()> {
+        let names: Vec<String> = lock(&self.wanted).keys().cloned().collect();
+        let mut first_error = None;
+        for name in names {
+            match self.delete(&name).await {
+                Err(e) if !e.is_not_found() => {
+                    first_error.get_or_insert(e);
+                }
+                _ => {}
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     pub async fn delete(&self, name: &str) -> Result<()> {

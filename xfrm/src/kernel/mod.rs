@@ -296,6 +296,10 @@ impl<S: XfrmSocket> Dataplane for KernelDataplane<S> {
         self.links.delete(name).await
     }
 
+    async fn delete_links(&self) -> Result<()> {
+        self.links.delete_all().await
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<DataplaneEvent> {
         self.events.subscribe()
     }

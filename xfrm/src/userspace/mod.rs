@@ -27,7 +27,7 @@ mod sad;
 mod spd;
 mod tx;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -38,6 +38,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::dataplane::{Dataplane, Error, Result};
+use crate::link_group;
 use crate::model::{
     DataplaneEvent, Direction, LinkSpec, PolicyId, PolicySpec, SaId, SaSpec, SaStats,
 };
@@ -169,6 +170,8 @@ pub struct UserspaceDataplane {
     shared: Arc<Shared>,
     links: tokio::sync::Mutex<HashMap<String, Link>>,
     flags: link_flags::LinkFlags,
+    /// For the links' device group.
+    rtnl: rtnetlink::Handle,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -190,15 +193,18 @@ impl UserspaceDataplane {
             acquired: Mutex::new(HashMap::new()),
         });
         let (ike_tx, ike_rx) = mpsc::channel(256);
+        let (connection, rtnl, _) = rtnetlink::new_connection()?;
         let tasks = vec![
             tokio::spawn(rx::run(shared.clone(), ike_tx)),
             tokio::spawn(lifetimes(Arc::downgrade(&shared))),
+            tokio::spawn(connection),
         ];
         Ok((
             Self {
                 shared,
                 links: tokio::sync::Mutex::new(HashMap::new()),
                 flags,
+                rtnl,
                 tasks,
             },
             ike_rx,
@@ -387,6 +393,16 @@ impl Dataplane for UserspaceDataplane {
         }
         let dev = Arc::new(build_tun_when_free(link).await?);
         crate::ipv6_off::unless_carried(link);
+        // Only what shutdown takes depends on it: without, the link goes on its own.
+        let grouped = match dev.if_index() {
+            Ok(index) => link_group::join(&self.rtnl, index)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = grouped {
+            tracing::debug!(link = %link.name, %error, "not in the links' group");
+        }
         let task = tokio::spawn(tx::run(self.shared.clone(), dev.clone(), link.clone()));
         links.insert(
             link.name.clone(),
@@ -423,6 +439,29 @@ impl Dataplane for UserspaceDataplane {
         // mostly frees the name at once; `create_link` waits for what the kernel still
         // takes (see `build_tun_when_free`).
         let _ = link.task.await;
+        Ok(())
+    }
+
+    async fn delete_links(&self) -> Result<()> {
+        let mut links = self.links.lock().await;
+        // The tasks end first, so that none reports its device gone; the devices stay
+        // open in `links` until the group is deleted, after which closing them is instant
+        // (without the group, each goes as it is closed).
+        for link in links.values_mut() {
+            link.up = false;
+            self.publish(link);
+            link.task.abort();
+        }
+        for link in links.values_mut() {
+            let _ = (&mut link.task).await;
+        }
+        let ours: HashSet<&str> = links.keys().map(String::as_str).collect();
+        match link_group::delete_ours(&self.rtnl, &ours).await {
+            Ok(true) => {}
+            Ok(false) => tracing::info!("the links' device group holds another's link"),
+            Err(error) => tracing::warn!(%error, "deleting the links as a group"),
+        }
+        links.clear();
         Ok(())
     }
 
