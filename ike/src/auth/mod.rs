@@ -5,6 +5,7 @@
 //! AUTHENTICATION_FAILED ([`AuthError::NOTIFY`]) and logs the detail locally only.
 
 mod certreq;
+mod ed25519;
 mod hash_algorithms;
 mod psk;
 mod signature;

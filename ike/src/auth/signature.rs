@@ -27,7 +27,7 @@ const RAW_P256_SIGNATURE_LEN: usize = 64;
 /// For each AlgorithmIdentifier we accept, the verifiers it may mean; which one applies
 /// depends on the certificate's key (a P-384 key may sign with SHA-256 and vice versa).
 const VERIFIERS: &[(&[u8], &[&dyn SignatureVerificationAlgorithm])] = &[
-    (ALG_ED25519, &[webpki::ring::ED25519]),
+    (ALG_ED25519, &[super::ed25519::ED25519]),
     (
         ALG_ECDSA_SHA256,
         &[

@@ -16,7 +16,7 @@ use webpki::{
 
 /// Signature algorithms accepted on certificates and CRLs.
 const CHAIN_ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] = &[
-    webpki::ring::ED25519,
+    super::ed25519::ED25519,
     webpki::ring::ECDSA_P256_SHA256,
     webpki::ring::ECDSA_P256_SHA384,
     webpki::ring::ECDSA_P384_SHA256,
