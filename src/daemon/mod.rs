@@ -9,6 +9,7 @@ pub mod enrollment;
 mod handler;
 mod ike_policy;
 mod kernel_objects;
+mod link_switch;
 mod runtime;
 mod sa_report;
 mod sockets;
@@ -108,7 +109,7 @@ struct Parts {
     services: Services,
 }
 
-async fn serve<D: Dataplane>(
+async fn serve<D: Dataplane + 'static>(
     parts: Parts,
     dataplane: D,
     kind: DataPlaneKind,

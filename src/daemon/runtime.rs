@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use super::enrollment::Services;
 use super::ike_policy::{VnPolicy, neighbor_of};
 use super::kernel_objects::{NeighborObjects, policy_object, sa_object};
+use super::link_switch::{LinkSwitch, LinkUpDone};
 use super::sockets::{IKE_PORT, NAT_T_PORT, Sockets};
 use super::stale::{gone_ok, remove_recorded};
 use crate::control::protocol::DataPlaneKind;
@@ -92,6 +93,9 @@ pub(super) struct NeighborState {
     outbound_waits: HashMap<ChildSpis, ChildSpis>,
     /// The revision and state of the adjacency when its record was last stored.
     stored: Option<(u64, State)>,
+    /// The number of the latest change asked of its link: a link-up completion with
+    /// another number was overtaken.
+    link_change: u64,
 }
 
 /// A neighbor's child SAs, with the keys the data plane needs: one, or two across a
@@ -119,7 +123,10 @@ pub struct Runtime<D: Dataplane> {
     pub(super) config: Config,
     config_path: PathBuf,
     pub(super) engine: Engine<VnPolicy>,
-    pub(super) dataplane: D,
+    pub(super) dataplane: Arc<D>,
+    links: LinkSwitch,
+    /// The number of the latest change asked of any link.
+    link_changes: u64,
     pub(super) kind: DataPlaneKind,
     sockets: Sockets,
     store: Store,
@@ -165,7 +172,7 @@ pub(super) fn spis_of(pair: &ChildPair) -> ChildSpis {
     }
 }
 
-impl<D: Dataplane> Runtime<D> {
+impl<D: Dataplane + 'static> Runtime<D> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Config,
@@ -177,10 +184,13 @@ impl<D: Dataplane> Runtime<D> {
         store: Store,
         services: Services,
     ) -> Self {
+        let dataplane = Arc::new(dataplane);
         Self {
             config,
             config_path,
             engine,
+            links: LinkSwitch::new(dataplane.clone()),
+            link_changes: 0,
             dataplane,
             kind,
             sockets,
@@ -196,7 +206,9 @@ impl<D: Dataplane> Runtime<D> {
             started: Instant::now(),
         }
     }
+}
 
+impl<D: Dataplane> Runtime<D> {
     fn local_ike(&self) -> SocketAddr {
         SocketAddr::new(self.config.node.endpoint, IKE_PORT)
     }
@@ -212,7 +224,7 @@ impl<D: Dataplane> Runtime<D> {
     /// Removes what a previous run left in the data plane, then starts every adjacency
     /// with the history its record kept.
     pub async fn start(&mut self) {
-        remove_recorded(&self.store, &self.dataplane).await;
+        remove_recorded(&self.store, &*self.dataplane).await;
         let mut histories = self.stored_histories();
         let neighbors = self.config.neighbors.clone();
         for n in neighbors {
@@ -287,6 +299,7 @@ impl<D: Dataplane> Runtime<D> {
                 children: Children::default(),
                 outbound_waits: HashMap::new(),
                 stored: None,
+                link_change: 0,
             },
         );
         self.next_reqid += 1;
@@ -329,6 +342,7 @@ impl<D: Dataplane> Runtime<D> {
                     // The client may have gone; its answer is then of no use.
                     let _ = request.reply.send(answer);
                 }
+                done = self.links.done() => self.on_link_up(done).await,
                 event = events.recv() => match event {
                     Ok(event) => self.on_dataplane(event).await,
                     Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -625,6 +639,32 @@ impl<D: Dataplane> Runtime<D> {
         }
     }
 
+    async fn on_link_up(&mut self, done: LinkUpDone) {
+        let current = self
+            .neighbors
+            .get(&done.neighbor)
+            .is_some_and(|n| n.link_change == done.seq);
+        let name = done.neighbor;
+        match done.result {
+            Ok(()) if current => self.feed(&name, AdjEvent::LinkUp).await,
+            Err(e) if current => {
+                warn!(neighbor = name.as_str(), error = %e, "cannot set the link up");
+                // Made afresh for the next attempt, as a link lost behind our back.
+                self.feed(&name, AdjEvent::LinkLost).await;
+            }
+            result => debug!(neighbor = name.as_str(), ?result, "link up overtaken"),
+        }
+    }
+
+    /// Numbers a change to the neighbor's link, which overtakes those asked before.
+    fn link_change(&mut self, name: &str) -> u64 {
+        self.link_changes += 1;
+        if let Some(n) = self.neighbors.get_mut(name) {
+            n.link_change = self.link_changes;
+        }
+        self.link_changes
+    }
+
     /// The neighbor and pair in use that an SA of the data plane belongs to.
     fn in_use(&self, spi: u32, reqid: u32) -> Option<(String, ChildPair)> {
         self.neighbors.iter().find_map(|(name, n)| {
@@ -670,6 +710,14 @@ impl<D: Dataplane> Runtime<D> {
 
     /// Carries out one adjacency command; returns the event its success means.
     async fn execute(&mut self, name: &str, command: Command) -> Option<AdjEvent> {
+        if matches!(
+            command,
+            Command::CreateLink | Command::DeleteLink | Command::SetLinkDown
+        ) {
+            // A link-up asked before must not come after this change.
+            self.links.settled().await;
+            self.link_change(name);
+        }
         let n = self.neighbors.get(name)?;
         let objects = self.objects(n);
         let result = match command {
@@ -705,14 +753,9 @@ impl<D: Dataplane> Runtime<D> {
             }
             Command::SetLinkUp => {
                 let link = n.config.link.name.to_string();
-                return match self.dataplane.set_link_up(&link, true).await {
-                    Ok(()) => Some(AdjEvent::LinkUp),
-                    Err(e) => {
-                        warn!(neighbor = name, error = %e, "cannot set the link up");
-                        // Made afresh for the next attempt, as a link lost behind our back.
-                        Some(AdjEvent::LinkLost)
-                    }
-                };
+                let seq = self.link_change(name);
+                self.links.up(name, &link, seq);
+                return None;
             }
             Command::SetLinkDown => {
                 let link = n.config.link.name.to_string();
@@ -925,6 +968,7 @@ impl<D: Dataplane> Runtime<D> {
     /// deleted with the peers, links removed.
     async fn shutdown(&mut self) {
         crate::notify::notify(&[crate::notify::State::Stopping]);
+        self.links.close().await;
         // All at once first: one by one, the kernel takes a grace period per device.
         if let Err(e) = self.dataplane.delete_links().await {
             warn!(error = %e, "deleting the links");
@@ -943,7 +987,7 @@ impl<D: Dataplane> Runtime<D> {
                 debug!(error = %e, "sending an IKE delete");
             }
         }
-        remove_recorded(&self.store, &self.dataplane).await;
+        remove_recorded(&self.store, &*self.dataplane).await;
         self.write_records();
         self.services.stop().await;
         info!("stopped");
