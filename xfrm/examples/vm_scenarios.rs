@@ -13,6 +13,9 @@
 //! 3. kernel link-down events: a link the daemon wants up, set down or deleted by
 //!    someone else, is reported as `LinkDown`.
 //!
+//! 4. kernel links deleted as a group: all of them in one request, unless the group holds
+//!    a link of someone else's, which stays.
+//!
 //! Exits 0 when every scenario passed.
 
 use std::net::IpAddr;
@@ -164,11 +167,99 @@ fn kernel_link_down_events() -> Res<()> {
     t.join().map_err(|_| "namespace thread panicked")??
 }
 
+/// The names of the links in the links' device group of namespace `ns`.
+fn in_group(ns: &str) -> Res<Vec<String>> {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", "group", "0x69697074"])
+        .output()?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into());
+    }
+    let mut names: Vec<String> = String::from_utf8(out.stdout)?
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        // `ipip` links show as `name@NONE`.
+        .map(|n| n.trim().split('@').next().unwrap_or_default().to_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// At shutdown the links go together, but never with a link of someone else's that was
+/// put in their group: then they go one by one and that one stays.
+fn kernel_links_go_at_once_but_never_anothers() -> Res<()> {
+    let ns = Namespaces::new("")?;
+    let name = ns.a.clone();
+    let t = iiptran_xfrm::netns::spawn_in(&ns_path(&ns.a), move || async move {
+        let dp = KernelDataplane::open()?;
+        let ours: Vec<String> = (0..3).map(|i| format!("kgrp{i}")).collect();
+        for foreign in [true, false] {
+            for (i, link) in ours.iter().enumerate() {
+                // Tunnels with the same endpoints would be one tunnel to the kernel.
+                let remote = std::net::Ipv4Addr::new(198, 51, 100, i as u8 + 1);
+                let spec = LinkSpec {
+                    name: link.clone(),
+                    local: A.into(),
+                    remote: remote.into(),
+                    addresses: vec![],
+                    inner: InnerFamilies::IPV4,
+                    mtu: 1400,
+                };
+                dp.create_link(&spec).await?;
+            }
+            dp.set_link_up(&ours[0], true).await?;
+            let mut expected = ours.clone();
+            if foreign {
+                ip(&[
+                    "-n",
+                    &name,
+                    "link",
+                    "add",
+                    "fgngrp",
+                    "group",
+                    "0x69697074",
+                    "type",
+                    "ipip",
+                    "local",
+                    "192.0.2.1",
+                    "remote",
+                    "198.51.100.99",
+                ])?;
+                expected.push("fgngrp".into());
+                expected.sort();
+            }
+            let before = in_group(&name)?;
+            if before != expected {
+                return Err(format!("in the group before: {before:?}").into());
+            }
+            dp.delete_links().await?;
+            let after = in_group(&name)?;
+            let left: Vec<String> = if foreign {
+                vec!["fgngrp".into()]
+            } else {
+                vec![]
+            };
+            if after != left {
+                return Err(format!("foreign link {foreign}: left in the group {after:?}").into());
+            }
+            if foreign {
+                ip(&["-n", &name, "link", "del", "fgngrp"])?;
+            }
+        }
+        Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+    })?;
+    t.join().map_err(|_| "namespace thread panicked")??
+}
+
 type Scenario = fn() -> Res<()>;
 
 fn main() -> ExitCode {
-    let scenarios: [(&str, Scenario); 7] = [
+    let scenarios: [(&str, Scenario); 8] = [
         ("kernel link-down events", kernel_link_down_events),
+        (
+            "kernel links deleted as a group, never another's",
+            kernel_links_go_at_once_but_never_anothers,
+        ),
         ("kernel <-> kernel, ChaCha20-Poly1305", || {
             kernel_to_kernel(AeadAlg::ChaCha20Poly1305, Family::V4)
         }),

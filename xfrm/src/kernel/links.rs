@@ -1,7 +1,7 @@
 //! IP-in-IP virtual links (`ipip`, `sit`, `ip6tnl`) through rtnetlink, and the link-down
 //! watch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::dataplane::{Error, Result};
-use crate::link_group::name_of;
+use crate::link_group::{self, LINK_GROUP, name_of};
 use crate::model::{DataplaneEvent, InnerFamilies, LinkSpec};
 
 /// The links this backend manages, and whether the daemon wants each up.
@@ -147,6 +147,7 @@ impl Links {
                     .remote(remote)
                     .pmtudisc(true)
                     .mtu(u32::from(spec.mtu))
+                    .link_group(LINK_GROUP)
                     .build(),
                 "RTM_NEWLINK ipip",
             ),
@@ -157,6 +158,7 @@ impl Links {
                     .protocol(mode)
                     .pmtudisc(true)
                     .mtu(u32::from(spec.mtu))
+                    .link_group(LINK_GROUP)
                     .build(),
                 "RTM_NEWLINK sit",
             ),
@@ -167,6 +169,7 @@ impl Links {
                     .mode(mode)
                     .set_flag(Ip6TunnelFlags::IgnEncapLimit, true)
                     .mtu(u32::from(spec.mtu))
+                    .link_group(LINK_GROUP)
                     .build(),
                 "RTM_NEWLINK ip6tnl",
             ),
@@ -215,9 +218,17 @@ impl Links {
             .map_err(rt_err("RTM_SETLINK"))
     }
 
-    /// Deletes every link of this backend.
+    /// Deletes every link of this backend: in one request when the links' group holds
+    /// nothing else (one by one, the kernel takes a grace period per device).
     pub async fn delete_all(&self) -> Result<()> {
-        let names: Vec<String> = lock(&self.wanted).keys().cloned().collect();
+        // Out of the wanted set first, so that their going is not reported as a loss.
+        let names: Vec<String> = lock(&self.wanted).drain().map(|(name, _)| name).collect();
+        let ours: HashSet<&str> = names.iter().map(String::as_str).collect();
+        match link_group::delete_ours(&self.handle, &ours).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => tracing::info!("the links' device group holds another's link"),
+            Err(error) => tracing::warn!(%error, "deleting the links as a group"),
+        }
         let mut first_error = None;
         for name in names {
             match self.delete(&name).await {
