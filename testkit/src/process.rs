@@ -1,6 +1,7 @@
 //! A child process that is stopped and reaped when its guard drops.
 
 use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -42,6 +43,18 @@ impl Process {
 
     /// Starts `command` with the stdio the caller set up.
     pub fn spawn_as_is(name: &str, mut command: Command) -> Result<Self> {
+        // A shell without job control starts background commands with SIGINT and SIGQUIT
+        // ignored, and an ignored signal stays so across exec: a test suite started that
+        // way would hand its processes a Ctrl-C that a shell script cannot even trap.
+        // SAFETY: only signal(2), which is async-signal-safe, runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                for signal in [libc::SIGINT, libc::SIGQUIT] {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
+                Ok(())
+            });
+        }
         let child = command
             .spawn()
             .with_context(|| format!("starting {name}: {command:?}"))?;
