@@ -445,8 +445,7 @@ impl Dataplane for UserspaceDataplane {
     async fn delete_links(&self) -> Result<()> {
         let mut links = self.links.lock().await;
         // The tasks end first, so that none reports its device gone; the devices stay
-        // open in `links` until the group is deleted, after which closing them is instant
-        // (without the group, each goes as it is closed).
+        // open in `links` until they are deleted, after which closing them is instant.
         for link in links.values_mut() {
             link.up = false;
             self.publish(link);
@@ -456,10 +455,32 @@ impl Dataplane for UserspaceDataplane {
             let _ = (&mut link.task).await;
         }
         let ours: HashSet<&str> = links.keys().map(String::as_str).collect();
-        match link_group::delete_ours(&self.rtnl, &ours).await {
-            Ok(true) => {}
-            Ok(false) => tracing::info!("the links' device group holds another's link"),
-            Err(error) => tracing::warn!(%error, "deleting the links as a group"),
+        let together = match link_group::delete_ours(&self.rtnl, &ours).await {
+            Ok(together) => together,
+            Err(error) => {
+                tracing::warn!(%error, "deleting the links as a group");
+                false
+            }
+        };
+        if !together {
+            tracing::info!("deleting the links one by one");
+            // By request rather than by closing the devices: a process forking at that
+            // moment holds them open until it execs.
+            for (name, link) in links.iter() {
+                let deleted = match link.dev.if_index() {
+                    Ok(index) => self
+                        .rtnl
+                        .link()
+                        .del(index)
+                        .execute()
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(error) = deleted {
+                    tracing::debug!(link = %name, %error, "deleting a link");
+                }
+            }
         }
         links.clear();
         Ok(())
