@@ -1,6 +1,6 @@
 //! `iiptrand --config FILE`: the daemon itself. One task owns the IKE engine and the
 //! adjacencies ([`runtime`]); the control server runs beside it and reaches it through a
-//! channel ([`handler`]).
+//! channel ([`handler`]), and a worker brings virtual links up for it ([`link_switch`]).
 
 mod cert_report;
 mod credentials;
