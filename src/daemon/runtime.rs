@@ -98,8 +98,10 @@ pub(super) struct NeighborState {
     link_change: u64,
 }
 
-/// A neighbor's child SAs, with the keys the data plane needs: one, or two across a
-/// rekey, so a vector holds them in the least memory.
+/// A neighbor's child SAs not yet wholly in the data plane, with the keys it needs: one,
+/// or two across a rekey, so a vector holds them in the least memory. Each goes once its
+/// SAs are installed: from then on the data plane has the keys, and the daemon keeps no
+/// copy of them.
 #[derive(Default)]
 struct Children(Vec<ChildSa>);
 
@@ -834,6 +836,9 @@ impl<D: Dataplane> Runtime<D> {
                 return Err(e);
             }
         }
+        if !waits && let Some(n) = self.neighbors.get_mut(name) {
+            n.children.remove(&spis_of(pair));
+        }
         Ok(())
     }
 
@@ -867,6 +872,9 @@ impl<D: Dataplane> Runtime<D> {
         };
         if let Err(e) = installed {
             warn!(neighbor = name, error = %e, "cannot install the new outbound SA");
+        }
+        if let Some(n) = self.neighbors.get_mut(name) {
+            n.children.remove(&new);
         }
     }
 
