@@ -34,20 +34,41 @@ fn in_group(link: &LinkMessage) -> bool {
         .any(|a| matches!(a, LinkAttribute::Group(g) if *g == LINK_GROUP))
 }
 
-/// Deletes the links of [`LINK_GROUP`] in one request, provided all of them are among
-/// `ours`; returns false, deleting nothing, when the group holds a link of someone else's.
+/// Deletes the links named in `ours`: those in [`LINK_GROUP`] with one request when the
+/// group holds nothing else, the rest one by one. One by one goes by request rather than by
+/// closing a TUN device, which a process forking at that moment holds open until it execs.
+/// Returns whether the group went in one request; a link gone meanwhile is no error.
 pub async fn delete_ours(handle: &Handle, ours: &HashSet<&str>) -> Result<bool, rtnetlink::Error> {
+    let (mut grouped, mut singles, mut foreign) = (Vec::new(), Vec::new(), false);
     let mut links = handle.link().get().execute();
     while let Some(link) = links.try_next().await? {
-        if in_group(&link) && !name_of(&link).is_some_and(|n| ours.contains(n)) {
-            return Ok(false);
+        let mine = name_of(&link).is_some_and(|n| ours.contains(n));
+        match (in_group(&link), mine) {
+            (true, true) => grouped.push(link.header.index),
+            (true, false) => foreign = true,
+            (false, true) => singles.push(link.header.index),
+            (false, false) => {}
         }
     }
-    let mut delete = handle.link().del(0);
-    delete
-        .message_mut()
-        .attributes
-        .push(LinkAttribute::Group(LINK_GROUP));
-    delete.execute().await?;
-    Ok(true)
+    if foreign {
+        singles.append(&mut grouped);
+    } else if !grouped.is_empty() {
+        let mut delete = handle.link().del(0);
+        delete
+            .message_mut()
+            .attributes
+            .push(LinkAttribute::Group(LINK_GROUP));
+        delete.execute().await?;
+    }
+    let mut first_error = None;
+    for index in singles {
+        match handle.link().del(index).execute().await {
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::ENODEV => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+            Ok(()) => {}
+        }
+    }
+    first_error.map_or(Ok(!foreign), Err)
 }

@@ -224,21 +224,13 @@ impl Links {
         // Out of the wanted set first, so that their going is not reported as a loss.
         let names: Vec<String> = lock(&self.wanted).drain().map(|(name, _)| name).collect();
         let ours: HashSet<&str> = names.iter().map(String::as_str).collect();
-        match link_group::delete_ours(&self.handle, &ours).await {
-            Ok(true) => return Ok(()),
-            Ok(false) => tracing::info!("the links' device group holds another's link"),
-            Err(error) => tracing::warn!(%error, "deleting the links as a group"),
+        let together = link_group::delete_ours(&self.handle, &ours)
+            .await
+            .map_err(rt_err("RTM_DELLINK"))?;
+        if !together {
+            tracing::info!("the links' device group holds another's link: deleted one by one");
         }
-        let mut first_error = None;
-        for name in names {
-            match self.delete(&name).await {
-                Err(e) if !e.is_not_found() => {
-                    first_error.get_or_insert(e);
-                }
-                _ => {}
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        Ok(())
     }
 
     pub async fn delete(&self, name: &str) -> Result<()> {

@@ -455,32 +455,12 @@ impl Dataplane for UserspaceDataplane {
             let _ = (&mut link.task).await;
         }
         let ours: HashSet<&str> = links.keys().map(String::as_str).collect();
-        let together = match link_group::delete_ours(&self.rtnl, &ours).await {
-            Ok(together) => together,
-            Err(error) => {
-                tracing::warn!(%error, "deleting the links as a group");
-                false
+        match link_group::delete_ours(&self.rtnl, &ours).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!("the links' device group holds another's link: deleted one by one");
             }
-        };
-        if !together {
-            tracing::info!("deleting the links one by one");
-            // By request rather than by closing the devices: a process forking at that
-            // moment holds them open until it execs.
-            for (name, link) in links.iter() {
-                let deleted = match link.dev.if_index() {
-                    Ok(index) => self
-                        .rtnl
-                        .link()
-                        .del(index)
-                        .execute()
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                if let Err(error) = deleted {
-                    tracing::debug!(link = %name, %error, "deleting a link");
-                }
-            }
+            Err(error) => tracing::warn!(%error, "deleting the links"),
         }
         links.clear();
         Ok(())
