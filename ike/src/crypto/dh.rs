@@ -4,10 +4,11 @@
 use core::fmt;
 
 use p256::elliptic_curve::sec1::ToSec1Point;
+use subtle::ConstantTimeEq;
 use x25519_dalek::{PublicKey as X25519Public, StaticSecret};
 use zeroize::Zeroizing;
 
-use super::CryptoError;
+use super::{CryptoError, x25519};
 use crate::iana::DhId;
 use crate::secret::Secret;
 
@@ -18,7 +19,6 @@ pub enum DhGroup {
     Ecp256,
 }
 
-const X25519_LEN: usize = 32;
 const P256_COORDINATE_LEN: usize = 32;
 /// SEC 1 tag of an uncompressed point; RFC 5903 KE data is the point without it.
 const SEC1_UNCOMPRESSED: u8 = 0x04;
@@ -42,14 +42,14 @@ impl DhGroup {
     /// Length of the KE payload's key exchange data.
     pub fn public_len(self) -> usize {
         match self {
-            Self::Curve25519 => X25519_LEN,
+            Self::Curve25519 => x25519::LEN,
             Self::Ecp256 => 2 * P256_COORDINATE_LEN,
         }
     }
 
     fn private_len(self) -> usize {
         match self {
-            Self::Curve25519 => X25519_LEN,
+            Self::Curve25519 => x25519::LEN,
             Self::Ecp256 => P256_COORDINATE_LEN,
         }
     }
@@ -86,10 +86,10 @@ impl DhPrivate {
     pub(crate) fn from_private_bytes(group: DhGroup, bytes: &[u8]) -> Result<Self, CryptoError> {
         let key = match group {
             DhGroup::Curve25519 => {
-                if bytes.len() != X25519_LEN {
-                    return Err(key_length("X25519 private", X25519_LEN, bytes.len()));
+                if bytes.len() != x25519::LEN {
+                    return Err(key_length("X25519 private", x25519::LEN, bytes.len()));
                 }
-                let mut scalar = Zeroizing::new([0u8; X25519_LEN]);
+                let mut scalar = Zeroizing::new([0u8; x25519::LEN]);
                 scalar.copy_from_slice(bytes);
                 PrivateKey::X25519(StaticSecret::from(*scalar))
             }
@@ -138,13 +138,13 @@ impl DhPrivate {
         }
         match &self.key {
             PrivateKey::X25519(secret) => {
-                let mut u = [0u8; X25519_LEN];
+                let mut u = [0u8; x25519::LEN];
                 u.copy_from_slice(peer);
-                let shared = secret.diffie_hellman(&X25519Public::from(u));
-                if !shared.was_contributory() {
+                let shared = x25519::x25519(&Zeroizing::new(secret.to_bytes()), &u);
+                if bool::from(shared.ct_eq(&[0u8; x25519::LEN])) {
                     return Err(CryptoError::InvalidPublicValue);
                 }
-                Ok(Secret::from_slice(shared.as_bytes()))
+                Ok(Secret::from_slice(&shared[..]))
             }
             PrivateKey::P256(secret) => {
                 let mut sec1 = Vec::with_capacity(1 + peer.len());

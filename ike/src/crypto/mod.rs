@@ -9,6 +9,7 @@ mod integ;
 mod keys;
 mod prf;
 mod sk;
+mod x25519;
 
 #[cfg(test)]
 mod tests;
