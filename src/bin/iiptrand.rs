@@ -85,27 +85,43 @@ enum Command {
     },
 }
 
+/// Log lines queued for the writer thread; the queue's room is allocated up front.
+const LOG_QUEUE_LINES: usize = 4096;
+
 fn main() -> anyhow::Result<()> {
+    // Lines are written by a thread of their own, so a slow journal never holds up the
+    // event loop; none is dropped (the loop waits only once the queue is full), and
+    // `written` writes out what is queued when it goes.
+    let (log, written) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("iiptrand-log")
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(log)
         // Colour codes only for a person at a terminal, never into journald or files.
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     est::install_crypto_provider();
     if let Some(path) = args.config {
-        let config = Config::load(&path).unwrap_or_else(|e| {
-            eprintln!("{e}");
-            std::process::exit(2);
-        });
+        let config = match Config::load(&path) {
+            Ok(config) => config,
+            Err(e) => {
+                drop(written);
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        };
         let runtime = tokio::runtime::Runtime::new()?;
         return runtime.block_on(iiptran::daemon::run(config, &path));
     }
     let Some(command) = args.command else {
+        drop(written);
         Args::command().print_help()?;
         std::process::exit(2);
     };
