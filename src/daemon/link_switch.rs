@@ -4,11 +4,14 @@
 //! longer whenever another process (a routing daemon dumping its table) holds the lock.
 //!
 //! Requests are carried out one at a time in the order they were made, so that a device
-//! is never set up after a later change was made to it; a caller about to change a link
-//! another way first waits for [`LinkSwitch::settled`]. Each request has a number, and a
-//! completion is of use only while no later request was made for its neighbor: the
-//! runtime keeps the number of the latest.
+//! is never set up after a later change was made to it; a caller about to change a
+//! neighbor's link another way first waits for [`LinkSwitch::settled`], which returns at
+//! once unless that neighbor has a request outstanding, so a burst of link-ups for others
+//! does not hold the change up. Each request has a number, and a completion is of use
+//! only while no later request was made for its neighbor: the runtime keeps the number of
+//! the latest.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use iiptran_xfrm::{Dataplane, Error as DpError};
@@ -35,8 +38,8 @@ enum Request {
 pub(super) struct LinkSwitch {
     requests: Option<mpsc::UnboundedSender<Request>>,
     done: mpsc::UnboundedReceiver<LinkUpDone>,
-    /// Requests made whose completion the runtime has not taken.
-    in_flight: usize,
+    /// Per neighbor, requests made whose completion the runtime has not taken.
+    in_flight: HashMap<String, usize>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -69,7 +72,7 @@ impl LinkSwitch {
         Self {
             requests: Some(requests),
             done,
-            in_flight: 0,
+            in_flight: HashMap::new(),
             task: Some(task),
         }
     }
@@ -84,13 +87,13 @@ impl LinkSwitch {
         if let Some(requests) = &self.requests
             && requests.send(request).is_ok()
         {
-            self.in_flight += 1;
+            *self.in_flight.entry(neighbor.to_owned()).or_default() += 1;
         }
     }
 
-    /// Returns once every request made so far has been carried out.
-    pub async fn settled(&self) {
-        if self.in_flight == 0 {
+    /// Returns once every request made so far for `neighbor` has been carried out.
+    pub async fn settled(&self, neighbor: &str) {
+        if !self.in_flight.contains_key(neighbor) {
             return;
         }
         let (reply, replied) = oneshot::channel();
@@ -105,7 +108,12 @@ impl LinkSwitch {
     pub async fn done(&mut self) -> LinkUpDone {
         match self.done.recv().await {
             Some(done) => {
-                self.in_flight -= 1;
+                if let Some(count) = self.in_flight.get_mut(&done.neighbor) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.in_flight.remove(&done.neighbor);
+                    }
+                }
                 done
             }
             // The worker ended: at shutdown, or on a panic in the data plane.
@@ -131,6 +139,13 @@ mod tests {
     use iiptran_xfrm::{InnerFamilies, IpPrefix, LinkSpec};
 
     const LINK: &str = "lsw0";
+
+    /// Whether `wait` completes without waiting for the worker (which, on a current-thread
+    /// runtime, runs only when the test waits).
+    fn ready_at_once(wait: impl Future<Output = ()>) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        std::pin::pin!(wait).poll(&mut cx).is_ready()
+    }
 
     fn is_up(ns: &Netns) -> bool {
         let shown = ns.ip(&["-o", "link", "show", LINK]).unwrap();
@@ -168,14 +183,17 @@ mod tests {
                 // On this one thread the worker runs only when the caller waits: without
                 // `settled`, the link would go down first and then up.
                 switch.up("n", LINK, 1);
-                switch.settled().await;
+                switch.settled("n").await;
                 dataplane.set_link_up(LINK, false).await.unwrap();
                 let done = switch.done().await;
                 assert_eq!((done.neighbor.as_str(), done.seq), ("n", 1));
                 assert!(done.result.is_ok());
                 assert!(!is_up(&ns));
 
+                // Only the neighbor's own requests hold up a change to its link.
                 switch.up("n", LINK, 2);
+                assert!(ready_at_once(switch.settled("m")));
+                assert!(!ready_at_once(switch.settled("n")));
                 let done = switch.done().await;
                 assert_eq!(done.seq, 2);
                 assert!(done.result.is_ok());
@@ -188,8 +206,8 @@ mod tests {
 
                 switch.close().await;
                 switch.up("n", LINK, 4);
-                switch.settled().await;
-                assert_eq!(switch.in_flight, 0);
+                switch.settled("n").await;
+                assert!(switch.in_flight.is_empty());
             });
         })
         .unwrap();

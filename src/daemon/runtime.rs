@@ -717,7 +717,7 @@ impl<D: Dataplane> Runtime<D> {
             Command::CreateLink | Command::DeleteLink | Command::SetLinkDown
         ) {
             // A link-up asked before must not come after this change.
-            self.links.settled().await;
+            self.links.settled(name).await;
             self.link_change(name);
         }
         let n = self.neighbors.get(name)?;
