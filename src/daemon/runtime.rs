@@ -134,6 +134,8 @@ pub struct Runtime<D: Dataplane> {
     store: Store,
     services: Services,
     pub(super) neighbors: BTreeMap<String, NeighborState>,
+    /// The neighbor of each reqid, so that data-plane events need no scan of them all.
+    by_reqid: HashMap<u32, String>,
     /// The neighbor of each established IKE SA.
     ike_sas: HashMap<IkeSaId, String>,
     /// The timer each adjacency has armed, by neighbor name.
@@ -199,6 +201,7 @@ impl<D: Dataplane + 'static> Runtime<D> {
             store,
             services,
             neighbors: BTreeMap::new(),
+            by_reqid: HashMap::new(),
             ike_sas: HashMap::new(),
             timers: Deadlines::default(),
             retiring: Deadlines::default(),
@@ -292,6 +295,7 @@ impl<D: Dataplane> Runtime<D> {
             adjacency.restore(history);
         }
         let name = config.name.clone();
+        self.by_reqid.insert(self.next_reqid, name.clone());
         self.neighbors.insert(
             name.clone(),
             NeighborState {
@@ -609,10 +613,13 @@ impl<D: Dataplane> Runtime<D> {
             }
             DataplaneEvent::Acquire { src, dst, reqid } => {
                 let local = self.config.node.endpoint;
-                let found = self
-                    .neighbors
-                    .iter()
-                    .find(|(_, n)| n.reqid == reqid || (src == local && dst == n.config.endpoint));
+                let found = match self.by_reqid.get(&reqid) {
+                    Some(name) => self.neighbors.get_key_value(name),
+                    None => self
+                        .neighbors
+                        .iter()
+                        .find(|(_, n)| src == local && dst == n.config.endpoint),
+                };
                 // Only an adjacency waiting out its back-off is hurried; one that is
                 // connecting or up needs nothing, one stopped by the operator stays so.
                 if let Some((name, n)) = found
@@ -627,7 +634,7 @@ impl<D: Dataplane> Runtime<D> {
                 let found = self
                     .neighbors
                     .iter()
-                    .find(|(_, n)| n.config.link.name.to_string() == link)
+                    .find(|(_, n)| n.config.link.name.as_str() == link)
                     .map(|(name, _)| name.clone());
                 if let Some(name) = found {
                     warn!(
@@ -669,11 +676,9 @@ impl<D: Dataplane> Runtime<D> {
 
     /// The neighbor and pair in use that an SA of the data plane belongs to.
     fn in_use(&self, spi: u32, reqid: u32) -> Option<(String, ChildPair)> {
-        self.neighbors.iter().find_map(|(name, n)| {
-            let current = n.adjacency.current()?;
-            (n.reqid == reqid && (current.spi_in == spi || current.spi_out == spi))
-                .then(|| (name.clone(), current))
-        })
+        let name = self.by_reqid.get(&reqid)?;
+        let current = self.neighbors.get(name)?.adjacency.current()?;
+        (current.spi_in == spi || current.spi_out == spi).then(|| (name.clone(), current))
     }
 
     /// Feeds an event to a neighbor's adjacency and carries out its commands, with the
@@ -947,7 +952,9 @@ impl<D: Dataplane> Runtime<D> {
         let policy = VnPolicy::new(&new, credentials).map_err(|e| failed(e.to_string()))?;
         for name in d.removed.iter().chain(&d.changed) {
             self.feed(name, AdjEvent::Remove).await;
-            self.neighbors.remove(name);
+            if let Some(gone) = self.neighbors.remove(name) {
+                self.by_reqid.remove(&gone.reqid);
+            }
             self.timers.set(name.clone(), None);
             self.unwritten.remove(name);
             if let Err(e) = self.store.adjacencies().and_then(|db| db.remove(name)) {
