@@ -5,7 +5,8 @@
 //! link down within the liveness bound; once with a pre-shared key, once with
 //! certificates from the VN CA through `iiptrand enroll`. Crossing initiations end with
 //! one IKE SA and one pair; a refused child SA fails the attempt at once with its reason;
-//! a link deleted behind the daemon's back takes the adjacency down and it recovers. A
+//! a link deleted behind the daemon's back takes the adjacency down and it recovers; SAs
+//! whose rekey goes unanswered expire in the data plane and take it down too. A
 //! single daemon also shows its readiness (sd_notify) and applies a reload. Needs root
 //! and nft.
 
@@ -476,6 +477,59 @@ fn a_daemon_killed_and_restarted_replaces_its_stale_sas_at_once() {
         "b's adjacency went down across a's restart: {}",
         b.process.dump()
     );
+    nodes
+        .a_ns
+        .run("ping", &["-c", "2", "-W", "2", "-i", "0.2", "10.255.0.1"])
+        .or_panic();
+}
+
+/// SAs reach their hard lifetime when their rekey goes unanswered: the data plane drops
+/// them and reports it, and the adjacency goes down at once (long before the rekey's
+/// retransmissions run out or a liveness check could fail); once the peer answers again,
+/// the pair is negotiated anew.
+#[test]
+fn sas_outliving_an_unanswered_rekey_expire_and_the_pair_recovers() {
+    if !have_root("sas_outliving_an_unanswered_rekey_expire_and_the_pair_recovers") {
+        return;
+    }
+    let dir = WorkDir::temp("daemon-expire").or_panic();
+    let mut nodes = two_nodes(&Auth::Psk);
+    // a rekeys its pair after ~6 s and hands the data plane a hard lifetime of 7.2 s;
+    // its retransmissions would give up after ~80 s. b rekeys nothing while the test runs.
+    nodes.a.ike = "child_rekey_time = \"6s\"\nliveness = \"1h\"\nretransmit_timeout = \"2s\"\n\
+                   retransmit_base = 1.8\nretransmit_tries = 5\n"
+        .to_owned();
+    nodes.b.ike = "liveness = \"1h\"\nretransmit_timeout = \"2s\"\n".to_owned();
+    let (a, mut b) = nodes.start(dir.path()).or_panic();
+    let up = |n: &NeighborReport| n.adjacency == "established" && n.link_state == LinkState::Up;
+    wait_for_b(&a, "a up", Duration::from_secs(30), up);
+    // Whichever pair a has now (the first, or its replacement if a rekey came first),
+    // its next rekey goes unanswered.
+    b.process.signal(libc::SIGSTOP).or_panic();
+    let expired = wait_for_b(
+        &a,
+        "a's SAs to expire",
+        scaled(Duration::from_secs(20)),
+        |n| n.last_error.is_some(),
+    );
+    b.process.signal(libc::SIGCONT).or_panic();
+    assert_eq!(
+        last_error(&expired),
+        "child SAs deleted or expired",
+        "{}",
+        a.process.dump()
+    );
+    assert_ne!(expired.link_state, LinkState::Up);
+    // The cause is the data plane's hard expiry (the log is written on its own thread).
+    wait_until(
+        "a's log to show the data plane's hard expiry",
+        scaled(Duration::from_secs(5)),
+        Duration::from_millis(50),
+        || Ok(a.log().contains("HardExpire").then_some(())),
+    )
+    .or_panic();
+    // The failure is recorded, so the adjacency went down: up again is a recovery.
+    wait_for_b(&a, "a up again", Duration::from_secs(30), up);
     nodes
         .a_ns
         .run("ping", &["-c", "2", "-W", "2", "-i", "0.2", "10.255.0.1"])
