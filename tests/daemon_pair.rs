@@ -369,6 +369,14 @@ fn wait_for_b(
     .or_panic()
 }
 
+/// Two pings from a to b's end of the virtual link, answered.
+fn ping_b(nodes: &TwoNodes) {
+    nodes
+        .a_ns
+        .run("ping", &["-c", "2", "-W", "2", "-i", "0.2", "10.255.0.1"])
+        .or_panic();
+}
+
 fn last_error(n: &NeighborReport) -> &str {
     n.last_error.as_ref().map_or("", |e| e.message.as_str())
 }
@@ -422,10 +430,7 @@ fn a_lost_link_takes_the_adjacency_down_and_it_recovers() {
         nodes.a_ns.ip(&["link", "show", "vn-b"]).is_ok(),
         "the link was not made again"
     );
-    nodes
-        .a_ns
-        .run("ping", &["-c", "2", "-W", "2", "-i", "0.2", "10.255.0.1"])
-        .or_panic();
+    ping_b(&nodes);
 }
 
 #[test]
@@ -477,10 +482,7 @@ fn a_daemon_killed_and_restarted_replaces_its_stale_sas_at_once() {
         "b's adjacency went down across a's restart: {}",
         b.process.dump()
     );
-    nodes
-        .a_ns
-        .run("ping", &["-c", "2", "-W", "2", "-i", "0.2", "10.255.0.1"])
-        .or_panic();
+    ping_b(&nodes);
 }
 
 /// SAs reach their hard lifetime when their rekey goes unanswered: the data plane drops
@@ -530,10 +532,7 @@ fn sas_outliving_an_unanswered_rekey_expire_and_the_pair_recovers() {
     .or_panic();
     // The failure is recorded, so the adjacency went down: up again is a recovery.
     wait_for_b(&a, "a up again", Duration::from_secs(30), up);
-    nodes
-        .a_ns
-        .run("ping", &["-c", "2", "-W", "2", "-i", "0.2", "10.255.0.1"])
-        .or_panic();
+    ping_b(&nodes);
 }
 
 /// A daemon stopped and started again still shows its neighbor's past: the history kept
