@@ -99,6 +99,7 @@ impl VnPolicy {
     /// The policy of `config`; neighbors with certificates use `credentials`, which must
     /// hold them.
     pub fn new(config: &Config, credentials: Arc<NodeCredentials>) -> Result<Self, DaemonError> {
+        let mut shared = SharedSuites::default();
         let peers: Vec<Peer> = config
             .neighbors
             .iter()
@@ -118,7 +119,7 @@ impl VnPolicy {
                     ts_local,
                     ts_remote,
                     selectors: n.selectors.clone(),
-                    suites: Arc::new(suites(&n.ike)),
+                    suites: shared.of(&n.ike),
                     made: Mutex::new(None),
                 })
             })
@@ -216,6 +217,27 @@ impl Policy for VnPolicy {
     }
 }
 
+/// The suites of each distinct pair of proposal lists, made once: neighbors without
+/// proposals of their own share the node's lists, and so their suites.
+#[derive(Default)]
+struct SharedSuites(Vec<(IkeSettings, Arc<Suites>)>);
+
+impl SharedSuites {
+    fn of(&mut self, ike: &IkeSettings) -> Arc<Suites> {
+        let same = |made: &IkeSettings| {
+            Arc::ptr_eq(&made.proposals, &ike.proposals)
+                && Arc::ptr_eq(&made.esp_proposals, &ike.esp_proposals)
+                && made.pfs == ike.pfs
+        };
+        if let Some((_, suites)) = self.0.iter().find(|(made, _)| same(made)) {
+            return suites.clone();
+        }
+        let suites = Arc::new(suites(ike));
+        self.0.push((ike.clone(), suites.clone()));
+        suites
+    }
+}
+
 /// A proposal's integrity algorithms; AEAD proposals name none, which the engine spells
 /// INTEG NONE.
 fn integs_or_none(p: &Proposal) -> Vec<IntegId> {
@@ -230,7 +252,7 @@ fn integs_or_none(p: &Proposal) -> Vec<IntegId> {
 /// transforms, in the order of the proposals.
 fn suites(ike: &IkeSettings) -> Suites {
     let mut ike_suites = Vec::new();
-    for p in &ike.proposals {
+    for p in ike.proposals.iter() {
         for e in &p.encr {
             for &prf in &p.prf {
                 for &dh in &p.dh {
@@ -248,7 +270,7 @@ fn suites(ike: &IkeSettings) -> Suites {
         }
     }
     let mut esp_suites = Vec::new();
-    for p in &ike.esp_proposals {
+    for p in ike.esp_proposals.iter() {
         for e in &p.encr {
             for integ in integs_or_none(p) {
                 esp_suites.push(EspSuite {
@@ -266,7 +288,7 @@ fn suites(ike: &IkeSettings) -> Suites {
     let child_pfs = ike.pfs.then(|| {
         ike.esp_proposals
             .iter()
-            .chain(&ike.proposals)
+            .chain(ike.proposals.iter())
             .find_map(|p| p.dh.first().copied())
     });
     Suites {
@@ -408,7 +430,9 @@ mod tests {
              link = { name = \"vn-b\" }\npsk = \"a pre-shared key for b\"\n\
              proposals = [\"aes256gcm16-prfsha384-ecp256\"]\nesp_proposals = [\"aes256gcm16\"]\n\
              [[neighbor]]\nname = \"c\"\nidentity = \"c.vn.example\"\nendpoint = \"192.0.2.3\"\n\
-             link = { name = \"vn-c\" }\npsk = \"a pre-shared key for c\"\n",
+             link = { name = \"vn-c\" }\npsk = \"a pre-shared key for c\"\n\
+             [[neighbor]]\nname = \"d\"\nidentity = \"d.vn.example\"\nendpoint = \"192.0.2.4\"\n\
+             link = { name = \"vn-d\" }\npsk = \"a pre-shared key for d\"\n",
             "node.toml",
             Path::new("."),
         )
@@ -427,6 +451,19 @@ mod tests {
         let c = policy.suites(at("192.0.2.3")).expect("c's suites");
         assert_eq!(*c, node.suites(), "c keeps the node's proposals");
         assert_ne!(b.ike, node.ike_suites);
+        // Neighbors without proposals of their own share the node's, and their suites.
+        let [nb, nc, nd] = &config.neighbors[..] else {
+            panic!("three neighbors");
+        };
+        assert!(Arc::ptr_eq(&nc.ike.proposals, &config.ike.proposals));
+        assert!(Arc::ptr_eq(
+            &nd.ike.esp_proposals,
+            &config.ike.esp_proposals
+        ));
+        assert!(!Arc::ptr_eq(&nb.ike.proposals, &config.ike.proposals));
+        let d = policy.suites(at("192.0.2.4")).expect("d's suites");
+        assert!(Arc::ptr_eq(&c, &d));
+        assert!(!Arc::ptr_eq(&b, &c));
         assert!(
             policy.suites(at("192.0.2.9")).is_none(),
             "no neighbor there"

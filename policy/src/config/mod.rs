@@ -17,6 +17,7 @@ mod raw;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use iiptran_certs::NodeId;
@@ -91,11 +92,12 @@ pub enum NatTraversal {
     Force,
 }
 
-/// IKE and child SA parameters.
+/// IKE and child SA parameters. A neighbor without proposals of its own shares the
+/// node's lists rather than holding a copy: thousands of neighbors are configured alike.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IkeSettings {
-    pub proposals: Vec<Proposal>,
-    pub esp_proposals: Vec<Proposal>,
+    pub proposals: Arc<[Proposal]>,
+    pub esp_proposals: Arc<[Proposal]>,
     pub rekey_time: Duration,
     pub child_rekey_time: Duration,
     /// Idle time before a liveness check.
@@ -296,11 +298,11 @@ fn vn_name(at: &S) -> Checked<String> {
 
 fn proposals(
     list: &Option<Spanned<Vec<S>>>,
-    default: &[Proposal],
+    default: &Arc<[Proposal]>,
     parse: fn(&str) -> Result<Proposal, ProposalError>,
-) -> Checked<Vec<Proposal>> {
+) -> Checked<Arc<[Proposal]>> {
     let Some(list) = list else {
-        return Ok(default.to_vec());
+        return Ok(default.clone());
     };
     if list.get_ref().is_empty() {
         return Err(SpanError::new(list.span(), "empty proposal list"));
@@ -444,7 +446,7 @@ impl Checker<'_> {
         let parse_defaults = |list: &[&str], parse: fn(&str) -> Result<Proposal, ProposalError>| {
             list.iter()
                 .map(|p| parse(p).map_err(|e| SpanError::new(0..0, e)))
-                .collect::<Checked<Vec<_>>>()
+                .collect::<Checked<Arc<[_]>>>()
         };
         let ike_defaults = parse_defaults(&DEFAULT_IKE_PROPOSALS, Proposal::ike)?;
         let esp_defaults = parse_defaults(&DEFAULT_ESP_PROPOSALS, Proposal::esp)?;
