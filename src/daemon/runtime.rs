@@ -133,7 +133,9 @@ pub struct Runtime<D: Dataplane> {
     sockets: Sockets,
     store: Store,
     services: Services,
-    pub(super) neighbors: BTreeMap<String, NeighborState>,
+    /// Boxed: a map node holds eleven entries whatever its fill, and a neighbor's state
+    /// is large; thousands of neighbors are configured.
+    pub(super) neighbors: BTreeMap<String, Box<NeighborState>>,
     /// The neighbor of each reqid, so that data-plane events need no scan of them all.
     by_reqid: HashMap<u32, String>,
     /// The neighbor of each established IKE SA.
@@ -298,7 +300,7 @@ impl<D: Dataplane> Runtime<D> {
         self.by_reqid.insert(self.next_reqid, name.clone());
         self.neighbors.insert(
             name.clone(),
-            NeighborState {
+            Box::new(NeighborState {
                 config,
                 adjacency,
                 reqid: self.next_reqid,
@@ -306,7 +308,7 @@ impl<D: Dataplane> Runtime<D> {
                 outbound_waits: HashMap::new(),
                 stored: None,
                 link_change: 0,
-            },
+            }),
         );
         self.next_reqid += 1;
         self.feed(&name, AdjEvent::Start).await;
