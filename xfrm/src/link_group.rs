@@ -37,8 +37,8 @@ fn in_group(link: &LinkMessage) -> bool {
 /// Deletes the links named in `ours`: those in [`LINK_GROUP`] with one request when the
 /// group holds nothing else, the rest one by one. One by one goes by request rather than by
 /// closing a TUN device, which a process forking at that moment holds open until it execs.
-/// Returns whether the group went in one request; a link gone meanwhile is no error.
-pub async fn delete_ours(handle: &Handle, ours: &HashSet<&str>) -> Result<bool, rtnetlink::Error> {
+/// A link gone meanwhile is no error.
+pub async fn delete_ours(handle: &Handle, ours: &HashSet<&str>) -> Result<(), rtnetlink::Error> {
     let (mut grouped, mut singles, mut foreign) = (Vec::new(), Vec::new(), false);
     let mut links = handle.link().get().execute();
     while let Some(link) = links.try_next().await? {
@@ -51,6 +51,7 @@ pub async fn delete_ours(handle: &Handle, ours: &HashSet<&str>) -> Result<bool, 
         }
     }
     if foreign {
+        tracing::info!("the links' device group holds another's link: deleted one by one");
         singles.append(&mut grouped);
     } else if !grouped.is_empty() {
         let mut delete = handle.link().del(0);
@@ -70,5 +71,5 @@ pub async fn delete_ours(handle: &Handle, ours: &HashSet<&str>) -> Result<bool, 
             Ok(()) => {}
         }
     }
-    first_error.map_or(Ok(!foreign), Err)
+    first_error.map_or(Ok(()), Err)
 }

@@ -224,13 +224,9 @@ impl Links {
         // Out of the wanted set first, so that their going is not reported as a loss.
         let names: Vec<String> = lock(&self.wanted).drain().map(|(name, _)| name).collect();
         let ours: HashSet<&str> = names.iter().map(String::as_str).collect();
-        let together = link_group::delete_ours(&self.handle, &ours)
+        link_group::delete_ours(&self.handle, &ours)
             .await
-            .map_err(rt_err("RTM_DELLINK"))?;
-        if !together {
-            tracing::info!("the links' device group holds another's link: deleted one by one");
-        }
-        Ok(())
+            .map_err(rt_err("RTM_DELLINK"))
     }
 
     pub async fn delete(&self, name: &str) -> Result<()> {

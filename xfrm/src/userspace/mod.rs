@@ -455,12 +455,8 @@ impl Dataplane for UserspaceDataplane {
             let _ = (&mut link.task).await;
         }
         let ours: HashSet<&str> = links.keys().map(String::as_str).collect();
-        match link_group::delete_ours(&self.rtnl, &ours).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::info!("the links' device group holds another's link: deleted one by one");
-            }
-            Err(error) => tracing::warn!(%error, "deleting the links"),
+        if let Err(error) = link_group::delete_ours(&self.rtnl, &ours).await {
+            tracing::warn!(%error, "deleting the links");
         }
         links.clear();
         Ok(())
