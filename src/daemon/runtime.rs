@@ -118,6 +118,8 @@ impl Children {
 
     fn remove(&mut self, spis: &ChildSpis) {
         self.0.retain(|c| c.spis != *spis);
+        // Most of the time the last one went: its room would stay for the pair's life.
+        self.0.shrink_to_fit();
     }
 }
 
