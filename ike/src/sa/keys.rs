@@ -67,11 +67,17 @@ pub(crate) fn esp_suite_supported(suite: &EspSuite) -> bool {
 pub(crate) struct IkeKeys {
     pub prf: Prf,
     pub sk_d: Secret,
-    /// SK_p of our side and of the peer's (for the AUTH payloads).
-    pub sk_p_ours: Secret,
-    pub sk_p_peer: Secret,
+    /// SK_p, for the AUTH payloads of IKE_AUTH alone: gone once the SA is established
+    /// (and never kept for one a rekey made), as no later exchange signs with it.
+    pub sk_p: Option<AuthKeys>,
     pub out: SkCipher,
     pub inb: SkCipher,
+}
+
+/// SK_p of our side and of the peer's.
+pub(crate) struct AuthKeys {
+    pub ours: Secret,
+    pub peer: Secret,
 }
 
 /// Material of one IKE SA key derivation.
@@ -141,8 +147,7 @@ impl IkeKeys {
         Ok(Self {
             prf,
             sk_d: k.sk_d,
-            sk_p_ours: ours,
-            sk_p_peer: peer,
+            sk_p: rekey_of.is_none().then_some(AuthKeys { ours, peer }),
             out,
             inb,
         })

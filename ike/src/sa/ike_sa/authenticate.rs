@@ -10,11 +10,12 @@ impl IkeSa {
     /// side's nonce, prf(SK_p, its ID payload body).
     pub(super) fn octets(&self, ours: bool, id: &Identification) -> Option<Vec<u8>> {
         let keys = self.keys.as_ref()?;
+        let sk_p = keys.sk_p.as_ref()?;
         let (message, nonce, sk_p) = match (ours, self.initiator) {
-            (true, true) => (&self.init_ours, &self.nr, &keys.sk_p_ours),
-            (true, false) => (&self.init_ours, &self.ni, &keys.sk_p_ours),
-            (false, true) => (&self.init_theirs, &self.ni, &keys.sk_p_peer),
-            (false, false) => (&self.init_theirs, &self.nr, &keys.sk_p_peer),
+            (true, true) => (&self.init_ours, &self.nr, &sk_p.ours),
+            (true, false) => (&self.init_ours, &self.ni, &sk_p.ours),
+            (false, true) => (&self.init_theirs, &self.ni, &sk_p.peer),
+            (false, false) => (&self.init_theirs, &self.nr, &sk_p.peer),
         };
         Some(auth::signed_octets(
             message,
@@ -232,8 +233,8 @@ impl IkeSa {
         }
     }
 
-    /// Both ends are authenticated: the SA is established. The IKE_SA_INIT messages were
-    /// kept only to be signed and to recognise a retransmitted first request.
+    /// Both ends are authenticated: the SA is established. The IKE_SA_INIT messages and
+    /// SK_p were kept only to be signed and to recognise a retransmitted first request.
     fn authenticated(&mut self, ctx: &Ctx<'_>) {
         self.phase = Phase::Established;
         self.established = Some(ctx.now);
@@ -241,6 +242,9 @@ impl IkeSa {
         self.rekey_at = ctx.rekey_time(ctx.config.lifetimes.ike_rekey);
         self.init_ours = Vec::new();
         self.init_theirs = Vec::new();
+        if let Some(keys) = &mut self.keys {
+            keys.sk_p = None;
+        }
     }
 
     pub(super) fn add_child(&mut self, ctx: &Ctx<'_>, sa: ChildSa) {
