@@ -3,7 +3,10 @@
 //! two thirds of the time of ring's portable code, and a responder verifies two
 //! signatures per IKE SA (the peer's certificate and its AUTH payload).
 
-use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+use ed25519_dalek::{Signature, SignatureError, Verifier as _, VerifyingKey};
 use rustls_pki_types::{
     AlgorithmIdentifier, InvalidSignature, SignatureVerificationAlgorithm, alg_id,
 };
@@ -24,7 +27,7 @@ impl SignatureVerificationAlgorithm for Ed25519 {
         signature: &[u8],
     ) -> Result<(), InvalidSignature> {
         let key = <&[u8; 32]>::try_from(public_key).map_err(|_| InvalidSignature)?;
-        let key = VerifyingKey::from_bytes(key).map_err(|_| InvalidSignature)?;
+        let key = verifying_key(key).map_err(|_| InvalidSignature)?;
         let signature = Signature::from_slice(signature).map_err(|_| InvalidSignature)?;
         key.verify(message, &signature)
             .map_err(|_| InvalidSignature)
@@ -41,6 +44,34 @@ impl SignatureVerificationAlgorithm for Ed25519 {
     fn fips(&self) -> bool {
         false
     }
+}
+
+/// How many decoded public keys each thread keeps.
+const RECENT_KEYS: usize = 4;
+
+thread_local! {
+    /// The keys verified with last, the latest first.
+    static RECENT: RefCell<VecDeque<VerifyingKey>> =
+        RefCell::new(VecDeque::with_capacity(RECENT_KEYS));
+}
+
+/// The public key `bytes` encode. Decoding one takes a field exponentiation, about a tenth
+/// of a verification, and the key of the CA that signed every peer's certificate comes
+/// back with each of them: the few last keys are kept decoded.
+fn verifying_key(bytes: &[u8; 32]) -> Result<VerifyingKey, SignatureError> {
+    RECENT.with_borrow_mut(|recent| {
+        let key = match recent.iter().position(|k| k.as_bytes() == bytes) {
+            Some(i) => {
+                let key = recent[i];
+                recent.remove(i);
+                key
+            }
+            None => VerifyingKey::from_bytes(bytes)?,
+        };
+        recent.truncate(RECENT_KEYS - 1);
+        recent.push_front(key);
+        Ok(key)
+    })
 }
 
 #[cfg(test)]
@@ -112,6 +143,28 @@ mod tests {
         let public = key.verifying_key().to_bytes();
         assert!(!ring_accepts(&public, message, &signature));
         assert!(!accepts(&public, message, &signature));
+    }
+
+    /// Keys come and go from the recent ones (more keys than it holds, each verified with
+    /// several times): a signature verifies under its own key only.
+    #[test]
+    fn a_signature_verifies_under_its_key_alone_however_keys_recur() {
+        let keys: Vec<SigningKey> = (0..super::RECENT_KEYS as u8 + 3)
+            .map(|i| SigningKey::from_bytes(&[i + 1; 32]))
+            .collect();
+        let signed: Vec<_> = keys.iter().map(|k| k.sign(b"message").to_bytes()).collect();
+        for round in 0..3 {
+            for (i, key) in keys.iter().enumerate() {
+                for (j, signature) in signed.iter().enumerate() {
+                    let public = key.verifying_key().to_bytes();
+                    assert_eq!(
+                        accepts(&public, b"message", signature),
+                        i == j,
+                        "round {round}: key {i}, signature of key {j}"
+                    );
+                }
+            }
+        }
     }
 
     proptest! {
