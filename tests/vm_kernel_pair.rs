@@ -13,6 +13,7 @@ mod support;
 
 use std::time::Duration;
 
+use iiptran::control::protocol::TransitionReport;
 use iiptran_testkit::iiptrand::{Credentials, Neighbor, NodeConfig};
 use iiptran_testkit::netns::{Netns, veth};
 use iiptran_testkit::wait::wait_until;
@@ -44,12 +45,12 @@ fn node(name: &str, dataplane: &str) -> NodeConfig {
     }
 }
 
-/// Two namespaces joined by veth, A and B.
-fn namespaces() -> (Netns, Netns) {
+/// Two namespaces joined by veth, A and B, and the name of the veth (the same at both ends).
+fn namespaces() -> (Netns, Netns, String) {
     let a_ns = Netns::new("vka").or_panic();
     let b_ns = Netns::new("vkb").or_panic();
-    veth(&a_ns, A.parse().unwrap(), &b_ns, B.parse().unwrap(), 24).or_panic();
-    (a_ns, b_ns)
+    let (a_end, _) = veth(&a_ns, A.parse().unwrap(), &b_ns, B.parse().unwrap(), 24).or_panic();
+    (a_ns, b_ns, a_end.ifname)
 }
 
 /// Waits until `ns` holds exactly one SA pair between `local` and `remote` that `accept`
@@ -135,7 +136,7 @@ fn kernel_pair_carries_esp_and_leaves_nothing_stale() {
         return;
     }
     let dir = WorkDir::temp("vm-kernel-pair").or_panic();
-    let (a_ns, b_ns) = namespaces();
+    let (a_ns, b_ns, _) = namespaces();
     let mut a = Daemon::start(&a_ns, dir.path(), &node("a", "kernel"), &[]).or_panic();
     let mut b = Daemon::start(&b_ns, dir.path(), &node("b", "kernel"), &[]).or_panic();
     a.wait_established("b", SETUP).or_panic();
@@ -212,7 +213,7 @@ fn kernel_node_and_userspace_node_carry_traffic_both_ways() {
         return;
     }
     let dir = WorkDir::temp("vm-kernel-userspace").or_panic();
-    let (a_ns, b_ns) = namespaces();
+    let (a_ns, b_ns, _) = namespaces();
     let a = Daemon::start(&a_ns, dir.path(), &node("a", "kernel"), &[]).or_panic();
     let b = Daemon::start(&b_ns, dir.path(), &node("b", "userspace"), &[]).or_panic();
     a.wait_established("b", SETUP).or_panic();
@@ -233,6 +234,80 @@ fn kernel_node_and_userspace_node_carry_traffic_both_ways() {
             == 2,
         "a's SAs are not ESP in UDP: {encap}"
     );
+}
+
+/// Traffic for a neighbor whose adjacency waits out its back-off: the out policy, which
+/// outlives the pairs, finds no SA, the kernel asks for one (an XFRM acquire), and the
+/// daemon connects at once rather than when the back-off ends.
+#[test]
+#[ignore = "needs a kernel with ESP and IPIP: tests/vm/run runs it"]
+fn traffic_for_a_backed_off_neighbor_connects_at_once() {
+    if !have_root("traffic_for_a_backed_off_neighbor_connects_at_once") {
+        return;
+    }
+    let dir = WorkDir::temp("vm-kernel-acquire").or_panic();
+    let (a_ns, b_ns, veth) = namespaces();
+    let a = Daemon::start(&a_ns, dir.path(), &node("a", "kernel"), &[]).or_panic();
+    // b only answers: a's adjacency comes back through a's own attempts alone.
+    let mut b_node = node("b", "kernel");
+    b_node.neighbors[0].passive = true;
+    let _b = Daemon::start(&b_ns, dir.path(), &b_node, &[]).or_panic();
+    a.wait_established("b", SETUP).or_panic();
+
+    // Nothing reaches b: a's liveness check fails, then every attempt (each at its 30 s
+    // connect timeout). After the fourth failure a waits 4 to 8 s before the next.
+    b_ns.ip(&["link", "set", &veth, "down"]).or_panic();
+    wait_until(
+        "a's fourth failure, and a waiting out its back-off",
+        Duration::from_secs(240),
+        Duration::from_millis(100),
+        || {
+            let failures = a.history("b")?.iter().filter(|t| t.to == "backoff").count();
+            let waiting = a.neighbor("b")?.is_some_and(|n| n.adjacency == "backoff");
+            Ok((failures >= 4 && waiting).then_some(()))
+        },
+    )
+    .or_panic();
+    b_ns.ip(&["link", "set", &veth, "up"]).or_panic();
+    send_ipip(&a_ns, B);
+    let by_traffic = |t: &TransitionReport| {
+        t.from == "backoff" && t.to == "connecting" && t.cause == "traffic waits for SAs"
+    };
+    wait_until(
+        "a to connect for the traffic",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || Ok(a.history("b")?.iter().any(by_traffic).then_some(())),
+    )
+    .or_panic();
+    a.wait_established("b", SETUP).or_panic();
+    ping(&a_ns, "10.255.0.1");
+}
+
+/// Sends one IPIP packet from `ns` to `to`, as a virtual link would: the inner packet is
+/// a bare IPv4 header, which no one reads (with no SA the kernel drops the packet).
+fn send_ipip(ns: &Netns, to: &str) {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let to: std::net::SocketAddr = format!("{to}:0").parse().unwrap();
+    let inner: [u8; 20] = [
+        0x45, 0, 0, 20, 0, 0, 0, 0, 64, 1, 0, 0, 10, 255, 0, 0, 10, 255, 0, 1,
+    ];
+    ns.enter(|| {
+        let socket = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(libc::IPPROTO_IPIP)),
+        )
+        .unwrap_or_else(|e| panic!("opening a raw IPIP socket: {e}"));
+        // The acquire is what counts; without an SA the packet itself goes nowhere, and
+        // the kernel may say so.
+        match socket.send_to(&inner, &SockAddr::from(to)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("sending an IPIP packet to {to}: {e}"),
+        }
+    })
+    .or_panic();
 }
 
 #[test]

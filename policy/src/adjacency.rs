@@ -124,6 +124,9 @@ pub enum Event {
     Terminate,
     /// Operator: connect now.
     Initiate,
+    /// Traffic for the neighbor found no SA (the data plane's acquire): an adjacency
+    /// waiting out its back-off connects now; any other carries on as it is.
+    Traffic,
 }
 
 /// What the daemon must do, in order.
@@ -319,6 +322,11 @@ impl Adjacency {
                 State::Down { .. } => self.connect(now, "operator initiate", &mut out),
                 _ => out.push(Command::Log("already connecting or up".into())),
             },
+            Event::Traffic => {
+                if let State::Down { .. } = self.state {
+                    self.connect(now, "traffic waits for SAs", &mut out);
+                }
+            }
             Event::IkeSaUp => self.refused = false,
             Event::ChildSaEstablished(p) => self.established(now, p, &mut out),
             Event::ChildSaInstalled(p) => self.installed(now, p, &mut out),

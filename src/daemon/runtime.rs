@@ -631,7 +631,7 @@ impl<D: Dataplane> Runtime<D> {
                 {
                     let name = name.clone();
                     info!(neighbor = name.as_str(), %dst, "traffic waits for SAs: initiating");
-                    self.feed(&name, AdjEvent::Initiate).await;
+                    self.feed(&name, AdjEvent::Traffic).await;
                 }
             }
             DataplaneEvent::LinkDown { name: link } => {

@@ -437,6 +437,28 @@ fn initiate_while_down_retries_now() {
 }
 
 #[test]
+fn traffic_hurries_a_backed_off_adjacency_only() {
+    let mut a = adjacency(false);
+    a.handle(t(0), Event::Start);
+    a.handle(t(30), Event::Timer);
+    retry_at(&a);
+    let out = a.handle(t(30), Event::Traffic);
+    assert_eq!(out, [Command::Initiate, Command::ArmTimer(t(60))]);
+    assert_eq!(a.state(), State::Connecting);
+    let last = a.history().transitions.back().expect("a transition");
+    assert_eq!(last.cause, "traffic waits for SAs");
+    // Connecting, up, stopped by the operator, removed: nothing to do.
+    assert!(a.handle(t(31), Event::Traffic).is_empty());
+    let mut a = up();
+    assert!(a.handle(t(31), Event::Traffic).is_empty());
+    a.handle(t(32), Event::Terminate);
+    assert!(a.handle(t(33), Event::Traffic).is_empty());
+    assert_eq!(a.state(), State::Configured);
+    a.handle(t(34), Event::Remove);
+    assert!(a.handle(t(35), Event::Traffic).is_empty());
+}
+
+#[test]
 fn history_is_bounded() {
     let mut a = adjacency(false);
     a.handle(t(0), Event::Start);
@@ -837,6 +859,7 @@ fn any_event() -> impl Strategy<Value = Event> {
         Just(Event::Shutdown),
         Just(Event::Terminate),
         Just(Event::Initiate),
+        Just(Event::Traffic),
     ]
 }
 
