@@ -4,7 +4,8 @@
 //! the same pair in both kernels. A daemon killed with SIGKILL leaves its objects in the
 //! kernel; restarted, it removes them and the adjacency comes back with one fresh pair. A
 //! daemon stopped with SIGTERM leaves nothing behind. A kernel node and a userspace node
-//! carry traffic between them (ESP in UDP).
+//! carry traffic between them (ESP in UDP). Traffic for a neighbor waiting out its back-off
+//! brings the pair up at once, through the kernel's acquire.
 //!
 //! Needs root and a kernel with ESP and IPIP: `tests/vm/run` runs the ignored tests here in
 //! its guest. The parser test runs everywhere.
@@ -16,7 +17,7 @@ use std::time::Duration;
 use iiptran::control::protocol::TransitionReport;
 use iiptran_testkit::iiptrand::{Credentials, Neighbor, NodeConfig};
 use iiptran_testkit::netns::{Netns, veth};
-use iiptran_testkit::wait::wait_until;
+use iiptran_testkit::wait::{scaled, wait_until};
 use iiptran_testkit::{WorkDir, have_root};
 use support::OrPanic;
 use support::daemon::Daemon;
@@ -275,7 +276,7 @@ fn traffic_for_a_backed_off_neighbor_connects_at_once() {
     };
     wait_until(
         "a to connect for the traffic",
-        Duration::from_secs(5),
+        scaled(Duration::from_secs(5)),
         Duration::from_millis(100),
         || Ok(a.history("b")?.iter().any(by_traffic).then_some(())),
     )
