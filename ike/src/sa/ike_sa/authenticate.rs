@@ -233,8 +233,9 @@ impl IkeSa {
         }
     }
 
-    /// Both ends are authenticated: the SA is established. The IKE_SA_INIT messages and
-    /// SK_p were kept only to be signed and to recognise a retransmitted first request.
+    /// Both ends are authenticated: the SA is established. The IKE_SA_INIT messages were
+    /// kept only to be signed and to recognise a retransmitted first request, SK_p only to
+    /// sign.
     fn authenticated(&mut self, ctx: &Ctx<'_>) {
         self.phase = Phase::Established;
         self.established = Some(ctx.now);
