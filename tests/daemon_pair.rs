@@ -381,26 +381,53 @@ fn last_error(n: &NeighborReport) -> &str {
     n.last_error.as_ref().map_or("", |e| e.message.as_str())
 }
 
-#[test]
-fn a_refused_child_sa_fails_the_attempt_at_once_and_says_why() {
-    if !have_root("a_refused_child_sa_fails_the_attempt_at_once_and_says_why") {
+/// b refuses what a proposes (`refuse` sets the two nodes up so), and a's attempt fails
+/// with `error` well within the 30 s connect timeout: the refusal itself fails it.
+fn a_refusal_fails_the_attempt_at_once(
+    test: &str,
+    refuse: impl FnOnce(&mut TwoNodes),
+    error: &str,
+) {
+    if !have_root(test) {
         return;
     }
     let dir = WorkDir::temp("daemon-refused").or_panic();
     let mut nodes = two_nodes(&Auth::Psk);
-    // b carries only IPv6 over its link to a, so it accepts only protocol 41 selectors
-    // where a proposes protocol 4.
-    nodes.b.neighbors[0].address = "fd00:255::1/127".to_owned();
+    refuse(&mut nodes);
     let (a, _b) = nodes.start(dir.path()).or_panic();
-    // Well within the 30 s connect timeout: the refusal itself fails the attempt.
     let n = wait_for_b(
         &a,
         "a to record the refusal",
         Duration::from_secs(10),
-        |n| last_error(n) == "child SA refused: TS_UNACCEPTABLE",
+        |n| last_error(n) == error,
     );
     assert_ne!(n.adjacency, "established");
     assert_eq!(n.link_state, LinkState::Down);
+}
+
+#[test]
+fn a_refused_child_sa_fails_the_attempt_at_once_and_says_why() {
+    a_refusal_fails_the_attempt_at_once(
+        "a_refused_child_sa_fails_the_attempt_at_once_and_says_why",
+        // b carries only IPv6 over its link to a, so it accepts only protocol 41
+        // selectors where a proposes protocol 4.
+        |nodes| nodes.b.neighbors[0].address = "fd00:255::1/127".to_owned(),
+        "child SA refused: TS_UNACCEPTABLE",
+    );
+}
+
+#[test]
+fn a_refused_ike_sa_fails_the_attempt_at_once_and_says_why() {
+    a_refusal_fails_the_attempt_at_once(
+        "a_refused_ike_sa_fails_the_attempt_at_once_and_says_why",
+        // No IKE suite in common: each answers the other's IKE_SA_INIT with
+        // NO_PROPOSAL_CHOSEN.
+        |nodes| {
+            nodes.a.ike += "proposals = [\"aes256gcm16-prfsha384-ecp256\"]\n";
+            nodes.b.ike += "proposals = [\"chacha20poly1305-prfsha256-x25519\"]\n";
+        },
+        "IKE SA refused: NO_PROPOSAL_CHOSEN",
+    );
 }
 
 #[test]

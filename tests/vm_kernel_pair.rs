@@ -255,8 +255,9 @@ fn traffic_for_a_backed_off_neighbor_connects_at_once() {
     let _b = Daemon::start(&b_ns, dir.path(), &b_node, &[]).or_panic();
     a.wait_established("b", SETUP).or_panic();
 
-    // Nothing reaches b: a's liveness check fails, then every attempt (each at its 30 s
-    // connect timeout). After the fourth failure a waits 4 to 8 s before the next.
+    // Nothing reaches b: a's liveness check fails, then every attempt (each once its
+    // IKE_SA_INIT goes unanswered). After the fourth failure a waits 4 to 8 s before the
+    // next.
     b_ns.ip(&["link", "set", &veth, "down"]).or_panic();
     wait_until(
         "a's fourth failure, and a waiting out its back-off",

@@ -84,6 +84,11 @@ pub enum Event {
     ChildSaFailed {
         reason: String,
     },
+    /// The IKE SA of our initiation went before it was up: refused, unanswered, or
+    /// failed on our side.
+    AttemptFailed {
+        reason: String,
+    },
     /// Both SAs of the pair are in the data plane.
     ChildSaInstalled(ChildPair),
     /// The data plane refused the pair.
@@ -364,6 +369,14 @@ impl Adjacency {
                 {
                     self.fail(now, &reason, &mut out);
                     self.refused = true;
+                } else {
+                    out.push(Command::Log(reason));
+                }
+            }
+            // A pair already in hand (the peer's crossing initiation) is not the attempt's.
+            Event::AttemptFailed { reason } => {
+                if self.state == State::Connecting && self.current.is_none() {
+                    self.fail(now, &reason, &mut out);
                 } else {
                     out.push(Command::Log(reason));
                 }

@@ -96,6 +96,8 @@ pub(super) struct NeighborState {
     /// The number of the latest change asked of its link: a link-up completion with
     /// another number was overtaken.
     link_change: u64,
+    /// The IKE SA of our latest initiation, until it is up or gone.
+    attempt: Option<IkeSaId>,
 }
 
 /// A neighbor's child SAs not yet wholly in the data plane, with the keys it needs: one,
@@ -142,6 +144,9 @@ pub struct Runtime<D: Dataplane> {
     by_reqid: HashMap<u32, String>,
     /// The neighbor of each established IKE SA.
     ike_sas: HashMap<IkeSaId, String>,
+    /// The neighbor of each IKE SA we initiated that is not up yet (the latest attempt
+    /// of each): its failure fails the attempt.
+    attempts: HashMap<IkeSaId, String>,
     /// The timer each adjacency has armed, by neighbor name.
     timers: Deadlines<String, Time>,
     /// Inbound SAs of retired pairs, removed after [`INBOUND_GRACE`].
@@ -163,6 +168,24 @@ pub fn wall_now() -> Time {
 /// The instant of a wall-clock time, for sleeping until it.
 fn instant_of(at: Time) -> Instant {
     Instant::now() + at.since(wall_now())
+}
+
+/// What an IKE SA we initiated that went before it was up means for the attempt, if it
+/// failed it. Authentication failures come as an event of their own; a redundant IKE SA
+/// of crossing initiations and one we deleted fail nothing.
+fn attempt_failure(reason: &DownReason) -> Option<String> {
+    match reason {
+        DownReason::Refused(notify) => Some(format!("IKE SA refused: {notify}")),
+        DownReason::Timeout | DownReason::LivenessFailed => {
+            Some("no answer from the peer".to_owned())
+        }
+        DownReason::DeletedByPeer => Some("peer deleted the IKE SA".to_owned()),
+        DownReason::Local(why) => Some(format!("IKE SA failed: {why}")),
+        DownReason::AuthFailed
+        | DownReason::Duplicate
+        | DownReason::DeletedLocally
+        | DownReason::PeerRestarted => None,
+    }
 }
 
 fn pair_of(ike_sa: IkeSaId, spis: ChildSpis) -> ChildPair {
@@ -207,6 +230,7 @@ impl<D: Dataplane + 'static> Runtime<D> {
             neighbors: BTreeMap::new(),
             by_reqid: HashMap::new(),
             ike_sas: HashMap::new(),
+            attempts: HashMap::new(),
             timers: Deadlines::default(),
             retiring: Deadlines::default(),
             unwritten: BTreeSet::new(),
@@ -310,6 +334,7 @@ impl<D: Dataplane> Runtime<D> {
                 outbound_waits: HashMap::new(),
                 stored: None,
                 link_change: 0,
+                attempt: None,
             }),
         );
         self.next_reqid += 1;
@@ -412,6 +437,15 @@ impl<D: Dataplane> Runtime<D> {
         self.forget(&[sa_object(&id)]);
     }
 
+    /// The neighbor whose latest attempt `sa` was, no longer waiting for it.
+    fn end_attempt(&mut self, sa: IkeSaId) -> Option<String> {
+        let name = self.attempts.remove(&sa)?;
+        if let Some(n) = self.neighbors.get_mut(&name) {
+            n.attempt = None;
+        }
+        Some(name)
+    }
+
     fn write_records(&mut self) {
         self.write_records_at = None;
         let names: Vec<String> = std::mem::take(&mut self.unwritten).into_iter().collect();
@@ -461,6 +495,7 @@ impl<D: Dataplane> Runtime<D> {
                     return;
                 };
                 info!(neighbor = name.as_str(), %remote, sa = %format_args!("{:016x}", sa.0), "IKE SA up");
+                self.end_attempt(sa);
                 self.ike_sas.insert(sa, name.clone());
                 self.feed(&name, AdjEvent::IkeSaUp).await;
             }
@@ -548,7 +583,14 @@ impl<D: Dataplane> Runtime<D> {
             }
             Event::IkeSaDown { sa, reason } => {
                 let Some(name) = self.ike_sas.remove(&sa) else {
-                    debug!(?reason, "IKE SA down before it was up");
+                    let attempt = self.end_attempt(sa);
+                    match (attempt, attempt_failure(&reason)) {
+                        (Some(name), Some(reason)) => {
+                            warn!(neighbor = name.as_str(), reason, "IKE SA failed");
+                            self.feed(&name, AdjEvent::AttemptFailed { reason }).await;
+                        }
+                        _ => debug!(?reason, "IKE SA down before it was up"),
+                    }
                     return;
                 };
                 info!(neighbor = name.as_str(), ?reason, "IKE SA down");
@@ -776,8 +818,17 @@ impl<D: Dataplane> Runtime<D> {
                 let remote = SocketAddr::new(n.config.endpoint, IKE_PORT);
                 let peer = self.engine.policy().peer_config(name)?;
                 let local = self.local_ike();
-                if let Err(e) = self.engine.initiate(Instant::now(), local, remote, peer) {
-                    warn!(neighbor = name, error = %e, "cannot initiate");
+                match self.engine.initiate(Instant::now(), local, remote, peer) {
+                    Ok(sa) => {
+                        // An earlier attempt still under way says nothing of this one.
+                        if let Some(n) = self.neighbors.get_mut(name)
+                            && let Some(old) = n.attempt.replace(sa)
+                        {
+                            self.attempts.remove(&old);
+                        }
+                        self.attempts.insert(sa, name.to_owned());
+                    }
+                    Err(e) => warn!(neighbor = name, error = %e, "cannot initiate"),
                 }
                 Ok(())
             }
@@ -958,6 +1009,9 @@ impl<D: Dataplane> Runtime<D> {
             self.feed(name, AdjEvent::Remove).await;
             if let Some(gone) = self.neighbors.remove(name) {
                 self.by_reqid.remove(&gone.reqid);
+                if let Some(sa) = gone.attempt {
+                    self.attempts.remove(&sa);
+                }
             }
             self.timers.set(name.clone(), None);
             self.unwritten.remove(name);

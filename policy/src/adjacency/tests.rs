@@ -437,6 +437,26 @@ fn initiate_while_down_retries_now() {
 }
 
 #[test]
+fn a_failed_attempt_fails_a_connecting_adjacency_only() {
+    let mut a = adjacency(false);
+    a.handle(t(0), Event::Start);
+    let reason = || "IKE SA refused: NO_PROPOSAL_CHOSEN".to_owned();
+    let out = a.handle(t(2), Event::AttemptFailed { reason: reason() });
+    assert!(out.contains(&Command::Log(reason())));
+    retry_at(&a);
+    assert_eq!(
+        a.history().last_error,
+        Some((t(2), reason())),
+        "the refusal is the error shown"
+    );
+    // A pair already in hand (the peer's crossing initiation) outlives our attempt.
+    let mut a = up();
+    let out = a.handle(t(3), Event::AttemptFailed { reason: reason() });
+    assert_eq!(out, [Command::Log(reason())]);
+    assert_eq!(a.state(), State::Up);
+}
+
+#[test]
 fn traffic_hurries_a_backed_off_adjacency_only() {
     let mut a = adjacency(false);
     a.handle(t(0), Event::Start);
@@ -860,6 +880,9 @@ fn any_event() -> impl Strategy<Value = Event> {
         Just(Event::Terminate),
         Just(Event::Initiate),
         Just(Event::Traffic),
+        Just(Event::AttemptFailed {
+            reason: "no answer from the peer".into()
+        }),
     ]
 }
 
