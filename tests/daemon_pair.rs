@@ -27,6 +27,12 @@ use support::daemon::{Daemon, TWO_NODES_V4, TwoNodes};
 
 const PSK: &str = "a long pre-shared key for the daemon pair test";
 
+/// A node's `[ike]` lines with the default retransmission schedule (strongSwan's: an
+/// unanswered request is retried for ~165 s, long past the 30 s connect timeout) and the
+/// tests' short liveness.
+const SLOW_RETRANSMITS: &str =
+    "liveness = \"2s\"\nretransmit_timeout = \"4s\"\nretransmit_base = 1.8\nretransmit_tries = 5\n";
+
 /// How the two nodes authenticate each other.
 enum Auth {
     Psk,
@@ -562,6 +568,44 @@ fn sas_outliving_an_unanswered_rekey_expire_and_the_pair_recovers() {
     ping_b(&nodes);
 }
 
+/// An attempt whose IKE_SA_INIT goes unanswered outlives its connect timeout (the
+/// retransmissions go on for minutes); the next attempt drops it, so a peer that is gone
+/// has one half-open IKE SA of ours at a time, not one per attempt.
+#[test]
+fn a_new_attempt_drops_the_one_it_supersedes() {
+    if !have_root("a_new_attempt_drops_the_one_it_supersedes") {
+        return;
+    }
+    let dir = WorkDir::temp("daemon-superseded").or_panic();
+    let mut nodes = two_nodes(&Auth::Psk);
+    nodes.a.ike = SLOW_RETRANSMITS.to_owned();
+    let (a, mut b) = nodes.start(dir.path()).or_panic();
+    wait_one_pair(&a, &b, Duration::from_secs(30));
+    b.process.stop().or_panic();
+    // b's DELETE fails a; its first attempt after that ends at the connect timeout, and
+    // the second starts after the back-off.
+    wait_until(
+        "a's second attempt since b went",
+        Duration::from_secs(90),
+        Duration::from_millis(200),
+        || {
+            let attempts = a
+                .history("b")?
+                .iter()
+                .filter(|t| t.from == "backoff" && t.to == "connecting")
+                .count();
+            Ok((attempts >= 2).then_some(()))
+        },
+    )
+    .or_panic();
+    let sas = a.sas().or_panic();
+    assert_eq!(
+        sas.iter().map(|sa| sa.state.as_str()).collect::<Vec<_>>(),
+        ["CONNECTING"],
+        "{sas:#?}"
+    );
+}
+
 /// A daemon stopped and started again still shows its neighbor's past: the history kept
 /// in the adjacency records outlives the process.
 #[test]
@@ -570,7 +614,10 @@ fn a_restarted_daemon_shows_its_neighbors_past() {
         return;
     }
     let dir = WorkDir::temp("daemon-history").or_panic();
-    let nodes = two_nodes(&Auth::Psk);
+    let mut nodes = two_nodes(&Auth::Psk);
+    // a's attempts after b has gone stay unanswered beyond the test, so its last error
+    // stays the one recorded before the restart.
+    nodes.a.ike = SLOW_RETRANSMITS.to_owned();
     let (mut a, mut b) = nodes.start(dir.path()).or_panic();
     wait_one_pair(&a, &b, Duration::from_secs(30));
     let up = a.neighbor("b").or_panic().expect("a lists b");

@@ -820,11 +820,14 @@ impl<D: Dataplane> Runtime<D> {
                 let local = self.local_ike();
                 match self.engine.initiate(Instant::now(), local, remote, peer) {
                     Ok(sa) => {
-                        // An earlier attempt still under way says nothing of this one.
+                        // An earlier attempt still under way (its retransmissions outlast
+                        // the connect timeout) is superseded: it goes, rather than go on
+                        // beside this one.
                         if let Some(n) = self.neighbors.get_mut(name)
                             && let Some(old) = n.attempt.replace(sa)
                         {
                             self.attempts.remove(&old);
+                            self.engine.terminate(Instant::now(), old);
                         }
                         self.attempts.insert(sa, name.to_owned());
                     }
