@@ -658,21 +658,16 @@ impl<D: Dataplane> Runtime<D> {
                 }
             }
             DataplaneEvent::Acquire { src, dst, reqid } => {
-                let local = self.config.node.endpoint;
                 let found = match self.by_reqid.get(&reqid) {
-                    Some(name) => self.neighbors.get_key_value(name),
-                    None => self
-                        .neighbors
-                        .iter()
-                        .find(|(_, n)| src == local && dst == n.config.endpoint),
+                    Some(name) => Some(name.clone()),
+                    None if src == self.config.node.endpoint => {
+                        self.config.neighbor_at(dst).map(|n| n.name.clone())
+                    }
+                    None => None,
                 };
-                // Only an adjacency waiting out its back-off is hurried; one that is
-                // connecting or up needs nothing, one stopped by the operator stays so.
-                if let Some((name, n)) = found
-                    && matches!(n.adjacency.state(), State::Down { .. })
-                {
-                    let name = name.clone();
-                    info!(neighbor = name.as_str(), %dst, "traffic waits for SAs: initiating");
+                // The adjacency decides: only one waiting out its back-off connects now.
+                if let Some(name) = found {
+                    debug!(neighbor = name.as_str(), %dst, "traffic waits for SAs");
                     self.feed(&name, AdjEvent::Traffic).await;
                 }
             }
