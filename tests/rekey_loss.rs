@@ -5,17 +5,13 @@
 
 mod support;
 
-use std::collections::HashSet;
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Result;
 use iiptran::control::protocol::IkeSaReport;
+use iiptran_testkit::datagrams::{Receiver, Sender, bind};
 use iiptran_testkit::iiptrand::Credentials;
-use iiptran_testkit::netns::Netns;
 use iiptran_testkit::wait::wait_until;
 use iiptran_testkit::{WorkDir, have_root};
 use support::OrPanic;
@@ -27,120 +23,6 @@ const PSK: &str = "a long pre-shared key for the rekey loss test";
 /// some, slow enough for two busy cores.
 const RATE: u64 = 1_000;
 const PORT: u16 = 9_000;
-
-/// Sends numbered datagrams at `RATE` until stopped; returns how many it sent.
-fn sender(socket: UdpSocket, to: SocketAddr, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let start = Instant::now();
-        let mut n = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            socket
-                .send_to(&n.to_be_bytes(), to)
-                .or_panic_io("sending a datagram");
-            n += 1;
-            let due = start + Duration::from_micros(n * 1_000_000 / RATE);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-        }
-        n
-    })
-}
-
-/// The sequence numbers received on a socket, collected until stopped.
-struct Receiver {
-    seen: Arc<Mutex<HashSet<u64>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Receiver {
-    fn start(socket: UdpSocket) -> Self {
-        let seen = Arc::new(Mutex::new(HashSet::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .or_panic_io("setting a read timeout");
-        let thread = std::thread::spawn({
-            let (seen, stop) = (seen.clone(), stop.clone());
-            move || {
-                let mut buf = [0u8; 64];
-                while !stop.load(Ordering::Relaxed) {
-                    let Ok(n) = socket.recv(&mut buf) else {
-                        continue;
-                    };
-                    if let Ok(seq) = <[u8; 8]>::try_from(&buf[..n]) {
-                        seen.lock().unwrap().insert(u64::from_be_bytes(seq));
-                    }
-                }
-            }
-        });
-        Self {
-            seen,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn count(&self) -> u64 {
-        self.seen.lock().unwrap().len() as u64
-    }
-
-    /// The runs of numbers below `sent` that never arrived, as first and last.
-    fn missing(&self, sent: u64) -> Vec<(u64, u64)> {
-        let seen = self.seen.lock().unwrap();
-        let mut runs: Vec<(u64, u64)> = Vec::new();
-        for n in (0..sent).filter(|n| !seen.contains(n)) {
-            match runs.last_mut() {
-                Some((_, last)) if *last + 1 == n => *last = n,
-                _ => runs.push((n, n)),
-            }
-        }
-        runs
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-trait OrPanicIo<T> {
-    fn or_panic_io(self, what: &str) -> T;
-}
-
-impl<T> OrPanicIo<T> for std::io::Result<T> {
-    #[track_caller]
-    fn or_panic_io(self, what: &str) -> T {
-        self.unwrap_or_else(|e| panic!("{what}: {e}"))
-    }
-}
-
-fn bind(ns: &Netns, addr: SocketAddr) -> UdpSocket {
-    let socket = ns
-        .enter(|| UdpSocket::bind(addr))
-        .or_panic()
-        .or_panic_io("binding the datagram socket");
-    // Room for a scheduling hiccup of the receiving thread, so only the data plane can
-    // lose datagrams.
-    let size: libc::c_int = 4 << 20;
-    // SAFETY: setsockopt on an open socket with a pointer to a c_int of the given length.
-    unsafe {
-        use std::os::fd::AsRawFd;
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&raw const size).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-    socket
-}
 
 /// The IKE SPIs (initiator's, responder's) and the child SPIs (inbound, outbound) in use.
 type InUse = (u64, u64, u32, u32);
@@ -188,13 +70,13 @@ fn child_and_ike_rekeys_under_load_lose_no_datagram() {
 
     let a_addr: SocketAddr = (std::net::Ipv4Addr::new(10, 255, 0, 0), PORT).into();
     let b_addr: SocketAddr = (std::net::Ipv4Addr::new(10, 255, 0, 1), PORT).into();
-    let a_socket = bind(&nodes.a_ns, a_addr);
-    let b_socket = bind(&nodes.b_ns, b_addr);
-    let at_b = Receiver::start(b_socket.try_clone().or_panic_io("cloning"));
-    let at_a = Receiver::start(a_socket.try_clone().or_panic_io("cloning"));
-    let stop = Arc::new(AtomicBool::new(false));
-    let a_to_b = sender(a_socket, b_addr, stop.clone());
-    let b_to_a = sender(b_socket, a_addr, stop.clone());
+    let a_socket = bind(&nodes.a_ns, a_addr).or_panic();
+    let b_socket = bind(&nodes.b_ns, b_addr).or_panic();
+    let clone = |s: &std::net::UdpSocket| s.try_clone().map_err(anyhow::Error::from).or_panic();
+    let at_b = Receiver::start(clone(&b_socket)).or_panic();
+    let at_a = Receiver::start(clone(&a_socket)).or_panic();
+    let mut a_to_b = Sender::start(a_socket, b_addr, RATE, 8);
+    let mut b_to_a = Sender::start(b_socket, a_addr, RATE, 8);
     wait_until(
         "datagrams flowing both ways",
         Duration::from_secs(5),
@@ -247,22 +129,13 @@ fn child_and_ike_rekeys_under_load_lose_no_datagram() {
         }
     }
 
-    stop.store(true, Ordering::Relaxed);
-    let sent_a = a_to_b.join().unwrap();
-    let sent_b = b_to_a.join().unwrap();
-    // What is still on its way arrives within moments; what is missing after that is lost.
-    let arrived = wait_until(
-        "every datagram to arrive",
-        Duration::from_secs(3),
-        Duration::from_millis(20),
-        || Ok(at_b.count() >= sent_a && at_a.count() >= sent_b),
+    let sent_a = a_to_b.stop().or_panic();
+    let sent_b = b_to_a.stop().or_panic();
+    let within = Duration::from_secs(3);
+    let (lost_at_b, lost_at_a) = (at_b.lost(sent_a, within), at_a.lost(sent_b, within));
+    assert!(
+        lost_at_b.is_empty() && lost_at_a.is_empty(),
+        "datagrams lost across {rekeys} rekeys: a->b of {sent_a}: {lost_at_b:?}, \
+         b->a of {sent_b}: {lost_at_a:?}",
     );
-    if arrived.is_err() {
-        let (lost_at_b, lost_at_a) = (at_b.missing(sent_a), at_a.missing(sent_b));
-        panic!(
-            "datagrams lost across {} rekeys: a->b of {sent_a}: {lost_at_b:?}, \
-             b->a of {sent_b}: {lost_at_a:?}",
-            rekeys,
-        );
-    }
 }

@@ -139,13 +139,16 @@ impl Vn {
     /// Waits until a ping from node `from`'s loopback to node `to`'s is answered.
     fn wait_ping(&self, from: usize, to: usize, timeout: Duration) -> Result<()> {
         let what = format!("a ping from {} to {}", NAMES[from], NAMES[to]);
+        let mut last = None;
         wait_until(&what, timeout, Duration::from_millis(100), || {
             let mut ping = self.lan.nodes[from].command("ping");
             ping.args(["-n", "-q", "-c", "1", "-W", "0.5", "-I"])
                 .arg(loopback(from).to_string())
                 .arg(loopback(to).to_string());
-            Ok(checked(ping).is_ok().then_some(()))
+            last = checked(ping).err();
+            Ok(last.is_none().then_some(()))
         })
+        .with_context(|| format!("the last ping: {last:?}"))
     }
 }
 

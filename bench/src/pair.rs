@@ -1,6 +1,7 @@
 //! Two iiptrand nodes joined by one virtual link (userspace data plane), and what is
 //! measured over it: packet loss across rekeys under load and throughput.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use iiptran_testkit::command::checked;
+use iiptran_testkit::datagrams;
 use iiptran_testkit::pki::Ca;
 
 use crate::iiptrand::{self, Binaries, Daemon};
@@ -19,8 +21,9 @@ use crate::system::Pair;
 
 const A_ADDR: &str = "10.201.0.1";
 const B_ADDR: &str = "10.201.0.2";
-/// B's end of the virtual link, where iperf3 listens.
-const B_LINK: &str = "10.99.0.1";
+/// The ends of the virtual link; iperf3 listens on b's.
+const A_LINK: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 0);
+const B_LINK: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 
 /// Two established nodes: `a` has neighbor `b` on link `vn-b` and the other way round.
 pub struct Nodes {
@@ -56,14 +59,14 @@ impl Nodes {
 /// iperf3's JSON report from a client in `a` against a one-shot server on B's link end.
 fn iperf(nodes: &Nodes, args: &[&str]) -> Result<Value> {
     let mut server = nodes.pair.b.command("iperf3");
-    server.args(["-s", "-1", "-B", B_LINK]);
+    server.args(["-s", "-1", "-B", &B_LINK.to_string()]);
     server.stdout(std::process::Stdio::null());
     let _server = Process::spawn_as_is("iperf3-server", server)?;
     // The server needs a moment to listen: retry the client rather than guess a delay.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mut client = nodes.pair.a.command("iperf3");
-        client.args(["-c", B_LINK, "-J"]).args(args);
+        client.args(["-c", &B_LINK.to_string(), "-J"]).args(args);
         let report = checked(client).and_then(|out| Ok(serde_json::from_str::<Value>(&out)?));
         match report {
             Ok(r) if r.get("error").is_none() => return Ok(r),
@@ -94,6 +97,10 @@ pub struct RekeyRun {
     pub packets_per_sec_offered: u64,
     pub packets_sent: u64,
     pub packets_lost: u64,
+    /// Of those lost, the ones sent within [`NEAR_REKEY`] after a rekey began: what the
+    /// rekeys lost, where the rest is what the machine loses anyway.
+    #[serde(default)]
+    pub packets_lost_near_rekeys: u64,
     /// The same traffic for the same time just before, without rekeys: what the machine
     /// loses anyway.
     pub baseline_packets_sent: u64,
@@ -102,8 +109,42 @@ pub struct RekeyRun {
     pub ike_rekeys: u32,
 }
 
+/// How long after a rekey begins a lost datagram counts against it: the exchanges and the
+/// change of SAs take milliseconds.
+pub const NEAR_REKEY: Duration = Duration::from_secs(1);
+const TRAFFIC_PORT: u16 = 9_000;
+const DATAGRAM_LEN: usize = 64;
+
+/// Numbered datagrams from a to b at `pps` a second for `seconds`, while `during` runs
+/// (given when the traffic ends); how many were sent, and when each lost one was sent.
+fn numbered_traffic<T>(
+    nodes: &Nodes,
+    pps: u64,
+    seconds: u64,
+    during: impl FnOnce(Instant) -> Result<T>,
+) -> Result<(T, u64, Vec<Instant>)> {
+    let from = datagrams::bind(&nodes.pair.a, (A_LINK, 0).into())?;
+    let to: SocketAddr = (B_LINK, TRAFFIC_PORT).into();
+    let receiver = datagrams::Receiver::start(datagrams::bind(&nodes.pair.b, to)?)?;
+    let mut sender = datagrams::Sender::start(from, to, pps, DATAGRAM_LEN);
+    let end = sender.started + Duration::from_secs(seconds);
+    let value = during(end)?;
+    if let Some(rest) = end.checked_duration_since(Instant::now()) {
+        std::thread::sleep(rest);
+    }
+    let sent = sender.stop()?;
+    let lost = receiver
+        .lost(sent, Duration::from_secs(3))
+        .into_iter()
+        .flat_map(|(first, last)| first..=last)
+        .map(|n| sender.sent_at(n))
+        .collect();
+    Ok((value, sent, lost))
+}
+
 /// Sends `pps` 64-byte UDP datagrams a second over the link for `seconds` while `a` rekeys
-/// its child SA and its IKE SA in turn every `every`; counts what iperf3 lost.
+/// its child SA and its IKE SA in turn every `every`; counts what never arrived, and
+/// which of it was sent soon after a rekey began.
 pub fn rekey_under_load(
     bin: &Binaries,
     ca: &Ca,
@@ -114,48 +155,39 @@ pub fn rekey_under_load(
     every: Duration,
 ) -> Result<RekeyRun> {
     let nodes = Nodes::start(bin, ca, dir, prefix, "")?;
-    let rate = (pps * 64 * 8).to_string();
-    let traffic_args = ["-u", "-b", &rate, "-l", "64", "-t", &seconds.to_string()];
-    let (baseline_packets_sent, baseline_packets_lost, _) =
-        udp_counts(&iperf(&nodes, &traffic_args)?)?;
-    let (child_rekeys, ike_rekeys, report) = std::thread::scope(|scope| {
-        let traffic = scope.spawn(|| iperf(&nodes, &traffic_args));
-        let (mut child, mut ike) = (0u32, 0u32);
+    let ((), baseline_packets_sent, baseline_lost) =
+        numbered_traffic(&nodes, pps, seconds, |_| Ok(()))?;
+    let (rekeys, packets_sent, lost) = numbered_traffic(&nodes, pps, seconds, |end| {
+        let mut rekeys: Vec<(Instant, bool)> = Vec::new();
         // Rekeys start once traffic flows and end before it does, so each one is under load.
-        let end = Instant::now() + Duration::from_secs(seconds.saturating_sub(2));
         std::thread::sleep(every.min(Duration::from_secs(2)));
-        while Instant::now() + every < end && !traffic.is_finished() {
-            let ike_turn = (child + ike) % 2 == 1;
-            let args: &[&str] = if ike_turn {
+        while Instant::now() + every + Duration::from_secs(2) < end {
+            let ike = rekeys.len() % 2 == 1;
+            let args: &[&str] = if ike {
                 &["rekey", "b", "--ike"]
             } else {
                 &["rekey", "b"]
             };
+            rekeys.push((Instant::now(), ike));
             nodes.a.ctl(args)?;
-            if ike_turn {
-                ike += 1;
-            } else {
-                child += 1;
-            }
             std::thread::sleep(every);
         }
-        let report = traffic
-            .join()
-            .map_err(|_| anyhow::anyhow!("iperf3 thread panicked"))??;
-        Ok::<_, anyhow::Error>((child, ike, report))
+        Ok(rekeys)
     })?;
-    let (packets_sent, packets_lost, _) = udp_counts(&report)?;
     if nodes.a.link_state("b")?.as_deref() != Some("up") {
         bail!("the link went down during the rekeys");
     }
+    let near = |t: &Instant| rekeys.iter().any(|(r, _)| *t >= *r && *t - *r < NEAR_REKEY);
+    let ike_rekeys = rekeys.iter().filter(|(_, ike)| *ike).count() as u32;
     Ok(RekeyRun {
         seconds,
         packets_per_sec_offered: pps,
         packets_sent,
-        packets_lost,
+        packets_lost: lost.len() as u64,
+        packets_lost_near_rekeys: lost.iter().filter(|t| near(t)).count() as u64,
         baseline_packets_sent,
-        baseline_packets_lost,
-        child_rekeys,
+        baseline_packets_lost: baseline_lost.len() as u64,
+        child_rekeys: rekeys.len() as u32 - ike_rekeys,
         ike_rekeys,
     })
 }

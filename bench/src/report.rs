@@ -126,18 +126,23 @@ impl Report {
             let r = &self.rekey[0];
             let _ = writeln!(
                 t,
-                "\nRekey under load: {} pkt/s of 64-byte UDP over the virtual link for {} s, child and IKE rekeys in turn",
+                "\nRekey under load: {} pkt/s of numbered 64-byte UDP datagrams over the virtual link for {} s, child and IKE rekeys in turn",
                 r.packets_per_sec_offered, r.seconds
             );
             for r in &self.rekey {
+                let with = format!(
+                    "with rekeys (child {}, IKE {}):",
+                    r.child_rekeys, r.ike_rekeys
+                );
                 let _ = writeln!(
                     t,
-                    "  with rekeys: sent {:>7}  lost {:>5}  (child rekeys {}, IKE rekeys {});  \
-                     without, just before: sent {:>7}  lost {:>5}",
+                    "  {with:<31} sent {:>7}  lost {:>5}, {} of them sent within {} s after a rekey began\n  \
+                     {:<31} sent {:>7}  lost {:>5}",
                     r.packets_sent,
                     r.packets_lost,
-                    r.child_rekeys,
-                    r.ike_rekeys,
+                    r.packets_lost_near_rekeys,
+                    crate::pair::NEAR_REKEY.as_secs(),
+                    "without, just before:",
                     r.baseline_packets_sent,
                     r.baseline_packets_lost
                 );

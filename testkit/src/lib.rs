@@ -9,6 +9,7 @@
 
 pub mod bird;
 pub mod command;
+pub mod datagrams;
 pub mod iiptrand;
 pub mod netns;
 pub mod pki;
