@@ -141,7 +141,7 @@ impl Receiver {
     }
 
     /// The runs of numbers below `sent` that never arrived, as first and last.
-    pub fn missing(&self, sent: u64) -> Vec<(u64, u64)> {
+    fn missing(&self, sent: u64) -> Vec<(u64, u64)> {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let mut runs: Vec<(u64, u64)> = Vec::new();
         for n in (0..sent).filter(|n| !seen.contains(n)) {
