@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::netns::Netns;
+use crate::wait::wait_until;
 
 /// A UDP socket bound in `ns` with a receive buffer big enough for a scheduling hiccup of
 /// the receiving thread, so that only the path under test loses datagrams.
@@ -156,10 +157,10 @@ impl Receiver {
     /// Waits up to `within` for all of the first `sent` datagrams (what is still on its way
     /// arrives within moments); the runs still missing after that are lost.
     pub fn lost(&self, sent: u64, within: Duration) -> Vec<(u64, u64)> {
-        let deadline = Instant::now() + within;
-        while self.count() < sent && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // Running out of time is the answer here, not an error: what is missing is lost.
+        let _ = wait_until("every datagram", within, Duration::from_millis(20), || {
+            Ok(self.count() >= sent)
+        });
         self.missing(sent)
     }
 }
