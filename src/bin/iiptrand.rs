@@ -88,6 +88,24 @@ enum Command {
 /// Log lines queued for the writer thread; the queue's room is allocated up front.
 const LOG_QUEUE_LINES: usize = 4096;
 
+/// Keeps large transient blocks out of the heap for the daemon's life. Parsing the
+/// configuration frees blocks of megabytes (4 MiB with 2,000 neighbors); glibc would then
+/// serve every smaller large block from the heap, where each one freed among long-lived
+/// allocations stays resident: a daemon with 1,000 neighbors configured idled at 26 MiB
+/// instead of 19.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn fix_mmap_threshold() {
+    // glibc's initial threshold, which it would otherwise raise to the largest block freed.
+    const MMAP_THRESHOLD: libc::c_int = 128 << 10;
+    // SAFETY: mallopt sets one allocator parameter, under the allocator's own lock.
+    if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) } != 1 {
+        tracing::debug!("malloc's mmap threshold left to glibc");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn fix_mmap_threshold() {}
+
 fn main() -> anyhow::Result<()> {
     // Lines are written by a thread of their own, so a slow journal never holds up the
     // event loop; none is dropped (the loop waits only once the queue is full), and
@@ -106,6 +124,7 @@ fn main() -> anyhow::Result<()> {
         // Colour codes only for a person at a terminal, never into journald or files.
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    fix_mmap_threshold();
     let args = Args::parse();
     est::install_crypto_provider();
     if let Some(path) = args.config {

@@ -12,7 +12,7 @@ use iiptran_ike::config::{
 use iiptran_ike::iana::{IntegId, NotifyType};
 use iiptran_ike::identity::Identity;
 use iiptran_ike::sa::{LocalAuth, PeerAuth, PeerConfig, Policy};
-use iiptran_ike::ts::{IiptranSelectors, TrafficSelector};
+use iiptran_ike::ts::TrafficSelector;
 use iiptran_policy::config::{Config, Credentials, IkeSettings, NatTraversal, Neighbor, Proposal};
 
 use super::DaemonError;
@@ -21,13 +21,10 @@ use super::credentials::{Certificates, NodeCredentials};
 /// One configured peer as the engine sees it, but for the certificates, which are taken
 /// from the node's credentials as each IKE SA starts.
 struct Peer {
-    neighbor: String,
+    neighbor: Arc<Neighbor>,
     local_id: Identity,
-    remote_id: Identity,
-    credentials: Credentials,
     ts_local: Vec<TrafficSelector>,
     ts_remote: Vec<TrafficSelector>,
-    selectors: IiptranSelectors,
     /// The neighbor's proposals (the node's unless it overrides them).
     suites: Arc<Suites>,
     /// The configuration last handed out and the certificates it holds: every IKE SA
@@ -55,7 +52,7 @@ pub struct VnPolicy {
 
 impl Peer {
     fn config(&self, credentials: &NodeCredentials) -> Option<Arc<PeerConfig>> {
-        let certificates = match &self.credentials {
+        let certificates = match &self.neighbor.credentials {
             Credentials::Psk(_) => None,
             Credentials::Certificates => Some(credentials.current()?),
         };
@@ -68,7 +65,7 @@ impl Peer {
         {
             return Some(m.config.clone());
         }
-        let (local_auth, remote_auth) = match (&self.credentials, &certificates) {
+        let (local_auth, remote_auth) = match (&self.neighbor.credentials, &certificates) {
             (Credentials::Psk(psk), _) => (LocalAuth::Psk(psk.clone()), PeerAuth::Psk(psk.clone())),
             (Credentials::Certificates, Some(c)) => (
                 LocalAuth::Certificate {
@@ -82,7 +79,7 @@ impl Peer {
         let config = Arc::new(PeerConfig {
             local_id: self.local_id.clone(),
             local_auth,
-            remote_id: self.remote_id.clone(),
+            remote_id: self.neighbor.identity.clone(),
             remote_auth,
             ts_local: self.ts_local.clone(),
             ts_remote: self.ts_remote.clone(),
@@ -112,13 +109,10 @@ impl VnPolicy {
                 }
                 let (ts_local, ts_remote) = n.selectors.proposal(true);
                 Ok(Peer {
-                    neighbor: n.name.clone(),
+                    neighbor: n.clone(),
                     local_id: config.node.identity.clone(),
-                    remote_id: n.identity.clone(),
-                    credentials: n.credentials.clone(),
                     ts_local,
                     ts_remote,
-                    selectors: n.selectors.clone(),
                     suites: shared.of(&n.ike),
                     made: Mutex::new(None),
                 })
@@ -128,9 +122,11 @@ impl VnPolicy {
         let mut by_identity = HashMap::new();
         let mut by_endpoint = HashMap::new();
         for (i, p) in peers.iter().enumerate() {
-            by_name.entry(p.neighbor.clone()).or_insert(i);
-            by_identity.entry(p.remote_id.clone()).or_insert(i);
-            by_endpoint.entry(p.selectors.remote()).or_insert(i);
+            by_name.entry(p.neighbor.name.clone()).or_insert(i);
+            by_identity.entry(p.neighbor.identity.clone()).or_insert(i);
+            by_endpoint
+                .entry(p.neighbor.selectors.remote())
+                .or_insert(i);
         }
         Ok(Self {
             peers,
@@ -154,7 +150,7 @@ impl VnPolicy {
 
     /// The name of the neighbor with identity `id`.
     pub fn neighbor(&self, id: &Identity) -> Option<&str> {
-        self.with_identity(id).map(|p| p.neighbor.as_str())
+        self.with_identity(id).map(|p| p.neighbor.name.as_str())
     }
 
     fn with_identity(&self, id: &Identity) -> Option<&Peer> {
@@ -170,14 +166,14 @@ impl Policy for VnPolicy {
     fn peer(&self, remote_id: &Identity, remote: SocketAddr) -> Option<Arc<PeerConfig>> {
         // The identity must be the one configured for the endpoint it speaks from.
         self.with_identity(remote_id)
-            .filter(|p| p.selectors.remote() == remote.ip())
+            .filter(|p| p.neighbor.selectors.remote() == remote.ip())
             .and_then(|p| p.config(&self.credentials))
     }
 
     fn certificate_request(&self, remote: SocketAddr) -> Option<Arc<TrustAnchors>> {
         let certificates = self
             .at(remote)
-            .is_some_and(|p| p.credentials == Credentials::Certificates);
+            .is_some_and(|p| p.neighbor.credentials == Credentials::Certificates);
         certificates
             .then(|| self.credentials.current())
             .flatten()
@@ -193,7 +189,8 @@ impl Policy for VnPolicy {
         let p = self
             .with_identity(&peer.remote_id)
             .ok_or(NotifyType::TS_UNACCEPTABLE)?;
-        p.selectors
+        p.neighbor
+            .selectors
             .narrow_as_responder(tsi, tsr)
             .map_err(|e| e.notify())
     }
@@ -207,7 +204,8 @@ impl Policy for VnPolicy {
         let p = self
             .with_identity(&peer.remote_id)
             .ok_or(NotifyType::TS_UNACCEPTABLE)?;
-        p.selectors
+        p.neighbor
+            .selectors
             .check_initiator_answer(tsi, tsr)
             .map_err(|e| e.notify())
     }
@@ -333,7 +331,11 @@ pub fn neighbor_of<'a>(
     config: &'a Config,
     identity: &iiptran_ike::identity::Identity,
 ) -> Option<&'a Neighbor> {
-    config.neighbors.iter().find(|n| &n.identity == identity)
+    config
+        .neighbors
+        .iter()
+        .map(Arc::as_ref)
+        .find(|n| &n.identity == identity)
 }
 
 #[cfg(test)]

@@ -83,7 +83,7 @@ impl NatT {
 
 /// One neighbor: its configuration, adjacency and negotiated child SAs.
 pub(super) struct NeighborState {
-    pub config: Neighbor,
+    pub config: Arc<Neighbor>,
     pub adjacency: Adjacency,
     pub reqid: u32,
     children: Children,
@@ -316,7 +316,7 @@ impl<D: Dataplane> Runtime<D> {
         }
     }
 
-    async fn add_neighbor(&mut self, config: Neighbor, history: Option<History>) {
+    async fn add_neighbor(&mut self, config: Arc<Neighbor>, history: Option<History>) {
         let seed = wall_now().0 ^ u64::from(self.next_reqid).rotate_left(32);
         let mut adjacency = Adjacency::new(&config.name, config.passive, Timing::default(), seed);
         if let Some(history) = history {
@@ -997,7 +997,7 @@ impl<D: Dataplane> Runtime<D> {
             .map_err(|e| failed(e.to_string()))?;
         let services = self.services.reconfigure(&self.config, &new).await;
         if d.is_empty() {
-            self.config = new;
+            self.adopt(new);
             return services
                 .map(|()| "configuration unchanged; certificates re-read".into())
                 .map_err(failed);
@@ -1018,7 +1018,7 @@ impl<D: Dataplane> Runtime<D> {
             }
         }
         *self.engine.policy_mut() = policy;
-        self.config = new;
+        self.adopt(new);
         for name in d.added.iter().chain(&d.changed) {
             if let Some(n) = self.config.neighbor(name).cloned() {
                 self.add_neighbor(n, None).await;
@@ -1033,6 +1033,17 @@ impl<D: Dataplane> Runtime<D> {
             d.removed.len(),
             d.changed.len()
         ))
+    }
+
+    /// Makes `new` the configuration; the neighbors it leaves unchanged share their
+    /// entries in it again rather than keep the old ones.
+    fn adopt(&mut self, new: Config) {
+        self.config = new;
+        for n in &self.config.neighbors {
+            if let Some(state) = self.neighbors.get_mut(&n.name) {
+                state.config = n.clone();
+            }
+        }
     }
 
     /// Takes every adjacency down: links down, SAs out of the data plane, IKE SAs

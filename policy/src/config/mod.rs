@@ -47,7 +47,8 @@ pub struct Config {
     pub ike: IkeSettings,
     pub enroll_server: Option<EnrollServer>,
     pub enroll_client: Option<EnrollClient>,
-    pub neighbors: Vec<Neighbor>,
+    /// Shared with the daemon's state of each neighbor, which would otherwise hold a copy.
+    pub neighbors: Vec<Arc<Neighbor>>,
 }
 
 /// This node.
@@ -195,14 +196,17 @@ impl Config {
             .map_err(|e| locator.span_error(e))
     }
 
-    pub fn neighbor(&self, name: &str) -> Option<&Neighbor> {
+    pub fn neighbor(&self, name: &str) -> Option<&Arc<Neighbor>> {
         self.neighbors.iter().find(|n| n.name == name)
     }
 
     /// The neighbor whose tunnel endpoint is `addr`: the only one an IKE peer at that
     /// address may authenticate as.
     pub fn neighbor_at(&self, addr: IpAddr) -> Option<&Neighbor> {
-        self.neighbors.iter().find(|n| n.endpoint == addr)
+        self.neighbors
+            .iter()
+            .map(Arc::as_ref)
+            .find(|n| n.endpoint == addr)
     }
 }
 
@@ -395,7 +399,7 @@ impl Checker<'_> {
             identities.claim(n.identity.clone(), &owner, &r.identity)?;
             endpoints.claim(n.endpoint, &owner, &r.endpoint)?;
             links.claim(n.link.name.clone(), &owner, &r.link.get_ref().name)?;
-            neighbors.push(n);
+            neighbors.push(Arc::new(n));
         }
         Ok(Config {
             node,
