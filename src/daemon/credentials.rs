@@ -182,8 +182,11 @@ impl NodeCredentials {
 
     /// Replaces the CRL of `source` with `der`; `from` names it in reports. Returns
     /// whether it revokes other certificates than the one it replaces; a CRL that does not
-    /// parse changes nothing.
+    /// parse, or is not signed by the CA certificate it names as issuer, changes nothing.
     pub fn set_crl(&self, source: CrlSource, der: Vec<u8>, from: &str) -> Result<bool, String> {
+        if let Some(c) = self.current() {
+            c.anchors.check_crl(&der).map_err(|e| e.to_string())?;
+        }
         let crl = Crl::parse(der, from.to_owned())?;
         let mut crls = lock(&self.crls);
         let old = crls.get(&source);
@@ -213,10 +216,15 @@ impl NodeCredentials {
         }
     }
 
-    /// The newest CRL of each issuer.
-    fn newest(&self) -> Vec<Crl> {
+    /// The newest CRL of each issuer among those `anchors` accept: CRLs were checked
+    /// against the anchors of their time, and the CA certificates may have changed since.
+    fn newest(&self, anchors: &TrustAnchors) -> Vec<Crl> {
         let mut by_issuer: BTreeMap<Vec<u8>, Crl> = BTreeMap::new();
         for crl in lock(&self.crls).values() {
+            if let Err(e) = anchors.check_crl(&crl.der) {
+                debug!(from = crl.from, error = %e, "CRL not for these CA certificates");
+                continue;
+            }
             let newer = by_issuer
                 .get(&crl.issuer)
                 .is_none_or(|kept| crl.this_update > kept.this_update);
@@ -228,7 +236,7 @@ impl NodeCredentials {
     }
 
     fn install_crls(&self, anchors: &TrustAnchors) {
-        let newest = self.newest();
+        let newest = self.newest(anchors);
         let revoked: usize = newest.iter().map(|c| c.revoked.len()).sum();
         match anchors.set_crls(newest.into_iter().map(|c| c.der).collect()) {
             Ok(()) => debug!(revoked, "CRLs in use"),
@@ -240,7 +248,7 @@ impl NodeCredentials {
     pub fn crl_report(&self, ca_der: &[u8]) -> Option<CrlReport> {
         let (_, ca) = x509_parser::parse_x509_certificate(ca_der).ok()?;
         let subject = ca.subject().as_raw();
-        self.newest()
+        self.newest(&self.current()?.anchors)
             .into_iter()
             .find(|crl| crl.issuer == subject)
             .map(|crl| CrlReport {

@@ -38,6 +38,8 @@ pub enum AuthError {
     Chain(webpki::Error),
     #[error("malformed CRL: {0}")]
     BadCrl(webpki::Error),
+    #[error("the CRL's signature does not verify with the CA certificate it names as issuer")]
+    CrlSignature,
     #[error("no usable trust anchor")]
     NoTrustAnchor,
     #[error("cannot read PEM: {0}")]

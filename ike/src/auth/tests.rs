@@ -401,6 +401,46 @@ fn revocation_against_crls() {
 }
 
 #[test]
+fn crls_of_an_anchor_must_be_signed_by_its_key() {
+    for alg in [&rcgen::PKCS_ED25519, &rcgen::PKCS_ECDSA_P256_SHA256] {
+        let ca = Ca::new("vn ca", alg);
+        let anchors = anchors(&ca);
+        let own = ca.crl(&[0x42]);
+        assert!(anchors.check_crl(&own).is_ok());
+        // Same issuer name, another key.
+        let forged = Ca::new("vn ca", alg).crl(&[0x42]);
+        assert!(matches!(
+            anchors.check_crl(&forged),
+            Err(AuthError::CrlSignature)
+        ));
+        let mut flipped = own.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(matches!(
+            anchors.check_crl(&flipped),
+            Err(AuthError::CrlSignature)
+        ));
+        // Another issuer's CRL, e.g. an intermediate's, is checked with its chain.
+        assert!(
+            anchors
+                .check_crl(&Ca::new("other ca", alg).crl(&[0x42]))
+                .is_ok()
+        );
+        assert!(matches!(
+            anchors.check_crl(b"not a crl"),
+            Err(AuthError::BadCrl(_))
+        ));
+
+        anchors.set_crls(vec![own.clone()]).unwrap();
+        assert!(matches!(
+            anchors.set_crls(vec![forged]),
+            Err(AuthError::CrlSignature)
+        ));
+        assert_eq!(*anchors.crls(), [own], "nothing changed");
+    }
+}
+
+#[test]
 fn chains_through_intermediates() {
     let root = Ca::new("vn root", &rcgen::PKCS_ED25519);
     let intermediate = root.intermediate("vn intermediate");

@@ -35,6 +35,8 @@ const EKU_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02]
 #[derive(Debug)]
 pub struct TrustAnchors {
     anchors: Vec<TrustAnchor<'static>>,
+    /// The anchors' certificates (DER), which CRLs are checked against as they are set.
+    certs: Vec<Vec<u8>>,
     ca_hashes: Vec<[u8; CA_HASH_LEN]>,
     crls: RwLock<Crls>,
     passed: Mutex<HashMap<[u8; 32], Passed>>,
@@ -138,6 +140,7 @@ impl TrustAnchors {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             anchors,
+            certs: certs.to_vec(),
             ca_hashes,
             crls: RwLock::default(),
             passed: Mutex::default(),
@@ -152,15 +155,41 @@ impl TrustAnchors {
     }
 
     /// Replaces the CRLs the engine checks peers' certificates against, for example when
-    /// the CA has published a new one. Every CRL must parse; otherwise nothing changes.
+    /// the CA has published a new one. Every CRL must pass [`check_crl`](Self::check_crl);
+    /// otherwise nothing changes.
     pub fn set_crls(&self, crls: Vec<Vec<u8>>) -> Result<(), AuthError> {
         for der in &crls {
-            BorrowedCertRevocationList::from_der(der).map_err(AuthError::BadCrl)?;
+            self.check_crl(der)?;
         }
         let mut current = self.crls.write().unwrap_or_else(PoisonError::into_inner);
         current.ders = Arc::new(crls);
         current.generation += 1;
         Ok(())
+    }
+
+    /// Checks a CRL before it is used: it must parse and, when its issuer is the subject of
+    /// an anchor, be signed by that anchor's key. A CRL signed by another key would fail
+    /// the chain of every peer of that CA; one of an intermediate CA is checked with the
+    /// chain that leads through it, as webpki does for every CRL.
+    pub fn check_crl(&self, der: &[u8]) -> Result<(), AuthError> {
+        BorrowedCertRevocationList::from_der(der).map_err(AuthError::BadCrl)?;
+        let (_, crl) = x509_parser::parse_x509_crl(der)
+            .map_err(|_| AuthError::BadCrl(webpki::Error::BadDer))?;
+        let issuer = crl.issuer().as_raw();
+        let mut keys = self
+            .certs
+            .iter()
+            .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
+            .filter(|(_, ca)| ca.subject().as_raw() == issuer)
+            .peekable();
+        if keys.peek().is_none() {
+            return Ok(());
+        }
+        if keys.any(|(_, ca)| crl.verify_signature(ca.public_key()).is_ok()) {
+            Ok(())
+        } else {
+            Err(AuthError::CrlSignature)
+        }
     }
 
     /// The CRLs last set with [`set_crls`](Self::set_crls).

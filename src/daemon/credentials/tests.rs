@@ -160,3 +160,72 @@ fn the_newest_crl_of_each_source_reaches_the_anchors_and_survives_reloads() {
     );
     assert_eq!(credentials.crl_report(ca.cert()).unwrap().source, "file");
 }
+
+#[test]
+fn a_crl_not_signed_by_its_issuers_ca_certificate_is_refused() {
+    let dir = Dir::new();
+    let now = unix_now();
+    let init = |sub: &str| {
+        Ca::init(
+            &dir.0.join(sub),
+            "vn.example",
+            Algorithm::Ed25519,
+            Duration::from_secs(86_400),
+            now - 60,
+            Arc::new(MemStore::default()),
+        )
+        .unwrap()
+    };
+    let write = |name: &str, data: &[u8], mode: u32| {
+        iiptran_certs::write_atomic(&dir.0.join(name), data, mode).unwrap();
+    };
+    let use_ca = |ca: &Ca| {
+        let (cert_a, key_a) = issue(ca, "a", ENDPOINT_A, now - 30);
+        write("a.key", key_a.as_bytes(), 0o600);
+        let pem = |der: &[u8]| iiptran_certs::to_pem("CERTIFICATE", der);
+        write("a.pem", pem(&cert_a).as_bytes(), 0o644);
+        write("ca.pem", pem(ca.cert()).as_bytes(), 0o644);
+    };
+    // Two CAs of the same name: the second one's CRLs name the first one as issuer too.
+    let ca = init("ca");
+    let impostor = init("impostor");
+    use_ca(&ca);
+    let config = config(&dir.0);
+    let credentials = NodeCredentials::load(&config).unwrap();
+    let (cert_b, _) = issue(&ca, "b", ENDPOINT_B, now - 30);
+    ca.revoke(&serial(&cert_b), now - 20).unwrap();
+    credentials
+        .set_crl(CrlSource::File, ca.crl(now - 10).unwrap().to_vec(), "file")
+        .unwrap();
+    assert!(!accepts(&credentials, &cert_b), "b is revoked");
+
+    // Newer and revoking nothing, but signed by another key: refused, and the CA's own
+    // CRL stays in use.
+    let forged = impostor.crl(now - 5).unwrap().to_vec();
+    let refused = credentials
+        .set_crl(CrlSource::Server, forged, "https://ca")
+        .unwrap_err();
+    assert!(refused.contains("signature"), "{refused}");
+    assert!(!accepts(&credentials, &cert_b), "still revoked");
+    assert_eq!(credentials.crl_report(ca.cert()).unwrap().source, "file");
+
+    // The node moves to the other CA: the first CA's CRL, although newer, no longer
+    // counts, and the new CA's own CRL does.
+    use_ca(&impostor);
+    credentials.reload(&config).unwrap();
+    let (cert_b2, _) = issue(&impostor, "b", ENDPOINT_B, now - 30);
+    impostor.revoke(&serial(&cert_b2), now - 50).unwrap();
+    credentials
+        .set_crl(
+            CrlSource::Server,
+            impostor.crl(now - 40).unwrap().to_vec(),
+            "https://ca",
+        )
+        .unwrap();
+    assert!(
+        !accepts(&credentials, &cert_b2),
+        "revoked by its own CA's CRL"
+    );
+    let report = credentials.crl_report(impostor.cert()).unwrap();
+    assert_eq!(report.source, "https://ca");
+}
