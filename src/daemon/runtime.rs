@@ -2,7 +2,7 @@
 //! requests, data-plane events, signals), feeds the engine and the adjacencies, and
 //! carries out what they ask for.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -1019,10 +1019,18 @@ impl<D: Dataplane> Runtime<D> {
         }
         *self.engine.policy_mut() = policy;
         self.adopt(new);
-        for name in d.added.iter().chain(&d.changed) {
-            if let Some(n) = self.config.neighbor(name).cloned() {
-                self.add_neighbor(n, None).await;
-            }
+        let fresh: HashSet<&str> = d
+            .added
+            .iter()
+            .chain(&d.changed)
+            .map(String::as_str)
+            .collect();
+        let fresh: Vec<Arc<Neighbor>> = (self.config.neighbors.iter())
+            .filter(|n| fresh.contains(n.name.as_str()))
+            .cloned()
+            .collect();
+        for n in fresh {
+            self.add_neighbor(n, None).await;
         }
         self.drain().await;
         info!(?d, "configuration reloaded");

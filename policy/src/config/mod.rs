@@ -196,8 +196,11 @@ impl Config {
             .map_err(|e| locator.span_error(e))
     }
 
-    pub fn neighbor(&self, name: &str) -> Option<&Arc<Neighbor>> {
-        self.neighbors.iter().find(|n| n.name == name)
+    pub fn neighbor(&self, name: &str) -> Option<&Neighbor> {
+        self.neighbors
+            .iter()
+            .map(Arc::as_ref)
+            .find(|n| n.name == name)
     }
 
     /// The neighbor whose tunnel endpoint is `addr`: the only one an IKE peer at that
