@@ -115,11 +115,6 @@ fn base_config_with_defaults() {
     assert_eq!(b.selectors.local(), c.node.endpoint);
     assert_eq!(b.selectors.remote(), b.endpoint);
     assert_eq!(b.ike, c.ike, "no overrides: the node's settings");
-    assert_eq!(
-        c.neighbor_at("192.0.2.3".parse().unwrap())
-            .map(|n| n.name.as_str()),
-        Some("c")
-    );
     assert!(c.enroll_server.is_none());
 }
 

@@ -153,6 +153,13 @@ impl VnPolicy {
         self.with_identity(id).map(|p| p.neighbor.name.as_str())
     }
 
+    /// The name of the neighbor a peer is: by the identity it gave, else by its address.
+    pub fn neighbor_of_peer(&self, id: Option<&Identity>, addr: IpAddr) -> Option<&str> {
+        id.and_then(|id| self.with_identity(id))
+            .or_else(|| self.peers.get(*self.by_endpoint.get(&addr)?))
+            .map(|p| p.neighbor.name.as_str())
+    }
+
     fn with_identity(&self, id: &Identity) -> Option<&Peer> {
         self.peers.get(*self.by_identity.get(id)?)
     }
@@ -326,18 +333,6 @@ pub fn engine_config(ike: &IkeSettings, force_nat_t: bool) -> EngineConfig {
     }
 }
 
-/// The neighbor a configuration names by its identity.
-pub fn neighbor_of<'a>(
-    config: &'a Config,
-    identity: &iiptran_ike::identity::Identity,
-) -> Option<&'a Neighbor> {
-    config
-        .neighbors
-        .iter()
-        .map(Arc::as_ref)
-        .find(|n| &n.identity == identity)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,6 +461,13 @@ mod tests {
         let d = policy.suites(at("192.0.2.4")).expect("d's suites");
         assert!(Arc::ptr_eq(&c, &d));
         assert!(!Arc::ptr_eq(&b, &c));
+        // A peer is the neighbor of the identity it gives, else the one at its address.
+        let id = |s: &str| Identity::Fqdn(s.into());
+        let of = |id: Option<&Identity>, ip: &str| policy.neighbor_of_peer(id, ip.parse().unwrap());
+        assert_eq!(of(Some(&id("c.vn.example")), "192.0.2.2"), Some("c"));
+        assert_eq!(of(Some(&id("x.vn.example")), "192.0.2.2"), Some("b"));
+        assert_eq!(of(None, "192.0.2.4"), Some("d"));
+        assert_eq!(of(Some(&id("x.vn.example")), "192.0.2.9"), None);
         assert!(
             policy.suites(at("192.0.2.9")).is_none(),
             "no neighbor there"

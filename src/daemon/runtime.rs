@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::enrollment::Services;
-use super::ike_policy::{VnPolicy, neighbor_of};
+use super::ike_policy::VnPolicy;
 use super::kernel_objects::{NeighborObjects, policy_object, sa_object};
 use super::link_switch::{LinkSwitch, LinkUpDone};
 use super::sockets::{IKE_PORT, NAT_T_PORT, Sockets};
@@ -625,11 +625,9 @@ impl<D: Dataplane> Runtime<D> {
                 reason,
                 ..
             } => {
-                let neighbor = peer
-                    .as_ref()
-                    .and_then(|p| neighbor_of(&self.config, p))
-                    .or_else(|| self.config.neighbor_at(remote.ip()))
-                    .map(|n| n.name.clone());
+                let neighbor = (self.engine.policy())
+                    .neighbor_of_peer(peer.as_ref(), remote.ip())
+                    .map(str::to_owned);
                 warn!(%remote, ?peer, ?neighbor, reason, "authentication failed");
                 if let Some(name) = neighbor {
                     let reason = format!("AUTHENTICATION_FAILED: {reason}");
@@ -660,9 +658,9 @@ impl<D: Dataplane> Runtime<D> {
             DataplaneEvent::Acquire { src, dst, reqid } => {
                 let found = match self.by_reqid.get(&reqid) {
                     Some(name) => Some(name.clone()),
-                    None if src == self.config.node.endpoint => {
-                        self.config.neighbor_at(dst).map(|n| n.name.clone())
-                    }
+                    None if src == self.config.node.endpoint => (self.engine.policy())
+                        .neighbor_of_peer(None, dst)
+                        .map(str::to_owned),
                     None => None,
                 };
                 // The adjacency decides: only one waiting out its back-off connects now.

@@ -9,7 +9,6 @@ use iiptran_ike::sa::{ChildSaSnapshot, ChildSaState, IkeSaSnapshot, IkeSaState};
 use iiptran_ike::ts::TrafficSelector;
 use iiptran_xfrm::{Dataplane, SaId};
 
-use super::ike_policy::neighbor_of;
 use super::runtime::Runtime;
 use crate::control::protocol::{
     ChildSaReport, EspSpi, IkeSaReport, IkeSpi, IkeSuite as SuiteReport, Mode, SaTraffic,
@@ -97,13 +96,9 @@ impl<D: Dataplane> Runtime<D> {
     /// identity or the address of the peer.
     fn neighbor_of_snapshot(&self, sa: &IkeSaSnapshot) -> Option<String> {
         self.neighbor_of_sa(sa.id).or_else(|| {
-            let by_id = sa
-                .remote_id
-                .as_ref()
-                .and_then(|id| neighbor_of(&self.config, id));
-            by_id
-                .or_else(|| self.config.neighbor_at(sa.remote.ip()))
-                .map(|n| n.name.clone())
+            (self.engine.policy())
+                .neighbor_of_peer(sa.remote_id.as_ref(), sa.remote.ip())
+                .map(str::to_owned)
         })
     }
 

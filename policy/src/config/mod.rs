@@ -202,15 +202,6 @@ impl Config {
             .map(Arc::as_ref)
             .find(|n| n.name == name)
     }
-
-    /// The neighbor whose tunnel endpoint is `addr`: the only one an IKE peer at that
-    /// address may authenticate as.
-    pub fn neighbor_at(&self, addr: IpAddr) -> Option<&Neighbor> {
-        self.neighbors
-            .iter()
-            .map(Arc::as_ref)
-            .find(|n| n.endpoint == addr)
-    }
 }
 
 type Checked<T> = Result<T, SpanError>;
