@@ -625,7 +625,9 @@ impl<D: Dataplane> Runtime<D> {
                 reason,
                 ..
             } => {
-                let neighbor = (self.engine.policy())
+                let neighbor = self
+                    .engine
+                    .policy()
                     .neighbor_of_peer(peer.as_ref(), remote.ip())
                     .map(str::to_owned);
                 warn!(%remote, ?peer, ?neighbor, reason, "authentication failed");
@@ -658,7 +660,9 @@ impl<D: Dataplane> Runtime<D> {
             DataplaneEvent::Acquire { src, dst, reqid } => {
                 let found = match self.by_reqid.get(&reqid) {
                     Some(name) => Some(name.clone()),
-                    None if src == self.config.node.endpoint => (self.engine.policy())
+                    None if src == self.config.node.endpoint => self
+                        .engine
+                        .policy()
                         .neighbor_of_peer(None, dst)
                         .map(str::to_owned),
                     None => None,
@@ -1017,14 +1021,17 @@ impl<D: Dataplane> Runtime<D> {
         }
         *self.engine.policy_mut() = policy;
         self.adopt(new);
-        let fresh: HashSet<&str> = d
+        let names: HashSet<&str> = d
             .added
             .iter()
             .chain(&d.changed)
             .map(String::as_str)
             .collect();
-        let fresh: Vec<Arc<Neighbor>> = (self.config.neighbors.iter())
-            .filter(|n| fresh.contains(n.name.as_str()))
+        let fresh: Vec<Arc<Neighbor>> = self
+            .config
+            .neighbors
+            .iter()
+            .filter(|n| names.contains(n.name.as_str()))
             .cloned()
             .collect();
         for n in fresh {

@@ -96,7 +96,8 @@ impl<D: Dataplane> Runtime<D> {
     /// identity or the address of the peer.
     fn neighbor_of_snapshot(&self, sa: &IkeSaSnapshot) -> Option<String> {
         self.neighbor_of_sa(sa.id).or_else(|| {
-            (self.engine.policy())
+            self.engine
+                .policy()
                 .neighbor_of_peer(sa.remote_id.as_ref(), sa.remote.ip())
                 .map(str::to_owned)
         })
