@@ -60,7 +60,7 @@ impl Report {
             "Setup rate and cost: N initiating nodes (one IKE SA + one IIPtran transport child each,\n\
              Ed25519 certificates, x25519, ChaCha20-Poly1305), {} setups in flight, one responder;\n\
              CPU and RSS growth from the first setup until the responder reports all N up;\n\
-             RSS idle: with the N peers configured, before the first setup",
+             RSS idle: with the N peers configured, before the first setup; each RSS once it held still 2 s",
             self.concurrency
         );
         let _ = writeln!(

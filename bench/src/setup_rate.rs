@@ -1,6 +1,7 @@
 //! Setup rate and cost: the load generator's nodes against one responder, iiptrand or
-//! charon, in two namespaces. The responder's CPU time and RSS are read from /proc just
-//! before the first setup and once it reports every adjacency up.
+//! charon, in two namespaces. The responder's CPU time and RSS are read from /proc before
+//! the first setup and once it reports every adjacency up, each time once its RSS has
+//! held still (see [`settled_usage`]).
 
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
@@ -217,7 +218,7 @@ fn measure(
         }
     };
     let responder_start_s = started.elapsed().as_secs_f64();
-    let before = subject.usage()?;
+    let before = settled_usage(&subject)?;
     let load_started = Instant::now();
     let load = start_load(setup, &pair.a, &run_dir.path, ca, count)?;
     if load.outcome.up != count {
@@ -235,7 +236,7 @@ fn measure(
         || Ok(subject.all_up(count).unwrap_or(false).then_some(())),
     )?;
     let confirmed = load_started.elapsed().as_secs_f64();
-    let after = subject.usage()?;
+    let after = settled_usage(&subject)?;
     drop(load.process);
     let n = f64::from(count);
     Ok(RateRun {
@@ -249,6 +250,37 @@ fn measure(
         responder_start_s,
         loadgen: load.outcome,
     })
+}
+
+/// How long the responder's RSS must hold still to count as settled.
+const SETTLE_QUIET: Duration = Duration::from_secs(2);
+/// A responder whose RSS still changes after this long is measured as it is then.
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+
+/// The responder's usage once its RSS has held still for [`SETTLE_QUIET`]: just started, or
+/// just done with the setups, a responder is still finishing work (flushing its store,
+/// bringing links up, timers), and a snapshot in the middle of that put a varying part of
+/// it into the figure per adjacency. Both responders are measured the same way.
+fn settled_usage(subject: &Subject) -> Result<Usage> {
+    let mut last = subject.usage()?;
+    let mut still_since = Instant::now();
+    let settled = wait_until(
+        "the responder's RSS to hold still",
+        SETTLE_LIMIT,
+        Duration::from_millis(250),
+        || {
+            let now = subject.usage()?;
+            if now.rss_kib != last.rss_kib {
+                still_since = Instant::now();
+            }
+            last = now;
+            Ok((still_since.elapsed() >= SETTLE_QUIET).then_some(now))
+        },
+    );
+    Ok(settled.unwrap_or_else(|e| {
+        eprintln!("bench: {e}; measured as it is");
+        last
+    }))
 }
 
 /// The CA and the responder's certificate (SANs: its identity and endpoint).
