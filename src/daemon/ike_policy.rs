@@ -156,7 +156,7 @@ impl VnPolicy {
     /// The name of the neighbor a peer is: by the identity it gave, else by its address.
     pub fn neighbor_of_peer(&self, id: Option<&Identity>, addr: IpAddr) -> Option<&str> {
         id.and_then(|id| self.with_identity(id))
-            .or_else(|| self.peers.get(*self.by_endpoint.get(&addr)?))
+            .or_else(|| self.at(addr))
             .map(|p| p.neighbor.name.as_str())
     }
 
@@ -164,8 +164,8 @@ impl VnPolicy {
         self.peers.get(*self.by_identity.get(id)?)
     }
 
-    fn at(&self, remote: SocketAddr) -> Option<&Peer> {
-        self.peers.get(*self.by_endpoint.get(&remote.ip())?)
+    fn at(&self, addr: IpAddr) -> Option<&Peer> {
+        self.peers.get(*self.by_endpoint.get(&addr)?)
     }
 }
 
@@ -179,7 +179,7 @@ impl Policy for VnPolicy {
 
     fn certificate_request(&self, remote: SocketAddr) -> Option<Arc<TrustAnchors>> {
         let certificates = self
-            .at(remote)
+            .at(remote.ip())
             .is_some_and(|p| p.neighbor.credentials == Credentials::Certificates);
         certificates
             .then(|| self.credentials.current())
@@ -218,7 +218,7 @@ impl Policy for VnPolicy {
     }
 
     fn suites(&self, remote: SocketAddr) -> Option<Arc<Suites>> {
-        self.at(remote).map(|p| p.suites.clone())
+        self.at(remote.ip()).map(|p| p.suites.clone())
     }
 }
 

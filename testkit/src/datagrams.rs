@@ -59,8 +59,8 @@ impl Sender {
                     payload[..8].copy_from_slice(&n.to_be_bytes());
                     socket.send_to(&payload, to)?;
                     n += 1;
-                    let due = started + Duration::from_micros(n * 1_000_000 / rate);
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    if let Some(wait) = due(started, rate, n).checked_duration_since(Instant::now())
+                    {
                         std::thread::sleep(wait);
                     }
                 }
@@ -77,7 +77,7 @@ impl Sender {
 
     /// When datagram `n` was due to leave.
     pub fn sent_at(&self, n: u64) -> Instant {
-        self.started + Duration::from_micros(n * 1_000_000 / self.rate)
+        due(self.started, self.rate, n)
     }
 
     /// Stops sending; how many datagrams went.
@@ -98,6 +98,11 @@ impl Drop for Sender {
             let _ = thread.join();
         }
     }
+}
+
+/// When datagram `n` of a sender that started at `started` with `rate` a second is due.
+fn due(started: Instant, rate: u64, n: u64) -> Instant {
+    started + Duration::from_micros(n * 1_000_000 / rate)
 }
 
 /// The numbers of the datagrams received on a socket, collected until dropped.
