@@ -88,7 +88,7 @@ impl Policy for Initiators {
         tsi: &[TrafficSelector],
         tsr: &[TrafficSelector],
     ) -> Result<(), NotifyType> {
-        if tsi == peer.ts_local.as_slice() && tsr == peer.ts_remote.as_slice() {
+        if tsi == &*peer.ts_local && tsr == &*peer.ts_remote {
             Ok(())
         } else {
             Err(NotifyType::TS_UNACCEPTABLE)
@@ -125,8 +125,8 @@ fn peer_configs(plan: &Plan) -> Result<Vec<Arc<PeerConfig>>> {
                 },
                 remote_id: responder_id.clone(),
                 remote_auth: PeerAuth::Certificate(anchors.clone()),
-                ts_local: vec![TrafficSelector::exact(addr, IpProtocol::IPIP)],
-                ts_remote: vec![TrafficSelector::exact(plan.responder, IpProtocol::IPIP)],
+                ts_local: [TrafficSelector::exact(addr, IpProtocol::IPIP)].into(),
+                ts_remote: [TrafficSelector::exact(plan.responder, IpProtocol::IPIP)].into(),
             }))
         })
         .collect()

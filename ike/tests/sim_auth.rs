@@ -217,3 +217,52 @@ fn initiator_refusing_the_responder_tells_it() {
     );
     assert!(informational.contains(&(false, true)), "bob's answer");
 }
+
+/// A lost IKE_AUTH response goes again when the request does: sealed anew from what the
+/// responder kept, its certificate, which it holds by reference, put back. Whole, and in
+/// fragments (RFC 7383).
+#[test]
+fn a_lost_ike_auth_response_is_sealed_again() {
+    for fragment_size in [1280, 300] {
+        let config = Config {
+            fragment_size,
+            ..Config::default()
+        };
+        let mut net = Net::new(50);
+        net.add("alice.vn.example", "192.0.2.1", config.clone());
+        net.add("bob.vn.example", "192.0.2.2", config);
+        net.pair_certs(0, 1, &rcgen::PKCS_ED25519);
+        let bob = net.nodes[1].addr();
+        let responses = Rc::new(RefCell::new(0));
+        let passing = Rc::new(RefCell::new(false));
+        let (count, open) = (responses.clone(), passing.clone());
+        net.filter = Some(Box::new(move |from, _, payload| {
+            let auth_response = from == bob
+                && Header::parse(payload)
+                    .is_ok_and(|(h, _)| h.exchange == ExchangeType::IKE_AUTH && h.response);
+            if auth_response {
+                *count.borrow_mut() += 1;
+            }
+            !auth_response || *open.borrow()
+        }));
+        net.initiate(0, 1);
+        let bob_up = |net: &Net| !net.nodes[1].ike_up().is_empty();
+        assert!(net.run_until(Duration::from_secs(1), bob_up));
+        let dropped = *responses.borrow();
+        assert!(dropped >= 1 && net.nodes[0].ike_up().is_empty());
+        *passing.borrow_mut() = true;
+        let alice_up = |net: &Net| net.paired(0, 1);
+        assert!(
+            net.run_until(Duration::from_secs(10), alice_up),
+            "fragment size {fragment_size}"
+        );
+        let resent = *responses.borrow() - dropped;
+        assert_eq!(
+            resent, dropped,
+            "the same message again, fragment size {fragment_size}"
+        );
+        if fragment_size == 300 {
+            assert!(dropped > 1, "the response went in fragments");
+        }
+    }
+}

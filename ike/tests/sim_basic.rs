@@ -342,13 +342,14 @@ fn refused_selectors_keep_the_ike_sa_without_child() {
 fn refused_answer_deletes_the_responders_child() {
     let mut net = two(13, Config::default());
     net.edit_peer(0, |peer| {
-        peer.ts_remote = vec![TrafficSelector {
+        peer.ts_remote = [TrafficSelector {
             ip_protocol: IpProtocol::IPIP.0,
             start_port: 0,
             end_port: u16::MAX,
             start_addr: "192.0.2.0".parse().unwrap(),
             end_addr: "192.0.2.255".parse().unwrap(),
-        }];
+        }]
+        .into();
     });
     net.initiate(0, 1);
     assert!(net.run_until(Duration::from_secs(10), |n| {

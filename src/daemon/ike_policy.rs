@@ -23,8 +23,8 @@ use super::credentials::{Certificates, NodeCredentials};
 struct Peer {
     neighbor: Arc<Neighbor>,
     local_id: Identity,
-    ts_local: Vec<TrafficSelector>,
-    ts_remote: Vec<TrafficSelector>,
+    ts_local: Arc<[TrafficSelector]>,
+    ts_remote: Arc<[TrafficSelector]>,
     /// The neighbor's proposals (the node's unless it overrides them).
     suites: Arc<Suites>,
     /// The configuration last handed out and the certificates it holds: every IKE SA
@@ -111,8 +111,8 @@ impl VnPolicy {
                 Ok(Peer {
                     neighbor: n.clone(),
                     local_id: config.node.identity.clone(),
-                    ts_local,
-                    ts_remote,
+                    ts_local: ts_local.into(),
+                    ts_remote: ts_remote.into(),
                     suites: shared.of(&n.ike),
                     made: Mutex::new(None),
                 })

@@ -84,6 +84,8 @@ impl NatT {
 /// One neighbor: its configuration, adjacency and negotiated child SAs.
 pub(super) struct NeighborState {
     pub config: Arc<Neighbor>,
+    /// The neighbor's name, shared by the maps that lead to it.
+    name: Arc<str>,
     pub adjacency: Adjacency,
     pub reqid: u32,
     children: Children,
@@ -141,12 +143,12 @@ pub struct Runtime<D: Dataplane> {
     /// is large; thousands of neighbors are configured.
     pub(super) neighbors: BTreeMap<String, Box<NeighborState>>,
     /// The neighbor of each reqid, so that data-plane events need no scan of them all.
-    by_reqid: HashMap<u32, String>,
+    by_reqid: HashMap<u32, Arc<str>>,
     /// The neighbor of each established IKE SA.
-    ike_sas: HashMap<IkeSaId, String>,
+    ike_sas: HashMap<IkeSaId, Arc<str>>,
     /// The neighbor of each IKE SA we initiated that is not up yet (the latest attempt
     /// of each): its failure fails the attempt.
-    attempts: HashMap<IkeSaId, String>,
+    attempts: HashMap<IkeSaId, Arc<str>>,
     /// The timer each adjacency has armed, by neighbor name.
     timers: Deadlines<String, Time>,
     /// Inbound SAs of retired pairs, removed after [`INBOUND_GRACE`].
@@ -322,12 +324,14 @@ impl<D: Dataplane> Runtime<D> {
         if let Some(history) = history {
             adjacency.restore(history);
         }
-        let name = config.name.clone();
+        let name: Arc<str> = config.name.as_str().into();
+        let key = config.name.clone();
         self.by_reqid.insert(self.next_reqid, name.clone());
         self.neighbors.insert(
-            name.clone(),
+            key.clone(),
             Box::new(NeighborState {
                 config,
+                name,
                 adjacency,
                 reqid: self.next_reqid,
                 children: Children::default(),
@@ -338,7 +342,7 @@ impl<D: Dataplane> Runtime<D> {
             }),
         );
         self.next_reqid += 1;
-        self.feed(&name, AdjEvent::Start).await;
+        self.feed(&key, AdjEvent::Start).await;
     }
 
     /// Serves until SIGTERM or SIGINT, then shuts down.
@@ -438,9 +442,9 @@ impl<D: Dataplane> Runtime<D> {
     }
 
     /// The neighbor whose latest attempt `sa` was, no longer waiting for it.
-    fn end_attempt(&mut self, sa: IkeSaId) -> Option<String> {
+    fn end_attempt(&mut self, sa: IkeSaId) -> Option<Arc<str>> {
         let name = self.attempts.remove(&sa)?;
-        if let Some(n) = self.neighbors.get_mut(&name) {
+        if let Some(n) = self.neighbors.get_mut(&*name) {
             n.attempt = None;
         }
         Some(name)
@@ -479,8 +483,13 @@ impl<D: Dataplane> Runtime<D> {
         }
     }
 
-    pub(super) fn neighbor_of_sa(&self, sa: IkeSaId) -> Option<String> {
+    pub(super) fn neighbor_of_sa(&self, sa: IkeSaId) -> Option<Arc<str>> {
         self.ike_sas.get(&sa).cloned()
+    }
+
+    /// The shared name of the configured neighbor `name`.
+    fn shared_name(&self, name: &str) -> Option<Arc<str>> {
+        self.neighbors.get(name).map(|n| n.name.clone())
     }
 
     async fn on_engine(&mut self, event: Event) {
@@ -489,12 +498,13 @@ impl<D: Dataplane> Runtime<D> {
             Event::IkeSaUp {
                 sa, peer, remote, ..
             } => {
-                let Some(name) = self.engine.policy().neighbor(&peer).map(str::to_owned) else {
+                let name = self.engine.policy().neighbor(&peer);
+                let Some(name) = name.and_then(|n| self.shared_name(n)) else {
                     warn!(%peer, "IKE SA with a peer that is no neighbor");
                     self.engine.delete_ike(Instant::now(), sa);
                     return;
                 };
-                info!(neighbor = name.as_str(), %remote, sa = %format_args!("{:016x}", sa.0), "IKE SA up");
+                info!(neighbor = &*name, %remote, sa = %format_args!("{:016x}", sa.0), "IKE SA up");
                 self.end_attempt(sa);
                 self.ike_sas.insert(sa, name.clone());
                 self.feed(&name, AdjEvent::IkeSaUp).await;
@@ -506,14 +516,11 @@ impl<D: Dataplane> Runtime<D> {
                 if self.engine.is_duplicate(child.ike_sa) {
                     // Crossing initiations: the engine keeps the other IKE SA and deletes
                     // this one with its child SAs.
-                    debug!(
-                        neighbor = name.as_str(),
-                        "child SA of a redundant IKE SA unused"
-                    );
+                    debug!(neighbor = &*name, "child SA of a redundant IKE SA unused");
                     return;
                 }
                 let pair = pair_of(child.ike_sa, child.spis);
-                if let Some(n) = self.neighbors.get_mut(&name) {
+                if let Some(n) = self.neighbors.get_mut(&*name) {
                     n.children.insert(child);
                 }
                 self.feed(&name, AdjEvent::ChildSaEstablished(pair)).await;
@@ -528,7 +535,7 @@ impl<D: Dataplane> Runtime<D> {
                 };
                 let old_pair = pair_of(new.ike_sa, old);
                 let new_pair = pair_of(new.ike_sa, new.spis);
-                if let Some(n) = self.neighbors.get_mut(&name) {
+                if let Some(n) = self.neighbors.get_mut(&*name) {
                     if !initiated {
                         n.outbound_waits.insert(old, new.spis);
                     }
@@ -566,14 +573,14 @@ impl<D: Dataplane> Runtime<D> {
                     warn!(%notify, "child SA refused on an IKE SA of no neighbor");
                     return;
                 };
-                warn!(neighbor = name.as_str(), %notify, "child SA refused");
+                warn!(neighbor = &*name, %notify, "child SA refused");
                 let reason = format!("child SA refused: {notify}");
                 self.feed(&name, AdjEvent::ChildSaFailed { reason }).await;
                 // An IKE SA without child SAs carries nothing; the adjacency's next
                 // attempt makes a new one.
                 let in_use = self
                     .neighbors
-                    .get(&name)
+                    .get(&*name)
                     .and_then(|n| n.adjacency.current());
                 if self.engine.child_sas(ike_sa).is_empty()
                     && in_use.is_none_or(|p| p.ike_sa != ike_sa.0)
@@ -586,17 +593,17 @@ impl<D: Dataplane> Runtime<D> {
                     let attempt = self.end_attempt(sa);
                     match (attempt, attempt_failure(&reason)) {
                         (Some(name), Some(reason)) => {
-                            warn!(neighbor = name.as_str(), reason, "IKE SA failed");
+                            warn!(neighbor = &*name, reason, "IKE SA failed");
                             self.feed(&name, AdjEvent::AttemptFailed { reason }).await;
                         }
                         _ => debug!(?reason, "IKE SA down before it was up"),
                     }
                     return;
                 };
-                info!(neighbor = name.as_str(), ?reason, "IKE SA down");
+                info!(neighbor = &*name, ?reason, "IKE SA down");
                 let carries_current = self
                     .neighbors
-                    .get(&name)
+                    .get(&*name)
                     .and_then(|n| n.adjacency.current())
                     .is_some_and(|c| c.ike_sa == sa.0);
                 let event = match reason {
@@ -653,7 +660,7 @@ impl<D: Dataplane> Runtime<D> {
                 };
                 let ike = IkeSaId(pair.ike_sa);
                 if self.engine.rekey_child(Instant::now(), ike, spis_of(&pair)) {
-                    info!(neighbor = name.as_str(), "rekeying on a soft expiry");
+                    info!(neighbor = &*name, "rekeying on a soft expiry");
                     self.feed(&name, AdjEvent::RekeyStarted).await;
                 }
             }
@@ -664,12 +671,12 @@ impl<D: Dataplane> Runtime<D> {
                         .engine
                         .policy()
                         .neighbor_of_peer(None, dst)
-                        .map(str::to_owned),
+                        .and_then(|n| self.shared_name(n)),
                     None => None,
                 };
                 // The adjacency decides: only one waiting out its back-off connects now.
                 if let Some(name) = found {
-                    debug!(neighbor = name.as_str(), %dst, "traffic waits for SAs");
+                    debug!(neighbor = &*name, %dst, "traffic waits for SAs");
                     self.feed(&name, AdjEvent::Traffic).await;
                 }
             }
@@ -680,11 +687,7 @@ impl<D: Dataplane> Runtime<D> {
                     .find(|(_, n)| n.config.link.name.as_str() == link)
                     .map(|(name, _)| name.clone());
                 if let Some(name) = found {
-                    warn!(
-                        neighbor = name.as_str(),
-                        link = link.as_str(),
-                        "virtual link lost"
-                    );
+                    warn!(neighbor = &*name, link = link.as_str(), "virtual link lost");
                     self.feed(&name, AdjEvent::LinkLost).await;
                 }
             }
@@ -700,11 +703,11 @@ impl<D: Dataplane> Runtime<D> {
         match done.result {
             Ok(()) if current => self.feed(&name, AdjEvent::LinkUp).await,
             Err(e) if current => {
-                warn!(neighbor = name.as_str(), error = %e, "cannot set the link up");
+                warn!(neighbor = &*name, error = %e, "cannot set the link up");
                 // Made afresh for the next attempt, as a link lost behind our back.
                 self.feed(&name, AdjEvent::LinkLost).await;
             }
-            result => debug!(neighbor = name.as_str(), ?result, "link up overtaken"),
+            result => debug!(neighbor = &*name, ?result, "link up overtaken"),
         }
     }
 
@@ -718,9 +721,9 @@ impl<D: Dataplane> Runtime<D> {
     }
 
     /// The neighbor and pair in use that an SA of the data plane belongs to.
-    fn in_use(&self, spi: u32, reqid: u32) -> Option<(String, ChildPair)> {
+    fn in_use(&self, spi: u32, reqid: u32) -> Option<(Arc<str>, ChildPair)> {
         let name = self.by_reqid.get(&reqid)?;
-        let current = self.neighbors.get(name)?.adjacency.current()?;
+        let current = self.neighbors.get(&**name)?.adjacency.current()?;
         (current.spi_in == spi || current.spi_out == spi).then(|| (name.clone(), current))
     }
 
@@ -820,13 +823,13 @@ impl<D: Dataplane> Runtime<D> {
                         // An earlier attempt still under way (its retransmissions outlast
                         // the connect timeout) is superseded: it goes, rather than go on
                         // beside this one.
-                        if let Some(n) = self.neighbors.get_mut(name)
-                            && let Some(old) = n.attempt.replace(sa)
-                        {
-                            self.attempts.remove(&old);
-                            self.engine.terminate(Instant::now(), old);
+                        if let Some(n) = self.neighbors.get_mut(name) {
+                            if let Some(old) = n.attempt.replace(sa) {
+                                self.attempts.remove(&old);
+                                self.engine.terminate(Instant::now(), old);
+                            }
+                            self.attempts.insert(sa, n.name.clone());
                         }
-                        self.attempts.insert(sa, name.to_owned());
                     }
                     Err(e) => warn!(neighbor = name, error = %e, "cannot initiate"),
                 }

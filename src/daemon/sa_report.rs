@@ -95,12 +95,14 @@ impl<D: Dataplane> Runtime<D> {
     /// The neighbor an IKE SA belongs to: as recorded when it came up, else by the
     /// identity or the address of the peer.
     fn neighbor_of_snapshot(&self, sa: &IkeSaSnapshot) -> Option<String> {
-        self.neighbor_of_sa(sa.id).or_else(|| {
-            self.engine
-                .policy()
-                .neighbor_of_peer(sa.remote_id.as_ref(), sa.remote.ip())
-                .map(str::to_owned)
-        })
+        let name = self.neighbor_of_sa(sa.id);
+        name.as_deref()
+            .or_else(|| {
+                self.engine
+                    .policy()
+                    .neighbor_of_peer(sa.remote_id.as_ref(), sa.remote.ip())
+            })
+            .map(str::to_owned)
     }
 
     pub(super) async fn sa_reports(&self) -> Vec<IkeSaReport> {

@@ -7,11 +7,14 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use smallvec::SmallVec;
+
 /// Our address and the peer's.
 pub(super) type Addresses = (IpAddr, IpAddr);
 
+/// Most pairs carry one IKE SA (two across a rekey): its SPI stays in the entry.
 #[derive(Default)]
-pub(super) struct ByAddresses(HashMap<Addresses, Vec<u64>>);
+pub(super) struct ByAddresses(HashMap<Addresses, SmallVec<[u64; 1]>>);
 
 impl ByAddresses {
     pub fn add(&mut self, key: Addresses, spi: u64) {
@@ -32,7 +35,7 @@ impl ByAddresses {
 
     /// The local SPIs of the IKE SAs on these addresses.
     pub fn get(&self, key: Addresses) -> &[u64] {
-        self.0.get(&key).map_or(&[], Vec::as_slice)
+        self.0.get(&key).map_or(&[], |spis| spis.as_slice())
     }
 }
 

@@ -2,7 +2,7 @@
 //! datagrams of plain and encrypted messages.
 
 use crate::crypto::SkCipher;
-use crate::iana::{NotifyType, ProtocolId};
+use crate::iana::{NotifyType, PayloadType, ProtocolId};
 use crate::wire::{self, Header, Message, Notify, Payload};
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -82,11 +82,13 @@ pub(super) fn plain(header: Header, payloads: Vec<Payload>) -> Option<Vec<u8>> {
     Message { header, payloads }.emit().ok()
 }
 
-/// Encrypts `inner` into one SK message, or into SKF fragments of at most
-/// `fragment_size` bytes when that is allowed and needed.
+/// Encrypts the inner payload chain `plaintext`, whose first payload is of type `first`,
+/// into one SK message, or into SKF fragments of at most `fragment_size` bytes when that
+/// is allowed and needed.
 pub(super) fn encrypted(
     header: &Header,
-    inner: &[Payload],
+    first: PayloadType,
+    plaintext: &[u8],
     cipher: &mut SkCipher,
     fragment_size: Option<usize>,
 ) -> Result<Vec<Vec<u8>>, wire::Error> {
@@ -97,11 +99,11 @@ pub(super) fn encrypted(
     // A failed seal (an exhausted IV space) yields a body of the wrong length, which
     // the builders refuse.
     let seal = |aad: &[u8], pt: &[u8]| cipher.borrow_mut().seal(aad, pt).unwrap_or_default();
-    let mut plaintext = Vec::new();
-    wire::emit_chain(inner, &mut plaintext)?;
     let whole = wire::HEADER_LEN + GENERIC_HEADER_LEN + sealed_len(plaintext.len());
     match fragment_size {
-        Some(max) if whole > max => wire::emit_fragments(header, inner, max, sealed_len, seal),
-        _ => wire::emit_encrypted(header, inner, sealed_len, seal).map(|d| vec![d]),
+        Some(max) if whole > max => {
+            wire::seal_fragments(header, first, plaintext, max, sealed_len, seal)
+        }
+        _ => wire::seal_encrypted(header, first, plaintext, sealed_len, seal).map(|d| vec![d]),
     }
 }

@@ -68,8 +68,9 @@ pub(crate) struct IkeKeys {
     pub prf: Prf,
     pub sk_d: Secret,
     /// SK_p, for the AUTH payloads of IKE_AUTH alone: gone once the SA is established
-    /// (and never kept for one a rekey made), as no later exchange signs with it.
-    pub sk_p: Option<AuthKeys>,
+    /// (and never kept for one a rekey made), as no later exchange signs with it. Boxed,
+    /// so that what is gone leaves no room behind in every established SA.
+    pub sk_p: Option<Box<AuthKeys>>,
     pub out: SkCipher,
     pub inb: SkCipher,
 }
@@ -147,7 +148,9 @@ impl IkeKeys {
         Ok(Self {
             prf,
             sk_d: k.sk_d,
-            sk_p: rekey_of.is_none().then_some(AuthKeys { ours, peer }),
+            sk_p: rekey_of
+                .is_none()
+                .then(|| Box::new(AuthKeys { ours, peer })),
             out,
             inb,
         })

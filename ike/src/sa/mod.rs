@@ -36,6 +36,7 @@
 //!   and the IKE SA is kept; selectors are the caller's decision ([`Policy`]).
 
 mod by_addresses;
+mod cached_response;
 mod child;
 mod cookie;
 mod engine;

@@ -52,8 +52,9 @@ pub struct PeerConfig {
     pub remote_id: Identity,
     pub remote_auth: PeerAuth,
     /// As initiator: TSi (our side) and TSr (the peer's side) of the first child SA.
-    pub ts_local: Vec<TrafficSelector>,
-    pub ts_remote: Vec<TrafficSelector>,
+    /// Shared: a caller building configurations anew keeps one copy.
+    pub ts_local: Arc<[TrafficSelector]>,
+    pub ts_remote: Arc<[TrafficSelector]>,
 }
 
 /// The caller's decisions. Called synchronously from within the engine.

@@ -2,6 +2,7 @@
 //! wait on with its retransmission schedule, and the last response we sent, kept for
 //! retransmitted requests.
 
+use super::cached_response::CachedResponse;
 use crate::config::Retransmission;
 use std::time::Instant;
 
@@ -101,7 +102,7 @@ pub(super) enum Incoming {
 
 pub(super) struct Responses {
     pub expected: u32,
-    last: Option<(u32, Vec<Vec<u8>>)>,
+    last: Option<(u32, CachedResponse)>,
 }
 
 impl Responses {
@@ -122,13 +123,13 @@ impl Responses {
         }
     }
 
-    pub fn answered(&mut self, id: u32, datagrams: Vec<Vec<u8>>) {
+    pub fn answered(&mut self, id: u32, response: CachedResponse) {
         self.expected = id.wrapping_add(1);
-        self.last = Some((id, datagrams));
+        self.last = Some((id, response));
     }
 
-    pub fn cached(&self) -> &[Vec<u8>] {
-        self.last.as_ref().map_or(&[], |(_, d)| d.as_slice())
+    pub fn cached(&self) -> Option<&CachedResponse> {
+        self.last.as_ref().map(|(_, r)| r)
     }
 }
 
@@ -166,9 +167,9 @@ mod tests {
         let mut r = Responses::new(0);
         assert_eq!(r.classify(0), Incoming::New);
         assert_eq!(r.classify(1), Incoming::Stale);
-        r.answered(0, vec![vec![7]]);
+        r.answered(0, CachedResponse::Plain(vec![vec![7]]));
         assert_eq!(r.classify(0), Incoming::Retransmitted);
-        assert_eq!(r.cached(), &[vec![7]]);
+        assert!(matches!(r.cached(), Some(CachedResponse::Plain(d)) if *d == [vec![7]]));
         assert_eq!(r.classify(1), Incoming::New);
         assert_eq!(r.classify(5), Incoming::Stale);
     }

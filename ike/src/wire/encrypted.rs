@@ -90,8 +90,9 @@ pub(super) fn parse(
     Ok((payload, SKF_FIELDS_LEN))
 }
 
-/// The plaintext of an inner payload chain and the type of its first payload.
-fn inner_plaintext(inner: &[Payload]) -> Result<(PayloadType, Vec<u8>), Error> {
+/// The plaintext of an inner payload chain and the type of its first payload: what
+/// [`seal_encrypted`] and [`seal_fragments`] take.
+pub fn inner_plaintext(inner: &[Payload]) -> Result<(PayloadType, Vec<u8>), Error> {
     if let Some(p) = inner
         .iter()
         .find(|p| matches!(p, Payload::Encrypted(_) | Payload::Fragment(_)))
@@ -146,13 +147,24 @@ pub fn emit_encrypted(
     seal: impl FnOnce(&[u8], &[u8]) -> Vec<u8>,
 ) -> Result<Vec<u8>, Error> {
     let (first, plaintext) = inner_plaintext(inner)?;
+    seal_encrypted(header, first, &plaintext, sealed_len, seal)
+}
+
+/// [`emit_encrypted`] of a payload chain already emitted ([`inner_plaintext`]).
+pub fn seal_encrypted(
+    header: &Header,
+    first: PayloadType,
+    plaintext: &[u8],
+    sealed_len: impl Fn(usize) -> usize,
+    seal: impl FnOnce(&[u8], &[u8]) -> Vec<u8>,
+) -> Result<Vec<u8>, Error> {
     let body_len = sealed_len(plaintext.len());
     seal_message(
         header,
         PayloadType::SK,
         first,
         &[],
-        &plaintext,
+        plaintext,
         body_len,
         seal,
     )
@@ -167,9 +179,21 @@ pub fn emit_fragments(
     inner: &[Payload],
     max_datagram: usize,
     sealed_len: impl Fn(usize) -> usize,
-    mut seal: impl FnMut(&[u8], &[u8]) -> Vec<u8>,
+    seal: impl FnMut(&[u8], &[u8]) -> Vec<u8>,
 ) -> Result<Vec<Vec<u8>>, Error> {
     let (first, plaintext) = inner_plaintext(inner)?;
+    seal_fragments(header, first, &plaintext, max_datagram, sealed_len, seal)
+}
+
+/// [`emit_fragments`] of a payload chain already emitted ([`inner_plaintext`]).
+pub fn seal_fragments(
+    header: &Header,
+    first: PayloadType,
+    plaintext: &[u8],
+    max_datagram: usize,
+    sealed_len: impl Fn(usize) -> usize,
+    mut seal: impl FnMut(&[u8], &[u8]) -> Vec<u8>,
+) -> Result<Vec<Vec<u8>>, Error> {
     let no_room = Error::NoRoomForFragment(max_datagram);
     let budget = max_datagram
         .checked_sub(HEADER_LEN + GENERIC_HEADER_LEN + SKF_FIELDS_LEN)

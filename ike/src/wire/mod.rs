@@ -22,7 +22,10 @@ mod selectors;
 mod simple;
 
 pub use config::{Config, ConfigAttribute};
-pub use encrypted::{Encrypted, Fragment, FragmentPosition, emit_encrypted, emit_fragments};
+pub use encrypted::{
+    Encrypted, Fragment, FragmentPosition, emit_encrypted, emit_fragments, inner_plaintext,
+    seal_encrypted, seal_fragments,
+};
 pub use error::Error;
 pub use header::{HEADER_LEN, Header, HeaderPacket};
 pub use message::{Datagram, Message, Protected};

@@ -305,8 +305,8 @@ impl Net {
             local_auth: LocalAuth::Psk(Secret::from_slice(psk)),
             remote_id: nb.id(),
             remote_auth: PeerAuth::Psk(Secret::from_slice(psk)),
-            ts_local: ipip(na.ip),
-            ts_remote: ipip(nb.ip),
+            ts_local: ipip(na.ip).into(),
+            ts_remote: ipip(nb.ip).into(),
         }
     }
 

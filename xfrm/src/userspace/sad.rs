@@ -2,14 +2,15 @@
 //! the per-packet path takes only read locks and atomics.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustc_hash::FxHashMap as HashMap;
+use smallvec::SmallVec;
 
 use crate::esp::EspCipher;
-use crate::model::{Direction, Lifetimes, NAT_T_PORT, SaId, SaSpec, SaStats, Selector};
+use crate::model::{Direction, Limits, NAT_T_PORT, SaId, SaSpec, SaStats, Selector};
 use crate::replay::ReplayWindow;
 
 use super::spd::Spd;
@@ -20,6 +21,44 @@ pub enum Expiry {
     None,
     Soft,
     Hard,
+}
+
+/// An SA's soft or hard limits as the packet path reads them: without a lock, and with
+/// `u64::MAX` (the kernel's XFRM_INF) for no limit. An update racing a packet may let it
+/// see old and new limits mixed, which only moves the crossing by that packet.
+#[derive(Default)]
+struct AtomicLimits {
+    time_ns: AtomicU64,
+    bytes: AtomicU64,
+    packets: AtomicU64,
+}
+
+const NO_LIMIT: u64 = u64::MAX;
+
+impl AtomicLimits {
+    fn set(&self, limits: &Limits) {
+        let time = limits.time.map_or(NO_LIMIT, |t| {
+            u64::try_from(t.as_nanos()).unwrap_or(NO_LIMIT)
+        });
+        self.time_ns.store(time, Ordering::Relaxed);
+        self.bytes
+            .store(limits.bytes.unwrap_or(NO_LIMIT), Ordering::Relaxed);
+        self.packets
+            .store(limits.packets.unwrap_or(NO_LIMIT), Ordering::Relaxed);
+    }
+
+    fn traffic_over(&self, bytes: u64, packets: u64) -> bool {
+        let over = |limit: &AtomicU64, count| {
+            let limit = limit.load(Ordering::Relaxed);
+            limit != NO_LIMIT && count >= limit
+        };
+        over(&self.bytes, bytes) || over(&self.packets, packets)
+    }
+
+    fn age_over(&self, age: Duration) -> bool {
+        let limit = self.time_ns.load(Ordering::Relaxed);
+        limit != NO_LIMIT && age >= Duration::from_nanos(limit)
+    }
 }
 
 /// One installed SA.
@@ -33,14 +72,14 @@ pub struct SaState {
     pub replay: Mutex<ReplayWindow>,
     /// Last sequence number sent (outbound).
     pub seq: AtomicU64,
-    lifetimes: Mutex<Lifetimes>,
-    dst_port: AtomicU64,
+    soft: AtomicLimits,
+    hard: AtomicLimits,
+    dst_port: AtomicU16,
     natt: AtomicBool,
     bytes: AtomicU64,
     packets: AtomicU64,
     pub replay_drops: AtomicU64,
     pub auth_failures: AtomicU64,
-    installed: SystemTime,
     installed_at: Instant,
     last_used: AtomicU64,
     soft_raised: AtomicBool,
@@ -63,14 +102,14 @@ impl SaState {
             cipher: EspCipher::new(&spec.key, spec.replay.esn),
             replay: Mutex::new(ReplayWindow::new(window, spec.replay.esn)),
             seq: AtomicU64::new(0),
-            lifetimes: Mutex::new(spec.lifetimes),
-            dst_port: AtomicU64::new(u64::from(NAT_T_PORT)),
+            soft: AtomicLimits::default(),
+            hard: AtomicLimits::default(),
+            dst_port: AtomicU16::new(NAT_T_PORT),
             natt: AtomicBool::new(false),
             bytes: AtomicU64::new(0),
             packets: AtomicU64::new(0),
             replay_drops: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
-            installed: SystemTime::now(),
             installed_at: Instant::now(),
             last_used: AtomicU64::new(0),
             soft_raised: AtomicBool::new(false),
@@ -82,9 +121,10 @@ impl SaState {
 
     /// Applies what an update may change: lifetimes and encapsulation.
     pub fn reconfigure(&self, spec: &SaSpec) {
-        *self.lifetimes.lock().unwrap_or_else(|e| e.into_inner()) = spec.lifetimes;
+        self.soft.set(&spec.lifetimes.soft);
+        self.hard.set(&spec.lifetimes.hard);
         self.dst_port.store(
-            u64::from(spec.encap.map_or(NAT_T_PORT, |e| e.dst_port)),
+            spec.encap.map_or(NAT_T_PORT, |e| e.dst_port),
             Ordering::Relaxed,
         );
         self.natt.store(spec.encap.is_some(), Ordering::Relaxed);
@@ -92,7 +132,7 @@ impl SaState {
 
     /// UDP port ESP for this SA is sent to.
     pub fn dst_port(&self) -> u16 {
-        self.dst_port.load(Ordering::Relaxed) as u16
+        self.dst_port.load(Ordering::Relaxed)
     }
 
     /// Whether the SA was set up for NAT traversal (the peer's address may be rewritten).
@@ -129,13 +169,9 @@ impl SaState {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         self.last_used.store(now, Ordering::Relaxed);
-        let lifetimes = *self.lifetimes.lock().unwrap_or_else(|e| e.into_inner());
-        let over = |l: &crate::model::Limits| {
-            l.bytes.is_some_and(|m| b >= m) || l.packets.is_some_and(|m| p >= m)
-        };
-        if over(&lifetimes.hard) {
+        if self.hard.traffic_over(b, p) {
             Expiry::Hard
-        } else if over(&lifetimes.soft) {
+        } else if self.soft.traffic_over(b, p) {
             self.soft_once()
         } else {
             Expiry::None
@@ -144,11 +180,10 @@ impl SaState {
 
     /// Checks the time limits.
     pub fn age(&self) -> Expiry {
-        let lifetimes = *self.lifetimes.lock().unwrap_or_else(|e| e.into_inner());
         let age = self.installed_at.elapsed();
-        if lifetimes.hard.time.is_some_and(|t| age >= t) {
+        if self.hard.age_over(age) {
             Expiry::Hard
-        } else if lifetimes.soft.time.is_some_and(|t| age >= t) {
+        } else if self.soft.age_over(age) {
             self.soft_once()
         } else {
             Expiry::None
@@ -170,7 +205,8 @@ impl SaState {
             packets: self.packets.load(Ordering::Relaxed),
             replay_drops: self.replay_drops.load(Ordering::Relaxed),
             auth_failures: self.auth_failures.load(Ordering::Relaxed),
-            installed: Some(self.installed),
+            // The wall-clock time of installation, from its age: one clock less per SA.
+            installed: SystemTime::now().checked_sub(self.installed_at.elapsed()),
             last_used: (last != 0).then(|| UNIX_EPOCH + std::time::Duration::from_secs(last)),
         }
     }
@@ -182,8 +218,8 @@ impl SaState {
 #[derive(Default)]
 pub struct Tables {
     pub inbound: HashMap<u32, Arc<SaState>>,
-    /// Oldest first within each pair of endpoints.
-    outbound: HashMap<(IpAddr, IpAddr), Vec<Arc<SaState>>>,
+    /// Oldest first within each pair of endpoints; mostly one, which stays in the entry.
+    outbound: HashMap<(IpAddr, IpAddr), SmallVec<[Arc<SaState>; 1]>>,
     pub reserved: HashMap<u32, (IpAddr, IpAddr)>,
     pub policies: Spd,
 }
@@ -249,7 +285,7 @@ impl Tables {
     pub fn retain_sas(&mut self, mut keep: impl FnMut(&Arc<SaState>) -> bool) {
         self.inbound.retain(|_, s| keep(s));
         for sas in self.outbound.values_mut() {
-            sas.retain(&mut keep);
+            sas.retain(|s| keep(s));
         }
         self.outbound.retain(|_, sas| !sas.is_empty());
     }
@@ -259,12 +295,86 @@ impl Tables {
 mod tests {
     use super::*;
     use crate::model::{
-        AeadAlg, DEFAULT_PRIORITY, IPPROTO_IPIP, IPPROTO_IPV6, KeyMaterial, OWNED_REQIDS,
-        PolicySpec, Replay, Template,
+        AeadAlg, DEFAULT_PRIORITY, IPPROTO_IPIP, IPPROTO_IPV6, KeyMaterial, Lifetimes,
+        OWNED_REQIDS, PolicySpec, Replay, Template,
     };
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    fn spec(lifetimes: Lifetimes) -> SaSpec {
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        SaSpec {
+            spi: 0x100,
+            direction: Direction::Out,
+            src: a,
+            dst: b,
+            selector: Selector::endpoints(a, b),
+            key: KeyMaterial::from_keymat(AeadAlg::AesGcm128, &[7; 20]).unwrap(),
+            replay: Replay::default(),
+            lifetimes,
+            encap: None,
+            reqid: *OWNED_REQIDS.start(),
+            mark: None,
+        }
+    }
+
+    /// Packet and byte limits are crossed once each, soft before hard; an update takes
+    /// them away; a zero time limit is crossed at once, and no limit never.
+    #[test]
+    fn limits_are_crossed_once_and_follow_updates() {
+        let packets = |soft, hard| Lifetimes {
+            soft: Limits {
+                packets: Some(soft),
+                bytes: Some(1 << 40),
+                ..Limits::default()
+            },
+            hard: Limits {
+                packets: Some(hard),
+                ..Limits::default()
+            },
+        };
+        let sa = SaState::new(&spec(packets(2, 4)));
+        let seen: Vec<Expiry> = (0..4).map(|_| sa.account(100)).collect();
+        assert_eq!(
+            seen,
+            [Expiry::None, Expiry::Soft, Expiry::None, Expiry::Hard]
+        );
+        assert_eq!(sa.age(), Expiry::None);
+        sa.reconfigure(&spec(Lifetimes::default()));
+        assert_eq!(sa.account(100), Expiry::None);
+
+        let bytes = Lifetimes {
+            hard: Limits {
+                bytes: Some(250),
+                ..Limits::default()
+            },
+            ..Lifetimes::default()
+        };
+        let sa = SaState::new(&spec(bytes));
+        assert_eq!(sa.account(200), Expiry::None);
+        assert_eq!(sa.account(100), Expiry::Hard);
+
+        let at_once = Lifetimes {
+            soft: Limits {
+                time: Some(Duration::ZERO),
+                ..Limits::default()
+            },
+            hard: Limits {
+                time: Some(Duration::from_secs(3600)),
+                ..Limits::default()
+            },
+        };
+        let sa = SaState::new(&spec(at_once));
+        assert_eq!(sa.age(), Expiry::Soft);
+        assert_eq!(sa.age(), Expiry::None, "a soft expiry is raised once");
+        let stats = sa.stats();
+        let installed = stats.installed.unwrap();
+        assert!(
+            installed <= SystemTime::now()
+                && installed.elapsed().unwrap() < Duration::from_secs(60)
+        );
     }
 
     /// One SA selecting every protocol from `a` to `b`, and an outbound policy for IPIP
@@ -275,19 +385,7 @@ mod tests {
     fn an_any_protocol_sa_serves_only_the_protocols_with_policies() {
         let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
         let reqid = *OWNED_REQIDS.start();
-        let spec = SaSpec {
-            spi: 0x100,
-            direction: Direction::Out,
-            src: a,
-            dst: b,
-            selector: Selector::endpoints(a, b),
-            key: KeyMaterial::from_keymat(AeadAlg::AesGcm128, &[7; 20]).unwrap(),
-            replay: Replay::default(),
-            lifetimes: Lifetimes::default(),
-            encap: None,
-            reqid,
-            mark: None,
-        };
+        let spec = spec(Lifetimes::default());
         spec.validate().unwrap();
         let mut t = Tables::default();
         t.insert_outbound(Arc::new(SaState::new(&spec)));

@@ -1,6 +1,7 @@
 //! The userspace SPD. Every packet looks up its policy, so the policies whose selectors
 //! name single hosts on both sides (all that the daemon installs: one pair per neighbor
-//! and protocol) are found by their address pair; only the others are scanned.
+//! and protocol) are found by their address pair; only the others are scanned. Both
+//! directions between two hosts share one entry: a neighbor's policies cost one.
 
 use std::net::IpAddr;
 
@@ -8,7 +9,8 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::model::{Direction, IpPrefix, PolicyId, PolicySpec};
 
-type HostPair = (Direction, IpAddr, IpAddr);
+/// Two hosts, the lower address first.
+type HostPair = (IpAddr, IpAddr);
 
 #[derive(Default)]
 pub struct Spd {
@@ -16,13 +18,17 @@ pub struct Spd {
     others: Vec<PolicySpec>,
 }
 
-/// The address pair of a selector naming one host on each side.
-fn host_pair(id: &PolicyId) -> Option<HostPair> {
+fn host_pair(a: IpAddr, b: IpAddr) -> HostPair {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+/// The host pair of a selector naming one host on each side.
+fn hosts_of(id: &PolicyId) -> Option<HostPair> {
     let host = |prefix: IpPrefix| {
         let bits = if prefix.addr().is_ipv4() { 32 } else { 128 };
         (prefix.prefix_len() == bits).then(|| prefix.addr())
     };
-    Some((id.direction, host(id.selector.src)?, host(id.selector.dst)?))
+    Some(host_pair(host(id.selector.src)?, host(id.selector.dst)?))
 }
 
 impl Spd {
@@ -36,12 +42,12 @@ impl Spd {
     /// Adds a policy; false if one with the same identity is there already.
     pub fn insert(&mut self, policy: PolicySpec) -> bool {
         let id = policy.id();
-        let bucket = self.bucket_mut(host_pair(&id));
+        let bucket = self.bucket_mut(hosts_of(&id));
         if bucket.iter().any(|p| p.id() == id) {
             return false;
         }
         // A host pair has one policy per direction, rarely more: the default growth to
-        // four would leave most of every bucket empty, once per neighbor.
+        // four would leave half of every bucket empty, once per neighbor.
         bucket.reserve_exact(1);
         bucket.push(policy);
         true
@@ -49,7 +55,7 @@ impl Spd {
 
     /// Removes the policy `id`; false if there is none.
     pub fn remove(&mut self, id: &PolicyId) -> bool {
-        let key = host_pair(id);
+        let key = hosts_of(id);
         let bucket = self.bucket_mut(key);
         let found = bucket.iter().position(|p| p.id() == *id);
         if let Some(i) = found {
@@ -72,7 +78,7 @@ impl Spd {
         proto: u8,
     ) -> Option<&PolicySpec> {
         self.by_hosts
-            .get(&(dir, src, dst))
+            .get(&host_pair(src, dst))
             .into_iter()
             .flatten()
             .chain(&self.others)
@@ -147,5 +153,32 @@ mod tests {
         assert_eq!(found(&spd, b), Some(host));
         spd.retain(|p| p.id() != host.id());
         assert!(spd.all().is_empty() && found(&spd, b).is_none());
+    }
+
+    /// A neighbor's inbound and outbound policies share one entry and are told apart by
+    /// direction.
+    #[test]
+    fn both_directions_of_a_host_pair_share_an_entry() {
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        let out = policy(Selector::tunnel(a, b, IPPROTO_IPIP), DEFAULT_PRIORITY);
+        let mut inbound = policy(Selector::tunnel(b, a, IPPROTO_IPIP), DEFAULT_PRIORITY);
+        inbound.direction = Direction::In;
+        let mut spd = Spd::default();
+        assert!(spd.insert(out) && spd.insert(inbound));
+        assert_eq!(spd.by_hosts.len(), 1);
+        assert_eq!(spd.lookup(Direction::Out, a, b, IPPROTO_IPIP), Some(&out));
+        assert_eq!(
+            spd.lookup(Direction::In, b, a, IPPROTO_IPIP),
+            Some(&inbound)
+        );
+        assert!(spd.lookup(Direction::In, a, b, IPPROTO_IPIP).is_none());
+        assert!(spd.lookup(Direction::Out, b, a, IPPROTO_IPIP).is_none());
+        assert!(spd.remove(&out.id()));
+        assert_eq!(
+            spd.lookup(Direction::In, b, a, IPPROTO_IPIP),
+            Some(&inbound)
+        );
+        assert!(spd.remove(&inbound.id()));
+        assert!(spd.by_hosts.is_empty());
     }
 }

@@ -11,11 +11,12 @@ impl IkeSa {
     pub(super) fn octets(&self, ours: bool, id: &Identification) -> Option<Vec<u8>> {
         let keys = self.keys.as_ref()?;
         let sk_p = keys.sk_p.as_ref()?;
+        let init = self.init_messages.as_deref()?;
         let (message, nonce, sk_p) = match (ours, self.initiator) {
-            (true, true) => (&self.init_ours, &self.nr, &sk_p.ours),
-            (true, false) => (&self.init_ours, &self.ni, &sk_p.ours),
-            (false, true) => (&self.init_theirs, &self.ni, &sk_p.peer),
-            (false, false) => (&self.init_theirs, &self.nr, &sk_p.peer),
+            (true, true) => (&init.ours, &self.nr, &sk_p.ours),
+            (true, false) => (&init.ours, &self.ni, &sk_p.ours),
+            (false, true) => (&init.theirs, &self.ni, &sk_p.peer),
+            (false, false) => (&init.theirs, &self.nr, &sk_p.peer),
         };
         Some(auth::signed_octets(
             message,
@@ -112,8 +113,8 @@ impl IkeSa {
             notify(NotifyType::USE_TRANSPORT_MODE, Vec::new()),
             notify(NotifyType::ESP_TFC_PADDING_NOT_SUPPORTED, Vec::new()),
             Payload::Sa(proposal::esp_proposals(&suites, spi_in, pfs)),
-            Payload::TsI(peer.ts_local.clone()),
-            Payload::TsR(peer.ts_remote.clone()),
+            Payload::TsI(peer.ts_local.to_vec()),
+            Payload::TsR(peer.ts_remote.to_vec()),
         ]
     }
 
@@ -241,8 +242,7 @@ impl IkeSa {
         self.established = Some(ctx.now);
         self.last_heard = ctx.now;
         self.rekey_at = ctx.rekey_time(ctx.config.lifetimes.ike_rekey);
-        self.init_ours = Vec::new();
-        self.init_theirs = Vec::new();
+        self.init_messages = None;
         if let Some(keys) = &mut self.keys {
             keys.sk_p = None;
         }

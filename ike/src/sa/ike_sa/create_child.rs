@@ -335,7 +335,7 @@ impl IkeSa {
             Some(Pending::RekeyIke { .. })
         );
         if ours_outstanding {
-            self.ike_collision = Some((spi_r, lowest(ni, &nr).to_vec()));
+            self.ike_collision = Some(Box::new((spi_r, lowest(ni, &nr).to_vec())));
         } else {
             self.tasks.retain(|t| *t != Task::RekeyIke);
             self.hand_over(ctx, spi_r);
@@ -425,7 +425,7 @@ impl IkeSa {
         ni: Vec<u8>,
         dh: DhPrivate,
     ) {
-        let collision = self.ike_collision.take();
+        let collision = self.ike_collision.take().map(|b| *b);
         let answer = find_payload!(payloads, Payload::Sa).map(Vec::as_slice);
         let nr = find_payload!(payloads, Payload::Nonce).cloned();
         let ke = find_payload!(payloads, Payload::Ke);

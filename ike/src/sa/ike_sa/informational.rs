@@ -98,7 +98,7 @@ impl IkeSa {
     }
 
     pub(super) fn deleted_by_peer(&mut self, ctx: &mut Ctx<'_>) {
-        if let Some((theirs, _)) = self.ike_collision.take() {
+        if let Some((theirs, _)) = self.ike_collision.take().map(|b| *b) {
             // The peer won the rekey collision and deleted this, the old SA.
             self.hand_over(ctx, theirs);
         }

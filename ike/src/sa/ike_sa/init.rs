@@ -73,7 +73,7 @@ impl IkeSa {
         let Some(datagram) = plain(header, payloads) else {
             return;
         };
-        self.init_ours = datagram.clone();
+        self.init_messages.get_or_insert_default().ours = datagram.clone();
         let datagram = with_marker(self.nat_t, datagram);
         self.transmit(ctx, std::slice::from_ref(&datagram));
         self.requests = Requests::new(0);
@@ -160,7 +160,7 @@ impl IkeSa {
         sa.init_key = Some((remote, header.spi_i));
         sa.ni = ni.clone();
         sa.nr = random_bytes(NONCE_LEN).ok()?;
-        sa.init_theirs = raw.to_vec();
+        sa.init_messages.get_or_insert_default().theirs = raw.to_vec();
         sa.peer_fragmentation = has_notify(payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED);
         // The request's hashes were made with a zero responder SPI (RFC 7296 §2.23).
         sa.udp_encap = ctx.config.force_nat_t || sa.nat_detected(payloads, 0);
@@ -192,10 +192,10 @@ impl IkeSa {
             }));
         }
         let reply = plain(sa.header(ExchangeType::IKE_SA_INIT, true, 0), out)?;
-        sa.init_ours = reply.clone();
+        sa.init_messages.get_or_insert_default().ours = reply.clone();
         let reply = with_marker(sa.nat_t, reply);
         sa.transmit(ctx, std::slice::from_ref(&reply));
-        sa.responses.answered(0, vec![reply]);
+        sa.responses.answered(0, CachedResponse::Plain(vec![reply]));
         Some(sa)
     }
 
@@ -261,7 +261,7 @@ impl IkeSa {
         self.spi_r = header.spi_r;
         self.suite = suite;
         self.nr = nr.clone();
-        self.init_theirs = raw.to_vec();
+        self.init_messages.get_or_insert_default().theirs = raw.to_vec();
         self.peer_fragmentation = has_notify(payloads, NotifyType::IKEV2_FRAGMENTATION_SUPPORTED);
         let x = Exchanged {
             shared: &shared,

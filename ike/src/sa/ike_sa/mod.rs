@@ -1,6 +1,7 @@
 //! One IKE SA: its keys, its two message-ID windows, its child SAs, and the exchanges
 //! it runs as initiator and responder (RFC 7296 §1.2-§1.4, §2.18).
 
+use super::cached_response::{CachedResponse, Plaintext, Unsealed};
 use super::child::{ChildSa, ChildSpis, Negotiated};
 use super::event::{DownReason, Event, IkeSaId};
 use super::nat::detection_hash;
@@ -10,7 +11,9 @@ use super::window::{Expiry, Incoming, Requests, Responses};
 use crate::auth::{self, AuthError};
 use crate::config::{Config, EspSuite, IkeSuite, Suites};
 use crate::crypto::{CryptoError, DhPrivate};
-use crate::iana::{AuthMethod, CertEncoding, DhId, ExchangeType, NotifyType, ProtocolId};
+use crate::iana::{
+    AuthMethod, CertEncoding, DhId, ExchangeType, NotifyType, PayloadType, ProtocolId,
+};
 use crate::sa::exchange::{
     NAT_T_PORT, Transmit, encrypted, error_notify, esp_notify, find_notify, find_payload,
     has_notify, notify, plain, with_marker,
@@ -178,6 +181,15 @@ struct Child {
     announced: bool,
 }
 
+/// Our IKE_SA_INIT message and the peer's, as signed in AUTH; the peer's also tells a
+/// retransmitted first request. Boxed in the IKE SA, so that once it is established no
+/// room for them is left behind.
+#[derive(Default)]
+struct InitMessages {
+    ours: Vec<u8>,
+    theirs: Vec<u8>,
+}
+
 pub(super) struct IkeSa {
     pub id: IkeSaId,
     /// We are the original initiator (we send with the I flag).
@@ -199,9 +211,8 @@ pub(super) struct IkeSa {
     keys: Option<IkeKeys>,
     pub ni: Vec<u8>,
     pub nr: Vec<u8>,
-    /// Our IKE_SA_INIT message and the peer's, as signed in AUTH.
-    init_ours: Vec<u8>,
-    init_theirs: Vec<u8>,
+    /// Until IKE_AUTH is done: the IKE_SA_INIT messages it signs.
+    init_messages: Option<Box<InitMessages>>,
     requests: Requests<Pending>,
     responses: Responses,
     tasks: VecDeque<Task>,
@@ -218,7 +229,8 @@ pub(super) struct IkeSa {
     reassembly: [Option<Box<(u32, Reassembly)>>; 2],
     /// An IKE SA we created answering the peer's rekey while ours was outstanding
     /// (§2.8.2): its local SPI and the lowest nonce of that exchange.
-    ike_collision: Option<(u64, Vec<u8>)>,
+    /// Boxed: rare.
+    ike_collision: Option<Box<(u64, Vec<u8>)>>,
     /// Set on the IKE SA that a rekey created, until it takes over the children.
     pub successor_of: Option<u64>,
     /// When the SA this one was to succeed went away without handing over.
@@ -278,8 +290,7 @@ impl IkeSa {
             keys: None,
             ni: Vec::new(),
             nr: Vec::new(),
-            init_ours: Vec::new(),
-            init_theirs: Vec::new(),
+            init_messages: None,
             requests: Requests::new(0),
             responses: Responses::new(0),
             tasks: VecDeque::new(),
@@ -361,12 +372,33 @@ impl IkeSa {
 
     /// Encrypts and sends; returns the datagrams as sent for retransmission.
     fn seal(&mut self, ctx: &mut Ctx<'_>, header: &Header, inner: &[Payload]) -> Vec<Vec<u8>> {
+        match self.plaintext(inner) {
+            Some((first, chain)) => self.seal_plaintext(ctx, header, first, &chain),
+            None => Vec::new(),
+        }
+    }
+
+    /// The inner payload chain of a message and the type of its first payload.
+    fn plaintext(&self, inner: &[Payload]) -> Option<(PayloadType, Vec<u8>)> {
+        wire::inner_plaintext(inner)
+            .inspect_err(|e| warn!(sa = ?self.id, error = %e, "cannot encode message"))
+            .ok()
+    }
+
+    /// Encrypts an inner payload chain and sends it; returns the datagrams as sent.
+    fn seal_plaintext(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        header: &Header,
+        first: PayloadType,
+        chain: &[u8],
+    ) -> Vec<Vec<u8>> {
         let fragment = self.peer_fragmentation.then_some(ctx.config.fragment_size);
         let nat_t = self.nat_t;
         let Some(keys) = self.keys.as_mut() else {
             return Vec::new();
         };
-        match encrypted(header, inner, &mut keys.out, fragment) {
+        match encrypted(header, first, chain, &mut keys.out, fragment) {
             Ok(d) => {
                 let d: Vec<Vec<u8>> = d.into_iter().map(|d| with_marker(nat_t, d)).collect();
                 self.transmit(ctx, &d);
@@ -392,10 +424,40 @@ impl IkeSa {
             .start(ctx.now, &ctx.config.retransmission, datagrams, pending);
     }
 
+    /// Sends a response and keeps it, unsealed, for a retransmitted request.
     fn send_response(&mut self, ctx: &mut Ctx<'_>, request: &Header, inner: &[Payload]) {
         let header = self.header(request.exchange, true, request.message_id);
-        let datagrams = self.seal(ctx, &header, inner);
-        self.responses.answered(request.message_id, datagrams);
+        let cached = match self.plaintext(inner) {
+            Some((first, chain)) => {
+                self.seal_plaintext(ctx, &header, first, &chain);
+                CachedResponse::Sealed(Box::new(Unsealed {
+                    header,
+                    first,
+                    plaintext: Plaintext::new(&chain, self.own_certificates()),
+                }))
+            }
+            None => CachedResponse::Plain(Vec::new()),
+        };
+        self.responses.answered(request.message_id, cached);
+    }
+
+    /// Sends our last response again; an encrypted one is sealed anew.
+    fn resend_response(&mut self, ctx: &mut Ctx<'_>) {
+        let unsealed = match self.responses.cached() {
+            Some(CachedResponse::Plain(datagrams)) => return self.transmit(ctx, datagrams),
+            Some(CachedResponse::Sealed(u)) => (u.header, u.first, u.plaintext.assemble()),
+            None => return,
+        };
+        let (header, first, chain) = unsealed;
+        self.seal_plaintext(ctx, &header, first, &chain);
+    }
+
+    /// Our certificate chain, when we authenticate with one.
+    fn own_certificates(&self) -> Option<&Arc<[Vec<u8>]>> {
+        match &self.peer.as_ref()?.local_auth {
+            LocalAuth::Certificate { chain, .. } => Some(chain),
+            LocalAuth::Psk(_) => None,
+        }
     }
 
     /// Ends this IKE SA and reports it, unless it was only a rekey's leftover.
@@ -606,13 +668,14 @@ impl IkeSa {
             Incoming::Stale => return,
             Incoming::Retransmitted => {
                 let resend = if header.exchange == ExchangeType::IKE_SA_INIT {
-                    raw == self.init_theirs.as_slice()
+                    self.init_messages
+                        .as_ref()
+                        .is_some_and(|m| raw == m.theirs.as_slice())
                 } else {
                     self.authentic_retransmission(raw)
                 };
                 if resend {
-                    let cached = self.responses.cached().to_vec();
-                    self.transmit(ctx, &cached);
+                    self.resend_response(ctx);
                 }
                 return;
             }

@@ -57,8 +57,8 @@ fn responder(now: Instant) -> IkeSa {
         local_auth: LocalAuth::Psk(Secret::from_slice(b"k")),
         remote_id: Identity::Fqdn("alice.example".into()),
         remote_auth: PeerAuth::Psk(Secret::from_slice(b"k")),
-        ts_local: ipip("192.0.2.2"),
-        ts_remote: ipip("192.0.2.1"),
+        ts_local: ipip("192.0.2.2").into(),
+        ts_remote: ipip("192.0.2.1").into(),
     }));
     sa.phase = Phase::Established;
     sa
