@@ -4,14 +4,29 @@
 mod sim;
 
 use iiptran_ike::config::{Config, EspSuite, IkeSuite};
-use iiptran_ike::sa::{ChildSaState, IkeSaSnapshot, IkeSaState, Mode};
+use iiptran_ike::sa::{ChildSaState, IkeSaSnapshot, IkeSaState, Mode, SaCounts};
 use sim::Net;
 use std::time::Duration;
 
+/// The one IKE SA of node `n`, after checking that the engine's counts agree with it.
 fn only(net: &Net, n: usize) -> IkeSaSnapshot {
     let all = net.nodes[n].engine.snapshot();
     assert_eq!(all.len(), 1, "node {n}: {all:?}");
-    all.into_iter().next().unwrap()
+    let sa = all.into_iter().next().unwrap();
+    let mut counted = SaCounts::default();
+    *match sa.state {
+        IkeSaState::Connecting => &mut counted.connecting,
+        IkeSaState::HalfOpen => &mut counted.half_open,
+        IkeSaState::Established => &mut counted.established,
+        IkeSaState::Duplicate => &mut counted.duplicate,
+    } = 1;
+    counted.installed_children = sa
+        .children
+        .iter()
+        .filter(|c| c.state == ChildSaState::Installed)
+        .count();
+    assert_eq!(net.nodes[n].engine.counts(), counted, "node {n}");
+    sa
 }
 
 #[test]

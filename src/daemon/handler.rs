@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use iiptran_ike::sa::{ChildSaState, IkeSaId, IkeSaState};
+use iiptran_ike::sa::IkeSaId;
 use iiptran_policy::adjacency::{Event as AdjEvent, State, Time};
 use iiptran_xfrm::Dataplane;
 use tokio::sync::{mpsc, oneshot};
@@ -240,15 +240,8 @@ impl<D: Dataplane> Runtime<D> {
             .values()
             .filter(|n| matches!(n.adjacency.state(), State::Up | State::Rekeying))
             .count();
-        let sas = self.engine.snapshot();
+        let sas = self.engine.counts();
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        let in_state =
-            |states: &[IkeSaState]| count(sas.iter().filter(|s| states.contains(&s.state)).count());
-        let child_sas = sas
-            .iter()
-            .flat_map(|s| &s.children)
-            .filter(|c| c.state == ChildSaState::Installed)
-            .count();
         StatusReport {
             node: self.config.node.name.clone(),
             identity: self.config.node.identity.to_string(),
@@ -258,9 +251,9 @@ impl<D: Dataplane> Runtime<D> {
             counts: Counts {
                 adjacencies_up: count(up),
                 adjacencies_down: count(self.neighbors.len() - up),
-                ike_sas: in_state(&[IkeSaState::Established, IkeSaState::Duplicate]),
-                child_sas: count(child_sas),
-                half_open: in_state(&[IkeSaState::Connecting, IkeSaState::HalfOpen]),
+                ike_sas: count(sas.established + sas.duplicate),
+                child_sas: count(sas.installed_children),
+                half_open: count(sas.connecting + sas.half_open),
             },
         }
     }

@@ -11,7 +11,7 @@ use super::exchange::{
 use super::ike_sa::{Ctx, IkeSa, Phase, Task, refuse_init};
 use super::keys::KeyError;
 use super::policy::{PeerConfig, Policy};
-use super::snapshot::IkeSaSnapshot;
+use super::snapshot::{IkeSaSnapshot, IkeSaState, SaCounts};
 use crate::config::{Config, Suites};
 use crate::deadlines::Deadlines;
 use crate::iana::{ExchangeType, NotifyType};
@@ -171,6 +171,25 @@ impl<P: Policy> Engine<P> {
             .collect();
         all.sort_by_key(|s| s.id);
         all
+    }
+
+    /// What [`Engine::snapshot`] would show, counted: cheap enough to ask often with many
+    /// SAs (a status poll).
+    pub fn counts(&self) -> SaCounts {
+        let mut counts = SaCounts::default();
+        for sa in self.handles.values().filter_map(|spi| self.sas.get(spi)) {
+            let Some(state) = sa.visible_state() else {
+                continue;
+            };
+            *match state {
+                IkeSaState::Connecting => &mut counts.connecting,
+                IkeSaState::HalfOpen => &mut counts.half_open,
+                IkeSaState::Established => &mut counts.established,
+                IkeSaState::Duplicate => &mut counts.duplicate,
+            } += 1;
+            counts.installed_children += sa.installed_children();
+        }
+        counts
     }
 
     /// Whether another IKE SA with the same peer is kept instead of this one

@@ -55,4 +55,4 @@ pub use engine::{Engine, Transmit};
 pub use event::{DownReason, Event, IkeSaId};
 pub use keys::KeyError;
 pub use policy::{LocalAuth, PeerAuth, PeerConfig, Policy};
-pub use snapshot::{ChildSaSnapshot, ChildSaState, IkeSaSnapshot, IkeSaState};
+pub use snapshot::{ChildSaSnapshot, ChildSaState, IkeSaSnapshot, IkeSaState, SaCounts};

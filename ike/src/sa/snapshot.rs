@@ -33,6 +33,17 @@ pub enum ChildSaState {
     Deleting,
 }
 
+/// How many IKE SAs [`super::Engine::snapshot`] would show in each state, and how many of
+/// their child SAs carry traffic: counted without building the snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SaCounts {
+    pub connecting: usize,
+    pub half_open: usize,
+    pub established: usize,
+    pub duplicate: usize,
+    pub installed_children: usize,
+}
+
 /// One IKE SA.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IkeSaSnapshot {

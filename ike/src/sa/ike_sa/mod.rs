@@ -868,21 +868,37 @@ impl IkeSa {
         self.successor_of = None;
     }
 
+    /// The state an operator sees; `None` once the SA is gone or while a rekey's result
+    /// has not taken over yet.
+    pub fn visible_state(&self) -> Option<IkeSaState> {
+        match self.phase {
+            Phase::InitSent | Phase::AuthSent => Some(IkeSaState::Connecting),
+            Phase::HalfOpen => Some(IkeSaState::HalfOpen),
+            Phase::Established if self.successor_of.is_some() => None,
+            Phase::Established if self.duplicate => Some(IkeSaState::Duplicate),
+            Phase::Established => Some(IkeSaState::Established),
+            Phase::Rekeyed | Phase::Dead => None,
+        }
+    }
+
+    /// The child SAs an operator sees.
+    fn visible_children(&self) -> impl Iterator<Item = &Child> {
+        self.children.iter().filter(|c| c.announced)
+    }
+
+    /// How many of the child SAs an operator sees carry traffic.
+    pub fn installed_children(&self) -> usize {
+        self.visible_children()
+            .filter(|c| c.state == ChildState::Installed)
+            .count()
+    }
+
     /// What an operator sees of this SA; `None` once it is gone or while a rekey's result
     /// has not taken over yet.
     pub fn snapshot(&self, config: &Config) -> Option<IkeSaSnapshot> {
-        let state = match self.phase {
-            Phase::InitSent | Phase::AuthSent => IkeSaState::Connecting,
-            Phase::HalfOpen => IkeSaState::HalfOpen,
-            Phase::Established if self.successor_of.is_some() => return None,
-            Phase::Established if self.duplicate => IkeSaState::Duplicate,
-            Phase::Established => IkeSaState::Established,
-            Phase::Rekeyed | Phase::Dead => return None,
-        };
+        let state = self.visible_state()?;
         let children = self
-            .children
-            .iter()
-            .filter(|c| c.announced)
+            .visible_children()
             .map(|c| ChildSaSnapshot {
                 spis: c.sa.spis,
                 state: match c.state {
