@@ -26,7 +26,6 @@ pub enum Expiry {
 /// An SA's soft or hard limits as the packet path reads them: without a lock, and with
 /// `u64::MAX` (the kernel's XFRM_INF) for no limit. An update racing a packet may let it
 /// see old and new limits mixed, which only moves the crossing by that packet.
-#[derive(Default)]
 struct AtomicLimits {
     time_ns: AtomicU64,
     bytes: AtomicU64,
@@ -36,6 +35,16 @@ struct AtomicLimits {
 const NO_LIMIT: u64 = u64::MAX;
 
 impl AtomicLimits {
+    fn new(limits: &Limits) -> Self {
+        let new = Self {
+            time_ns: AtomicU64::new(NO_LIMIT),
+            bytes: AtomicU64::new(NO_LIMIT),
+            packets: AtomicU64::new(NO_LIMIT),
+        };
+        new.set(limits);
+        new
+    }
+
     fn set(&self, limits: &Limits) {
         let time = limits.time.map_or(NO_LIMIT, |t| {
             u64::try_from(t.as_nanos()).unwrap_or(NO_LIMIT)
@@ -102,8 +111,8 @@ impl SaState {
             cipher: EspCipher::new(&spec.key, spec.replay.esn),
             replay: Mutex::new(ReplayWindow::new(window, spec.replay.esn)),
             seq: AtomicU64::new(0),
-            soft: AtomicLimits::default(),
-            hard: AtomicLimits::default(),
+            soft: AtomicLimits::new(&spec.lifetimes.soft),
+            hard: AtomicLimits::new(&spec.lifetimes.hard),
             dst_port: AtomicU16::new(NAT_T_PORT),
             natt: AtomicBool::new(false),
             bytes: AtomicU64::new(0),
