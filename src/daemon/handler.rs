@@ -285,7 +285,7 @@ impl<D: Dataplane> Runtime<D> {
             }
             let history = n.adjacency.history();
             reports.push(NeighborReport {
-                name: name.clone(),
+                name: name.to_string(),
                 link: n.config.link.name.to_string(),
                 link_state: if n.adjacency.link_up() {
                     LinkState::Up

@@ -84,8 +84,6 @@ impl NatT {
 /// One neighbor: its configuration, adjacency and negotiated child SAs.
 pub(super) struct NeighborState {
     pub config: Arc<Neighbor>,
-    /// The neighbor's name, shared by the maps that lead to it.
-    name: Arc<str>,
     pub adjacency: Adjacency,
     pub reqid: u32,
     children: Children,
@@ -141,7 +139,8 @@ pub struct Runtime<D: Dataplane> {
     services: Services,
     /// Boxed: a map node holds eleven entries whatever its fill, and a neighbor's state
     /// is large; thousands of neighbors are configured.
-    pub(super) neighbors: BTreeMap<String, Box<NeighborState>>,
+    /// Keyed by name, shared with the maps that lead to a neighbor.
+    pub(super) neighbors: BTreeMap<Arc<str>, Box<NeighborState>>,
     /// The neighbor of each reqid, so that data-plane events need no scan of them all.
     by_reqid: HashMap<u32, Arc<str>>,
     /// The neighbor of each established IKE SA.
@@ -325,13 +324,11 @@ impl<D: Dataplane> Runtime<D> {
             adjacency.restore(history);
         }
         let name: Arc<str> = config.name.as_str().into();
-        let key = config.name.clone();
         self.by_reqid.insert(self.next_reqid, name.clone());
         self.neighbors.insert(
-            key.clone(),
+            name.clone(),
             Box::new(NeighborState {
                 config,
-                name,
                 adjacency,
                 reqid: self.next_reqid,
                 children: Children::default(),
@@ -342,7 +339,7 @@ impl<D: Dataplane> Runtime<D> {
             }),
         );
         self.next_reqid += 1;
-        self.feed(&key, AdjEvent::Start).await;
+        self.feed(&name, AdjEvent::Start).await;
     }
 
     /// Serves until SIGTERM or SIGINT, then shuts down.
@@ -456,7 +453,7 @@ impl<D: Dataplane> Runtime<D> {
         for names in names.chunks(RECORD_BATCH) {
             let records: Vec<_> = names
                 .iter()
-                .filter_map(|name| Some(self.neighbors.get(name)?.adjacency.record()))
+                .filter_map(|name| Some(self.neighbors.get(name.as_str())?.adjacency.record()))
                 .collect();
             if let Err(e) = self.store.adjacencies().and_then(|db| db.put(&records)) {
                 warn!(error = %e, "storing adjacency records");
@@ -489,7 +486,9 @@ impl<D: Dataplane> Runtime<D> {
 
     /// The shared name of the configured neighbor `name`.
     fn shared_name(&self, name: &str) -> Option<Arc<str>> {
-        self.neighbors.get(name).map(|n| n.name.clone())
+        self.neighbors
+            .get_key_value(name)
+            .map(|(name, _)| name.clone())
     }
 
     async fn on_engine(&mut self, event: Event) {
@@ -697,7 +696,7 @@ impl<D: Dataplane> Runtime<D> {
     async fn on_link_up(&mut self, done: LinkUpDone) {
         let current = self
             .neighbors
-            .get(&done.neighbor)
+            .get(done.neighbor.as_str())
             .is_some_and(|n| n.link_change == done.seq);
         let name = done.neighbor;
         match done.result {
@@ -823,12 +822,14 @@ impl<D: Dataplane> Runtime<D> {
                         // An earlier attempt still under way (its retransmissions outlast
                         // the connect timeout) is superseded: it goes, rather than go on
                         // beside this one.
-                        if let Some(n) = self.neighbors.get_mut(name) {
-                            if let Some(old) = n.attempt.replace(sa) {
-                                self.attempts.remove(&old);
-                                self.engine.terminate(Instant::now(), old);
-                            }
-                            self.attempts.insert(sa, n.name.clone());
+                        if let Some(n) = self.neighbors.get_mut(name)
+                            && let Some(old) = n.attempt.replace(sa)
+                        {
+                            self.attempts.remove(&old);
+                            self.engine.terminate(Instant::now(), old);
+                        }
+                        if let Some(name) = self.shared_name(name) {
+                            self.attempts.insert(sa, name);
                         }
                     }
                     Err(e) => warn!(neighbor = name, error = %e, "cannot initiate"),
@@ -1010,7 +1011,7 @@ impl<D: Dataplane> Runtime<D> {
         let policy = VnPolicy::new(&new, credentials).map_err(|e| failed(e.to_string()))?;
         for name in d.removed.iter().chain(&d.changed) {
             self.feed(name, AdjEvent::Remove).await;
-            if let Some(gone) = self.neighbors.remove(name) {
+            if let Some(gone) = self.neighbors.remove(name.as_str()) {
                 self.by_reqid.remove(&gone.reqid);
                 if let Some(sa) = gone.attempt {
                     self.attempts.remove(&sa);
@@ -1056,7 +1057,7 @@ impl<D: Dataplane> Runtime<D> {
     fn adopt(&mut self, new: Config) {
         self.config = new;
         for n in &self.config.neighbors {
-            if let Some(state) = self.neighbors.get_mut(&n.name) {
+            if let Some(state) = self.neighbors.get_mut(n.name.as_str()) {
                 state.config = n.clone();
             }
         }
@@ -1071,7 +1072,7 @@ impl<D: Dataplane> Runtime<D> {
         if let Err(e) = self.dataplane.delete_links().await {
             warn!(error = %e, "deleting the links");
         }
-        let names: Vec<String> = self.neighbors.keys().cloned().collect();
+        let names: Vec<Arc<str>> = self.neighbors.keys().cloned().collect();
         for name in &names {
             self.feed(name, AdjEvent::Shutdown).await;
         }

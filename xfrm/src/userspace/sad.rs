@@ -35,14 +35,13 @@ struct AtomicLimits {
 const NO_LIMIT: u64 = u64::MAX;
 
 impl AtomicLimits {
-    fn new(limits: &Limits) -> Self {
-        let new = Self {
+    /// No limit of any kind, until [`set`](Self::set).
+    fn none() -> Self {
+        Self {
             time_ns: AtomicU64::new(NO_LIMIT),
             bytes: AtomicU64::new(NO_LIMIT),
             packets: AtomicU64::new(NO_LIMIT),
-        };
-        new.set(limits);
-        new
+        }
     }
 
     fn set(&self, limits: &Limits) {
@@ -111,8 +110,9 @@ impl SaState {
             cipher: EspCipher::new(&spec.key, spec.replay.esn),
             replay: Mutex::new(ReplayWindow::new(window, spec.replay.esn)),
             seq: AtomicU64::new(0),
-            soft: AtomicLimits::new(&spec.lifetimes.soft),
-            hard: AtomicLimits::new(&spec.lifetimes.hard),
+            // Set with the rest of what an update may change, by `reconfigure` below.
+            soft: AtomicLimits::none(),
+            hard: AtomicLimits::none(),
             dst_port: AtomicU16::new(NAT_T_PORT),
             natt: AtomicBool::new(false),
             bytes: AtomicU64::new(0),

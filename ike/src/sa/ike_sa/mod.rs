@@ -443,13 +443,14 @@ impl IkeSa {
 
     /// Sends our last response again; an encrypted one is sealed anew.
     fn resend_response(&mut self, ctx: &mut Ctx<'_>) {
-        let unsealed = match self.responses.cached() {
-            Some(CachedResponse::Plain(datagrams)) => return self.transmit(ctx, datagrams),
-            Some(CachedResponse::Sealed(u)) => (u.header, u.first, u.plaintext.assemble()),
-            None => return,
-        };
-        let (header, first, chain) = unsealed;
-        self.seal_plaintext(ctx, &header, first, &chain);
+        match self.responses.cached() {
+            Some(CachedResponse::Plain(datagrams)) => self.transmit(ctx, datagrams),
+            Some(CachedResponse::Sealed(u)) => {
+                let (header, first, chain) = (u.header, u.first, u.plaintext.assemble());
+                self.seal_plaintext(ctx, &header, first, &chain);
+            }
+            None => {}
+        }
     }
 
     /// Our certificate chain, when we authenticate with one.
