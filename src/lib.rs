@@ -8,5 +8,6 @@ pub use iiptran_xfrm as xfrm;
 
 pub mod control;
 pub mod daemon;
+pub mod log_queue;
 pub mod notify;
 pub mod render;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand};
 use iiptran::daemon::enrollment::bind_server;
+use iiptran::log_queue::LogQueue;
 use iiptran::notify::{State, notify};
 use iiptran_certs::duration::parse_duration;
 use iiptran_certs::est::{self, Credentials};
@@ -85,8 +86,10 @@ enum Command {
     },
 }
 
-/// Log lines queued for the writer thread; the queue's room is allocated up front.
-const LOG_QUEUE_LINES: usize = 4096;
+/// Bytes of log lines queued for the writer thread before a logging thread waits.
+const LOG_QUEUE_BYTES: usize = 512 << 10;
+/// How long log lines gather before they are written together.
+const LOG_GATHER: Duration = Duration::from_millis(10);
 
 /// Keeps large transient blocks out of the heap for the daemon's life. Parsing the
 /// configuration frees blocks of megabytes (4 MiB with 2,000 neighbors); glibc would then
@@ -106,11 +109,13 @@ fn fix_mmap_threshold() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn fix_mmap_threshold() {}
 
-/// The daemon's event loop runs on the main thread (`block_on`); the runtime's workers
-/// carry the links and the data plane. One worker per core besides the loop's: with a
-/// worker on every core, an idle one woke and parked again for each task handed over,
-/// a tenth more CPU per SA setup on two cores. `TOKIO_WORKER_THREADS` still decides
-/// when set.
+/// The daemon's event loop is a task on the runtime's workers, beside the data plane
+/// that hands it IKE datagrams from port 4500: on the main thread (`block_on`, which
+/// never drives the IO driver) every datagram cost a wake-up across threads, a sixth of
+/// the CPU of an SA setup. One worker per core but one, so a core is left for the
+/// kernel's share of the traffic: with a worker on every core, an idle one woke and
+/// parked again for each task handed over, a tenth more CPU per setup on two cores.
+/// `TOKIO_WORKER_THREADS` still decides when set.
 fn daemon_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
@@ -121,14 +126,13 @@ fn daemon_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> anyhow::Result<()> {
-    // Lines are written by a thread of their own, so a slow journal never holds up the
-    // event loop; none is dropped (the loop waits only once the queue is full), and
     // `written` writes out what is queued when it goes.
-    let (log, written) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("iiptrand-log")
-        .finish(std::io::stderr());
+    let (log, written) = LogQueue::start(
+        std::io::stderr(),
+        LOG_QUEUE_BYTES,
+        LOG_GATHER,
+        "iiptrand-log",
+    )?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -150,7 +154,8 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(2);
             }
         };
-        return daemon_runtime()?.block_on(iiptran::daemon::run(config, &path));
+        let event_loop = iiptran::daemon::run(config, path);
+        return daemon_runtime()?.block_on(async { tokio::spawn(event_loop).await? });
     }
     let Some(command) = args.command else {
         drop(written);

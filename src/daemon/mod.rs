@@ -16,7 +16,7 @@ mod sockets;
 mod stale;
 
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -53,7 +53,7 @@ pub enum DaemonError {
 pub const LOG_IKE_KEYS: &str = "IIPTRAN_LOG_IKE_KEYS";
 
 /// Runs the daemon for a loaded configuration until SIGTERM or SIGINT.
-pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
+pub async fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let state_dir = &config.node.state_dir;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -79,7 +79,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<()> {
     let services = Services::start(&config, credentials).await?;
     let parts = Parts {
         config,
-        config_path: config_path.to_owned(),
+        config_path,
         engine,
         store,
         server,
