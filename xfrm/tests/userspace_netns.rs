@@ -445,17 +445,9 @@ fn packet_limits_raise_soft_then_hard_expire_and_remove_the_sa() {
     pair.a
         .exec(&["ping", "-c", "6", "-i", "0.2", "-W", "1", "10.99.0.2"])
         .expect("running ping");
-    let t = Duration::from_secs(5);
+    assert_soft_then_hard_expire(&a, out, Duration::from_secs(5));
     assert_eq!(
-        a.next_event(t),
-        Some(DataplaneEvent::SoftExpire { sa: out, reqid })
-    );
-    assert_eq!(
-        a.next_event(t),
-        Some(DataplaneEvent::HardExpire { sa: out, reqid })
-    );
-    assert_eq!(
-        a.next_event(t),
+        a.next_event(Duration::from_secs(5)),
         Some(DataplaneEvent::Acquire {
             src: ip(ADDR_A),
             dst: ip(ADDR_B),
@@ -481,16 +473,7 @@ fn virtual_link_deleted_behind_our_back_is_reported() {
 fn time_limits_expire_an_idle_sa() {
     let pair = Pair::new();
     let (mut ca, _) = ends(AeadAlg::AesGcm256, Family::V4);
-    ca.out_lifetimes = Lifetimes {
-        soft: Limits {
-            time: Some(Duration::from_secs(1)),
-            ..Limits::default()
-        },
-        hard: Limits {
-            time: Some(Duration::from_secs(2)),
-            ..Limits::default()
-        },
-    };
+    ca.out_lifetimes = time_limits(1, 2);
     let a = UserspaceNode::start(&pair.a, ca);
     let out = id(ip(ADDR_A), ip(ADDR_B), SPI_AB);
     let reqid = common::node::REQID;
@@ -508,6 +491,42 @@ fn time_limits_expire_an_idle_sa() {
         Some(DataplaneEvent::HardExpire { sa: out, reqid })
     );
     assert!(matches!(a.try_stats(out), Err(Error::NotFound(_))));
+}
+
+#[test]
+fn an_update_that_shortens_the_time_limits_expires_the_sa_by_them() {
+    let pair = Pair::new();
+    let (mut ca, _) = ends(AeadAlg::ChaCha20Poly1305, Family::V4);
+    ca.out_lifetimes = time_limits(3600, 7200);
+    let a = UserspaceNode::start(&pair.a, ca);
+    let out = id(ip(ADDR_A), ip(ADDR_B), SPI_AB);
+    a.relimit(time_limits(1, 2));
+    assert_soft_then_hard_expire(&a, out, Duration::from_secs(4));
+    assert!(matches!(a.try_stats(out), Err(Error::NotFound(_))));
+}
+
+fn time_limits(soft_secs: u64, hard_secs: u64) -> Lifetimes {
+    let limit = |secs| Limits {
+        time: Some(Duration::from_secs(secs)),
+        ..Limits::default()
+    };
+    Lifetimes {
+        soft: limit(soft_secs),
+        hard: limit(hard_secs),
+    }
+}
+
+/// The next two events of `node` are `sa`'s soft expiry, then its hard one, each within `t`.
+fn assert_soft_then_hard_expire(node: &UserspaceNode, sa: SaId, t: Duration) {
+    let reqid = common::node::REQID;
+    assert_eq!(
+        node.next_event(t),
+        Some(DataplaneEvent::SoftExpire { sa, reqid })
+    );
+    assert_eq!(
+        node.next_event(t),
+        Some(DataplaneEvent::HardExpire { sa, reqid })
+    );
 }
 
 /// What `/proc` says of IPv6 on the virtual link in `ns`: whether it is turned off, and

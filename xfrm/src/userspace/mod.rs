@@ -20,6 +20,7 @@
 //! IPv4 peer reached through a dual-stack socket is an IPv4 address, never IPv4-mapped.
 
 mod batch;
+mod deadlines;
 mod deliver;
 mod link_flags;
 mod rx;
@@ -34,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use tokio::net::UdpSocket;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::dataplane::{Dataplane, Error, Result};
@@ -54,8 +55,6 @@ pub struct IkeDatagram {
     pub data: Vec<u8>,
 }
 
-/// How often time-based lifetimes are checked.
-const LIFETIME_TICK: Duration = Duration::from_millis(500);
 /// At most one ACQUIRE per reqid in this interval, like the kernel's larval state.
 const ACQUIRE_HOLDOFF: Duration = Duration::from_secs(1);
 
@@ -105,6 +104,8 @@ struct Shared {
     delivery: RwLock<FxHashMap<(IpAddr, IpAddr), Arc<tun_rs::AsyncDevice>>>,
     events: broadcast::Sender<DataplaneEvent>,
     acquired: Mutex<HashMap<u32, Instant>>,
+    /// Wakes the lifetimes task when an SA's deadline is the earliest.
+    deadline_moved: Arc<Notify>,
 }
 
 impl Shared {
@@ -112,6 +113,32 @@ impl Shared {
         tracing::debug!(?event, "data-plane event");
         // No subscriber is not an error: events are advisory.
         let _ = self.events.send(event);
+    }
+
+    /// Looks out for `sa`'s time limits (anew after an update).
+    fn watch(&self, t: &mut Tables, sa: &SaState) {
+        if let Some(at) = sa.next_deadline()
+            && t.deadlines.push(at, sa.id)
+        {
+            self.deadline_moved.notify_one();
+        }
+    }
+
+    /// Expires the SAs whose time limits fell due by `now`; the next deadline.
+    fn expire_due(&self, now: Instant) -> Option<Instant> {
+        let due = self.write_tables().deadlines.due(now);
+        for id in due {
+            let Some(sa) = self.read_tables().find(id).cloned() else {
+                continue;
+            };
+            self.expire(&sa, sa.age());
+            if !sa.is_dead() {
+                self.watch(&mut self.write_tables(), &sa);
+            }
+        }
+        let mut t = self.write_tables();
+        t.compact_deadlines();
+        t.deadlines.next()
     }
 
     /// Acts on a crossed limit: soft raises an event, hard removes the SA.
@@ -191,12 +218,16 @@ impl UserspaceDataplane {
             delivery: RwLock::new(FxHashMap::default()),
             events,
             acquired: Mutex::new(HashMap::new()),
+            deadline_moved: Arc::default(),
         });
         let (ike_tx, ike_rx) = mpsc::channel(256);
         let (connection, rtnl, _) = rtnetlink::new_connection()?;
         let tasks = vec![
             tokio::spawn(rx::run(shared.clone(), ike_tx)),
-            tokio::spawn(lifetimes(Arc::downgrade(&shared))),
+            tokio::spawn(lifetimes(
+                Arc::downgrade(&shared),
+                shared.deadline_moved.clone(),
+            )),
             tokio::spawn(connection),
         ];
         Ok((
@@ -237,19 +268,20 @@ impl Drop for UserspaceDataplane {
     }
 }
 
-async fn lifetimes(shared: std::sync::Weak<Shared>) {
-    let mut tick = tokio::time::interval(LIFETIME_TICK);
+/// Expires SAs as their time limits fall due.
+async fn lifetimes(shared: std::sync::Weak<Shared>, moved: Arc<Notify>) {
     loop {
-        tick.tick().await;
-        let Some(shared) = shared.upgrade() else {
-            return;
+        let next = match shared.upgrade() {
+            Some(shared) => shared.expire_due(Instant::now()),
+            None => return,
         };
-        let sas: Vec<Arc<SaState>> = {
-            let t = shared.read_tables();
-            t.all_sas().cloned().collect()
-        };
-        for sa in sas {
-            shared.expire(&sa, sa.age());
+        // A deadline pushed since is not missed: its notification waits as a permit.
+        let moved = moved.notified();
+        match next {
+            Some(at) => {
+                let _ = tokio::time::timeout_at(at.into(), moved).await;
+            }
+            None => moved.await,
         }
     }
 }
@@ -320,6 +352,7 @@ impl Dataplane for UserspaceDataplane {
         }
         t.reserved.remove(&sa.spi);
         let state = Arc::new(SaState::new(sa));
+        self.shared.watch(&mut t, &state);
         match sa.direction {
             Direction::In => {
                 t.inbound.insert(sa.spi, state);
@@ -335,6 +368,7 @@ impl Dataplane for UserspaceDataplane {
         match existing {
             Some(state) => {
                 state.reconfigure(sa);
+                self.shared.watch(&mut self.shared.write_tables(), &state);
                 Ok(())
             }
             None if self.shared.read_tables().reserved.contains_key(&sa.spi) => {

@@ -13,6 +13,7 @@ use crate::esp::EspCipher;
 use crate::model::{Direction, Limits, NAT_T_PORT, SaId, SaSpec, SaStats, Selector};
 use crate::replay::ReplayWindow;
 
+use super::deadlines::Deadlines;
 use super::spd::Spd;
 
 /// What crossing a limit means for the packet that crossed it.
@@ -64,8 +65,12 @@ impl AtomicLimits {
     }
 
     fn age_over(&self, age: Duration) -> bool {
+        self.time().is_some_and(|limit| age >= limit)
+    }
+
+    fn time(&self) -> Option<Duration> {
         let limit = self.time_ns.load(Ordering::Relaxed);
-        limit != NO_LIMIT && age >= Duration::from_nanos(limit)
+        (limit != NO_LIMIT).then(|| Duration::from_nanos(limit))
     }
 }
 
@@ -199,6 +204,21 @@ impl SaState {
         }
     }
 
+    /// When [`age`](Self::age) has news next: at the soft time limit until it is crossed,
+    /// then at the hard one.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let soft = if self.soft_raised.load(Ordering::Relaxed) {
+            None
+        } else {
+            self.soft.time()
+        };
+        let limit = match (soft, self.hard.time()) {
+            (Some(soft), Some(hard)) => soft.min(hard),
+            (soft, hard) => soft.or(hard)?,
+        };
+        self.installed_at.checked_add(limit)
+    }
+
     fn soft_once(&self) -> Expiry {
         if self.soft_raised.swap(true, Ordering::Relaxed) {
             Expiry::None
@@ -231,6 +251,7 @@ pub struct Tables {
     outbound: HashMap<(IpAddr, IpAddr), SmallVec<[Arc<SaState>; 1]>>,
     pub reserved: HashMap<u32, (IpAddr, IpAddr)>,
     pub policies: Spd,
+    pub deadlines: Deadlines,
 }
 
 impl Tables {
@@ -258,10 +279,14 @@ impl Tables {
             .push(sa);
     }
 
-    pub fn all_sas(&self) -> impl Iterator<Item = &Arc<SaState>> {
-        self.inbound
-            .values()
-            .chain(self.outbound.values().flatten())
+    /// Drops the deadlines of SAs gone, once they may outnumber the live ones.
+    pub fn compact_deadlines(&mut self) {
+        // Endpoint pairs for outbound SAs: no count to keep up, and short only during
+        // rekeys, which then compacts a little early.
+        let live = self.inbound.len() + self.outbound.len();
+        let mut deadlines = std::mem::take(&mut self.deadlines);
+        deadlines.compact(live, |id| self.find(*id).is_some());
+        self.deadlines = deadlines;
     }
 
     pub fn find(&self, id: SaId) -> Option<&Arc<SaState>> {
@@ -384,6 +409,37 @@ mod tests {
             installed <= SystemTime::now()
                 && installed.elapsed().unwrap() < Duration::from_secs(60)
         );
+    }
+
+    /// The next deadline is the soft time limit until the SA crosses it (by age or by
+    /// traffic), then the hard one; none without time limits.
+    #[test]
+    fn the_next_deadline_is_the_soft_time_limit_until_crossed_then_the_hard_one() {
+        let s = Duration::from_secs;
+        let times = |soft: Option<u64>, hard: Option<u64>| Lifetimes {
+            soft: Limits {
+                time: soft.map(s),
+                packets: Some(1),
+                ..Limits::default()
+            },
+            hard: Limits {
+                time: hard.map(s),
+                ..Limits::default()
+            },
+        };
+        let sa = SaState::new(&spec(times(Some(10), Some(20))));
+        assert_eq!(sa.next_deadline(), Some(sa.installed_at + s(10)));
+        assert_eq!(sa.account(100), Expiry::Soft);
+        assert_eq!(sa.next_deadline(), Some(sa.installed_at + s(20)));
+
+        let sa = SaState::new(&spec(times(Some(30), Some(20))));
+        assert_eq!(sa.next_deadline(), Some(sa.installed_at + s(20)));
+        sa.reconfigure(&spec(times(None, Some(5))));
+        assert_eq!(sa.next_deadline(), Some(sa.installed_at + s(5)));
+        sa.reconfigure(&spec(times(Some(3), None)));
+        assert_eq!(sa.next_deadline(), Some(sa.installed_at + s(3)));
+        sa.reconfigure(&spec(times(None, None)));
+        assert_eq!(sa.next_deadline(), None);
     }
 
     /// One SA selecting every protocol from `a` to `b`, and an outbound policy for IPIP

@@ -20,6 +20,8 @@ pub enum Cmd {
     Stats(SaId, oneshot::Sender<iiptran_xfrm::Result<SaStats>>),
     NextIke(Duration, oneshot::Sender<Option<IkeDatagram>>),
     NextEvent(Duration, oneshot::Sender<Option<DataplaneEvent>>),
+    /// Updates the outbound SA (of the IPIP policy) to these lifetimes.
+    Relimit(Lifetimes, oneshot::Sender<iiptran_xfrm::Result<()>>),
 }
 
 /// How one end is keyed: its endpoint, the peer's, and the SPIs/keys of both directions.
@@ -43,6 +45,23 @@ pub struct EndConfig {
 /// How much the SPIs of the SAs for IPv6 inner packets (protocol 41) exceed the others'.
 pub const INNER6_SPI_OFFSET: u32 = 0x10;
 
+/// The outbound SA for outer protocol `proto`, as [`protect`] installs it.
+fn out_sa(c: &EndConfig, proto: u8, spi_add: u32, key_xor: u8) -> SaSpec {
+    let key: Vec<u8> = c.out_keymat.iter().map(|b| b ^ key_xor).collect();
+    let mut out = sa_with_key(
+        Direction::Out,
+        c.local,
+        c.remote,
+        c.out_spi + spi_add,
+        c.alg,
+        &key,
+    )
+    .expect("SA spec");
+    out.selector.proto = Some(proto);
+    out.lifetimes = c.out_lifetimes;
+    out
+}
+
 /// SAs both ways and policies for outer protocol `proto`; SPIs are offset by `spi_add`
 /// and keys XORed with `key_xor`, so no two SAs share a key.
 async fn protect(
@@ -58,18 +77,7 @@ async fn protect(
         sa
     };
     if c.with_out_sa {
-        let out = sa_with_key(
-            Direction::Out,
-            c.local,
-            c.remote,
-            c.out_spi + spi_add,
-            c.alg,
-            &key(&c.out_keymat),
-        )
-        .expect("SA spec");
-        let mut out = select(out);
-        out.lifetimes = c.out_lifetimes;
-        dp.install_sa(&out).await?;
+        dp.install_sa(&out_sa(c, proto, spi_add, key_xor)).await?;
     }
     let inb = sa_with_key(
         Direction::In,
@@ -144,6 +152,11 @@ impl UserspaceNode {
                         let _ =
                             reply.send(tokio::time::timeout(t, ike.recv()).await.ok().flatten());
                     }
+                    Cmd::Relimit(lifetimes, reply) => {
+                        let mut out = out_sa(&cfg, IPPROTO_IPIP, 0, 0);
+                        out.lifetimes = lifetimes;
+                        let _ = reply.send(dp.update_sa(&out).await);
+                    }
                     Cmd::NextEvent(t, reply) => {
                         let _ = reply.send(
                             tokio::time::timeout(t, events.recv())
@@ -191,6 +204,13 @@ impl UserspaceNode {
         self.ask(|r| Cmd::NextIke(timeout, r))
             .blocking_recv()
             .expect("reply")
+    }
+
+    pub fn relimit(&self, lifetimes: Lifetimes) {
+        self.ask(|r| Cmd::Relimit(lifetimes, r))
+            .blocking_recv()
+            .expect("reply")
+            .expect("updating the SA");
     }
 
     pub fn next_event(&self, timeout: Duration) -> Option<DataplaneEvent> {
