@@ -56,6 +56,8 @@ const RECORD_WRITE_DELAY: Duration = Duration::from_secs(1);
 /// heap keeps what a thousand-record batch took (about 2.5 KiB of resident memory per
 /// record); small batches keep reusing the same memory.
 const RECORD_BATCH: usize = 16;
+/// How long the event loop runs before it lets the worker's other tasks run.
+const YIELD_AFTER: Duration = Duration::from_millis(1);
 /// How long the inbound SA of a retired or deleted pair stays. The peer switches to the
 /// new pair before it retires the old one, but ESP it sealed with the old SA just before
 /// may still arrive after the IKE message that retires it (on the userspace data plane
@@ -356,6 +358,7 @@ impl<D: Dataplane> Runtime<D> {
         let ike = self.sockets.ike.clone();
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut nat_t_buf = vec![0u8; MAX_DATAGRAM];
+        let mut yielded = Instant::now();
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -397,6 +400,14 @@ impl<D: Dataplane> Runtime<D> {
                 _ = int.recv() => break,
             }
             self.drain().await;
+            // The data plane's tasks may share this worker: in a burst of setups they
+            // wait a millisecond and an event at most (a yielding task goes on once the
+            // worker has polled for IO), not for as many events as tokio's budget lets
+            // a task handle in one go.
+            if yielded.elapsed() >= YIELD_AFTER {
+                tokio::task::yield_now().await;
+                yielded = Instant::now();
+            }
         }
         self.shutdown().await;
         Ok(())
