@@ -17,6 +17,9 @@ use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
+/// Bytes of room the writer keeps between batches.
+const KEPT_ROOM: usize = 64 << 10;
+
 /// Where log lines are queued; a `tracing_subscriber` writer.
 #[derive(Clone)]
 pub struct LogQueue {
@@ -108,6 +111,8 @@ fn write_out(shared: &Shared, mut sink: impl Write) {
         // A sink that fails (stderr closed) has nowhere to report it: the lines go.
         let _ = sink.write_all(&batch).and_then(|()| sink.flush());
         batch.clear();
+        // A burst (thousands of neighbors starting) need not stay resident.
+        batch.shrink_to(KEPT_ROOM);
     }
 }
 

@@ -104,6 +104,7 @@ const LOG_GATHER: Duration = Duration::from_millis(10);
 /// freed memory apart, 97 MiB idle with 10,000 neighbors against 76 with one (CPU per SA
 /// setup and data-plane throughput alike). Threads rarely meet on the arena's lock: the
 /// packet path allocates nothing, and each thread's cache takes most small blocks.
+///
 /// Called before any thread starts (an arena is a thread's from its first allocation);
 /// whether glibc took both settings.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
