@@ -45,21 +45,19 @@ pub struct EndConfig {
 /// How much the SPIs of the SAs for IPv6 inner packets (protocol 41) exceed the others'.
 pub const INNER6_SPI_OFFSET: u32 = 0x10;
 
-/// The outbound SA for outer protocol `proto`, as [`protect`] installs it.
-fn out_sa(c: &EndConfig, proto: u8, spi_add: u32, key_xor: u8) -> SaSpec {
-    let key: Vec<u8> = c.out_keymat.iter().map(|b| b ^ key_xor).collect();
-    let mut out = sa_with_key(
-        Direction::Out,
-        c.local,
-        c.remote,
-        c.out_spi + spi_add,
-        c.alg,
-        &key,
-    )
-    .expect("SA spec");
-    out.selector.proto = Some(proto);
-    out.lifetimes = c.out_lifetimes;
-    out
+/// The SA in direction `dir` for outer protocol `proto`, as [`protect`] installs it.
+fn sa(c: &EndConfig, dir: Direction, proto: u8, spi_add: u32, key_xor: u8) -> SaSpec {
+    let (src, dst, spi, keymat) = match dir {
+        Direction::Out => (c.local, c.remote, c.out_spi, &c.out_keymat),
+        _ => (c.remote, c.local, c.in_spi, &c.in_keymat),
+    };
+    let key: Vec<u8> = keymat.iter().map(|b| b ^ key_xor).collect();
+    let mut sa = sa_with_key(dir, src, dst, spi + spi_add, c.alg, &key).expect("SA spec");
+    sa.selector.proto = Some(proto);
+    if dir == Direction::Out {
+        sa.lifetimes = c.out_lifetimes;
+    }
+    sa
 }
 
 /// SAs both ways and policies for outer protocol `proto`; SPIs are offset by `spi_add`
@@ -71,24 +69,12 @@ async fn protect(
     spi_add: u32,
     key_xor: u8,
 ) -> iiptran_xfrm::Result<()> {
-    let key = |k: &[u8]| k.iter().map(|b| b ^ key_xor).collect::<Vec<u8>>();
-    let select = |mut sa: SaSpec| {
-        sa.selector.proto = Some(proto);
-        sa
-    };
     if c.with_out_sa {
-        dp.install_sa(&out_sa(c, proto, spi_add, key_xor)).await?;
+        dp.install_sa(&sa(c, Direction::Out, proto, spi_add, key_xor))
+            .await?;
     }
-    let inb = sa_with_key(
-        Direction::In,
-        c.remote,
-        c.local,
-        c.in_spi + spi_add,
-        c.alg,
-        &key(&c.in_keymat),
-    )
-    .expect("SA spec");
-    dp.install_sa(&select(inb)).await?;
+    dp.install_sa(&sa(c, Direction::In, proto, spi_add, key_xor))
+        .await?;
     for (dir, src, dst) in [
         (Direction::Out, c.local, c.remote),
         (Direction::In, c.remote, c.local),
@@ -153,7 +139,7 @@ impl UserspaceNode {
                             reply.send(tokio::time::timeout(t, ike.recv()).await.ok().flatten());
                     }
                     Cmd::Relimit(lifetimes, reply) => {
-                        let mut out = out_sa(&cfg, IPPROTO_IPIP, 0, 0);
+                        let mut out = sa(&cfg, Direction::Out, IPPROTO_IPIP, 0, 0);
                         out.lifetimes = lifetimes;
                         let _ = reply.send(dp.update_sa(&out).await);
                     }
