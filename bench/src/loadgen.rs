@@ -5,7 +5,10 @@
 //! time, so the responder is kept busy without being flooded past its half-open limits.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::io;
+use std::mem;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,13 +19,13 @@ use iiptran_ike::iana::{IpProtocol, NotifyType};
 use iiptran_ike::identity::Identity;
 use iiptran_ike::sa::{Engine, Event, IkeSaId, LocalAuth, PeerAuth, PeerConfig, Policy, Transmit};
 use iiptran_ike::ts::TrafficSelector;
+use iiptran_xfrm::userspace::batch::{self, RecvBatch};
 use rcgen::{CertificateParams, DnType, Issuer, KeyPair, SanType};
 use serde::{Deserialize, Serialize};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 
 const IKE_PORT: u16 = 500;
-const MAX_DATAGRAM: usize = 65_536;
 
 /// What one load-generator run is asked to do.
 #[derive(Clone, Debug)]
@@ -146,69 +149,111 @@ fn own_cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-/// Lets this process hold one socket per node.
-fn raise_fd_limit(needed: u64) -> Result<()> {
-    let want = needed + 256;
-    // SAFETY: getrlimit/setrlimit read and write the struct they are given.
-    unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            bail!("getrlimit: {}", std::io::Error::last_os_error());
+/// One socket for every node: bound to the IKE port on all addresses (an AnyIP route makes
+/// the nodes' addresses local), each datagram's destination read from IP_PKTINFO and each
+/// sent datagram's source set by it. A socket per node cost a task, an epoll entry and a
+/// receive buffer each, paid in CPU time the load generator takes from the responder's
+/// machine.
+struct NodesSocket {
+    socket: UdpSocket,
+    received: RecvBatch,
+}
+
+impl NodesSocket {
+    async fn bind() -> Result<Self> {
+        let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, IKE_PORT));
+        let socket = UdpSocket::bind(any)
+            .await
+            .with_context(|| format!("binding {any}"))?;
+        batch::prepare(&socket).context("socket options")?;
+        Ok(Self {
+            socket,
+            received: RecvBatch::new(),
+        })
+    }
+
+    /// Waits for datagrams and hands each to `engine`.
+    async fn receive(&mut self, engine: &mut Engine<Initiators>) {
+        let Ok(n) = self.received.recv(&self.socket).await else {
+            return;
+        };
+        let now = Instant::now();
+        for i in 0..n {
+            let meta = self.received.meta(i);
+            let Some(to) = meta.to else { continue };
+            let local = SocketAddr::new(to, IKE_PORT);
+            // GRO may have joined equal-sized datagrams to one node into one buffer.
+            for datagram in self.received.data_mut(i).chunks(meta.segment.max(1)) {
+                engine.handle(now, local, meta.from, datagram);
+            }
         }
-        if limit.rlim_cur >= want {
-            return Ok(());
+    }
+
+    /// Sends one datagram from its node's address; a datagram the kernel refuses is lost
+    /// and retransmitted by the engine like one lost on the wire.
+    async fn send(&self, t: &Transmit) {
+        let (IpAddr::V4(source), SocketAddr::V4(remote)) = (t.local.ip(), t.remote) else {
+            return;
+        };
+        loop {
+            if self.socket.writable().await.is_err() {
+                return;
+            }
+            match self.socket.try_io(Interest::WRITABLE, || {
+                send_from(self.socket.as_raw_fd(), source, remote, &t.payload)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                _ => return,
+            }
         }
-        limit.rlim_cur = want;
-        limit.rlim_max = limit.rlim_max.max(want);
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-            bail!(
-                "raising the open-file limit to {want}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+    }
+}
+
+/// `sendmsg` of `payload` to `remote` with `source` as the IP source (IP_PKTINFO).
+fn send_from(fd: i32, source: Ipv4Addr, remote: SocketAddrV4, payload: &[u8]) -> io::Result<()> {
+    let name = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: remote.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*remote.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let info = libc::in_pktinfo {
+        ipi_ifindex: 0,
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from(source).to_be(),
+        },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    };
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr().cast_mut().cast(),
+        iov_len: payload.len(),
+    };
+    // Room for one cmsghdr and an in_pktinfo (CMSG_SPACE(12) = 32), aligned for both.
+    let mut control = [0u64; 4];
+    // SAFETY: the msghdr points at the name, iovec and control buffer above, all alive for
+    // the call and of the stated sizes; CMSG_FIRSTHDR of a 32-octet control buffer is its
+    // start, and the header and in_pktinfo written through it fit in CMSG_SPACE(12).
+    let rc = unsafe {
+        let mut h: libc::msghdr = mem::zeroed();
+        h.msg_name = (&name as *const libc::sockaddr_in).cast_mut().cast();
+        h.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        h.msg_iov = &mut iov;
+        h.msg_iovlen = 1;
+        h.msg_control = control.as_mut_ptr().cast();
+        h.msg_controllen = libc::CMSG_SPACE(mem::size_of::<libc::in_pktinfo>() as u32) as usize;
+        let c = libc::CMSG_FIRSTHDR(&h);
+        (*c).cmsg_level = libc::IPPROTO_IP;
+        (*c).cmsg_type = libc::IP_PKTINFO;
+        (*c).cmsg_len = libc::CMSG_LEN(mem::size_of::<libc::in_pktinfo>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), info);
+        libc::sendmsg(fd, &h, libc::MSG_DONTWAIT)
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// The nodes' sockets and a channel that carries every datagram they receive.
-struct Sockets {
-    by_addr: HashMap<IpAddr, Arc<UdpSocket>>,
-    received: mpsc::Receiver<(SocketAddr, SocketAddr, Vec<u8>)>,
-}
-
-impl Sockets {
-    async fn bind(plan: &Plan) -> Result<Self> {
-        raise_fd_limit(u64::from(plan.count))?;
-        let (tx, received) = mpsc::channel(4096);
-        let mut by_addr = HashMap::new();
-        for i in 0..plan.count {
-            let local = SocketAddr::new(IpAddr::V4(node_addr(plan.first, i)), IKE_PORT);
-            let socket = Arc::new(
-                UdpSocket::bind(local)
-                    .await
-                    .with_context(|| format!("binding {local}"))?,
-            );
-            by_addr.insert(local.ip(), socket.clone());
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; MAX_DATAGRAM];
-                while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-                    let data = buf.get(..n).unwrap_or_default().to_vec();
-                    if tx.send((local, from, data)).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Ok(Self { by_addr, received })
-    }
-
-    async fn send(&self, t: Transmit) {
-        if let Some(socket) = self.by_addr.get(&t.local.ip()) {
-            // A lost datagram is retransmitted by the engine like one lost on the wire.
-            let _ = socket.send_to(&t.payload, t.remote).await;
-        }
-    }
 }
 
 /// The state of a run: which setups are in flight and how many ended how.
@@ -254,14 +299,17 @@ impl Tally {
 pub struct Loadgen {
     plan: Plan,
     peers: Vec<Arc<PeerConfig>>,
-    sockets: Sockets,
+    socket: NodesSocket,
     engine: Engine<Initiators>,
 }
 
 impl Loadgen {
     pub async fn prepare(plan: Plan) -> Result<Self> {
+        if !plan.responder.is_ipv4() {
+            bail!("the nodes' addresses are IPv4, so the responder's must be");
+        }
         let peers = peer_configs(&plan)?;
-        let sockets = Sockets::bind(&plan).await?;
+        let socket = NodesSocket::bind().await?;
         let config = Config {
             ike_suites: vec![IkeSuite::CHACHA_X25519],
             esp_suites: vec![EspSuite::CHACHA],
@@ -273,7 +321,7 @@ impl Loadgen {
         Ok(Self {
             plan,
             peers,
-            sockets,
+            socket,
             engine,
         })
     }
@@ -293,9 +341,11 @@ impl Loadgen {
             last_up: started,
         };
         let mut next = 0u32;
+        let (count, concurrency) = (self.plan.count, self.plan.concurrency as usize);
+        let room = |tally: &Tally, next: u32| next < count && tally.pending.len() < concurrency;
         while tally.up + tally.failed < self.plan.count {
             let now = Instant::now();
-            while next < self.plan.count && tally.pending.len() < self.plan.concurrency as usize {
+            while room(&tally, next) {
                 let peer = self.peers[next as usize].clone();
                 let local = SocketAddr::new(IpAddr::V4(node_addr(self.plan.first, next)), IKE_PORT);
                 let sa = self.engine.initiate(now, local, remote, peer)?;
@@ -303,8 +353,10 @@ impl Loadgen {
                 next += 1;
             }
             self.flush(&mut tally).await;
-            if tally.up + tally.failed == self.plan.count {
-                break;
+            // Setups that ended in this flush made room: fill it before waiting, since
+            // with every setup ended nothing would wake the wait but the deadline.
+            if tally.up + tally.failed == self.plan.count || room(&tally, next) {
+                continue;
             }
             if Instant::now() > deadline {
                 bail!(
@@ -349,18 +401,14 @@ impl Loadgen {
         }
     }
 
-    /// Waits for one datagram or timer and feeds it to the engine.
+    /// Waits for datagrams or a timer and feeds them to the engine.
     async fn step(&mut self, deadline: Instant) {
         let wake = self
             .engine
             .poll_timeout()
             .map_or(deadline, |t| t.min(deadline));
         tokio::select! {
-            received = self.sockets.received.recv() => {
-                if let Some((local, from, data)) = received {
-                    self.engine.handle(Instant::now(), local, from, &data);
-                }
-            }
+            () = self.socket.receive(&mut self.engine) => {}
             () = tokio::time::sleep_until(wake.into()) => {
                 self.engine.handle_timeout(Instant::now());
             }
@@ -370,7 +418,7 @@ impl Loadgen {
     async fn flush(&mut self, tally: &mut Tally) {
         loop {
             while let Some(t) = self.engine.poll_transmit() {
-                self.sockets.send(t).await;
+                self.socket.send(&t).await;
             }
             match self.engine.poll_event() {
                 Some(event) => tally.on_event(event),

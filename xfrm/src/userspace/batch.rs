@@ -97,6 +97,12 @@ pub struct RecvBatch {
 // are rebuilt before every use.
 unsafe impl Send for RecvBatch {}
 
+impl Default for RecvBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl RecvBatch {
     pub fn new() -> Self {
         // SAFETY: all-zero is a valid value for these plain C structs.

@@ -19,7 +19,7 @@
 //! carries IPv4 endpoints too. Addresses are handled and reported in canonical form: an
 //! IPv4 peer reached through a dual-stack socket is an IPv4 address, never IPv4-mapped.
 
-mod batch;
+pub mod batch;
 mod deadlines;
 mod deliver;
 mod link_flags;
