@@ -34,10 +34,10 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Runs of each setup-rate measurement with at least 5,000 nodes (minutes each).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 3)]
     large_runs: usize,
     /// Runs of the rekey measurement (twice `rekey_seconds` each).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 3)]
     rekey_runs: usize,
     /// Setups the load generator keeps in flight.
     #[arg(long, default_value_t = 8)]
