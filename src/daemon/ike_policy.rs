@@ -52,10 +52,12 @@ pub struct VnPolicy {
 
 impl Peer {
     fn config(&self, credentials: &NodeCredentials) -> Option<Arc<PeerConfig>> {
-        let certificates = match &self.neighbor.credentials {
-            Credentials::Psk(_) => None,
-            Credentials::Certificates => Some(credentials.current()?),
+        // The node's current certificates, or else the neighbor's PSK.
+        let auth = match &self.neighbor.credentials {
+            Credentials::Psk(psk) => Err(psk),
+            Credentials::Certificates => Ok(credentials.current()?),
         };
+        let certificates = auth.as_ref().ok().cloned();
         let mut made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(m) = made.as_ref()
             && match (&m.certificates, &certificates) {
@@ -65,16 +67,15 @@ impl Peer {
         {
             return Some(m.config.clone());
         }
-        let (local_auth, remote_auth) = match (&self.neighbor.credentials, &certificates) {
-            (Credentials::Psk(psk), _) => (LocalAuth::Psk(psk.clone()), PeerAuth::Psk(psk.clone())),
-            (Credentials::Certificates, Some(c)) => (
+        let (local_auth, remote_auth) = match auth {
+            Err(psk) => (LocalAuth::Psk(psk.clone()), PeerAuth::Psk(psk.clone())),
+            Ok(c) => (
                 LocalAuth::Certificate {
                     key: c.key.clone(),
                     chain: c.chain.clone(),
                 },
                 PeerAuth::Certificate(c.anchors.clone()),
             ),
-            (Credentials::Certificates, None) => return None,
         };
         let config = Arc::new(PeerConfig {
             local_id: self.local_id.clone(),
