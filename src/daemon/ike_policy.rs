@@ -57,16 +57,17 @@ impl Peer {
             Credentials::Psk(psk) => Err(psk),
             Credentials::Certificates => Ok(credentials.current()?),
         };
-        let certificates = auth.as_ref().ok().cloned();
         let mut made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(m) = made.as_ref()
-            && match (&m.certificates, &certificates) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (a, b) => a.is_none() && b.is_none(),
+            && match (&m.certificates, &auth) {
+                (Some(a), Ok(b)) => Arc::ptr_eq(a, b),
+                (None, Err(_)) => true,
+                _ => false,
             }
         {
             return Some(m.config.clone());
         }
+        let certificates = auth.as_ref().ok().cloned();
         let (local_auth, remote_auth) = match auth {
             Err(psk) => (LocalAuth::Psk(psk.clone()), PeerAuth::Psk(psk.clone())),
             Ok(c) => (
