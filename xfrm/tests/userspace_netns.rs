@@ -184,6 +184,12 @@ fn ping_and_tcp(family: Family) {
         (0, 0),
         "{back_in:?}"
     );
+    // All of it went through links with no qdisc in front of the TUN device.
+    for ns in [&pair.a, &pair.b] {
+        let out = ns.exec(&["ip", "link", "show", LINK]).expect("ip link");
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(shown.contains(" qdisc noqueue "), "{shown}");
+    }
 }
 
 #[test]

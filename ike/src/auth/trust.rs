@@ -328,9 +328,13 @@ fn chain_hash(end_entity: &[u8], intermediates: &[Vec<u8>]) -> [u8; 32] {
 /// validated may use fewer of the intermediates than were sent, so this may be narrower
 /// than its own, never wider.
 fn validity(end_entity: &[u8], intermediates: &[Vec<u8>]) -> Option<(u64, u64)> {
+    use x509_parser::nom::Parser as _;
     let mut span = (0u64, u64::MAX);
+    // Only the validity is read: the extensions need not be decoded.
+    let mut parser =
+        x509_parser::certificate::X509CertificateParser::new().with_deep_parse_extensions(false);
     for der in std::iter::once(end_entity).chain(intermediates.iter().map(Vec::as_slice)) {
-        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let (_, cert) = parser.parse(der).ok()?;
         let v = cert.validity();
         let not_before = u64::try_from(v.not_before.timestamp()).unwrap_or(0);
         let not_after = u64::try_from(v.not_after.timestamp()).ok()?;

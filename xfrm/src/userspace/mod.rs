@@ -23,6 +23,7 @@ pub mod batch;
 mod deadlines;
 mod deliver;
 mod link_flags;
+mod no_queue;
 mod rx;
 mod sad;
 mod spd;
@@ -427,15 +428,22 @@ impl Dataplane for UserspaceDataplane {
         }
         let dev = Arc::new(build_tun_when_free(link).await?);
         crate::ipv6_off::unless_carried(link);
-        // Only what shutdown takes depends on it: without, the link goes on its own.
-        let grouped = match dev.if_index() {
-            Ok(index) => link_group::join(&self.rtnl, index)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(error) = grouped {
-            tracing::debug!(link = %link.name, %error, "not in the links' group");
+        // Neither is needed for the link to work: without the group it goes on its own at
+        // shutdown, without noqueue each up builds a qdisc that holds nothing back.
+        match dev.if_index() {
+            Ok(index) => {
+                let (grouped, unqueued) = tokio::join!(
+                    link_group::join(&self.rtnl, index),
+                    no_queue::attach(&self.rtnl, index)
+                );
+                if let Err(error) = grouped {
+                    tracing::debug!(link = %link.name, %error, "not in the links' group");
+                }
+                if let Err(error) = unqueued {
+                    tracing::debug!(link = %link.name, %error, "keeps the default qdisc");
+                }
+            }
+            Err(error) => tracing::debug!(link = %link.name, %error, "no index"),
         }
         let task = tokio::spawn(tx::run(self.shared.clone(), dev.clone(), link.clone()));
         links.insert(
