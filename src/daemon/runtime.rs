@@ -47,15 +47,11 @@ pub enum NatT {
 const MARKER: [u8; 4] = [0; 4];
 const MAX_DATAGRAM: usize = 65_536;
 /// How long a changed adjacency record may wait to be written. A setup changes a record
-/// several times within milliseconds; writing them together costs one store batch per
-/// interval instead of one per change. The records keep each adjacency's history across
-/// restarts (the adjacency itself starts afresh): a crash loses at most this much of it,
-/// and the store's own delay.
+/// several times within milliseconds; writing each once after a pause costs one store
+/// write per record and interval instead of one per change. The records keep each
+/// adjacency's history across restarts (the adjacency itself starts afresh): a crash
+/// loses at most this much of it, and the store's own delay.
 const RECORD_WRITE_DELAY: Duration = Duration::from_secs(1);
-/// Records per store batch. sled's working memory for a batch grows with its size and the
-/// heap keeps what a thousand-record batch took (about 2.5 KiB of resident memory per
-/// record); small batches keep reusing the same memory.
-const RECORD_BATCH: usize = 16;
 /// How long the event loop runs before it lets the worker's other tasks run.
 const YIELD_AFTER: Duration = Duration::from_millis(1);
 /// How long the inbound SA of a retired or deleted pair stays. The peer switches to the
@@ -460,13 +456,15 @@ impl<D: Dataplane> Runtime<D> {
 
     fn write_records(&mut self) {
         self.write_records_at = None;
-        let names: Vec<String> = std::mem::take(&mut self.unwritten).into_iter().collect();
-        for names in names.chunks(RECORD_BATCH) {
-            let records: Vec<_> = names
-                .iter()
-                .filter_map(|name| Some(self.neighbors.get(name.as_str())?.adjacency.record()))
-                .collect();
-            if let Err(e) = self.store.adjacencies().and_then(|db| db.put(&records)) {
+        let db = match self.store.adjacencies() {
+            Ok(db) => db,
+            Err(e) => return warn!(error = %e, "storing adjacency records"),
+        };
+        for name in std::mem::take(&mut self.unwritten) {
+            let Some(n) = self.neighbors.get(name.as_str()) else {
+                continue;
+            };
+            if let Err(e) = db.put(&n.adjacency.record()) {
                 warn!(error = %e, "storing adjacency records");
                 return;
             }
