@@ -100,6 +100,16 @@ impl Report {
                 ratio(i[2], c[2]),
                 ratio(i[3], c[3])
             );
+            let steal = |runs: &[RateRun]| Spread::of(runs.iter().filter_map(|r| r.steal_percent));
+            if let (Some(i), c) = (steal(&s.iiptrand), steal(&s.charon)) {
+                let charon = c.map_or_else(String::new, |c| format!(", charon's {} %", c.show(0)));
+                let _ = writeln!(
+                    t,
+                    "{:>6}  CPU time the hypervisor took meanwhile: iiptrand's runs {} %{charon}",
+                    "",
+                    i.show(0)
+                );
+            }
         }
         if let Some(floor) = spread(&self.floor, |f| f.crypto_both_us) {
             let engine = spread(&self.floor, |f| f.engine_setup_us);
@@ -187,5 +197,66 @@ impl Report {
             let _ = writeln!(t, "\nfailed: {e}");
         }
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Report, SizeResult};
+    use crate::loadgen::Outcome;
+    use crate::setup_rate::{RateRun, Responder};
+
+    fn run(responder: Responder, steal_percent: Option<f64>) -> RateRun {
+        RateRun {
+            responder,
+            count: 1000,
+            setups_per_sec: 1000.0,
+            responder_cpu_ms_per_setup: 1.0,
+            responder_rss_kib_per_adjacency: 4.0,
+            responder_rss_kib_configured: 20_000,
+            responder_confirmed_after_s: 1.0,
+            responder_start_s: 1.0,
+            steal_percent,
+            loadgen: Outcome {
+                count: 1000,
+                up: 1000,
+                failed: 0,
+                concurrency: 8,
+                seconds: 1.0,
+                setups_per_sec: 1000.0,
+                cpu_seconds: 0.2,
+                first_failure: None,
+            },
+        }
+    }
+
+    fn table(iiptrand: Vec<RateRun>, charon: Vec<RateRun>) -> String {
+        Report {
+            setup: vec![SizeResult {
+                count: 1000,
+                iiptrand,
+                charon,
+            }],
+            ..Report::default()
+        }
+        .table()
+    }
+
+    #[test]
+    fn the_table_says_how_much_cpu_time_was_stolen_when_the_runs_know() {
+        let (i, c) = (Responder::Iiptrand, Responder::Charon);
+        let both = table(
+            vec![run(i, Some(12.0)), run(i, Some(30.0)), run(i, Some(2.0))],
+            vec![run(c, Some(5.0))],
+        );
+        assert!(
+            both.contains("took meanwhile: iiptrand's runs 12 (2–30, 3) %, charon's 5 (1) %"),
+            "{both}"
+        );
+        let ours = table(vec![run(i, Some(7.4))], Vec::new());
+        assert!(ours.contains("iiptrand's runs 7 (1) %\n"), "{ours}");
+        // Results written before runs measured it say nothing of it.
+        let old = table(vec![run(i, None)], vec![run(c, None)]);
+        assert!(!old.contains("hypervisor"), "{old}");
     }
 }

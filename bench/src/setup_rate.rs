@@ -22,7 +22,7 @@ use iiptran_testkit::pki::{Ca, NodeCert};
 use iiptran_testkit::process::Process;
 use iiptran_testkit::wait::wait_until;
 
-use crate::system::{Pair, Usage};
+use crate::system::{MachineTime, Pair, Usage};
 
 const LOADGEN_ADDR: &str = "10.200.0.1";
 const RESPONDER_ADDR: &str = "10.200.0.2";
@@ -67,6 +67,11 @@ pub struct RateRun {
     pub responder_confirmed_after_s: f64,
     /// Starting the responder with `count` peers configured until it answered.
     pub responder_start_s: f64,
+    /// The share of the machine's CPU time the hypervisor took from the first setup until
+    /// the responder reported all up, in percent: how much the machine's neighbors
+    /// weighed on this run.
+    #[serde(default)]
+    pub steal_percent: Option<f64>,
     pub loadgen: Outcome,
 }
 
@@ -219,6 +224,7 @@ fn measure(
     };
     let responder_start_s = started.elapsed().as_secs_f64();
     let before = settled_usage(&subject)?;
+    let machine_before = MachineTime::now()?;
     let load_started = Instant::now();
     let load = start_load(setup, &pair.a, &run_dir.path, ca, count)?;
     if load.outcome.up != count {
@@ -236,6 +242,7 @@ fn measure(
         || Ok(subject.all_up(count).unwrap_or(false).then_some(())),
     )?;
     let confirmed = load_started.elapsed().as_secs_f64();
+    let steal_percent = MachineTime::now()?.steal_percent_since(&machine_before);
     let after = settled_usage(&subject)?;
     drop(load.process);
     let n = f64::from(count);
@@ -248,6 +255,7 @@ fn measure(
         responder_rss_kib_configured: before.rss_kib,
         responder_confirmed_after_s: confirmed,
         responder_start_s,
+        steal_percent: Some(steal_percent),
         loadgen: load.outcome,
     })
 }

@@ -86,3 +86,69 @@ impl Usage {
         })
     }
 }
+
+/// The machine's CPU time so far, all CPUs together, from the first line of /proc/stat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MachineTime {
+    /// Time the hypervisor ran something else while this machine's CPUs wanted to run.
+    pub steal: u64,
+    /// Every state's time: user, nice, system, idle, iowait, irq, softirq, steal.
+    pub total: u64,
+}
+
+impl MachineTime {
+    pub fn now() -> Result<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat")?).context("no cpu line in /proc/stat")
+    }
+
+    fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let &[.., steal] = <&[u64; 8]>::try_from(ticks.as_slice()).ok()?;
+        Some(Self {
+            steal,
+            total: ticks.iter().sum(),
+        })
+    }
+
+    /// The share of the machine's CPU time since `earlier` that was stolen, in percent.
+    pub fn steal_percent_since(&self, earlier: &Self) -> f64 {
+        let total = self.total.saturating_sub(earlier.total);
+        if total == 0 {
+            return 0.0;
+        }
+        100.0 * self.steal.saturating_sub(earlier.steal) as f64 / total as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MachineTime;
+
+    #[test]
+    fn machine_time_reads_the_cpu_line_and_the_stolen_share() {
+        let earlier = MachineTime::parse(
+            "cpu  100 0 50 800 10 0 20 20 0 0\ncpu0 50 0 25 400 5 0 10 10 0 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            earlier,
+            MachineTime {
+                steal: 20,
+                total: 1000
+            }
+        );
+        let later = MachineTime::parse("cpu  200 0 100 1500 10 0 110 80 0 0\n").unwrap();
+        assert_eq!(later.steal_percent_since(&earlier), 6.0);
+        assert_eq!(later.steal_percent_since(&later), 0.0);
+        assert_eq!(MachineTime::parse("cpu  1 2 3\n"), None);
+        assert_eq!(MachineTime::parse("intr 1 2 3 4 5 6 7 8 9\n"), None);
+        assert_eq!(MachineTime::parse("cpu  1 2 3 4 5 6 7 x\n"), None);
+    }
+}
