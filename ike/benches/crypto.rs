@@ -8,10 +8,10 @@ use iiptran_ike::iana::{EncrId, IntegId};
 
 fn key_exchange(c: &mut Criterion) {
     for (name, group) in [("x25519", DhGroup::Curve25519), ("p256", DhGroup::Ecp256)] {
-        let peer = DhPrivate::generate(group).public_key();
+        let peer = DhPrivate::generate(group).expect("random").public_key();
         c.bench_function(&format!("dh/{name} keygen+dh"), |b| {
             b.iter(|| {
-                let ours = DhPrivate::generate(group);
+                let ours = DhPrivate::generate(group).expect("random");
                 let public = ours.public_key();
                 let shared = ours.shared_secret(black_box(&peer)).expect("valid peer");
                 black_box((public, shared))

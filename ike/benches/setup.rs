@@ -131,8 +131,8 @@ fn crypto_floor(s: &Setting) {
     let lengths =
         SkCipher::key_lengths(EncrId::CHACHA20_POLY1305, None, IntegId::NONE).expect("suite");
     let dh = [
-        DhPrivate::generate(DhGroup::Curve25519),
-        DhPrivate::generate(DhGroup::Curve25519),
+        DhPrivate::generate(DhGroup::Curve25519).expect("random"),
+        DhPrivate::generate(DhGroup::Curve25519).expect("random"),
     ];
     let publics = [dh[0].public_key(), dh[1].public_key()];
     let keys = [0, 1].map(|n| {

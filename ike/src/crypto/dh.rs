@@ -66,17 +66,15 @@ enum PrivateKey {
 }
 
 impl DhPrivate {
-    /// A fresh private value from the operating system's random source.
-    ///
-    /// # Panics
-    /// If the operating system cannot provide random bytes: no key exchange is safe then.
-    pub fn generate(group: DhGroup) -> Self {
+    /// A fresh private value from the operating system's random source, which must not
+    /// fail (no key exchange is safe without it).
+    pub fn generate(group: DhGroup) -> Result<Self, CryptoError> {
         loop {
             let mut bytes = Zeroizing::new(vec![0u8; group.private_len()]);
-            getrandom::fill(&mut bytes).expect("operating system random source failed");
+            getrandom::fill(&mut bytes).map_err(|_| CryptoError::Rng)?;
             // only P-256 rejects candidates (zero or >= the group order, p < 2^-32)
             if let Ok(key) = Self::from_private_bytes(group, &bytes) {
-                return key;
+                return Ok(key);
             }
         }
     }

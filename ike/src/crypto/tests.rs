@@ -269,7 +269,7 @@ fn prf_plus_stops_at_255_blocks() {
 
 #[test]
 fn dh_rejects_invalid_public_values() {
-    let x = DhPrivate::generate(DhGroup::Curve25519);
+    let x = DhPrivate::generate(DhGroup::Curve25519).expect("random");
     assert_eq!(x.public_key().len(), 32);
     for bad in [&[9u8; 31][..], &[9u8; 33], &[]] {
         assert_eq!(x.shared_secret(bad), Err(CryptoError::InvalidPublicValue));
@@ -284,8 +284,10 @@ fn dh_rejects_invalid_public_values() {
         );
     }
 
-    let p = DhPrivate::generate(DhGroup::Ecp256);
-    let good = DhPrivate::generate(DhGroup::Ecp256).public_key();
+    let p = DhPrivate::generate(DhGroup::Ecp256).expect("random");
+    let good = DhPrivate::generate(DhGroup::Ecp256)
+        .expect("random")
+        .public_key();
     assert_eq!(good.len(), 64);
     assert!(p.shared_secret(&good).is_ok());
     let mut off_curve = good.clone();
@@ -309,8 +311,8 @@ fn dh_rejects_invalid_public_values() {
 fn dh_groups_and_private_values() {
     for group in [DhGroup::Curve25519, DhGroup::Ecp256] {
         assert_eq!(DhGroup::from_id(group.id()), Some(group));
-        let a = DhPrivate::generate(group);
-        let b = DhPrivate::generate(group);
+        let a = DhPrivate::generate(group).expect("random");
+        let b = DhPrivate::generate(group).expect("random");
         assert_eq!(a.public_key().len(), group.public_len());
         assert_ne!(a.public_key(), b.public_key());
         let ab = a.shared_secret(&b.public_key()).expect("ab");

@@ -44,7 +44,7 @@ pub(crate) fn random_u32() -> Result<u32, KeyError> {
 /// A fresh DH private value and our KE data.
 pub(crate) fn dh_generate(group: DhId) -> Result<(DhPrivate, Vec<u8>), KeyError> {
     let group = DhGroup::from_id(group).ok_or(CryptoError::Unsupported("DH group"))?;
-    let private = DhPrivate::generate(group);
+    let private = DhPrivate::generate(group)?;
     let public = private.public_key();
     Ok((private, public))
 }
