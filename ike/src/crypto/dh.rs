@@ -66,8 +66,8 @@ enum PrivateKey {
 }
 
 impl DhPrivate {
-    /// A fresh private value from the operating system's random source, which must not
-    /// fail (no key exchange is safe without it).
+    /// A fresh private value from the operating system's random source; an error when
+    /// that source fails (no key exchange is safe without it).
     pub fn generate(group: DhGroup) -> Result<Self, CryptoError> {
         loop {
             let mut bytes = Zeroizing::new(vec![0u8; group.private_len()]);
