@@ -106,6 +106,14 @@ fn one_pair_on_both(a: &Daemon, b: &Daemon) -> Result<Option<(IkeSaReport, IkeSa
     let (Some(x), Some(y)) = (single(a.sas()?), single(b.sas()?)) else {
         return Ok(None);
     };
+    // The two views are of two moments (each a call to a busy daemon): a's is only b's
+    // contemporary if a still shows that SA once b has answered. Crossing initiations
+    // otherwise showed a with the loser still alone (the winner not begun yet) beside b
+    // with the winner alone (the loser already gone).
+    let spis = |sa: &IkeSaReport| (sa.spi_initiator, sa.spi_responder);
+    if single(a.sas()?).as_ref().map(spis) != Some(spis(&x)) {
+        return Ok(None);
+    }
     assert_eq!((x.name.as_str(), y.name.as_str()), ("b", "a"));
     assert_eq!(
         (x.spi_initiator, x.spi_responder),
