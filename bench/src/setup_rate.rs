@@ -68,8 +68,8 @@ pub struct RateRun {
     /// Starting the responder with `count` peers configured until it answered.
     pub responder_start_s: f64,
     /// The share of the machine's CPU time the hypervisor took from the first setup until
-    /// the responder reported all up, in percent: how much the machine's neighbors
-    /// weighed on this run.
+    /// the responder reported all up, in percent: how much the host's other guests
+    /// weighed on this run (not the VN's neighbors).
     #[serde(default)]
     pub steal_percent: Option<f64>,
     pub loadgen: Outcome,
